@@ -1,0 +1,9 @@
+DROP TABLE audit_events;
+DROP FUNCTION audit_events_append_only();
+DROP TABLE decisions;
+DROP TABLE designations;
+DROP TABLE products;
+DROP TABLE relationships;
+DROP TABLE organizations;
+DROP TABLE resellers;
+DROP TABLE ledger_head;

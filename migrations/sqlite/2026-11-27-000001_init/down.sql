@@ -1,0 +1,10 @@
+DROP TRIGGER IF EXISTS audit_events_no_delete;
+DROP TRIGGER IF EXISTS audit_events_no_update;
+DROP TABLE audit_events;
+DROP TABLE decisions;
+DROP TABLE designations;
+DROP TABLE products;
+DROP TABLE relationships;
+DROP TABLE organizations;
+DROP TABLE resellers;
+DROP TABLE ledger_head;

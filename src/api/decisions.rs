@@ -1,0 +1,79 @@
+//! Preflight decisions: ask the gate, get an explained and audited answer.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{tenant, ApiError, Body, FieldError, State};
+use crate::auth::{Principal, Role};
+use crate::domain::{Sku, Transaction};
+use crate::gate::{Customer, Question};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreflightBody {
+    transaction: Transaction,
+    product: Sku,
+    customer: Customer,
+    /// Evaluate at another instant (what-if); RFC 3339 with an offset.
+    #[serde(default)]
+    as_of: Option<DateTime<FixedOffset>>,
+}
+
+/// `POST /v1/decisions`: a preflight. Records the decision and its audit
+/// event; creates nothing else.
+pub async fn create(
+    state: State,
+    principal: Principal,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant(&state, &principal).await?;
+    let req: PreflightBody = body.json()?;
+    let problems = req.customer.problems("customer");
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(
+            problems
+                .into_iter()
+                .map(|(f, m)| FieldError::new(f, m))
+                .collect(),
+        ));
+    }
+    let question = Question {
+        transaction: req.transaction,
+        product: req.product,
+        customer: req.customer,
+        as_of: req.as_of.map(|t| t.with_timezone(&Utc)),
+    };
+    let st = Arc::clone(&state);
+    let actor = principal.actor();
+    let decision = web::block(move || {
+        st.gate
+            .decide(&actor, &tenant, &question, "decision.preflight")
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(json!({ "decision": decision })))
+}
+
+/// `GET /v1/decisions/{id}`: a tenant reads its own; compliance reads all.
+pub async fn get(
+    state: State,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let own = match principal.role {
+        Role::Compliance => None,
+        _ => Some(tenant(&state, &principal).await?),
+    };
+    let id = path.into_inner();
+    let st = Arc::clone(&state);
+    let stored = web::block(move || st.gate.store().decision(&id)).await??;
+    match stored {
+        Some(d) if own.as_ref().is_none_or(|t| t.as_str() == d.reseller) => {
+            Ok(HttpResponse::Ok().json(json!({ "decision": d.body })))
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}

@@ -1,0 +1,211 @@
+//! Every error the API returns, mapped to its status and stable code in one
+//! place, rendered as `application/problem+json` (RFC 9457).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::gate::GateError;
+use crate::policy::CatalogIssue;
+use crate::store::StoreError;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON (or not one JSON value).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A query parameter or header is unusable.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// Well-formed but invalid: the fields say what and where.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden")]
+    Forbidden,
+    #[error("unknown reseller")]
+    UnknownReseller,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The database is unreachable or busy: try again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corrupt data; the cause goes to the log, never to the caller.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::UnknownReseller => "unknown_reseller",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn title_and_detail(&self) -> (&'static str, String) {
+        match self {
+            ApiError::MalformedJson(m) => (
+                "Malformed JSON",
+                format!("The request body is not valid JSON: {m}."),
+            ),
+            ApiError::BadRequest(m) => ("Bad request", m.clone()),
+            ApiError::PayloadTooLarge => (
+                "Payload too large",
+                format!("Request bodies are limited to {MAX_BODY_BYTES} bytes."),
+            ),
+            ApiError::Validation(_) => (
+                "Validation failed",
+                "One or more fields are invalid; see errors.".into(),
+            ),
+            ApiError::Unauthorized(m) => (
+                "Unauthorized",
+                format!("A valid bearer token is required: {m}."),
+            ),
+            ApiError::Forbidden => ("Forbidden", "Your role may not do this.".into()),
+            ApiError::UnknownReseller => (
+                "Unknown reseller",
+                "The reseller named by your token is not registered.".into(),
+            ),
+            ApiError::NotFound => ("Not found", "There is nothing here for you.".into()),
+            ApiError::MethodNotAllowed => (
+                "Method not allowed",
+                "This route does not take that method.".into(),
+            ),
+            ApiError::Unavailable(_) => (
+                "Service unavailable",
+                "The service cannot reach its database; nothing was recorded. Retry later.".into(),
+            ),
+            ApiError::Internal(_) => (
+                "Internal error",
+                "The service failed; nothing was recorded.".into(),
+            ),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            _ => {}
+        }
+        let (title, detail) = self.title_and_detail();
+        let code = self.code();
+        let mut body = serde_json::json!({
+            "type": format!("urn:license-gatekeeper:problem:{code}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+            "code": code,
+        });
+        if let ApiError::Validation(errors) = self {
+            body["errors"] = serde_json::json!(errors);
+        }
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "2"));
+            }
+            _ => {}
+        }
+        response.body(body.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(issues) => ApiError::Validation(issues_to_fields(&issues)),
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Stale => ApiError::Unavailable("the catalogue kept changing".into()),
+            StoreError::Database(e) => ApiError::Unavailable(e.to_string()),
+            StoreError::Pool(e) => ApiError::Unavailable(e.to_string()),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<GateError> for ApiError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::UnknownReseller => ApiError::UnknownReseller,
+            GateError::UnknownProduct => {
+                ApiError::field("product", "no product with this SKU is in the catalogue")
+            }
+            GateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(format!("blocking task failed: {e}"))
+    }
+}
+
+/// Catalogue issues as request-body field errors. Issues about the entity
+/// being written name its body fields; issues elsewhere say where they are.
+pub fn issues_to_fields(issues: &[CatalogIssue]) -> Vec<FieldError> {
+    issues
+        .iter()
+        .map(|i| FieldError::new(i.field.clone(), i.message.clone()))
+        .collect()
+}

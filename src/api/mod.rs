@@ -1,0 +1,229 @@
+//! The HTTP surface: thin handlers that parse, authorise, call the gate and
+//! map the result. Routes are registered in [`routes`] only.
+
+mod audit;
+mod catalog;
+mod decisions;
+pub mod error;
+mod ops;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, FieldError, MAX_BODY_BYTES};
+
+use crate::auth::{Authenticator, Principal, Role};
+use crate::domain::ResellerId;
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+use crate::policy::{DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec};
+use crate::store::Actor;
+
+/// What every handler shares.
+pub struct AppState {
+    pub gate: Gate,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+}
+
+pub type State = web::Data<Arc<AppState>>;
+
+/// Every route of the service. `openapi.yaml` documents exactly these.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/v1/resellers").route(web::get().to(catalog::list::<ResellerSpec>)))
+        .service(
+            resource("/v1/resellers/{id}")
+                .route(web::get().to(catalog::get::<ResellerSpec>))
+                .route(web::put().to(catalog::put::<ResellerSpec>)),
+        )
+        .service(
+            resource("/v1/organizations").route(web::get().to(catalog::list::<OrganizationSpec>)),
+        )
+        .service(
+            resource("/v1/organizations/{id}")
+                .route(web::get().to(catalog::get::<OrganizationSpec>))
+                .route(web::put().to(catalog::put::<OrganizationSpec>)),
+        )
+        .service(
+            resource("/v1/organizations/{id}/relationships/{target}")
+                .route(web::get().to(catalog::get_relationship))
+                .route(web::put().to(catalog::put_relationship))
+                .route(web::delete().to(catalog::delete_relationship)),
+        )
+        .service(resource("/v1/products").route(web::get().to(catalog::list::<ProductSpec>)))
+        .service(
+            resource("/v1/products/{sku}")
+                .route(web::get().to(catalog::get::<ProductSpec>))
+                .route(web::put().to(catalog::put::<ProductSpec>)),
+        )
+        .service(
+            resource("/v1/designations").route(web::get().to(catalog::list::<DesignationSpec>)),
+        )
+        .service(
+            resource("/v1/designations/{id}")
+                .route(web::get().to(catalog::get::<DesignationSpec>))
+                .route(web::put().to(catalog::put::<DesignationSpec>)),
+        )
+        .service(resource("/v1/decisions").route(web::post().to(decisions::create)))
+        .service(resource("/v1/decisions/{id}").route(web::get().to(decisions::get)))
+        .service(resource("/v1/audit").route(web::get().to(audit::list)))
+        .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)));
+}
+
+/// A resource whose unmatched methods answer `405` as problem+json.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<String, _>(ApiError::MethodNotAllowed)
+    }))
+}
+
+/// Answers every unrouted path.
+pub async fn not_found() -> Result<String, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// A request body, read up to [`MAX_BODY_BYTES`] (`413` past that).
+pub struct Body(pub web::Bytes);
+
+impl FromRequest for Body {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Body, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Body(body.freeze()))
+        })
+    }
+}
+
+impl Body {
+    /// Parses the body as `T`: not JSON is `400`; JSON of the wrong shape
+    /// (unknown or missing fields, wrong types, invalid values) is `422`
+    /// naming the field.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let mut de = serde_json::Deserializer::from_slice(&self.0);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = strip_position(&inner.to_string());
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = if path == "." {
+                        "body".to_string()
+                    } else {
+                        path
+                    };
+                    ApiError::field(field, message)
+                }
+                _ => ApiError::MalformedJson(message),
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
+        Ok(value)
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Principal, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = req
+        .app_data::<State>()
+        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header is missing".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            let (scheme, token) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+        })?;
+    state
+        .auth
+        .verify(token)
+        .map_err(|e| ApiError::Unauthorized(e.0))
+}
+
+impl Principal {
+    /// `403 forbidden` unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            sub: self.sub.clone(),
+            role: self.role.as_str().to_string(),
+            reseller: self.reseller.as_ref().map(|r| r.to_string()),
+        }
+    }
+}
+
+/// The caller's tenant, which must be registered (`403 unknown_reseller`).
+/// Only resellers and integrators have one.
+async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiError> {
+    principal.require(&[Role::Reseller, Role::Integrator])?;
+    let id = principal
+        .reseller
+        .clone()
+        .ok_or(ApiError::UnknownReseller)?;
+    let st = Arc::clone(state);
+    let probe = id.clone();
+    if web::block(move || st.gate.is_registered(&probe)).await?? {
+        Ok(id)
+    } else {
+        Err(ApiError::UnknownReseller)
+    }
+}

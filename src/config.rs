@@ -1,0 +1,138 @@
+//! Typed configuration, read from the environment once at start-up and then
+//! passed down explicitly (no global), so tests build their own.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+/// Which database a URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: the embedded default.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, passed to libpq as it is.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!("GATEKEEPER_DATABASE_URL: sqlite:// needs a file path, e.g. sqlite://gatekeeper.db");
+            }
+            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_string()))
+        } else {
+            bail!("GATEKEEPER_DATABASE_URL must start with sqlite:// or postgres:// (got a URL with another scheme)")
+        }
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// Everything the service needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub listen: String,
+    /// PEM public key that verifies callers' tokens; `None` is development mode.
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// Where development keys live (and, by default, nothing else).
+    pub data_dir: PathBuf,
+    /// Connections in the database pool.
+    pub db_pool_size: u32,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ISSUER: &str = "gatekeeper-dev";
+pub const DEFAULT_AUDIENCE: &str = "gatekeeper";
+pub const DEFAULT_DATA_DIR: &str = ".gatekeeper";
+
+impl Config {
+    /// Reads the `GATEKEEPER_*` variables; unset ones take their defaults.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str, default: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let database_url =
+            DatabaseUrl::parse(&get("GATEKEEPER_DATABASE_URL", DEFAULT_DATABASE_URL))?;
+        let db_pool_size = get("GATEKEEPER_DB_POOL_SIZE", "8")
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .context("GATEKEEPER_DB_POOL_SIZE must be a whole number from 1 to 256")?;
+        Ok(Config {
+            database_url,
+            listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
+            jwt_public_key_file: lookup("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from),
+            jwt_issuer: get("GATEKEEPER_JWT_ISSUER", DEFAULT_ISSUER),
+            jwt_audience: get("GATEKEEPER_JWT_AUDIENCE", DEFAULT_AUDIENCE),
+            data_dir: PathBuf::from(get("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
+            db_pool_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, DatabaseUrl::Sqlite("gatekeeper.db".into()));
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.jwt_public_key_file, None);
+        assert_eq!(c.jwt_issuer, "gatekeeper-dev");
+        assert_eq!(c.jwt_audience, "gatekeeper");
+    }
+
+    #[test]
+    fn database_urls_pick_the_backend() {
+        let c = config(&[("GATEKEEPER_DATABASE_URL", "postgres://u:secret@db/gk")]).unwrap();
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Postgres("postgres://u:secret@db/gk".into())
+        );
+        assert_eq!(c.database_url.redacted(), "postgres://u:***@db/gk");
+        assert!(config(&[("GATEKEEPER_DATABASE_URL", "mysql://x")]).is_err());
+        assert!(config(&[("GATEKEEPER_DATABASE_URL", "sqlite://")]).is_err());
+        assert!(config(&[("GATEKEEPER_DB_POOL_SIZE", "0")]).is_err());
+    }
+}

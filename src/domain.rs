@@ -1,0 +1,461 @@
+//! Domain vocabulary shared by every layer: validated identifiers ("parse, don't validate")
+//! and the small closed enums of the contract.
+//!
+//! A value of one of these types can only hold a valid value: the constructors are `parse`,
+//! `TryFrom<String>` and serde (which goes through `TryFrom<String>`), and all of them check.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Defines a validated string newtype with `parse`, `as_str`, `Display`, `FromStr`,
+/// `TryFrom<String>`, `From<T> for String` and serde through `String`.
+macro_rules! validated_string {
+    ($(#[$meta:meta])* $name:ident, $check:path, $rule:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// What a valid value looks like, as told to a caller whose value was rejected.
+            pub const RULE: &'static str = $rule;
+
+            /// Checks `s` and wraps it; the error is a human-readable message.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                if $check(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(Self::RULE.to_owned())
+                }
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(s: String) -> Result<Self, String> {
+                if $check(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(Self::RULE.to_owned())
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+const MAX_ID_LEN: usize = 64;
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`
+fn is_lower_id(s: &str) -> bool {
+    let Some((first, rest)) = s.as_bytes().split_first() else {
+        return false;
+    };
+    s.len() <= MAX_ID_LEN
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && rest.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`
+fn is_sku(s: &str) -> bool {
+    let Some((first, rest)) = s.as_bytes().split_first() else {
+        return false;
+    };
+    s.len() <= MAX_ID_LEN
+        && first.is_ascii_alphanumeric()
+        && rest
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// `[a-z][a-z0-9_]{0,63}`
+fn is_category(s: &str) -> bool {
+    let Some((first, rest)) = s.as_bytes().split_first() else {
+        return false;
+    };
+    s.len() <= MAX_ID_LEN
+        && first.is_ascii_lowercase()
+        && rest
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+fn is_country_code(s: &str) -> bool {
+    ISO_3166_1_ALPHA_2.binary_search(&s).is_ok()
+}
+
+validated_string!(
+    /// Identifier of an organisation in the catalogue.
+    OrgId,
+    is_lower_id,
+    "must match [a-z0-9][a-z0-9._-]{0,63}"
+);
+validated_string!(
+    /// Identifier of a registered reseller (a tenant).
+    ResellerId,
+    is_lower_id,
+    "must match [a-z0-9][a-z0-9._-]{0,63}"
+);
+validated_string!(
+    /// Identifier of a designation (one legal instrument's ban).
+    DesignationId,
+    is_lower_id,
+    "must match [a-z0-9][a-z0-9._-]{0,63}"
+);
+validated_string!(
+    /// Identifier of a rule within a designation.
+    RuleId,
+    is_lower_id,
+    "must match [a-z0-9][a-z0-9._-]{0,63}"
+);
+validated_string!(
+    /// A product's stock-keeping unit.
+    Sku,
+    is_sku,
+    "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+);
+validated_string!(
+    /// A product category: a free lower-case word that designations may exclude.
+    Category,
+    is_category,
+    "must be a lower-case word matching [a-z][a-z0-9_]{0,63}"
+);
+validated_string!(
+    /// An officially assigned ISO 3166-1 alpha-2 country code, upper case.
+    CountryCode,
+    is_country_code,
+    "must be an officially assigned ISO 3166-1 alpha-2 country code in upper case, e.g. US"
+);
+
+/// The United States and its territories, which this service counts as "in the United States"
+/// (a policy choice, see law.md).
+pub const US_AND_TERRITORIES: [&str; 7] = ["US", "PR", "GU", "VI", "AS", "MP", "UM"];
+
+impl CountryCode {
+    /// True for the United States and for PR, GU, VI, AS, MP and UM.
+    pub fn is_us_territory_or_us(&self) -> bool {
+        US_AND_TERRITORIES.contains(&self.0.as_str())
+    }
+}
+
+/// Every officially assigned ISO 3166-1 alpha-2 code (249), sorted for `binary_search`.
+pub const ISO_3166_1_ALPHA_2: &[&str] = &[
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// Defines a closed snake_case enum with `as_str` and `Display`.
+macro_rules! snake_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The snake_case name used on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+snake_enum!(
+    /// The kind of licence transaction being screened.
+    Transaction {
+        /// A new licence (a new agreement).
+        Issue => "issue",
+        /// The renewal of an existing licence.
+        Renew => "renew",
+    }
+);
+
+snake_enum!(
+    /// The outcome of a decision.
+    Outcome {
+        Allow => "allow",
+        Deny => "deny",
+        Review => "review",
+    }
+);
+
+snake_enum!(
+    /// What the source organisation of a relationship is to its target.
+    RelKind {
+        /// Controlled by the target.
+        SubsidiaryOf => "subsidiary_of",
+        /// Under common control with the target.
+        AffiliateOf => "affiliate_of",
+        /// Successor of the target.
+        SuccessorOf => "successor_of",
+        /// Assignee of the target.
+        AssigneeOf => "assignee_of",
+        /// The target holds a stake without control: does not carry a designation.
+        MinorityOwnedBy => "minority_owned_by",
+    }
+);
+
+impl RelKind {
+    /// Whether a designation of one side carries across to the other.
+    pub fn carries(self) -> bool {
+        !matches!(self, RelKind::MinorityOwnedBy)
+    }
+}
+
+snake_enum!(
+    /// The two parties a transaction is evaluated for.
+    PartyRole {
+        Customer => "customer",
+        Reseller => "reseller",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn lower_ids_accept_and_reject() {
+        for ok in [
+            "a",
+            "0",
+            "kaspersky-lab-inc",
+            "a.b_c-d",
+            "9x",
+            &"a".repeat(64),
+        ] {
+            assert!(OrgId::parse(ok).is_ok(), "{ok:?} should be accepted");
+            assert!(ResellerId::parse(ok).is_ok(), "{ok:?} should be accepted");
+            assert!(
+                DesignationId::parse(ok).is_ok(),
+                "{ok:?} should be accepted"
+            );
+            assert!(RuleId::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "A",
+            "aB",
+            "a b",
+            "a/b",
+            "é",
+            "a\u{e9}",
+            &"a".repeat(65),
+        ] {
+            assert!(OrgId::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                ResellerId::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+            assert!(
+                DesignationId::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+            assert!(RuleId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            OrgId::parse("A").unwrap_err(),
+            "must match [a-z0-9][a-z0-9._-]{0,63}"
+        );
+    }
+
+    #[test]
+    fn sku_accepts_and_rejects() {
+        for ok in ["ACME-FW-K", "kav", "K", "9", "a.B_c-D", &"Z".repeat(64)] {
+            assert!(Sku::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        for bad in ["", "-K", ".K", "_K", "K K", "K/1", "Kä", &"Z".repeat(65)] {
+            assert!(Sku::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn category_accepts_and_rejects() {
+        for ok in [
+            "antivirus",
+            "threat_intelligence",
+            "a",
+            "a9_",
+            &"c".repeat(64),
+        ] {
+            assert!(Category::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        for bad in [
+            "",
+            "9a",
+            "_a",
+            "Antivirus",
+            "anti-virus",
+            "anti.virus",
+            "anti virus",
+            &"c".repeat(65),
+        ] {
+            assert!(Category::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn country_code_list_is_complete_and_sorted() {
+        assert_eq!(ISO_3166_1_ALPHA_2.len(), 249);
+        assert!(ISO_3166_1_ALPHA_2.windows(2).all(|w| w[0] < w[1]));
+        assert!(ISO_3166_1_ALPHA_2
+            .iter()
+            .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())));
+    }
+
+    #[test]
+    fn country_code_accepts_and_rejects() {
+        for ok in [
+            "US", "GB", "DE", "RU", "BR", "PR", "GU", "VI", "AS", "MP", "UM", "AD", "ZW", "SS",
+            "BQ", "AX",
+        ] {
+            assert!(CountryCode::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        // Lower case, user-assigned, reserved, withdrawn, alpha-3 and junk.
+        for bad in [
+            "us", "Us", "uS", "XX", "XK", "ZZ", "AA", "UK", "EU", "AN", "YU", "USA", "U", "", " US",
+        ] {
+            assert!(
+                CountryCode::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn us_and_territories() {
+        for c in ["US", "PR", "GU", "VI", "AS", "MP", "UM"] {
+            assert!(
+                CountryCode::parse(c).unwrap().is_us_territory_or_us(),
+                "{c}"
+            );
+        }
+        for c in ["DE", "GB", "CA", "MX", "RU", "VG", "FM", "MH", "PW"] {
+            assert!(
+                !CountryCode::parse(c).unwrap().is_us_territory_or_us(),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn newtypes_round_trip_through_serde_and_reject_invalid_json() {
+        let org: OrgId = serde_json::from_str("\"ao-kaspersky-lab\"").unwrap();
+        assert_eq!(org.as_str(), "ao-kaspersky-lab");
+        assert_eq!(org.to_string(), "ao-kaspersky-lab");
+        assert_eq!(serde_json::to_string(&org).unwrap(), "\"ao-kaspersky-lab\"");
+        let err = serde_json::from_str::<OrgId>("\"AO\"").unwrap_err();
+        assert!(err.to_string().contains("must match"), "{err}");
+        assert!(serde_json::from_str::<CountryCode>("\"us\"").is_err());
+        assert!(serde_json::from_str::<CountryCode>("\"XX\"").is_err());
+        assert!(serde_json::from_str::<Sku>("\"\"").is_err());
+        let c = CountryCode::try_from("US".to_owned()).unwrap();
+        assert_eq!(String::from(c), "US");
+        assert!(Sku::try_from("bad sku".to_owned()).is_err());
+        assert_eq!("KAV".parse::<Sku>().unwrap().as_str(), "KAV");
+    }
+
+    #[test]
+    fn enums_use_snake_case_on_the_wire() {
+        for t in Transaction::ALL {
+            let json = serde_json::to_string(t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<Transaction>(&json).unwrap(), *t);
+        }
+        for o in Outcome::ALL {
+            let json = serde_json::to_string(o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.as_str()));
+        }
+        for k in RelKind::ALL {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<RelKind>(&json).unwrap(), *k);
+        }
+        assert_eq!(
+            serde_json::to_string(&RelKind::MinorityOwnedBy).unwrap(),
+            "\"minority_owned_by\""
+        );
+        assert_eq!(PartyRole::Customer.as_str(), "customer");
+        assert_eq!(PartyRole::Reseller.to_string(), "reseller");
+        assert!(serde_json::from_str::<Transaction>("\"Issue\"").is_err());
+    }
+
+    #[test]
+    fn only_minority_stakes_do_not_carry() {
+        assert!(RelKind::SubsidiaryOf.carries());
+        assert!(RelKind::AffiliateOf.carries());
+        assert!(RelKind::SuccessorOf.carries());
+        assert!(RelKind::AssigneeOf.carries());
+        assert!(!RelKind::MinorityOwnedBy.carries());
+    }
+}

@@ -1,0 +1,165 @@
+//! The `gatekeeper` binary: `serve` (the default), `migrate`, `token`,
+//! `audit verify`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use gatekeeper::auth::{mint, DevKeys, MintClaims, Role};
+use gatekeeper::config::Config;
+use gatekeeper::startup::Application;
+use gatekeeper::store::Store;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "gatekeeper",
+    version,
+    about = "Screens licence transactions against sanctions-style designations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database and serve the API (what a bare `gatekeeper` does).
+    Serve,
+    /// Apply pending migrations (and install the shipped catalogue), then exit.
+    Migrate,
+    /// Print a token signed with the development key (development mode only).
+    Token(TokenArgs),
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit hash chain in the database (GATEKEEPER_DATABASE_URL).
+    Verify,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Reseller,
+    Integrator,
+    Compliance,
+    Admin,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The role the token grants.
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// The tenant, required for reseller and integrator tokens.
+    #[arg(long)]
+    reseller: Option<String>,
+    /// The subject (who the caller is); defaults to `dev-<role>`.
+    #[arg(long)]
+    sub: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: i64,
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatekeeper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            init_logging();
+            let app = Application::build(&config)?;
+            tracing::info!(
+                listen = %config.listen,
+                database = %config.database_url.redacted(),
+                "gatekeeper is serving"
+            );
+            actix_web::rt::System::new().block_on(app.run_until_stopped())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            init_logging();
+            let store = Store::connect(&config.database_url, 1)?;
+            store.migrate()?;
+            tracing::info!(database = %config.database_url.redacted(), "migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(args) => {
+            println!("{}", token(&config, args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = Store::connect(&config.database_url, 1)?;
+            let report = store.verify_chain()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn token(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
+    if config.jwt_public_key_file.is_some() {
+        bail!(
+            "`gatekeeper token` mints development tokens only; with GATEKEEPER_JWT_PUBLIC_KEY_FILE \
+             set, tokens come from your identity provider"
+        );
+    }
+    let role = match args.role {
+        RoleArg::Reseller => Role::Reseller,
+        RoleArg::Integrator => Role::Integrator,
+        RoleArg::Compliance => Role::Compliance,
+        RoleArg::Admin => Role::Admin,
+    };
+    if role.is_tenant() && args.reseller.is_none() {
+        bail!("--role {} needs --reseller ID", role.as_str());
+    }
+    if args.ttl <= 0 {
+        bail!("--ttl must be a positive number of seconds");
+    }
+    let keys = DevKeys::in_dir(&config.data_dir);
+    keys.ensure()?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = MintClaims {
+        iss: config.jwt_issuer.clone(),
+        aud: config.jwt_audience.clone(),
+        sub: args.sub.unwrap_or_else(|| format!("dev-{}", role.as_str())),
+        role,
+        reseller: if role.is_tenant() {
+            args.reseller
+        } else {
+            None
+        },
+        iat: now,
+        exp: now + args.ttl,
+    };
+    mint(&keys.private_pem()?, &claims).context("minting the token")
+}

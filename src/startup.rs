@@ -1,0 +1,114 @@
+//! Building and running the service: configuration in, a bound server out.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use futures_util::FutureExt;
+
+use crate::api::{self, AppState};
+use crate::auth::{Authenticator, DevKeys};
+use crate::config::Config;
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The verifier of callers' tokens: the configured public key, or in
+/// development mode the development key pair (created on first use).
+pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let pem = match &config.jwt_public_key_file {
+        Some(path) => std::fs::read(path).with_context(|| {
+            format!("reading GATEKEEPER_JWT_PUBLIC_KEY_FILE {}", path.display())
+        })?,
+        None => {
+            let keys = DevKeys::in_dir(&config.data_dir);
+            keys.ensure()?;
+            tracing::warn!(
+                key = %keys.public_pem_path.display(),
+                "DEVELOPMENT MODE: GATEKEEPER_JWT_PUBLIC_KEY_FILE is not set, so tokens are \
+                 verified with a development key that `gatekeeper token` signs with. \
+                 Never run production like this."
+            );
+            keys.public_pem()?
+        }
+    };
+    Authenticator::from_public_pem(&pem, &config.jwt_issuer, &config.jwt_audience)
+}
+
+/// A migrated, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    /// Connects, migrates, loads the catalogue and binds `config.listen`
+    /// (port 0 picks a free port: see [`Application::port`]).
+    pub fn build(config: &Config) -> anyhow::Result<Application> {
+        let auth = authenticator(config)?;
+        let store = Store::connect(&config.database_url, config.db_pool_size)
+            .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
+        store.migrate().context("migrating the database")?;
+        let metrics = Metrics::new()?;
+        let gate = Gate::open(store, metrics.clone()).context("loading the catalogue")?;
+        let state = Arc::new(AppState {
+            gate,
+            auth,
+            metrics,
+        });
+        let listener = TcpListener::bind(&config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            let metrics = data.metrics.clone();
+            App::new()
+                .app_data(data.clone())
+                .wrap_fn(move |req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().to_string();
+                    let metrics = metrics.clone();
+                    srv.call(req).map(move |res| {
+                        if let Ok(res) = &res {
+                            let route = res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".into());
+                            metrics
+                                .http_request_duration
+                                .with_label_values(&[&route, &method, res.status().as_str()])
+                                .observe(started.elapsed().as_secs_f64());
+                        }
+                        res
+                    })
+                })
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .configure(api::routes)
+                .default_service(web::to(api::not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,793 @@
+//! Storage: every SQL statement of the service lives below this module.
+//!
+//! One connection type ([`DbConn`], a diesel `MultiConnection`) serves both
+//! backends, so every query is written once. Backend-specific code is kept
+//! to the places marked `BACKEND-SPECIFIC`: connection set-up, migrations.
+//!
+//! Every write goes through [`Store::write`]: it opens a transaction, locks
+//! the one-row `ledger_head` first (which serialises the audit hash chain and
+//! the catalogue version across threads, processes and replicas), and
+//! commits what it records together with its audit events, or nothing.
+
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::audit;
+use crate::config::DatabaseUrl;
+use crate::domain::{DesignationId, OrgId, Outcome, ResellerId, Sku};
+use crate::policy::{
+    Catalog, CatalogData, CatalogIssue, DesignationSpec, OrganizationSpec, ProductSpec,
+    RelationshipSpec, ResellerSpec,
+};
+use schema::{audit_events, decisions, ledger_head};
+
+/// One connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Postgres(diesel::pg::PgConnection),
+    Sqlite(diesel::sqlite::SqliteConnection),
+}
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Opens connections of the backend the URL names (never by trial and error).
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        // BACKEND-SPECIFIC: connection set-up.
+        match &self.url {
+            DatabaseUrl::Postgres(url) => diesel::pg::PgConnection::establish(url)
+                .map(DbConn::Postgres)
+                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = diesel::sqlite::SqliteConnection::establish(&path.to_string_lossy())
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the writer; FULL makes every
+                // commit durable before it is acknowledged; the busy timeout
+                // makes concurrent writers queue for the lock instead of failing.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+type Pool = r2d2::Pool<Manager>;
+type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// Why a store operation did not happen. Nothing is written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The change would leave the catalogue invalid.
+    #[error("the catalogue change is invalid")]
+    Invalid(Vec<CatalogIssue>),
+    /// The thing to change or read does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Another process changed the catalogue since the snapshot was taken.
+    #[error("the catalogue snapshot is stale")]
+    Stale,
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] r2d2::PoolError),
+    /// Stored data that does not parse: a bug or a hand edit.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Who did something, as recorded in audit events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    pub role: String,
+    pub reseller: Option<String>,
+}
+
+impl Actor {
+    /// The service itself (the shipped catalogue).
+    pub fn system() -> Self {
+        Actor {
+            sub: "gatekeeper".into(),
+            role: "system".into(),
+            reseller: None,
+        }
+    }
+}
+
+/// One change to the catalogue.
+#[derive(Clone, Debug)]
+pub enum CatalogChange {
+    PutReseller(ResellerId, ResellerSpec),
+    PutOrganization(OrgId, OrganizationSpec),
+    PutRelationship(OrgId, OrgId, RelationshipSpec),
+    DeleteRelationship(OrgId, OrgId),
+    PutProduct(Sku, ProductSpec),
+    PutDesignation(DesignationId, DesignationSpec),
+}
+
+impl CatalogChange {
+    fn kind(&self) -> &'static str {
+        match self {
+            CatalogChange::PutReseller(..) => "reseller",
+            CatalogChange::PutOrganization(..) => "organization",
+            CatalogChange::PutRelationship(..) | CatalogChange::DeleteRelationship(..) => {
+                "relationship"
+            }
+            CatalogChange::PutProduct(..) => "product",
+            CatalogChange::PutDesignation(..) => "designation",
+        }
+    }
+
+    fn id(&self) -> String {
+        match self {
+            CatalogChange::PutReseller(id, _) => id.to_string(),
+            CatalogChange::PutOrganization(id, _) => id.to_string(),
+            CatalogChange::PutRelationship(s, t, _) | CatalogChange::DeleteRelationship(s, t) => {
+                format!("{s}/{t}")
+            }
+            CatalogChange::PutProduct(sku, _) => sku.to_string(),
+            CatalogChange::PutDesignation(id, _) => id.to_string(),
+        }
+    }
+
+    /// Applies the change to `data`; returns whether it created the entry.
+    fn apply(&self, data: &mut CatalogData) -> Result<bool, StoreError> {
+        Ok(match self.clone() {
+            CatalogChange::PutReseller(id, spec) => data.resellers.insert(id, spec).is_none(),
+            CatalogChange::PutOrganization(id, spec) => {
+                data.organizations.insert(id, spec).is_none()
+            }
+            CatalogChange::PutRelationship(s, t, spec) => {
+                data.relationships.insert((s, t), spec.kind).is_none()
+            }
+            CatalogChange::DeleteRelationship(s, t) => {
+                data.relationships
+                    .remove(&(s, t))
+                    .ok_or(StoreError::NotFound)?;
+                false
+            }
+            CatalogChange::PutProduct(sku, spec) => data.products.insert(sku, spec).is_none(),
+            CatalogChange::PutDesignation(id, spec) => data.designations.insert(id, spec).is_none(),
+        })
+    }
+
+    fn spec_json(&self) -> Result<Option<Value>, serde_json::Error> {
+        match self {
+            CatalogChange::PutReseller(_, s) => serde_json::to_value(s).map(Some),
+            CatalogChange::PutOrganization(_, s) => serde_json::to_value(s).map(Some),
+            CatalogChange::PutRelationship(_, _, s) => serde_json::to_value(s).map(Some),
+            CatalogChange::DeleteRelationship(..) => Ok(None),
+            CatalogChange::PutProduct(_, s) => serde_json::to_value(s).map(Some),
+            CatalogChange::PutDesignation(_, s) => serde_json::to_value(s).map(Some),
+        }
+    }
+}
+
+/// What a committed catalogue change produced.
+#[derive(Debug)]
+pub struct Applied {
+    /// The new snapshot, built from the committed state.
+    pub catalog: Catalog,
+    /// For each change, in order: whether it created its entry.
+    pub created: Vec<bool>,
+    pub audit_seqs: Vec<i64>,
+}
+
+/// An audit event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub action: String,
+    pub actor: Actor,
+    pub outcome: Option<Outcome>,
+    pub decision: Option<Value>,
+    pub subject: Value,
+    /// The tenant the event concerns, for filtering.
+    pub reseller: Option<String>,
+}
+
+/// A decision about to be recorded, with its audit event.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub id: String,
+    pub reseller: String,
+    pub transaction: String,
+    pub outcome: Outcome,
+    /// The decision object without `audit_seq`, which the store fills in.
+    pub body: Map<String, Value>,
+    pub event: NewEvent,
+}
+
+/// A decision as stored: its tenant and the object returned to callers.
+#[derive(Debug, Clone)]
+pub struct StoredDecision {
+    pub reseller: String,
+    pub body: Value,
+}
+
+/// Filters of the audit listing.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after: Option<i64>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub reseller: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The head of the chain and the catalogue version, as locked in a write.
+#[derive(Debug, Clone, Queryable)]
+struct Head {
+    seq: i64,
+    hash: String,
+    catalog_version: i64,
+}
+
+/// Timestamps are stored as RFC 3339 text in UTC with microseconds, which
+/// sorts correctly and reads the same on both backends.
+pub fn format_instant(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The shared handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool on the database. Fails if no connection can be made.
+    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> anyhow::Result<Store> {
+        if let DatabaseUrl::Sqlite(path) = url {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(Duration::from_secs(5))
+            .test_on_check_out(false)
+            .build(Manager { url: url.clone() })?;
+        Ok(Store { pool })
+    }
+
+    fn conn(&self) -> Result<PooledConn, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs pending migrations, then installs the shipped catalogue into a
+    /// new database (through the audited write path, as `system`).
+    pub fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn()?;
+        // BACKEND-SPECIFIC: migrations, and PostgreSQL's lock that keeps two
+        // replicas from migrating at once.
+        match &mut *conn {
+            DbConn::Postgres(pg) => {
+                pg.batch_execute("SELECT pg_advisory_lock(7474001)")?;
+                let result = pg
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|_| ())
+                    .map_err(|e| anyhow::anyhow!("migrating PostgreSQL: {e}"));
+                pg.batch_execute("SELECT pg_advisory_unlock(7474001)")?;
+                result?;
+            }
+            DbConn::Sqlite(lite) => {
+                lite.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map_err(|e| anyhow::anyhow!("migrating SQLite: {e}"))?;
+            }
+        }
+        drop(conn);
+        self.seed()
+    }
+
+    /// Whether every migration is applied.
+    pub fn migrations_applied(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            DbConn::Postgres(pg) => pg.pending_migrations(POSTGRES_MIGRATIONS).map(|p| p.len()),
+            DbConn::Sqlite(lite) => lite.pending_migrations(SQLITE_MIGRATIONS).map(|p| p.len()),
+        };
+        pending
+            .map(|n| n == 0)
+            .map_err(|e| StoreError::Corrupt(format!("reading the migration state: {e}")))
+    }
+
+    fn seed(&self) -> anyhow::Result<()> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Seed {
+            organizations: BTreeMap<OrgId, OrganizationSpec>,
+            designations: BTreeMap<DesignationId, DesignationSpec>,
+        }
+        let seed: Seed = serde_json::from_str(include_str!("seed.json"))?;
+        let mut changes: Vec<CatalogChange> = seed
+            .organizations
+            .into_iter()
+            .map(|(id, spec)| CatalogChange::PutOrganization(id, spec))
+            .collect();
+        changes.extend(
+            seed.designations
+                .into_iter()
+                .map(|(id, spec)| CatalogChange::PutDesignation(id, spec)),
+        );
+        match self.apply_changes_if(&Actor::system(), changes, |head| head.catalog_version == 0) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Stale) => Ok(()), // already seeded
+            Err(StoreError::Invalid(issues)) => {
+                anyhow::bail!("the shipped catalogue is invalid: {issues:?}")
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Answers when the database does.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+
+    /// Reads the committed catalogue and builds its snapshot.
+    pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
+        let mut conn = self.conn()?;
+        let version = ledger_head::table
+            .select(ledger_head::catalog_version)
+            .first::<i64>(&mut *conn)?;
+        let data = load_catalog_data(&mut conn)?;
+        build_catalog(version, data)
+    }
+
+    /// Commits catalogue changes with one audit event each, in one transaction.
+    pub fn apply_changes(
+        &self,
+        actor: &Actor,
+        changes: Vec<CatalogChange>,
+    ) -> Result<Applied, StoreError> {
+        self.apply_changes_if(actor, changes, |_| true)
+    }
+
+    fn apply_changes_if(
+        &self,
+        actor: &Actor,
+        changes: Vec<CatalogChange>,
+        precondition: impl Fn(&Head) -> bool,
+    ) -> Result<Applied, StoreError> {
+        self.write(|conn, head| {
+            if !precondition(head) {
+                return Err(StoreError::Stale);
+            }
+            let mut data = load_catalog_data(conn)?;
+            let mut created = Vec::with_capacity(changes.len());
+            for change in &changes {
+                created.push(change.apply(&mut data)?);
+            }
+            let version = head.catalog_version + 1;
+            let catalog = Catalog::build(version, data).map_err(StoreError::Invalid)?;
+            let now = Utc::now();
+            let mut audit_seqs = Vec::with_capacity(changes.len());
+            for (change, was_created) in changes.iter().zip(&created) {
+                write_catalog_row(conn, change, now)?;
+                let spec = change
+                    .spec_json()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let change_word = match (change, was_created) {
+                    (CatalogChange::DeleteRelationship(..), _) => "delete",
+                    (_, true) => "create",
+                    (_, false) => "replace",
+                };
+                let mut subject = serde_json::json!({
+                    "kind": change.kind(), "id": change.id(), "change": change_word,
+                });
+                if let Some(spec) = spec {
+                    subject["spec"] = spec;
+                }
+                let verb = if change_word == "delete" {
+                    "delete"
+                } else {
+                    "put"
+                };
+                let reseller = match change {
+                    CatalogChange::PutReseller(id, _) => Some(id.to_string()),
+                    _ => None,
+                };
+                let event = NewEvent {
+                    action: format!("catalog.{}.{verb}", change.kind()),
+                    actor: actor.clone(),
+                    outcome: None,
+                    decision: None,
+                    subject,
+                    reseller,
+                };
+                audit_seqs.push(append_event(conn, head, event, &version.to_string(), now)?);
+            }
+            head.catalog_version = version;
+            Ok(Applied {
+                catalog,
+                created,
+                audit_seqs,
+            })
+        })
+    }
+
+    /// Records a decision and its audit event, if the catalogue it was taken
+    /// on is still the newest committed one (else [`StoreError::Stale`]).
+    pub fn record_decision(
+        &self,
+        catalog_version: i64,
+        decision: NewDecision,
+    ) -> Result<Value, StoreError> {
+        self.write(|conn, head| {
+            if head.catalog_version != catalog_version {
+                return Err(StoreError::Stale);
+            }
+            let now = Utc::now();
+            let mut body = decision.body.clone();
+            body.insert("audit_seq".into(), Value::from(head.seq + 1));
+            let body = Value::Object(body);
+            let mut event = decision.event.clone();
+            event.decision = Some(body.clone());
+            append_event(conn, head, event, &catalog_version.to_string(), now)?;
+            diesel::insert_into(decisions::table)
+                .values((
+                    decisions::id.eq(&decision.id),
+                    decisions::reseller.eq(&decision.reseller),
+                    decisions::transaction_kind.eq(&decision.transaction),
+                    decisions::outcome.eq(decision.outcome.as_str()),
+                    decisions::body.eq(body.to_string()),
+                    decisions::audit_seq.eq(head.seq),
+                    decisions::created_at.eq(format_instant(now)),
+                ))
+                .execute(conn)?;
+            Ok(body)
+        })
+    }
+
+    /// Reads one decision.
+    pub fn decision(&self, id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        let mut conn = self.conn()?;
+        let row = decisions::table
+            .filter(decisions::id.eq(id))
+            .select((decisions::reseller, decisions::body))
+            .first::<(String, String)>(&mut *conn)
+            .optional()?;
+        row.map(|(reseller, body)| {
+            Ok(StoredDecision {
+                reseller,
+                body: parse_json(&body)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Reads a page of audit events, in `seq` order, as exported.
+    pub fn audit_events(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = audit_events::table
+            .select((audit_events::event, audit_events::hash))
+            .order(audit_events::seq.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(after) = filter.after {
+            query = query.filter(audit_events::seq.gt(after));
+        }
+        if let Some(action) = &filter.action {
+            query = match action.strip_suffix(".*") {
+                Some(prefix) => query.filter(audit_events::action.like(format!("{prefix}.%"))),
+                None => query.filter(audit_events::action.eq(action.clone())),
+            };
+        }
+        if let Some(outcome) = &filter.outcome {
+            query = query.filter(audit_events::outcome.eq(outcome.clone()));
+        }
+        if let Some(reseller) = &filter.reseller {
+            query = query.filter(audit_events::reseller.eq(reseller.clone()));
+        }
+        if let Some(from) = filter.from {
+            query = query.filter(audit_events::at.ge(format_instant(from)));
+        }
+        if let Some(to) = filter.to {
+            query = query.filter(audit_events::at.lt(format_instant(to)));
+        }
+        let rows = query.load::<(String, String)>(&mut *conn)?;
+        rows.into_iter()
+            .map(|(event, hash)| {
+                let mut value = parse_json(&event)?;
+                if let Value::Object(map) = &mut value {
+                    map.insert("hash".into(), Value::String(hash));
+                }
+                Ok(value)
+            })
+            .collect()
+    }
+
+    /// Checks the whole stored chain, page by page, and that it ends at the
+    /// recorded head.
+    pub fn verify_chain(&self) -> Result<audit::Report, StoreError> {
+        let mut verifier = audit::Verifier::new();
+        let mut filter = AuditFilter::default();
+        'pages: loop {
+            let page = self.audit_events(&filter, 1000)?;
+            let Some(last) = page
+                .last()
+                .and_then(|e| e.get("seq"))
+                .and_then(Value::as_i64)
+            else {
+                break;
+            };
+            for event in &page {
+                if !verifier.push(event) {
+                    break 'pages;
+                }
+            }
+            filter.after = Some(last);
+        }
+        let mut conn = self.conn()?;
+        let (seq, hash) = ledger_head::table
+            .select((ledger_head::seq, ledger_head::hash))
+            .first::<(i64, String)>(&mut *conn)?;
+        Ok(verifier.finish_at((seq, &hash)))
+    }
+
+    /// Runs `f` in a transaction that has locked the ledger head, and
+    /// writes the head back before committing. Any error rolls back all.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn, &mut Head) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            // The first statement is a write, so that SQLite takes its write
+            // lock now (waiting politely) and PostgreSQL locks the row.
+            diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+                .set(ledger_head::seq.eq(ledger_head::seq))
+                .execute(conn)?;
+            let mut head = ledger_head::table
+                .filter(ledger_head::id.eq(1))
+                .select((
+                    ledger_head::seq,
+                    ledger_head::hash,
+                    ledger_head::catalog_version,
+                ))
+                .first::<Head>(conn)?;
+            let out = f(conn, &mut head)?;
+            diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+                .set((
+                    ledger_head::seq.eq(head.seq),
+                    ledger_head::hash.eq(&head.hash),
+                    ledger_head::catalog_version.eq(head.catalog_version),
+                ))
+                .execute(conn)?;
+            Ok(out)
+        })
+    }
+}
+
+fn parse_json(text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn build_catalog(version: i64, data: CatalogData) -> Result<Catalog, StoreError> {
+    Catalog::build(version, data).map_err(|issues| {
+        StoreError::Corrupt(format!(
+            "the stored catalogue does not validate: {issues:?}"
+        ))
+    })
+}
+
+fn load_specs<T: serde::de::DeserializeOwned, K: Ord>(
+    rows: Vec<(String, String)>,
+    key: impl Fn(&str) -> Result<K, String>,
+) -> Result<BTreeMap<K, T>, StoreError> {
+    rows.into_iter()
+        .map(|(id, spec)| {
+            let k = key(&id).map_err(|e| StoreError::Corrupt(format!("key {id:?}: {e}")))?;
+            let v = serde_json::from_str(&spec)
+                .map_err(|e| StoreError::Corrupt(format!("entry {id:?}: {e}")))?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+fn load_catalog_data(conn: &mut DbConn) -> Result<CatalogData, StoreError> {
+    use schema::{designations, organizations, products, relationships, resellers};
+    let resellers = load_specs(
+        resellers::table
+            .select((resellers::id, resellers::spec))
+            .load(conn)?,
+        ResellerId::parse,
+    )?;
+    let organizations = load_specs(
+        organizations::table
+            .select((organizations::id, organizations::spec))
+            .load(conn)?,
+        OrgId::parse,
+    )?;
+    let products = load_specs(
+        products::table
+            .select((products::sku, products::spec))
+            .load(conn)?,
+        Sku::parse,
+    )?;
+    let designations = load_specs(
+        designations::table
+            .select((designations::id, designations::spec))
+            .load(conn)?,
+        DesignationId::parse,
+    )?;
+    let mut rels = BTreeMap::new();
+    let rows: Vec<(String, String, String)> = relationships::table
+        .select((
+            relationships::source,
+            relationships::target,
+            relationships::kind,
+        ))
+        .load(conn)?;
+    for (source, target, kind) in rows {
+        let corrupt =
+            |e: String| StoreError::Corrupt(format!("relationship {source}/{target}: {e}"));
+        let spec: RelationshipSpec = serde_json::from_value(serde_json::json!({ "kind": kind }))
+            .map_err(|e| corrupt(e.to_string()))?;
+        rels.insert(
+            (
+                OrgId::parse(&source).map_err(corrupt)?,
+                OrgId::parse(&target).map_err(corrupt)?,
+            ),
+            spec.kind,
+        );
+    }
+    Ok(CatalogData {
+        resellers,
+        organizations,
+        relationships: rels,
+        products,
+        designations,
+    })
+}
+
+/// Inserts or replaces the row of one catalogue entry (or deletes it).
+fn write_catalog_row(
+    conn: &mut DbConn,
+    change: &CatalogChange,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use schema::{designations, organizations, products, relationships, resellers};
+    let now = format_instant(now);
+    let spec = change
+        .spec_json()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    // Plain delete-then-insert keeps the SQL portable across both backends.
+    macro_rules! replace {
+        ($table:ident, $key:ident, $id:expr) => {{
+            diesel::delete($table::table.filter($table::$key.eq($id))).execute(conn)?;
+            diesel::insert_into($table::table)
+                .values((
+                    $table::$key.eq($id),
+                    $table::spec.eq(&spec),
+                    $table::updated_at.eq(&now),
+                ))
+                .execute(conn)?;
+        }};
+    }
+    match change {
+        CatalogChange::PutReseller(id, _) => replace!(resellers, id, id.as_str()),
+        CatalogChange::PutOrganization(id, _) => replace!(organizations, id, id.as_str()),
+        CatalogChange::PutProduct(sku, _) => replace!(products, sku, sku.as_str()),
+        CatalogChange::PutDesignation(id, _) => replace!(designations, id, id.as_str()),
+        CatalogChange::PutRelationship(s, t, spec) => {
+            diesel::delete(
+                relationships::table
+                    .filter(relationships::source.eq(s.as_str()))
+                    .filter(relationships::target.eq(t.as_str())),
+            )
+            .execute(conn)?;
+            diesel::insert_into(relationships::table)
+                .values((
+                    relationships::source.eq(s.as_str()),
+                    relationships::target.eq(t.as_str()),
+                    relationships::kind.eq(spec.kind.as_str()),
+                    relationships::updated_at.eq(&now),
+                ))
+                .execute(conn)?;
+        }
+        CatalogChange::DeleteRelationship(s, t) => {
+            diesel::delete(
+                relationships::table
+                    .filter(relationships::source.eq(s.as_str()))
+                    .filter(relationships::target.eq(t.as_str())),
+            )
+            .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends one event to the chain under the locked head; returns its `seq`.
+fn append_event(
+    conn: &mut DbConn,
+    head: &mut Head,
+    event: NewEvent,
+    policy_version: &str,
+    at: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let seq = head.seq + 1;
+    let id = uuid::Uuid::now_v7().to_string();
+    let at_text = format_instant(at);
+    let mut map = Map::new();
+    map.insert("seq".into(), Value::from(seq));
+    map.insert("id".into(), Value::from(id.clone()));
+    map.insert("at".into(), Value::from(at_text.clone()));
+    map.insert("action".into(), Value::from(event.action.clone()));
+    map.insert(
+        "actor".into(),
+        serde_json::to_value(&event.actor).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    );
+    if let Some(outcome) = event.outcome {
+        map.insert("outcome".into(), Value::from(outcome.as_str()));
+    }
+    if let Some(decision) = event.decision {
+        map.insert("decision".into(), decision);
+    }
+    map.insert("subject".into(), event.subject);
+    map.insert("policy_version".into(), Value::from(policy_version));
+    map.insert("prev_hash".into(), Value::from(head.hash.clone()));
+    let (sealed, hash) = audit::seal(map);
+    let mut unsealed = sealed;
+    unsealed.remove("hash");
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::seq.eq(seq),
+            audit_events::id.eq(&id),
+            audit_events::at.eq(&at_text),
+            audit_events::action.eq(&event.action),
+            audit_events::outcome.eq(event.outcome.map(|o| o.as_str())),
+            audit_events::reseller.eq(event.reseller.as_deref()),
+            audit_events::event.eq(audit::canonical_json(&Value::Object(unsealed))),
+            audit_events::prev_hash.eq(&head.hash),
+            audit_events::hash.eq(&hash),
+        ))
+        .execute(conn)?;
+    head.seq = seq;
+    head.hash = hash;
+    Ok(seq)
+}

@@ -1,0 +1,89 @@
+//! The diesel schema, shared by both backends (the migrations in
+//! `migrations/sqlite` and `migrations/postgres` create the same columns).
+
+diesel::table! {
+    ledger_head (id) {
+        id -> Integer,
+        seq -> BigInt,
+        hash -> Text,
+        catalog_version -> BigInt,
+    }
+}
+
+diesel::table! {
+    resellers (id) {
+        id -> Text,
+        spec -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Text,
+        spec -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    relationships (source, target) {
+        source -> Text,
+        target -> Text,
+        kind -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    products (sku) {
+        sku -> Text,
+        spec -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    designations (id) {
+        id -> Text,
+        spec -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    decisions (id) {
+        id -> Text,
+        reseller -> Text,
+        transaction_kind -> Text,
+        outcome -> Text,
+        body -> Text,
+        audit_seq -> BigInt,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        at -> Text,
+        action -> Text,
+        outcome -> Nullable<Text>,
+        reseller -> Nullable<Text>,
+        event -> Text,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    ledger_head,
+    resellers,
+    organizations,
+    relationships,
+    products,
+    designations,
+    decisions,
+    audit_events,
+);
