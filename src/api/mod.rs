@@ -135,12 +135,7 @@ impl Body {
             let message = strip_position(&inner.to_string());
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    let field = if path == "." {
-                        "body".to_string()
-                    } else {
-                        path
-                    };
-                    ApiError::field(field, message)
+                    ApiError::field(field_of(&path, &message), message)
                 }
                 _ => ApiError::MalformedJson(message),
             }
@@ -148,6 +143,20 @@ impl Body {
         de.end()
             .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
         Ok(value)
+    }
+}
+
+/// The field a serde error is about: its path, completed with the name of
+/// a missing field (serde reports those at the parent object).
+fn field_of(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        (".", Some(name)) => name.to_string(),
+        (".", None) => "body".to_string(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (parent, None) => parent.to_string(),
     }
 }
 

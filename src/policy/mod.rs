@@ -663,11 +663,21 @@ fn report_cycles(data: &CatalogData, graph: &Graph<'_>, issues: &mut Issues) {
             continue;
         }
         let members: BTreeSet<usize> = scc.iter().copied().collect();
+        const SHOWN: usize = 8;
         let names: Vec<&str> = members
             .iter()
+            .take(SHOWN)
             .map(|&p| graph.products[p].as_str())
             .collect();
-        let message = format!("forms a cycle among products {}", names.join(", "));
+        let message = if members.len() > SHOWN {
+            format!(
+                "forms a cycle among products {}, ... ({} in all)",
+                names.join(", "),
+                members.len()
+            )
+        } else {
+            format!("forms a cycle among products {}", names.join(", "))
+        };
         for &p in &members {
             let sku = graph.products[p];
             let Some(spec) = data.products.get(sku) else {

@@ -1,1 +1,13 @@
+//! HTTP integration tests: the real server, real signed tokens, a fresh
+//! database per test, on SQLite and (with `TEST_DATABASE_URL`) PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod helpers;
+
+mod audit;
+mod auth;
+mod catalog;
+mod cli;
+mod decisions;
+mod errors;
+mod openapi;

@@ -1,0 +1,184 @@
+//! The audit trail: every decision and catalogue change is one event in a
+//! gapless hash chain that the database refuses to edit.
+
+use gatekeeper::audit;
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::TestApp;
+
+both!(every_decision_and_catalogue_change_is_a_chained_event);
+async fn every_decision_and_catalogue_change_is_a_chained_event(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    let ask = |country: &str| {
+        json!({"transaction": "issue", "product": "ACME-FW-K",
+               "customer": {"id": "c-9", "name": "Jane Roe", "country": country, "us_person": false}})
+    };
+    let deny = app.preflight("alpha", ask("US")).await;
+    let allow = app.preflight("alpha", ask("DE")).await;
+
+    let events = app.all_events().await;
+    // The shipped catalogue (4 organisations, 1 designation), then ours.
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "catalog.organization.put",
+            "catalog.organization.put",
+            "catalog.organization.put",
+            "catalog.organization.put",
+            "catalog.designation.put",
+            "catalog.reseller.put",
+            "catalog.organization.put",
+            "catalog.product.put",
+            "catalog.product.put",
+            "decision.preflight",
+            "decision.preflight",
+        ]
+    );
+    assert_eq!(
+        events[0]["actor"],
+        json!({"sub": "gatekeeper", "role": "system", "reseller": null})
+    );
+    assert_eq!(events[0]["prev_hash"], audit::GENESIS_HASH);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], json!(i as i64 + 1), "seq is gapless");
+        assert_eq!(
+            e["hash"].as_str().unwrap(),
+            audit::event_hash(e),
+            "hash covers every exported field"
+        );
+        if i > 0 {
+            assert_eq!(e["prev_hash"], events[i - 1]["hash"]);
+        }
+    }
+    let report = audit::verify(&events);
+    assert!(report.ok && report.events_checked == events.len() as u64);
+
+    let d = &events[9];
+    assert_eq!(d["outcome"], "deny");
+    assert_eq!(
+        d["decision"], deny.body["decision"],
+        "the event carries the decision as returned"
+    );
+    assert_eq!(
+        d["actor"],
+        json!({"sub": "test-reseller", "role": "reseller", "reseller": "alpha"})
+    );
+    assert_eq!(d["subject"]["customer"]["country"], "US");
+    assert_eq!(d["subject"]["product"], "ACME-FW-K");
+    assert_eq!(d["policy_version"], deny.body["decision"]["policy_version"]);
+    assert_eq!(deny.body["decision"]["audit_seq"], d["seq"]);
+    assert_eq!(events[10]["decision"], allow.body["decision"]);
+    assert_eq!(events[7]["subject"]["spec"]["vendor"], "ao-kaspersky-lab");
+
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.status, 200);
+    assert_eq!(v.body["ok"], true);
+    assert_eq!(v.body["events_checked"], 11);
+    assert_eq!(
+        v.body["head"],
+        json!({"seq": 11, "hash": events[10]["hash"]})
+    );
+    assert_eq!(v.body["first_invalid_seq"], json!(null));
+}
+
+both!(the_audit_listing_filters_and_pages);
+async fn the_audit_listing_filters_and_pages(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.register("beta", "DE", false).await;
+    app.add_oem_firewall().await;
+    for (reseller, country) in [("alpha", "US"), ("alpha", "DE"), ("beta", "US")] {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": "c", "name": "n", "country": country, "us_person": false}});
+        assert_eq!(app.preflight(reseller, body).await.status, 200);
+    }
+    let token = app.compliance();
+    let page = |q: &str| {
+        let app = &app;
+        let token = token.clone();
+        let q = q.to_string();
+        async move { app.get(&format!("/v1/audit?{q}"), &token).await }
+    };
+    let denies = page("outcome=deny").await;
+    assert_eq!(denies.body["events"].as_array().unwrap().len(), 2);
+    let alpha = page("action=decision.preflight&reseller=alpha").await;
+    assert_eq!(alpha.body["events"].as_array().unwrap().len(), 2);
+    let catalog = page("action=catalog.*").await;
+    assert_eq!(catalog.body["events"].as_array().unwrap().len(), 10);
+    let future = page("from=2999-01-01T00:00:00Z").await;
+    assert_eq!(future.body["events"], json!([]));
+    let past = page("to=2000-01-01T00:00:00Z").await;
+    assert_eq!(past.body["events"], json!([]));
+
+    let first = page("limit=4").await;
+    assert_eq!(first.body["events"].as_array().unwrap().len(), 4);
+    let next = first.body["next"].as_str().unwrap().to_string();
+    let second = page(&format!("limit=4&after={next}")).await;
+    assert_eq!(second.body["events"][0]["seq"], 5);
+    let rest = page("after=12&limit=4").await;
+    assert_eq!(rest.body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["next"], json!(null));
+
+    page("limit=0")
+        .await
+        .assert_problem(422, "validation_failed");
+    page("limit=1001")
+        .await
+        .assert_problem(422, "validation_failed");
+    page("outcome=maybe")
+        .await
+        .assert_problem(422, "validation_failed");
+    page("from=yesterday")
+        .await
+        .assert_problem(422, "validation_failed");
+    page("colour=red")
+        .await
+        .assert_problem(422, "validation_failed");
+    app.get("/v1/audit", &app.reseller("alpha"))
+        .await
+        .assert_problem(403, "forbidden");
+    app.get("/v1/audit", &app.admin())
+        .await
+        .assert_problem(403, "forbidden");
+    app.get("/v1/audit/verify", &app.admin())
+        .await
+        .assert_problem(403, "forbidden");
+}
+
+both!(the_database_refuses_to_edit_or_delete_events);
+async fn the_database_refuses_to_edit_or_delete_events(app: TestApp) {
+    assert!(app
+        .db
+        .execute("UPDATE audit_events SET action = 'x' WHERE seq = 1")
+        .is_err());
+    assert!(app
+        .db
+        .execute("DELETE FROM audit_events WHERE seq = 5")
+        .is_err());
+    if app.backend == crate::helpers::Backend::Postgres {
+        assert!(app.db.execute("TRUNCATE audit_events").is_err());
+    }
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true);
+    assert_eq!(v.body["events_checked"], 5);
+
+    // With the triggers bypassed, an edit is caught by verification.
+    let edit = match app.backend {
+        crate::helpers::Backend::Sqlite => {
+            "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET event = replace(event, 'Kaspersky', 'Friendly') WHERE seq = 2;"
+        }
+        crate::helpers::Backend::Postgres => {
+            "ALTER TABLE audit_events DISABLE TRIGGER USER; UPDATE audit_events SET event = replace(event, 'Kaspersky', 'Friendly') WHERE seq = 2;"
+        }
+    };
+    app.db.execute(edit).unwrap();
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], false, "{}", v.text);
+    assert_eq!(v.body["first_invalid_seq"], 2, "{}", v.text);
+    assert_eq!(v.body["reason"], "hash_mismatch");
+}
