@@ -182,3 +182,41 @@ async fn the_database_refuses_to_edit_or_delete_events(app: TestApp) {
     assert_eq!(v.body["first_invalid_seq"], 2, "{}", v.text);
     assert_eq!(v.body["reason"], "hash_mismatch");
 }
+
+both!(concurrent_writers_keep_one_gapless_chain);
+async fn concurrent_writers_keep_one_gapless_chain(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.register("beta", "DE", false).await;
+    app.add_oem_firewall().await;
+    let requests = (0..24).map(|i| {
+        let app = &app;
+        async move {
+            if i % 6 == 0 {
+                app.put(&format!("/v1/organizations/org-{i}"), &app.admin(), json!({"name": format!("Org {i}")}))
+                    .await
+            } else {
+                let reseller = if i % 2 == 0 { "alpha" } else { "beta" };
+                let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                                  "customer": {"id": format!("c-{i}"), "name": "n", "country": "US"}});
+                app.preflight(reseller, body).await
+            }
+        }
+    });
+    let replies = futures_util::future::join_all(requests).await;
+    assert!(
+        replies.iter().all(|r| r.status.is_success()),
+        "every write succeeds"
+    );
+    let mut seqs: Vec<i64> = replies
+        .iter()
+        .filter_map(|r| r.body["decision"]["audit_seq"].as_i64())
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20, "each decision has its own event");
+    let events = app.all_events().await;
+    assert_eq!(events.len(), 10 + 24, "the set-up (5 shipped + 5 ours) and the 24 writes");
+    assert!(audit::verify(&events).ok);
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
