@@ -149,6 +149,16 @@ async fn commit(
     }
 }
 
+/// `201` with the entry when the PUT created it, `200` when it replaced it.
+fn put_reply(created: bool, entry: Value) -> HttpResponse {
+    let mut response = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.json(entry)
+}
+
 pub async fn put<E: Entry>(
     state: State,
     principal: Principal,
@@ -167,12 +177,7 @@ pub async fn put<E: Entry>(
         E::change(id.clone(), spec.clone()),
     )
     .await?;
-    let mut response = if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(response.json(render(&id, &spec)))
+    Ok(put_reply(created, render(&id, &spec)))
 }
 
 pub async fn get<E: Entry>(
@@ -239,12 +244,10 @@ pub async fn put_relationship(
         change,
     )
     .await?;
-    let mut response = if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(response.json(render_relationship(&source, &target, &spec)))
+    Ok(put_reply(
+        created,
+        render_relationship(&source, &target, &spec),
+    ))
 }
 
 pub async fn get_relationship(

@@ -215,7 +215,11 @@ async fn concurrent_writers_keep_one_gapless_chain(app: TestApp) {
     seqs.dedup();
     assert_eq!(seqs.len(), 20, "each decision has its own event");
     let events = app.all_events().await;
-    assert_eq!(events.len(), 10 + 24, "the set-up (5 shipped + 5 ours) and the 24 writes");
+    assert_eq!(
+        events.len(),
+        10 + 24,
+        "the set-up (5 shipped + 5 ours) and the 24 writes"
+    );
     assert!(audit::verify(&events).ok);
     let v = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(v.body["ok"], true, "{}", v.text);
