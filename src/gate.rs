@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -204,8 +204,10 @@ impl Gate {
         action: &str,
     ) -> Result<NewDecision, GateError> {
         let reseller = catalog.reseller(tenant).ok_or(GateError::UnknownReseller)?;
-        let now = Utc::now();
-        let at = question.as_of.unwrap_or(now);
+        // Microseconds, as every stored instant.
+        let at = question
+            .as_of
+            .unwrap_or_else(|| Utc::now().trunc_subsecs(6));
         let request = policy::Request {
             transaction: question.transaction,
             product: question.product.clone(),
