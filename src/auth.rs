@@ -217,10 +217,20 @@ pub struct DevKeys {
 }
 
 impl DevKeys {
+    /// The pair that signs development callers' tokens.
     pub fn in_dir(dir: &Path) -> Self {
+        Self::named(dir, "dev-signing-key")
+    }
+
+    /// The pair that signs licences in development mode.
+    pub fn license_in_dir(dir: &Path) -> Self {
+        Self::named(dir, "dev-license-key")
+    }
+
+    fn named(dir: &Path, stem: &str) -> Self {
         DevKeys {
-            private_pem_path: dir.join("dev-signing-key.pem"),
-            public_pem_path: dir.join("dev-signing-key.pub.pem"),
+            private_pem_path: dir.join(format!("{stem}.pem")),
+            public_pem_path: dir.join(format!("{stem}.pub.pem")),
         }
     }
 

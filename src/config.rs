@@ -57,6 +57,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Connections in the database pool.
     pub db_pool_size: u32,
+    /// PKCS#8 PEM Ed25519 private key that signs licences; `None` is
+    /// development mode (a key generated in `data_dir`).
+    pub license_key_file: Option<PathBuf>,
+    /// Most writes committed in one transaction by the ledger writer
+    /// (1 turns group commit off).
+    pub ledger_batch: usize,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -85,6 +91,11 @@ impl Config {
             .ok()
             .filter(|n| (1..=256).contains(n))
             .context("GATEKEEPER_DB_POOL_SIZE must be a whole number from 1 to 256")?;
+        let ledger_batch = get("GATEKEEPER_LEDGER_BATCH", "256")
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=4096).contains(n))
+            .context("GATEKEEPER_LEDGER_BATCH must be a whole number from 1 to 4096")?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -95,6 +106,10 @@ impl Config {
             jwt_audience: get("GATEKEEPER_JWT_AUDIENCE", DEFAULT_AUDIENCE),
             data_dir: PathBuf::from(get("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
             db_pool_size,
+            license_key_file: lookup("GATEKEEPER_LICENSE_KEY_FILE")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from),
+            ledger_batch,
         })
     }
 }
@@ -121,6 +136,8 @@ mod tests {
         assert_eq!(c.jwt_public_key_file, None);
         assert_eq!(c.jwt_issuer, "gatekeeper-dev");
         assert_eq!(c.jwt_audience, "gatekeeper");
+        assert_eq!(c.license_key_file, None);
+        assert_eq!(c.ledger_batch, 256);
     }
 
     #[test]
@@ -134,5 +151,12 @@ mod tests {
         assert!(config(&[("GATEKEEPER_DATABASE_URL", "mysql://x")]).is_err());
         assert!(config(&[("GATEKEEPER_DATABASE_URL", "sqlite://")]).is_err());
         assert!(config(&[("GATEKEEPER_DB_POOL_SIZE", "0")]).is_err());
+        assert!(config(&[("GATEKEEPER_LEDGER_BATCH", "0")]).is_err());
+        assert_eq!(
+            config(&[("GATEKEEPER_LEDGER_BATCH", "1")])
+                .unwrap()
+                .ledger_batch,
+            1
+        );
     }
 }

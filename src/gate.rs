@@ -1,22 +1,32 @@
 //! The gate: the catalogue snapshot in memory, and the use cases that
-//! combine the pure engine with the store (decide, then record with the
-//! audit event, against the newest committed catalogue).
+//! combine the pure engine with the store: decide, then record the decision
+//! with its audit event (and the licence, and the idempotency record) in one
+//! ledger write, against the newest committed catalogue.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::{CountryCode, ResellerId, Sku, Transaction};
+use crate::domain::{CountryCode, Outcome, ResellerId, Sku, Transaction};
+use crate::licenses::{license_json, term_end, LicenseSigner};
 use crate::metrics::Metrics;
 use crate::policy::{self, Catalog, Party, Verdict};
-use crate::store::{Actor, Applied, CatalogChange, NewDecision, NewEvent, Store, StoreError};
+use crate::store::ledger::Ledger;
+use crate::store::licenses::{
+    idempotency_in, insert_license, renew_license, save_idempotency, IdempotencyRecord, LicenseRow,
+};
+use crate::store::{
+    apply_catalog_changes, record_decision, Actor, CatalogChange, NewDecision, NewEvent, Store,
+    StoreError,
+};
 
-/// How often a decision is re-taken when another process changed the
-/// catalogue between the decision and its recording.
-const STALE_RETRIES: usize = 5;
+/// How often a write is re-done when what it was based on changed before it
+/// committed (the catalogue, or a licence being renewed).
+const RETRIES: usize = 5;
 
 /// The end customer of a transaction, as the reseller describes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +76,67 @@ pub struct Question {
     pub as_of: Option<DateTime<Utc>>,
 }
 
+/// A licence to issue or renew.
+#[derive(Clone, Debug)]
+pub enum LicenseAction {
+    Issue {
+        product: Sku,
+        customer: Customer,
+        seats: i64,
+        term_days: i64,
+    },
+    Renew {
+        license_id: String,
+        term_days: i64,
+        /// Updated customer facts; `None` keeps the stored ones.
+        customer: Option<Customer>,
+    },
+}
+
+/// How a licence request turned out, for the API to render.
+#[derive(Debug, Clone, Copy)]
+pub enum LicenseOutcome<'a> {
+    Issued {
+        license: &'a Value,
+        decision: &'a Value,
+    },
+    Renewed {
+        license: &'a Value,
+        decision: &'a Value,
+    },
+    Prohibited {
+        decision: &'a Value,
+    },
+    InReview {
+        decision: &'a Value,
+    },
+}
+
+/// Renders an outcome as the HTTP status and body that are returned, and
+/// replayed to every retry with the same idempotency key.
+pub type Render = fn(LicenseOutcome<'_>) -> (u16, Value);
+
+/// An idempotent licence request of a tenant.
+#[derive(Clone, Debug)]
+pub struct LicenseRequest {
+    pub actor: Actor,
+    pub tenant: ResellerId,
+    pub idempotency_key: String,
+    /// A digest of the request (route and canonical body): the same key
+    /// with another fingerprint is a reuse.
+    pub fingerprint: String,
+    pub action: LicenseAction,
+}
+
+/// A response to replay as it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// The response was stored for an earlier request with the same key.
+    pub replayed: bool,
+}
+
 /// Why the gate could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -73,15 +144,31 @@ pub enum GateError {
     UnknownReseller,
     #[error("the product is not in the catalogue")]
     UnknownProduct,
+    #[error("no such licence for this tenant")]
+    NotFound,
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
+    #[error("the first request with this idempotency key is still in flight")]
+    KeyInFlight,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// The catalogue snapshot and the store behind it.
+/// What a licence write found or did.
+enum Written {
+    Fresh(u16, Value),
+    Existing(IdempotencyRecord),
+}
+
+/// The catalogue snapshot, the store, and the ledger writer.
 pub struct Gate {
     store: Store,
+    ledger: Ledger,
     catalog: ArcSwap<Catalog>,
     metrics: Metrics,
+    signer: LicenseSigner,
+    /// Idempotency keys whose first request this process is handling.
+    in_flight: Mutex<HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -92,14 +179,45 @@ impl std::fmt::Debug for Gate {
     }
 }
 
+/// Holds an idempotency key as in flight until dropped.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<(String, String)>>,
+    key: (String, String),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::BatchFailed(format!("a blocking task failed: {e}")))?
+}
+
 impl Gate {
-    /// Loads the committed catalogue.
-    pub fn open(store: Store, metrics: Metrics) -> Result<Gate, StoreError> {
+    /// Loads the committed catalogue and publishes the licence key.
+    pub fn open(
+        store: Store,
+        ledger: Ledger,
+        signer: LicenseSigner,
+        metrics: Metrics,
+    ) -> Result<Gate, StoreError> {
+        store.register_license_key(signer.kid(), signer.jwk())?;
         let catalog = store.load_catalog()?;
         Ok(Gate {
             store,
+            ledger,
             catalog: ArcSwap::from_pointee(catalog),
             metrics,
+            signer,
+            in_flight: Mutex::new(HashSet::new()),
         })
     }
 
@@ -113,8 +231,9 @@ impl Gate {
     }
 
     /// Re-reads the committed catalogue and swaps it in if it is newer.
-    pub fn reload(&self) -> Result<Arc<Catalog>, StoreError> {
-        let fresh = self.store.load_catalog()?;
+    pub async fn reload(&self) -> Result<Arc<Catalog>, StoreError> {
+        let store = self.store.clone();
+        let fresh = blocking(move || store.load_catalog()).await?;
         Ok(self.install(fresh))
     }
 
@@ -130,71 +249,304 @@ impl Gate {
         self.catalog()
     }
 
+    /// Runs a write through the ledger, timing it.
+    async fn commit<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::store::DbConn, &mut crate::store::Head) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let timer = self.metrics.audit_append_seconds.start_timer();
+        let result = self.ledger.submit(write).await;
+        timer.observe_duration();
+        result
+    }
+
     /// Commits catalogue changes (audited) and swaps in the new snapshot.
-    pub fn change_catalog(
+    pub async fn change_catalog(
         &self,
-        actor: &Actor,
+        actor: Actor,
         changes: Vec<CatalogChange>,
     ) -> Result<Vec<bool>, StoreError> {
-        let timer = self.metrics.audit_append_seconds.start_timer();
-        let Applied {
-            catalog,
-            created,
-            audit_seqs,
-        } = self.store.apply_changes(actor, changes)?;
-        timer.observe_duration();
-        if let Some(seq) = audit_seqs.last() {
+        let applied = self
+            .commit(move |conn, head| apply_catalog_changes(conn, head, &actor, &changes))
+            .await?;
+        if let Some(seq) = applied.audit_seqs.last() {
             self.metrics.audit_head_seq.set(*seq);
         }
-        self.install(catalog);
-        Ok(created)
+        self.install(applied.catalog);
+        Ok(applied.created)
     }
 
     /// Whether a tenant is registered, looking again in the database before
     /// saying no (another replica may have registered it a moment ago).
-    pub fn is_registered(&self, reseller: &ResellerId) -> Result<bool, StoreError> {
+    pub async fn is_registered(&self, reseller: &ResellerId) -> Result<bool, StoreError> {
         if self.catalog().reseller(reseller).is_some() {
             return Ok(true);
         }
-        Ok(self.reload()?.reseller(reseller).is_some())
+        Ok(self.reload().await?.reseller(reseller).is_some())
     }
 
-    /// Takes a decision for `tenant`, records it with its audit event, and
-    /// returns the decision object.
-    pub fn decide(
+    fn observe(&self, decision: &Value, transaction: Transaction, outcome: Outcome) {
+        if let Some(seq) = decision.get("audit_seq").and_then(Value::as_i64) {
+            self.metrics.audit_head_seq.set(seq);
+        }
+        self.metrics
+            .decisions_total
+            .with_label_values(&[transaction.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    /// A preflight: takes a decision for `tenant` and records it with its
+    /// audit event; returns the decision object.
+    pub async fn preflight(
         &self,
         actor: &Actor,
         tenant: &ResellerId,
         question: &Question,
-        action: &str,
     ) -> Result<Value, GateError> {
         let mut catalog = self.catalog();
-        for _ in 0..STALE_RETRIES {
-            let record = self.prepare(&catalog, actor, tenant, question, action)?;
-            let labels = [
-                record.transaction.clone(),
-                record.outcome.as_str().to_string(),
-            ];
-            let timer = self.metrics.audit_append_seconds.start_timer();
-            match self.store.record_decision(catalog.version(), record) {
+        for _ in 0..RETRIES {
+            let (record, verdict) = self.prepare(
+                &catalog,
+                actor,
+                tenant,
+                question,
+                "decision.preflight",
+                None,
+            )?;
+            let version = catalog.version();
+            match self
+                .commit(move |conn, head| record_decision(conn, head, version, record))
+                .await
+            {
                 Ok(body) => {
-                    timer.observe_duration();
-                    if let Some(seq) = body.get("audit_seq").and_then(Value::as_i64) {
-                        self.metrics.audit_head_seq.set(seq);
-                    }
-                    self.metrics
-                        .decisions_total
-                        .with_label_values(&labels)
-                        .inc();
+                    self.observe(&body, question.transaction, verdict.outcome);
                     return Ok(body);
                 }
-                Err(StoreError::Stale) => catalog = self.reload()?,
+                Err(StoreError::Stale) => catalog = self.reload().await?,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(StoreError::Stale.into())
     }
 
+    /// Issues or renews a licence through the gate, idempotently: the
+    /// decision, its audit event, the licence and the idempotency record
+    /// commit together or not at all.
+    pub async fn license(
+        &self,
+        request: LicenseRequest,
+        render: Render,
+    ) -> Result<Reply, GateError> {
+        let tenant = request.tenant.to_string();
+        let key = request.idempotency_key.clone();
+        if let Some(found) = {
+            let (store, t, k) = (self.store.clone(), tenant.clone(), key.clone());
+            blocking(move || store.idempotency(&t, &k)).await?
+        } {
+            return replay(found, &request.fingerprint);
+        }
+        let _guard = {
+            let mut set = self
+                .in_flight
+                .lock()
+                .map_err(|_| StoreError::BatchFailed("the in-flight set is poisoned".into()))?;
+            if !set.insert((tenant.clone(), key.clone())) {
+                return Err(GateError::KeyInFlight);
+            }
+            InFlight {
+                set: &self.in_flight,
+                key: (tenant.clone(), key.clone()),
+            }
+        };
+        let mut catalog = self.catalog();
+        for _ in 0..RETRIES {
+            match self.license_once(&catalog, &request, render).await {
+                Ok(Written::Fresh(status, body)) => {
+                    return Ok(Reply {
+                        status,
+                        body,
+                        replayed: false,
+                    })
+                }
+                Ok(Written::Existing(found)) => return replay(found, &request.fingerprint),
+                Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
+                Err(GateError::Store(StoreError::Conflict)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Stale.into())
+    }
+
+    async fn license_once(
+        &self,
+        catalog: &Catalog,
+        request: &LicenseRequest,
+        render: Render,
+    ) -> Result<Written, GateError> {
+        let now = Utc::now().trunc_subsecs(6);
+        let tenant = request.tenant.to_string();
+        // What is asked, and (for a renewal) the licence as it stands.
+        let (question, current, seats, term_days) = match &request.action {
+            LicenseAction::Issue {
+                product,
+                customer,
+                seats,
+                term_days,
+            } => (
+                Question {
+                    transaction: Transaction::Issue,
+                    product: product.clone(),
+                    customer: customer.clone(),
+                    as_of: None,
+                },
+                None,
+                *seats,
+                *term_days,
+            ),
+            LicenseAction::Renew {
+                license_id,
+                term_days,
+                customer,
+            } => {
+                let store = self.store.clone();
+                let id = license_id.clone();
+                let current = blocking(move || store.license(&id))
+                    .await?
+                    .filter(|l| l.reseller == tenant)
+                    .ok_or(GateError::NotFound)?;
+                let customer = match customer {
+                    Some(c) => c.clone(),
+                    None => serde_json::from_value(current.customer.clone())
+                        .map_err(|e| StoreError::Corrupt(format!("licence customer: {e}")))?,
+                };
+                let product = Sku::parse(&current.product).map_err(StoreError::Corrupt)?;
+                (
+                    Question {
+                        transaction: Transaction::Renew,
+                        product,
+                        customer,
+                        as_of: None,
+                    },
+                    Some(current.clone()),
+                    current.seats,
+                    *term_days,
+                )
+            }
+        };
+        let action = match question.transaction {
+            Transaction::Issue => "decision.issue",
+            Transaction::Renew => "decision.renew",
+        };
+        let license_id = current
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let (mut record, verdict) = self.prepare(
+            catalog,
+            &request.actor,
+            &request.tenant,
+            &question,
+            action,
+            Some(now),
+        )?;
+        // The licence this decision would write, if it allows.
+        let license = match verdict.outcome {
+            Outcome::Allow => {
+                let (starts_at, expires_at) = match &current {
+                    None => (now, term_end(now, term_days, verdict.not_after)),
+                    // From the later of now and the current expiry, and never
+                    // past the decision's `not_after` (which may cut a licence
+                    // that already ran past a service end decided since).
+                    Some(c) => (
+                        c.starts_at,
+                        term_end(c.expires_at.max(now), term_days, verdict.not_after),
+                    ),
+                };
+                let mut row = LicenseRow {
+                    id: license_id.clone(),
+                    reseller: tenant.clone(),
+                    product: question.product.to_string(),
+                    customer: serde_json::to_value(&question.customer)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    seats,
+                    starts_at,
+                    expires_at,
+                    decision_id: record.id.clone(),
+                    token: String::new(),
+                };
+                row.token = self
+                    .signer
+                    .sign(&row, &question.customer.id, now)
+                    .map_err(|e| StoreError::Corrupt(format!("{e:#}")))?;
+                record.event.subject["license"] = json!({
+                    "id": row.id, "seats": row.seats,
+                    "starts_at": row.starts_at, "expires_at": row.expires_at,
+                });
+                Some(row)
+            }
+            _ => {
+                record.event.subject["license"] = json!({ "id": license_id });
+                None
+            }
+        };
+        let version = catalog.version();
+        let key = request.idempotency_key.clone();
+        let fingerprint = request.fingerprint.clone();
+        let read_expiry = current.as_ref().map(|c| c.expires_at);
+        let outcome = verdict.outcome;
+        let written = self
+            .commit(move |conn, head| {
+                let now = Utc::now();
+                if let Some(found) = idempotency_in(conn, &tenant, &key, now)? {
+                    return Ok(Written::Existing(found));
+                }
+                let decision = record_decision(conn, head, version, record)?;
+                let (status, body) = match (&license, read_expiry) {
+                    (Some(row), None) => {
+                        insert_license(conn, row)?;
+                        let license = license_json(row, now);
+                        render(LicenseOutcome::Issued {
+                            license: &license,
+                            decision: &decision,
+                        })
+                    }
+                    (Some(row), Some(expiry)) => {
+                        renew_license(conn, row, expiry)?;
+                        let license = license_json(row, now);
+                        render(LicenseOutcome::Renewed {
+                            license: &license,
+                            decision: &decision,
+                        })
+                    }
+                    (None, _) if outcome == Outcome::Deny => render(LicenseOutcome::Prohibited {
+                        decision: &decision,
+                    }),
+                    (None, _) => render(LicenseOutcome::InReview {
+                        decision: &decision,
+                    }),
+                };
+                let stored = IdempotencyRecord {
+                    fingerprint,
+                    status,
+                    body: body.to_string(),
+                };
+                save_idempotency(conn, &tenant, &key, &stored, now)?;
+                Ok(Written::Fresh(status, body))
+            })
+            .await?;
+        if let Written::Fresh(_, body) = &written {
+            if let Some(decision) = body.get("decision") {
+                self.observe(decision, question.transaction, outcome);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Decides `question` for `tenant` on `catalog` and prepares its record.
+    /// `now` pins the server clock (licences); else `question.as_of` or now.
     fn prepare(
         &self,
         catalog: &Catalog,
@@ -202,11 +554,12 @@ impl Gate {
         tenant: &ResellerId,
         question: &Question,
         action: &str,
-    ) -> Result<NewDecision, GateError> {
+        now: Option<DateTime<Utc>>,
+    ) -> Result<(NewDecision, Verdict), GateError> {
         let reseller = catalog.reseller(tenant).ok_or(GateError::UnknownReseller)?;
         // Microseconds, as every stored instant.
-        let at = question
-            .as_of
+        let at = now
+            .or(question.as_of)
             .unwrap_or_else(|| Utc::now().trunc_subsecs(6));
         let request = policy::Request {
             transaction: question.transaction,
@@ -243,7 +596,7 @@ impl Gate {
             "reseller": {"id": tenant, "country": reseller.country, "us_person": reseller.us_person},
             "what_if": question.as_of.is_some(),
         });
-        Ok(NewDecision {
+        let record = NewDecision {
             id,
             reseller: tenant.to_string(),
             transaction: question.transaction.as_str().to_string(),
@@ -257,6 +610,21 @@ impl Gate {
                 subject,
                 reseller: Some(tenant.to_string()),
             },
-        })
+        };
+        Ok((record, verdict))
     }
+}
+
+/// The stored first response to a key, if this request is the same one.
+fn replay(found: IdempotencyRecord, fingerprint: &str) -> Result<Reply, GateError> {
+    if found.fingerprint != fingerprint {
+        return Err(GateError::KeyReused);
+    }
+    let body = serde_json::from_str(&found.body)
+        .map_err(|e| StoreError::Corrupt(format!("idempotency record: {e}")))?;
+    Ok(Reply {
+        status: found.status,
+        body,
+        replayed: true,
+    })
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod gate;
+pub mod licenses;
 pub mod metrics;
 pub mod policy;
 pub mod startup;

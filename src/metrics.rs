@@ -18,6 +18,7 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     pub audit_append_seconds: Histogram,
     pub audit_head_seq: IntGauge,
+    pub ledger_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -49,6 +50,15 @@ impl Metrics {
             "gatekeeper_audit_head_seq",
             "Sequence number of the newest audit event this process wrote.",
         )?;
+        let ledger_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "gatekeeper_ledger_batch_size",
+                "Writes committed together in one ledger transaction.",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("gatekeeper_build_info", "Build information; always 1."),
             &["version"],
@@ -60,6 +70,7 @@ impl Metrics {
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(audit_append_seconds.clone()))?;
         registry.register(Box::new(audit_head_seq.clone()))?;
+        registry.register(Box::new(ledger_batch_size.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -67,6 +78,7 @@ impl Metrics {
             http_request_duration,
             audit_append_seconds,
             audit_head_seq,
+            ledger_batch_size,
         })
     }
 

@@ -13,7 +13,9 @@ use crate::api::{self, AppState};
 use crate::auth::{Authenticator, DevKeys};
 use crate::config::Config;
 use crate::gate::Gate;
+use crate::licenses::LicenseSigner;
 use crate::metrics::Metrics;
+use crate::store::ledger::Ledger;
 use crate::store::Store;
 
 /// The verifier of callers' tokens: the configured public key, or in
@@ -38,6 +40,25 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     Authenticator::from_public_pem(&pem, &config.jwt_issuer, &config.jwt_audience)
 }
 
+/// The licence-signing key: the configured one, or in development mode a
+/// key pair created in the data folder.
+pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
+    let pem = match (&config.license_key_file, &config.jwt_public_key_file) {
+        (Some(path), _) => std::fs::read(path)
+            .with_context(|| format!("reading GATEKEEPER_LICENSE_KEY_FILE {}", path.display()))?,
+        (None, None) => {
+            let keys = DevKeys::license_in_dir(&config.data_dir);
+            keys.ensure()?;
+            keys.private_pem()?
+        }
+        (None, Some(_)) => anyhow::bail!(
+            "GATEKEEPER_LICENSE_KEY_FILE must name the licence-signing key (PKCS#8 PEM Ed25519) \
+             when GATEKEEPER_JWT_PUBLIC_KEY_FILE is set; only development mode generates one"
+        ),
+    };
+    LicenseSigner::from_pkcs8_pem(&pem)
+}
+
 /// A migrated, bound, not yet running service.
 pub struct Application {
     port: u16,
@@ -50,11 +71,18 @@ impl Application {
     /// (port 0 picks a free port: see [`Application::port`]).
     pub fn build(config: &Config) -> anyhow::Result<Application> {
         let auth = authenticator(config)?;
+        let signer = license_signer(config)?;
         let store = Store::connect(&config.database_url, config.db_pool_size)
             .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
         let metrics = Metrics::new()?;
-        let gate = Gate::open(store, metrics.clone()).context("loading the catalogue")?;
+        let ledger = Ledger::start(
+            store.clone(),
+            config.ledger_batch,
+            metrics.ledger_batch_size.clone(),
+        )?;
+        let gate =
+            Gate::open(store, ledger, signer, metrics.clone()).context("loading the catalogue")?;
         let state = Arc::new(AppState {
             gate,
             auth,

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use serde::de::DeserializeOwned;
@@ -140,9 +139,11 @@ async fn commit(
     id: String,
     change: CatalogChange,
 ) -> Result<bool, ApiError> {
-    let st = Arc::clone(state);
-    let actor = principal.actor();
-    match web::block(move || st.gate.change_catalog(&actor, vec![change])).await? {
+    match state
+        .gate
+        .change_catalog(principal.actor(), vec![change])
+        .await
+    {
         Ok(created) => Ok(created.first().copied().unwrap_or(false)),
         Err(crate::store::StoreError::Invalid(issues)) => Err(issues_for(kind, &id, issues)),
         Err(e) => Err(e.into()),

@@ -47,13 +47,10 @@ pub async fn create(
         customer: req.customer,
         as_of: req.as_of.map(|t| t.with_timezone(&Utc)),
     };
-    let st = Arc::clone(&state);
-    let actor = principal.actor();
-    let decision = web::block(move || {
-        st.gate
-            .decide(&actor, &tenant, &question, "decision.preflight")
-    })
-    .await??;
+    let decision = state
+        .gate
+        .preflight(&principal.actor(), &tenant, &question)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "decision": decision })))
 }
 

@@ -51,6 +51,13 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A licence write without an `Idempotency-Key` header (or a bad one).
+    #[error("idempotency key required: {0}")]
+    IdempotencyKeyRequired(String),
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    #[error("idempotency key in flight")]
+    IdempotencyKeyInFlight,
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -75,6 +82,9 @@ impl ApiError {
             ApiError::UnknownReseller => "unknown_reseller",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::IdempotencyKeyRequired(_) => "idempotency_key_required",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -109,6 +119,15 @@ impl ApiError {
                 "Method not allowed",
                 "This route does not take that method.".into(),
             ),
+            ApiError::IdempotencyKeyRequired(m) => ("Idempotency key required", m.clone()),
+            ApiError::IdempotencyKeyReused => (
+                "Idempotency key reused",
+                "This Idempotency-Key was used for a different request; use a new key for a new request.".into(),
+            ),
+            ApiError::IdempotencyKeyInFlight => (
+                "Request in flight",
+                "The first request with this Idempotency-Key is still being processed; retry shortly.".into(),
+            ),
             ApiError::Unavailable(_) => (
                 "Service unavailable",
                 "The service cannot reach its database; nothing was recorded. Retry later.".into(),
@@ -124,7 +143,11 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::IdempotencyKeyRequired(_) => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -144,14 +167,7 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let (title, detail) = self.title_and_detail();
-        let code = self.code();
-        let mut body = serde_json::json!({
-            "type": format!("urn:license-gatekeeper:problem:{code}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-            "code": code,
-        });
+        let mut body = problem_body(status.as_u16(), self.code(), title, &detail);
         if let ApiError::Validation(errors) = self {
             body["errors"] = serde_json::json!(errors);
         }
@@ -161,7 +177,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
             }
             _ => {}
@@ -170,16 +186,47 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The members every problem+json body has.
+pub fn problem_body(status: u16, code: &str, title: &str, detail: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": format!("urn:license-gatekeeper:problem:{code}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    })
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Invalid(issues) => ApiError::Validation(issues_to_fields(&issues)),
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Stale => ApiError::Unavailable("the catalogue kept changing".into()),
-            StoreError::Database(e) => ApiError::Unavailable(e.to_string()),
+            StoreError::Database(e) => classify(e),
             StoreError::Pool(e) => ApiError::Unavailable(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(m),
+            StoreError::BatchFailed(m) => ApiError::Unavailable(m),
+            StoreError::Conflict => ApiError::Unavailable("the licence kept changing".into()),
         }
+    }
+}
+
+/// A database error is `503` (retry) when it can pass: the connection, a
+/// busy or failing server, a serialisation conflict. A broken constraint or
+/// a query the database cannot answer is a bug that retrying won't fix: `500`.
+fn classify(e: diesel::result::Error) -> ApiError {
+    use diesel::result::{DatabaseErrorKind as K, Error as E};
+    match &e {
+        E::DatabaseError(
+            K::UniqueViolation | K::ForeignKeyViolation | K::NotNullViolation | K::CheckViolation,
+            _,
+        )
+        | E::NotFound
+        | E::DeserializationError(_)
+        | E::SerializationError(_)
+        | E::QueryBuilderError(_) => ApiError::Internal(e.to_string()),
+        _ => ApiError::Unavailable(e.to_string()),
     }
 }
 
@@ -190,6 +237,9 @@ impl From<GateError> for ApiError {
             GateError::UnknownProduct => {
                 ApiError::field("product", "no product with this SKU is in the catalogue")
             }
+            GateError::NotFound => ApiError::NotFound,
+            GateError::KeyReused => ApiError::IdempotencyKeyReused,
+            GateError::KeyInFlight => ApiError::IdempotencyKeyInFlight,
             GateError::Store(e) => e.into(),
         }
     }

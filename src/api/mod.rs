@@ -5,6 +5,7 @@ mod audit;
 mod catalog;
 mod decisions;
 pub mod error;
+mod licenses;
 mod ops;
 
 use std::future::Future;
@@ -75,6 +76,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/decisions").route(web::post().to(decisions::create)))
         .service(resource("/v1/decisions/{id}").route(web::get().to(decisions::get)))
+        .service(
+            resource("/v1/licenses")
+                .route(web::get().to(licenses::list))
+                .route(web::post().to(licenses::issue)),
+        )
+        .service(resource("/v1/licenses/{id}").route(web::get().to(licenses::get)))
+        .service(resource("/v1/licenses/{id}/renewals").route(web::post().to(licenses::renew)))
+        .service(resource("/v1/keys").route(web::get().to(licenses::keys)))
         .service(resource("/v1/audit").route(web::get().to(audit::list)))
         .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)));
 }
@@ -228,9 +237,7 @@ async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiE
         .reseller
         .clone()
         .ok_or(ApiError::UnknownReseller)?;
-    let st = Arc::clone(state);
-    let probe = id.clone();
-    if web::block(move || st.gate.is_registered(&probe)).await?? {
+    if state.gate.is_registered(&id).await? {
         Ok(id)
     } else {
         Err(ApiError::UnknownReseller)

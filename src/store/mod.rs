@@ -9,6 +9,8 @@
 //! the catalogue version across threads, processes and replicas), and
 //! commits what it records together with its audit events, or nothing.
 
+pub mod ledger;
+pub mod licenses;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -63,8 +65,9 @@ impl ManageConnection for Manager {
                 // WAL lets readers run beside the writer; FULL makes every
                 // commit durable before it is acknowledged; the busy timeout
                 // makes concurrent writers queue for the lock instead of failing.
+                // LIKE is case-sensitive, as on PostgreSQL.
                 conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                    "PRAGMA case_sensitive_like = ON; PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
@@ -78,8 +81,9 @@ impl ManageConnection for Manager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        use diesel::connection::TransactionManager;
+        <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
     }
 }
 
@@ -106,6 +110,13 @@ pub enum StoreError {
     /// Stored data that does not parse: a bug or a hand edit.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The batch this write was part of did not commit.
+    #[error("the write's batch failed: {0}")]
+    BatchFailed(String),
+    /// What the write was based on changed meanwhile (e.g. a licence was
+    /// renewed by another request): read again and retry.
+    #[error("a concurrent write changed what this one read")]
+    Conflict,
 }
 
 /// Who did something, as recorded in audit events.
@@ -241,6 +252,8 @@ pub struct StoredDecision {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub after: Option<i64>,
+    /// Only events with `seq` up to this one.
+    pub until: Option<i64>,
     pub action: Option<String>,
     pub outcome: Option<String>,
     pub reseller: Option<String>,
@@ -250,10 +263,16 @@ pub struct AuditFilter {
 
 /// The head of the chain and the catalogue version, as locked in a write.
 #[derive(Debug, Clone, Queryable)]
-struct Head {
+pub struct Head {
     seq: i64,
     hash: String,
     catalog_version: i64,
+}
+
+impl Head {
+    pub fn catalog_version(&self) -> i64 {
+        self.catalog_version
+    }
 }
 
 /// Timestamps are stored as RFC 3339 text in UTC with microseconds, which
@@ -285,7 +304,9 @@ impl Store {
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(5))
-            .test_on_check_out(false)
+            // A connection is tested (`SELECT 1`) when checked out, so one
+            // that died with a database restart is replaced, not handed out.
+            .test_on_check_out(true)
             .build(Manager { url: url.clone() })?;
         Ok(Store { pool })
     }
@@ -367,22 +388,32 @@ impl Store {
     }
 
     /// Reads the committed catalogue and builds its snapshot.
+    /// Reads the committed catalogue and builds its snapshot. The version
+    /// and every table are read in one snapshot of the database, so a
+    /// change committing meanwhile is either wholly in or wholly out.
     pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
-        let mut conn = self.conn()?;
-        let version = ledger_head::table
-            .select(ledger_head::catalog_version)
-            .first::<i64>(&mut *conn)?;
-        let data = load_catalog_data(&mut conn)?;
+        let mut pooled = self.conn()?;
+        let conn: &mut DbConn = &mut pooled;
+        let (version, data) = conn.transaction(|conn| {
+            // BACKEND-SPECIFIC: PostgreSQL's default isolation gives each
+            // statement its own snapshot; SQLite's transactions are snapshots.
+            if let DbConn::Postgres(pg) = conn {
+                pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            }
+            let version = ledger_head::table
+                .select(ledger_head::catalog_version)
+                .first::<i64>(conn)?;
+            Ok::<_, StoreError>((version, load_catalog_data(conn)?))
+        })?;
         build_catalog(version, data)
     }
 
-    /// Commits catalogue changes with one audit event each, in one transaction.
-    pub fn apply_changes(
-        &self,
-        actor: &Actor,
-        changes: Vec<CatalogChange>,
-    ) -> Result<Applied, StoreError> {
-        self.apply_changes_if(actor, changes, |_| true)
+    /// The committed catalogue version (cheap: one row).
+    pub fn catalog_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(ledger_head::table
+            .select(ledger_head::catalog_version)
+            .first::<i64>(&mut *conn)?)
     }
 
     fn apply_changes_if(
@@ -395,89 +426,7 @@ impl Store {
             if !precondition(head) {
                 return Err(StoreError::Stale);
             }
-            let mut data = load_catalog_data(conn)?;
-            let mut created = Vec::with_capacity(changes.len());
-            for change in &changes {
-                created.push(change.apply(&mut data)?);
-            }
-            let version = head.catalog_version + 1;
-            let catalog = Catalog::build(version, data).map_err(StoreError::Invalid)?;
-            let now = Utc::now();
-            let mut audit_seqs = Vec::with_capacity(changes.len());
-            for (change, was_created) in changes.iter().zip(&created) {
-                write_catalog_row(conn, change, now)?;
-                let spec = change
-                    .spec_json()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let change_word = match (change, was_created) {
-                    (CatalogChange::DeleteRelationship(..), _) => "delete",
-                    (_, true) => "create",
-                    (_, false) => "replace",
-                };
-                let mut subject = serde_json::json!({
-                    "kind": change.kind(), "id": change.id(), "change": change_word,
-                });
-                if let Some(spec) = spec {
-                    subject["spec"] = spec;
-                }
-                let verb = if change_word == "delete" {
-                    "delete"
-                } else {
-                    "put"
-                };
-                let reseller = match change {
-                    CatalogChange::PutReseller(id, _) => Some(id.to_string()),
-                    _ => None,
-                };
-                let event = NewEvent {
-                    action: format!("catalog.{}.{verb}", change.kind()),
-                    actor: actor.clone(),
-                    outcome: None,
-                    decision: None,
-                    subject,
-                    reseller,
-                };
-                audit_seqs.push(append_event(conn, head, event, &version.to_string(), now)?);
-            }
-            head.catalog_version = version;
-            Ok(Applied {
-                catalog,
-                created,
-                audit_seqs,
-            })
-        })
-    }
-
-    /// Records a decision and its audit event, if the catalogue it was taken
-    /// on is still the newest committed one (else [`StoreError::Stale`]).
-    pub fn record_decision(
-        &self,
-        catalog_version: i64,
-        decision: NewDecision,
-    ) -> Result<Value, StoreError> {
-        self.write(|conn, head| {
-            if head.catalog_version != catalog_version {
-                return Err(StoreError::Stale);
-            }
-            let now = Utc::now();
-            let mut body = decision.body.clone();
-            body.insert("audit_seq".into(), Value::from(head.seq + 1));
-            let body = Value::Object(body);
-            let mut event = decision.event.clone();
-            event.decision = Some(body.clone());
-            append_event(conn, head, event, &catalog_version.to_string(), now)?;
-            diesel::insert_into(decisions::table)
-                .values((
-                    decisions::id.eq(&decision.id),
-                    decisions::reseller.eq(&decision.reseller),
-                    decisions::transaction_kind.eq(&decision.transaction),
-                    decisions::outcome.eq(decision.outcome.as_str()),
-                    decisions::body.eq(body.to_string()),
-                    decisions::audit_seq.eq(head.seq),
-                    decisions::created_at.eq(format_instant(now)),
-                ))
-                .execute(conn)?;
-            Ok(body)
+            apply_catalog_changes(conn, head, actor, &changes)
         })
     }
 
@@ -509,9 +458,22 @@ impl Store {
         if let Some(after) = filter.after {
             query = query.filter(audit_events::seq.gt(after));
         }
+        if let Some(until) = filter.until {
+            query = query.filter(audit_events::seq.le(until));
+        }
         if let Some(action) = &filter.action {
             query = match action.strip_suffix(".*") {
-                Some(prefix) => query.filter(audit_events::action.like(format!("{prefix}.%"))),
+                Some(prefix) => {
+                    let escaped = prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
+                    query.filter(
+                        audit_events::action
+                            .like(format!("{escaped}.%"))
+                            .escape('\\'),
+                    )
+                }
                 None => query.filter(audit_events::action.eq(action.clone())),
             };
         }
@@ -542,8 +504,19 @@ impl Store {
     /// Checks the whole stored chain, page by page, and that it ends at the
     /// recorded head.
     pub fn verify_chain(&self) -> Result<audit::Report, StoreError> {
+        // The head first: events committed while the chain is read lie
+        // beyond it and are left for the next verification.
+        let (seq, hash) = {
+            let mut conn = self.conn()?;
+            ledger_head::table
+                .select((ledger_head::seq, ledger_head::hash))
+                .first::<(i64, String)>(&mut *conn)?
+        };
         let mut verifier = audit::Verifier::new();
-        let mut filter = AuditFilter::default();
+        let mut filter = AuditFilter {
+            until: Some(seq),
+            ..AuditFilter::default()
+        };
         'pages: loop {
             let page = self.audit_events(&filter, 1000)?;
             let Some(last) = page
@@ -560,45 +533,141 @@ impl Store {
             }
             filter.after = Some(last);
         }
-        let mut conn = self.conn()?;
-        let (seq, hash) = ledger_head::table
-            .select((ledger_head::seq, ledger_head::hash))
-            .first::<(i64, String)>(&mut *conn)?;
         Ok(verifier.finish_at((seq, &hash)))
     }
 
-    /// Runs `f` in a transaction that has locked the ledger head, and
-    /// writes the head back before committing. Any error rolls back all.
+    /// Runs `f` in a transaction of its own that has locked the ledger head
+    /// (see [`locked`]). The service writes through the [`ledger::Ledger`]
+    /// instead; this is for set-up and tools.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut DbConn, &mut Head) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        conn.transaction(|conn| {
-            // The first statement is a write, so that SQLite takes its write
-            // lock now (waiting politely) and PostgreSQL locks the row.
-            diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
-                .set(ledger_head::seq.eq(ledger_head::seq))
-                .execute(conn)?;
-            let mut head = ledger_head::table
-                .filter(ledger_head::id.eq(1))
-                .select((
-                    ledger_head::seq,
-                    ledger_head::hash,
-                    ledger_head::catalog_version,
-                ))
-                .first::<Head>(conn)?;
-            let out = f(conn, &mut head)?;
-            diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
-                .set((
-                    ledger_head::seq.eq(head.seq),
-                    ledger_head::hash.eq(&head.hash),
-                    ledger_head::catalog_version.eq(head.catalog_version),
-                ))
-                .execute(conn)?;
-            Ok(out)
-        })
+        conn.transaction(|conn| locked(conn, f))
     }
+}
+
+/// Inside an open transaction: locks the ledger head, runs `f` with it, and
+/// writes the head back. Any error rolls back with the transaction.
+pub(crate) fn locked<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn, &mut Head) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // The first statement is a write, so that SQLite takes its write lock
+    // now (waiting politely) and PostgreSQL locks the row.
+    diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+        .set(ledger_head::seq.eq(ledger_head::seq))
+        .execute(conn)?;
+    let mut head = ledger_head::table
+        .filter(ledger_head::id.eq(1))
+        .select((
+            ledger_head::seq,
+            ledger_head::hash,
+            ledger_head::catalog_version,
+        ))
+        .first::<Head>(conn)?;
+    let out = f(conn, &mut head)?;
+    diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+        .set((
+            ledger_head::seq.eq(head.seq),
+            ledger_head::hash.eq(&head.hash),
+            ledger_head::catalog_version.eq(head.catalog_version),
+        ))
+        .execute(conn)?;
+    Ok(out)
+}
+
+/// Commits catalogue changes with one audit event each (a ledger write).
+pub fn apply_catalog_changes(
+    conn: &mut DbConn,
+    head: &mut Head,
+    actor: &Actor,
+    changes: &[CatalogChange],
+) -> Result<Applied, StoreError> {
+    let mut data = load_catalog_data(conn)?;
+    let mut created = Vec::with_capacity(changes.len());
+    for change in changes {
+        created.push(change.apply(&mut data)?);
+    }
+    let version = head.catalog_version + 1;
+    let catalog = Catalog::build(version, data).map_err(StoreError::Invalid)?;
+    let now = Utc::now();
+    let mut audit_seqs = Vec::with_capacity(changes.len());
+    for (change, was_created) in changes.iter().zip(&created) {
+        write_catalog_row(conn, change, now)?;
+        let spec = change
+            .spec_json()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let change_word = match (change, was_created) {
+            (CatalogChange::DeleteRelationship(..), _) => "delete",
+            (_, true) => "create",
+            (_, false) => "replace",
+        };
+        let mut subject = serde_json::json!({
+            "kind": change.kind(), "id": change.id(), "change": change_word,
+        });
+        if let Some(spec) = spec {
+            subject["spec"] = spec;
+        }
+        let verb = if change_word == "delete" {
+            "delete"
+        } else {
+            "put"
+        };
+        let reseller = match change {
+            CatalogChange::PutReseller(id, _) => Some(id.to_string()),
+            _ => None,
+        };
+        let event = NewEvent {
+            action: format!("catalog.{}.{verb}", change.kind()),
+            actor: actor.clone(),
+            outcome: None,
+            decision: None,
+            subject,
+            reseller,
+        };
+        audit_seqs.push(append_event(conn, head, event, &version.to_string(), now)?);
+    }
+    head.catalog_version = version;
+    Ok(Applied {
+        catalog,
+        created,
+        audit_seqs,
+    })
+}
+
+/// Records a decision and its audit event (a ledger write), if the
+/// catalogue it was taken on is still the newest committed one (else
+/// [`StoreError::Stale`]). Returns the decision object with its `audit_seq`.
+pub fn record_decision(
+    conn: &mut DbConn,
+    head: &mut Head,
+    catalog_version: i64,
+    decision: NewDecision,
+) -> Result<Value, StoreError> {
+    if head.catalog_version != catalog_version {
+        return Err(StoreError::Stale);
+    }
+    let now = Utc::now();
+    let mut body = decision.body;
+    body.insert("audit_seq".into(), Value::from(head.seq + 1));
+    let body = Value::Object(body);
+    let mut event = decision.event;
+    event.decision = Some(body.clone());
+    append_event(conn, head, event, &catalog_version.to_string(), now)?;
+    diesel::insert_into(decisions::table)
+        .values((
+            decisions::id.eq(&decision.id),
+            decisions::reseller.eq(&decision.reseller),
+            decisions::transaction_kind.eq(&decision.transaction),
+            decisions::outcome.eq(decision.outcome.as_str()),
+            decisions::body.eq(body.to_string()),
+            decisions::audit_seq.eq(head.seq),
+            decisions::created_at.eq(format_instant(now)),
+        ))
+        .execute(conn)?;
+    Ok(body)
 }
 
 fn parse_json(text: &str) -> Result<Value, StoreError> {

@@ -77,8 +77,47 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    licenses (id) {
+        id -> Text,
+        reseller -> Text,
+        product -> Text,
+        customer -> Text,
+        seats -> BigInt,
+        starts_at -> Text,
+        expires_at -> Text,
+        decision_id -> Text,
+        token -> Text,
+        created_at -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (reseller, idem_key) {
+        reseller -> Text,
+        idem_key -> Text,
+        fingerprint -> Text,
+        status -> Integer,
+        body -> Text,
+        created_at -> Text,
+        expires_at -> Text,
+    }
+}
+
+diesel::table! {
+    license_keys (kid) {
+        kid -> Text,
+        jwk -> Text,
+        created_at -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     ledger_head,
+    licenses,
+    idempotency_keys,
+    license_keys,
     resellers,
     organizations,
     relationships,

@@ -50,9 +50,12 @@ impl TestDb {
                 admin
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .expect("create the test database");
-                let base = admin_url.split('?').next().unwrap_or(&admin_url);
+                let (base, query) = match admin_url.split_once('?') {
+                    Some((base, query)) => (base, format!("?{query}")),
+                    None => (admin_url.as_str(), String::new()),
+                };
                 let prefix = &base[..base.rfind('/').expect("a database URL has a path")];
-                let url = format!("{prefix}/{name}");
+                let url = format!("{prefix}/{name}{query}");
                 Some((
                     TestDb::Postgres {
                         admin_url,
@@ -158,6 +161,8 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     let keys_dir = tempfile::tempdir().expect("temp dir");
     let keys = DevKeys::in_dir(keys_dir.path());
     keys.ensure().expect("test keys");
+    let license_keys = DevKeys::license_in_dir(keys_dir.path());
+    license_keys.ensure().expect("licence keys");
     let config = Config {
         database_url,
         listen: "127.0.0.1:0".into(),
@@ -166,6 +171,8 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         jwt_audience: AUDIENCE.into(),
         data_dir: keys_dir.path().join("data"),
         db_pool_size: 4,
+        license_key_file: Some(license_keys.private_pem_path.clone()),
+        ledger_batch: 256,
     };
     let app = Application::build(&config).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -10,4 +10,5 @@ mod catalog;
 mod cli;
 mod decisions;
 mod errors;
+mod licenses;
 mod openapi;

@@ -1,0 +1,273 @@
+//! Licences: issue and renew through the gate (idempotent), read, list, and
+//! the public keys that verify licence tokens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::error::problem_body;
+use super::{tenant, ApiError, Body, FieldError, State};
+use crate::audit::canonical_json;
+use crate::auth::{Principal, Role};
+use crate::domain::Sku;
+use crate::gate::{Customer, LicenseAction, LicenseOutcome, LicenseRequest, Reply};
+use crate::licenses::{license_json, MAX_SEATS, MAX_TERM_DAYS};
+
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 1000;
+const MAX_KEY_LEN: usize = 255;
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    product: Sku,
+    customer: Customer,
+    seats: i64,
+    term_days: i64,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    term_days: i64,
+    #[serde(default)]
+    customer: Option<Customer>,
+}
+
+/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| {
+            ApiError::IdempotencyKeyRequired(
+                "Licence writes need an Idempotency-Key header: a unique value per request (a UUID), \
+                 sent again unchanged on every retry."
+                    .into(),
+            )
+        })?
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if value.is_empty() || value.len() > MAX_KEY_LEN || !value.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(ApiError::IdempotencyKeyRequired(format!(
+            "The Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters."
+        )));
+    }
+    Ok(value)
+}
+
+/// A digest of what a request asks: its route and its body, canonically.
+fn fingerprint(route: &str, body: &impl serde::Serialize) -> String {
+    let value = serde_json::to_value(body).unwrap_or(Value::Null);
+    let text = format!("{route}\n{}", canonical_json(&value));
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn check_terms(
+    seats: Option<i64>,
+    term_days: i64,
+    customer: Option<&Customer>,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(seats) = seats {
+        if !(1..=MAX_SEATS).contains(&seats) {
+            errors.push(FieldError::new(
+                "seats",
+                format!("must be from 1 to {MAX_SEATS}"),
+            ));
+        }
+    }
+    if !(1..=MAX_TERM_DAYS).contains(&term_days) {
+        errors.push(FieldError::new(
+            "term_days",
+            format!("must be from 1 to {MAX_TERM_DAYS}"),
+        ));
+    }
+    if let Some(customer) = customer {
+        errors.extend(
+            customer
+                .problems("customer")
+                .into_iter()
+                .map(|(f, m)| FieldError::new(f, m)),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// The status and body of each outcome: what is returned and replayed.
+fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
+    match outcome {
+        LicenseOutcome::Issued { license, decision } => {
+            (201, json!({ "license": license, "decision": decision }))
+        }
+        LicenseOutcome::Renewed { license, decision } => {
+            (200, json!({ "license": license, "decision": decision }))
+        }
+        LicenseOutcome::Prohibited { decision } => {
+            let mut body = problem_body(
+                403,
+                "prohibited_transaction",
+                "Prohibited transaction",
+                "The law prohibits this transaction; the decision says why. No licence was written.",
+            );
+            body["decision"] = decision.clone();
+            (403, body)
+        }
+        LicenseOutcome::InReview { decision } => (202, json!({ "decision": decision })),
+    }
+}
+
+fn respond(reply: Reply) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(reply.status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    response.content_type(if reply.status >= 400 {
+        "application/problem+json"
+    } else {
+        "application/json"
+    });
+    if reply.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.body(reply.body.to_string())
+}
+
+/// `POST /v1/licenses`
+pub async fn issue(
+    state: State,
+    principal: Principal,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant(&state, &principal).await?;
+    let key = idempotency_key(&req)?;
+    let body: IssueBody = body.json()?;
+    check_terms(Some(body.seats), body.term_days, Some(&body.customer))?;
+    let request = LicenseRequest {
+        actor: principal.actor(),
+        tenant,
+        idempotency_key: key,
+        fingerprint: fingerprint("POST /v1/licenses", &body),
+        action: LicenseAction::Issue {
+            product: body.product,
+            customer: body.customer,
+            seats: body.seats,
+            term_days: body.term_days,
+        },
+    };
+    Ok(respond(state.gate.license(request, render).await?))
+}
+
+/// `POST /v1/licenses/{id}/renewals`
+pub async fn renew(
+    state: State,
+    principal: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant(&state, &principal).await?;
+    let key = idempotency_key(&req)?;
+    let body: RenewBody = body.json()?;
+    check_terms(None, body.term_days, body.customer.as_ref())?;
+    let license_id = path.into_inner();
+    let request = LicenseRequest {
+        actor: principal.actor(),
+        tenant,
+        idempotency_key: key,
+        fingerprint: fingerprint(&format!("POST /v1/licenses/{license_id}/renewals"), &body),
+        action: LicenseAction::Renew {
+            license_id,
+            term_days: body.term_days,
+            customer: body.customer,
+        },
+    };
+    Ok(respond(state.gate.license(request, render).await?))
+}
+
+/// The tenant whose licences the caller may read: its own, or every
+/// tenant's (`None`) for compliance.
+async fn reader(state: &State, principal: &Principal) -> Result<Option<String>, ApiError> {
+    match principal.role {
+        Role::Compliance => Ok(None),
+        _ => Ok(Some(tenant(state, principal).await?.to_string())),
+    }
+}
+
+/// `GET /v1/licenses/{id}`
+pub async fn get(
+    state: State,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let own = reader(&state, &principal).await?;
+    let id = path.into_inner();
+    let st = Arc::clone(&state);
+    let found = web::block(move || st.gate.store().license(&id)).await??;
+    match found {
+        Some(l) if own.as_ref().is_none_or(|t| *t == l.reseller) => {
+            Ok(HttpResponse::Ok().json(license_json(&l, chrono::Utc::now())))
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// `GET /v1/licenses?cursor=&limit=`
+pub async fn list(
+    state: State,
+    principal: Principal,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let own = reader(&state, &principal).await?;
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    for (name, value) in query.into_inner() {
+        match name.as_str() {
+            "limit" => match value.parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        format!("must be from 1 to {MAX_PAGE}"),
+                    ))
+                }
+            },
+            "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
+        }
+    }
+    let st = Arc::clone(&state);
+    let rows = web::block(move || {
+        st.gate
+            .store()
+            .licenses(own.as_deref(), cursor.as_deref(), limit)
+    })
+    .await??;
+    let now = chrono::Utc::now();
+    let next = if rows.len() as i64 == limit {
+        rows.last().map(|l| l.id.clone())
+    } else {
+        None
+    };
+    let licenses: Vec<Value> = rows.iter().map(|l| license_json(l, now)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "licenses": licenses, "next": next })))
+}
+
+/// `GET /v1/keys`: the public keys that verify licence tokens (JWKS). No
+/// token needed: products verify their licences offline.
+pub async fn keys(state: State) -> Result<HttpResponse, ApiError> {
+    let st = Arc::clone(&state);
+    let keys = web::block(move || st.gate.store().license_keys()).await??;
+    Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
+}

@@ -1,0 +1,147 @@
+//! The ledger writer: group commit for every audited write of a process.
+//!
+//! Requests hand their write to [`Ledger::submit`] as a closure. One writer
+//! thread takes whatever is queued (up to `max_batch`, never waiting for
+//! more), opens one transaction, locks the ledger head once, runs each
+//! write in a savepoint of its own (so a failing write is rolled back alone
+//! and its batch-mates go on), commits, and only then answers each caller.
+//! If the commit fails, every write of the batch is told so, and none of it
+//! is in the database.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+
+use diesel::Connection;
+use prometheus::Histogram;
+
+use super::{locked, DbConn, Head, Store, StoreError};
+
+/// What a write tells its caller once the batch is settled: `None` when the
+/// batch committed, else why it did not.
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&mut DbConn, &mut Head) -> Completion + Send>;
+
+/// The handle requests submit writes to.
+pub struct Ledger {
+    sender: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    max_batch: usize,
+}
+
+impl Drop for Ledger {
+    /// Lets the writer finish what is queued, then waits for it, so that its
+    /// connections are closed before whoever dropped the ledger goes on
+    /// (a detached thread closing connections while the process exits races
+    /// with the TLS library's own clean-up).
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Starts the writer thread. `max_batch` 1 turns batching off (one
+    /// transaction per write), for comparison.
+    pub fn start(
+        store: Store,
+        max_batch: usize,
+        batch_sizes: Histogram,
+    ) -> std::io::Result<Ledger> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let max_batch = max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || run(&store, &receiver, max_batch, &batch_sizes))?;
+        Ok(Ledger {
+            sender: Some(sender),
+            writer: Some(writer),
+            max_batch,
+        })
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Runs `write` in the next batch, under the locked ledger head, and
+    /// returns its result once the batch has committed. An `Err` from
+    /// `write` rolls back that write alone.
+    pub async fn submit<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &mut Head) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn, head| {
+            let before = head.clone();
+            let result = conn.transaction(|c| write(c, head));
+            if result.is_err() {
+                *head = before;
+            }
+            Box::new(move |failure: Option<&str>| {
+                let settled = match failure {
+                    None => result,
+                    Some(why) => Err(StoreError::BatchFailed(why.to_string())),
+                };
+                let _ = reply.send(settled);
+            })
+        });
+        self.sender
+            .as_ref()
+            .ok_or_else(|| StoreError::BatchFailed("the ledger writer has stopped".into()))?
+            .send(job)
+            .map_err(|_| StoreError::BatchFailed("the ledger writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
+    }
+}
+
+fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_sizes: &Histogram) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        batch_sizes.observe(jobs.len() as f64);
+        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+        // A panic in a write must not take the writer down with it: the
+        // batch is then abandoned (its callers get an error) and the next
+        // one runs.
+        let settled = catch_unwind(AssertUnwindSafe(|| {
+            let mut conn = store.conn()?;
+            conn.transaction(|c| {
+                locked(c, |c, head| {
+                    for job in jobs {
+                        completions.push(job(c, head));
+                    }
+                    Ok(())
+                })
+            })
+        }));
+        let failure = match settled {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("a write panicked".to_string()),
+        };
+        if let Some(why) = &failure {
+            tracing::warn!(error = %why, writes = completions.len(), "a ledger batch failed");
+        }
+        for done in completions {
+            done(failure.as_deref());
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Licences, idempotency records and licence-signing keys.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::schema::{idempotency_keys, license_keys, licenses};
+use super::{format_instant, parse_json, DbConn, Store, StoreError};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+
+/// A licence as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseRow {
+    pub id: String,
+    pub reseller: String,
+    pub product: String,
+    /// The customer facts (JSON) the latest decision was taken on.
+    pub customer: Value,
+    pub seats: i64,
+    pub starts_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decision_id: String,
+    pub token: String,
+}
+
+/// The first response to an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+);
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
+}
+
+fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
+    let (id, reseller, product, customer, seats, starts_at, expires_at, decision_id, token) = row;
+    Ok(LicenseRow {
+        id,
+        reseller,
+        product,
+        customer: parse_json(&customer)?,
+        seats,
+        starts_at: parse_instant(&starts_at)?,
+        expires_at: parse_instant(&expires_at)?,
+        decision_id,
+        token,
+    })
+}
+
+macro_rules! license_columns {
+    () => {
+        (
+            licenses::id,
+            licenses::reseller,
+            licenses::product,
+            licenses::customer,
+            licenses::seats,
+            licenses::starts_at,
+            licenses::expires_at,
+            licenses::decision_id,
+            licenses::token,
+        )
+    };
+}
+
+/// Writes a new licence (a ledger write, beside its decision's audit event).
+pub fn insert_license(conn: &mut DbConn, license: &LicenseRow) -> Result<(), StoreError> {
+    let now = format_instant(Utc::now());
+    diesel::insert_into(licenses::table)
+        .values((
+            licenses::id.eq(&license.id),
+            licenses::reseller.eq(&license.reseller),
+            licenses::product.eq(&license.product),
+            licenses::customer.eq(license.customer.to_string()),
+            licenses::seats.eq(license.seats),
+            licenses::starts_at.eq(format_instant(license.starts_at)),
+            licenses::expires_at.eq(format_instant(license.expires_at)),
+            licenses::decision_id.eq(&license.decision_id),
+            licenses::token.eq(&license.token),
+            licenses::created_at.eq(&now),
+            licenses::updated_at.eq(&now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Writes a renewal, if the licence still expires at `read_expiry` (else
+/// another renewal came first: [`StoreError::Conflict`]).
+pub fn renew_license(
+    conn: &mut DbConn,
+    license: &LicenseRow,
+    read_expiry: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let updated = diesel::update(
+        licenses::table
+            .filter(licenses::id.eq(&license.id))
+            .filter(licenses::expires_at.eq(format_instant(read_expiry))),
+    )
+    .set((
+        licenses::customer.eq(license.customer.to_string()),
+        licenses::expires_at.eq(format_instant(license.expires_at)),
+        licenses::decision_id.eq(&license.decision_id),
+        licenses::token.eq(&license.token),
+        licenses::updated_at.eq(format_instant(Utc::now())),
+    ))
+    .execute(conn)?;
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+/// The live record of an idempotency key, inside a ledger write.
+pub fn idempotency_in(
+    conn: &mut DbConn,
+    reseller: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row = idempotency_keys::table
+        .filter(idempotency_keys::reseller.eq(reseller))
+        .filter(idempotency_keys::idem_key.eq(key))
+        .filter(idempotency_keys::expires_at.gt(format_instant(now)))
+        .select((
+            idempotency_keys::fingerprint,
+            idempotency_keys::status,
+            idempotency_keys::body,
+        ))
+        .first::<(String, i32, String)>(conn)
+        .optional()?;
+    Ok(row.map(|(fingerprint, status, body)| IdempotencyRecord {
+        fingerprint,
+        status: u16::try_from(status).unwrap_or(500),
+        body,
+    }))
+}
+
+/// Remembers the first response to a key (a ledger write), replacing an
+/// expired record of the same key.
+pub fn save_idempotency(
+    conn: &mut DbConn,
+    reseller: &str,
+    key: &str,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::delete(
+        idempotency_keys::table
+            .filter(idempotency_keys::reseller.eq(reseller))
+            .filter(idempotency_keys::idem_key.eq(key))
+            .filter(idempotency_keys::expires_at.le(format_instant(now))),
+    )
+    .execute(conn)?;
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::reseller.eq(reseller),
+            idempotency_keys::idem_key.eq(key),
+            idempotency_keys::fingerprint.eq(&record.fingerprint),
+            idempotency_keys::status.eq(i32::from(record.status)),
+            idempotency_keys::body.eq(&record.body),
+            idempotency_keys::created_at.eq(format_instant(now)),
+            idempotency_keys::expires_at
+                .eq(format_instant(now + Duration::hours(IDEMPOTENCY_TTL_HOURS))),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+impl Store {
+    pub fn license(&self, id: &str) -> Result<Option<LicenseRow>, StoreError> {
+        let mut conn = self.conn()?;
+        licenses::table
+            .filter(licenses::id.eq(id))
+            .select(license_columns!())
+            .first::<Row>(&mut *conn)
+            .optional()?
+            .map(from_row)
+            .transpose()
+    }
+
+    /// A page of licences in id (= creation) order, after the cursor `after`;
+    /// one tenant's, or every tenant's for `None`.
+    pub fn licenses(
+        &self,
+        reseller: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<LicenseRow>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = licenses::table
+            .select(license_columns!())
+            .order(licenses::id.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(reseller) = reseller {
+            query = query.filter(licenses::reseller.eq(reseller.to_string()));
+        }
+        if let Some(after) = after {
+            query = query.filter(licenses::id.gt(after.to_string()));
+        }
+        query
+            .load::<Row>(&mut *conn)?
+            .into_iter()
+            .map(from_row)
+            .collect()
+    }
+
+    /// The live record of an idempotency key.
+    pub fn idempotency(
+        &self,
+        reseller: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut conn = self.conn()?;
+        idempotency_in(&mut conn, reseller, key, Utc::now())
+    }
+
+    /// Forgets idempotency records past their 24 hours.
+    pub fn purge_idempotency(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(diesel::delete(
+            idempotency_keys::table
+                .filter(idempotency_keys::expires_at.le(format_instant(Utc::now()))),
+        )
+        .execute(&mut *conn)?)
+    }
+
+    /// Publishes a licence-signing public key (kept after rotation).
+    pub fn register_license_key(&self, kid: &str, jwk: &Value) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let known = license_keys::table
+            .filter(license_keys::kid.eq(kid))
+            .count()
+            .get_result::<i64>(&mut *conn)?;
+        if known == 0 {
+            let inserted = diesel::insert_into(license_keys::table)
+                .values((
+                    license_keys::kid.eq(kid),
+                    license_keys::jwk.eq(jwk.to_string()),
+                    license_keys::created_at.eq(format_instant(Utc::now())),
+                ))
+                .execute(&mut *conn);
+            // Another replica may have registered it a moment ago.
+            if let Err(e) = inserted {
+                let again = license_keys::table
+                    .filter(license_keys::kid.eq(kid))
+                    .count()
+                    .get_result::<i64>(&mut *conn)?;
+                if again == 0 {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every published licence-signing key, oldest first, as JWKs.
+    pub fn license_keys(&self) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn()?;
+        license_keys::table
+            .select(license_keys::jwk)
+            .order(license_keys::created_at.asc())
+            .load::<String>(&mut *conn)?
+            .iter()
+            .map(|j| parse_json(j))
+            .collect()
+    }
+}

@@ -1,0 +1,702 @@
+//! Licences through the gate: outcomes, renewals, idempotency, atomicity,
+//! and the signed licence token.
+
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::helpers::{Backend, Reply, TestApp};
+
+async fn issue(app: &TestApp, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
+    post(app, "/v1/licenses", reseller, key, body).await
+}
+
+async fn post(app: &TestApp, path: &str, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
+    let mut req = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .insert_header((
+            "authorization",
+            format!("Bearer {}", app.reseller(reseller)),
+        ))
+        .insert_header(("content-type", "application/json"));
+    if let Some(key) = key {
+        req = req.insert_header(("idempotency-key", key));
+    }
+    let mut resp = req
+        .send_body(body.to_string())
+        .await
+        .expect("the server answers");
+    let bytes = resp.body().await.expect("a body");
+    Reply {
+        status: resp.status(),
+        content_type: resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        headers: resp.headers().clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).to_string(),
+    }
+}
+
+fn order(
+    product: &str,
+    country: &str,
+    us_person: Option<bool>,
+    seats: i64,
+    term_days: i64,
+) -> Value {
+    let mut customer = json!({"id": "cust-7", "name": "Jane Roe", "country": country});
+    if let Some(p) = us_person {
+        customer["us_person"] = json!(p);
+    }
+    json!({"product": product, "customer": customer, "seats": seats, "term_days": term_days})
+}
+
+fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn replayed(r: &Reply) -> bool {
+    r.headers
+        .get("idempotent-replayed")
+        .and_then(|v| v.to_str().ok())
+        == Some("true")
+}
+
+async fn setup(app: &TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.register("beta", "FR", false).await;
+    app.add_oem_firewall().await;
+    app.admin_put(
+        "/v1/products/ACME-VPN",
+        json!({"name": "Acme VPN", "vendor": "acme", "category": "vpn"}),
+    )
+    .await;
+}
+
+async fn licence_count(app: &TestApp) -> usize {
+    app.get("/v1/licenses?limit=1000", &app.compliance())
+        .await
+        .body["licenses"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+both!(each_outcome_through_the_licence_api);
+async fn each_outcome_through_the_licence_api(app: TestApp) {
+    setup(&app).await;
+    let allowed = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "US", None, 25, 365),
+    )
+    .await;
+    assert_eq!(allowed.status, 201, "{}", allowed.text);
+    let l = &allowed.body["license"];
+    assert_eq!(allowed.body["decision"]["outcome"], "allow");
+    assert_eq!(l["product"], "ACME-VPN");
+    assert_eq!(l["reseller"], "alpha");
+    assert_eq!(l["seats"], 25);
+    assert_eq!(l["status"], "active");
+    assert_eq!(l["customer"]["id"], "cust-7");
+    assert_eq!(l["decision_id"], allowed.body["decision"]["id"]);
+    let starts = at(l["starts_at"].as_str().unwrap());
+    let expires = at(l["expires_at"].as_str().unwrap());
+    assert_eq!(expires - starts, chrono::Duration::days(365));
+    assert!(
+        (chrono::Utc::now() - starts).num_seconds().abs() < 60,
+        "decided on the server clock"
+    );
+    assert!(l["token"].as_str().unwrap().split('.').count() == 3);
+
+    let denied = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-FW-K", "US", None, 5, 365),
+    )
+    .await;
+    denied.assert_problem(403, "prohibited_transaction");
+    assert_eq!(denied.body["decision"]["outcome"], "deny");
+    assert_eq!(
+        denied.body["decision"]["reasons"][0]["path"][1]["id"],
+        "KAV-ENGINE"
+    );
+
+    let review = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-FW-K", "BR", None, 5, 365),
+    )
+    .await;
+    assert_eq!(review.status, 202, "{}", review.text);
+    assert_eq!(review.body["decision"]["outcome"], "review");
+    assert_eq!(review.body.get("license"), None);
+    assert_eq!(
+        licence_count(&app).await,
+        1,
+        "only the allowed request wrote a licence"
+    );
+
+    // Every one of them is an audited decision.issue.
+    let events = app.all_events().await;
+    let issued: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "decision.issue")
+        .collect();
+    assert_eq!(issued.len(), 3);
+    assert_eq!(issued[0]["subject"]["license"]["id"], l["id"]);
+
+    // Reading: the tenant and compliance see it; another tenant does not.
+    let path = format!("/v1/licenses/{}", l["id"].as_str().unwrap());
+    let read = app.get(&path, &app.reseller("alpha")).await;
+    assert_eq!(read.body, *l);
+    assert_eq!(app.get(&path, &app.compliance()).await.status, 200);
+    app.get(&path, &app.reseller("beta"))
+        .await
+        .assert_problem(404, "not_found");
+    app.get(&path, &app.admin())
+        .await
+        .assert_problem(403, "forbidden");
+    let beta_list = app.get("/v1/licenses", &app.reseller("beta")).await;
+    assert_eq!(beta_list.body, json!({"licenses": [], "next": null}));
+
+    // Bad requests change nothing.
+    issue(&app, "alpha", None, &order("ACME-VPN", "US", None, 1, 30))
+        .await
+        .assert_problem(400, "idempotency_key_required");
+    let bad = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "US", None, 0, 0),
+    )
+    .await;
+    bad.assert_problem(422, "validation_failed");
+    assert_eq!(bad.fields(), vec!["seats", "term_days"]);
+    let mut extra = order("ACME-VPN", "US", None, 1, 30);
+    extra["expires_at"] = json!("2099-01-01T00:00:00Z");
+    issue(&app, "alpha", Some(&key()), &extra)
+        .await
+        .assert_problem(422, "validation_failed");
+    issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("NOPE", "US", None, 1, 30),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+    assert_eq!(app.all_events().await.len(), events.len());
+}
+
+both!(licences_are_listed_a_page_at_a_time);
+async fn licences_are_listed_a_page_at_a_time(app: TestApp) {
+    setup(&app).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = issue(
+            &app,
+            "alpha",
+            Some(&key()),
+            &order("ACME-VPN", "DE", Some(false), i + 1, 30),
+        )
+        .await;
+        ids.push(r.body["license"]["id"].as_str().unwrap().to_string());
+    }
+    issue(
+        &app,
+        "beta",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 1, 30),
+    )
+    .await;
+    let token = app.reseller("alpha");
+    let first = app.get("/v1/licenses?limit=2", &token).await;
+    let page: Vec<&str> = first.body["licenses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        page,
+        ids[..2].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let next = first.body["next"].as_str().unwrap();
+    let second = app
+        .get(&format!("/v1/licenses?limit=2&cursor={next}"), &token)
+        .await;
+    assert_eq!(second.body["licenses"][0]["id"], ids[2].as_str());
+    let rest = app
+        .get(&format!("/v1/licenses?limit=10&cursor={}", ids[3]), &token)
+        .await;
+    assert_eq!(rest.body["licenses"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["next"], json!(null));
+    assert_eq!(
+        licence_count(&app).await,
+        6,
+        "compliance sees every tenant's"
+    );
+    app.get("/v1/licenses?limit=0", &token)
+        .await
+        .assert_problem(422, "validation_failed");
+    app.get("/v1/licenses?colour=red", &token)
+        .await
+        .assert_problem(422, "validation_failed");
+}
+
+both!(renewals_extend_from_the_later_of_now_and_expiry_and_are_rescreened);
+async fn renewals_extend_from_the_later_of_now_and_expiry_and_are_rescreened(app: TestApp) {
+    setup(&app).await;
+    let first = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-FW-K", "DE", Some(false), 10, 100),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let id = first.body["license"]["id"].as_str().unwrap().to_string();
+    let expiry = at(first.body["license"]["expires_at"].as_str().unwrap());
+    let renewals = format!("/v1/licenses/{id}/renewals");
+
+    let renewed = post(
+        &app,
+        &renewals,
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 30}),
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    let l = &renewed.body["license"];
+    assert_eq!(renewed.body["decision"]["transaction"], "renew");
+    assert_eq!(
+        at(l["expires_at"].as_str().unwrap()),
+        expiry + chrono::Duration::days(30)
+    );
+    assert_eq!(l["starts_at"], first.body["license"]["starts_at"]);
+    assert_eq!(l["seats"], 10);
+    assert_eq!(l["id"], id.as_str());
+    assert_ne!(
+        l["token"], first.body["license"]["token"],
+        "the token is re-signed with the new expiry"
+    );
+
+    // The customer moved to the U.S.: the renewal is refused and nothing changes.
+    let moved =
+        json!({"term_days": 30, "customer": {"id": "cust-7", "name": "Jane Roe", "country": "US"}});
+    let refused = post(&app, &renewals, "alpha", Some(&key()), &moved).await;
+    refused.assert_problem(403, "prohibited_transaction");
+    assert_eq!(refused.body["decision"]["transaction"], "renew");
+    assert_eq!(
+        refused.body["decision"]["reasons"][0]["rule"],
+        "full-cutoff"
+    );
+    let now = app
+        .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(
+        now.body, *l,
+        "a refused renewal leaves the licence as it was"
+    );
+
+    // Another tenant cannot renew it, nor learn that it exists.
+    let other = post(
+        &app,
+        &renewals,
+        "beta",
+        Some(&key()),
+        &json!({"term_days": 30}),
+    )
+    .await;
+    other.assert_problem(404, "not_found");
+    let missing = post(
+        &app,
+        "/v1/licenses/nope/renewals",
+        "beta",
+        Some(&key()),
+        &json!({"term_days": 30}),
+    )
+    .await;
+    assert_eq!(other.text, missing.text);
+}
+
+both!(a_later_service_end_caps_the_term);
+async fn a_later_service_end_caps_the_term(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.admin_put(
+        "/v1/organizations/shady",
+        json!({"name": "Shady Soft", "country": "KP"}),
+    )
+    .await;
+    app.admin_put(
+        "/v1/products/SHADY-AV",
+        json!({"name": "Shady AV", "vendor": "shady", "category": "antivirus"}),
+    )
+    .await;
+    app.admin_put(
+        "/v1/designations/future-ban",
+        json!({"title": "Future ban", "authority": "BIS", "citation": "99 FR 1", "organizations": ["shady"],
+               "covers_affiliates": true, "jurisdiction": "US",
+               "rules": [{"id": "cutoff", "transactions": ["issue", "renew"], "ends_service": true,
+                          "effective_from": "2031-01-01T00:00:00", "time_zone": "America/New_York"}]}),
+    )
+    .await;
+    let r = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("SHADY-AV", "US", None, 1, 3650),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.body["decision"]["constraints"]["not_after"],
+        "2031-01-01T05:00:00Z"
+    );
+    assert_eq!(r.body["license"]["expires_at"], "2031-01-01T05:00:00Z");
+    // A German customer without a U.S. nexus gets the whole term.
+    let r = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("SHADY-AV", "DE", Some(false), 1, 3650),
+    )
+    .await;
+    assert_ne!(r.body["license"]["expires_at"], "2031-01-01T05:00:00Z");
+    assert_eq!(r.body["decision"]["constraints"]["not_after"], json!(null));
+}
+
+both!(the_same_key_replays_the_first_response);
+async fn the_same_key_replays_the_first_response(app: TestApp) {
+    setup(&app).await;
+    let k = key();
+    let body = order("ACME-VPN", "DE", Some(false), 3, 30);
+    let first = issue(&app, "alpha", Some(&k), &body).await;
+    assert_eq!(first.status, 201);
+    assert!(!replayed(&first));
+    let events = app.all_events().await.len();
+
+    // The same body, even written differently, is the same request.
+    let again = issue(
+        &app,
+        "alpha",
+        Some(&k),
+        &serde_json::from_str(&body.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, 201);
+    assert!(replayed(&again));
+    assert_eq!(again.text, first.text, "the identical body");
+    assert_eq!(licence_count(&app).await, 1);
+    assert_eq!(
+        app.all_events().await.len(),
+        events,
+        "a replay changes nothing"
+    );
+
+    let other = issue(
+        &app,
+        "alpha",
+        Some(&k),
+        &order("ACME-VPN", "DE", Some(false), 4, 30),
+    )
+    .await;
+    other.assert_problem(422, "idempotency_key_reused");
+    // Renewal with a key used for an issue is another request too.
+    let id = first.body["license"]["id"].as_str().unwrap();
+    let renew = post(
+        &app,
+        &format!("/v1/licenses/{id}/renewals"),
+        "alpha",
+        Some(&k),
+        &json!({"term_days": 1}),
+    )
+    .await;
+    renew.assert_problem(422, "idempotency_key_reused");
+
+    // Keys are per tenant: beta's use of the same key is its own request.
+    let beta = issue(&app, "beta", Some(&k), &body).await;
+    assert_eq!(beta.status, 201);
+    assert!(!replayed(&beta));
+    assert_ne!(beta.body["license"]["id"], first.body["license"]["id"]);
+
+    // A refusal is stored like a success.
+    let k2 = key();
+    let refusal = issue(
+        &app,
+        "alpha",
+        Some(&k2),
+        &order("ACME-FW-K", "US", None, 1, 30),
+    )
+    .await;
+    refusal.assert_problem(403, "prohibited_transaction");
+    let events = app.all_events().await.len();
+    let again = issue(
+        &app,
+        "alpha",
+        Some(&k2),
+        &order("ACME-FW-K", "US", None, 1, 30),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.text.clone()),
+        (refusal.status, refusal.text.clone())
+    );
+    assert!(replayed(&again));
+    assert_eq!(again.content_type, "application/problem+json");
+    assert_eq!(app.all_events().await.len(), events);
+
+    // Renewals replay too, and are not applied twice.
+    let k3 = key();
+    let path = format!("/v1/licenses/{id}/renewals");
+    let r1 = post(&app, &path, "alpha", Some(&k3), &json!({"term_days": 10})).await;
+    let r2 = post(&app, &path, "alpha", Some(&k3), &json!({"term_days": 10})).await;
+    assert_eq!(r1.status, 200);
+    assert_eq!(r2.text, r1.text);
+    let now = app
+        .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(now.body["expires_at"], r1.body["license"]["expires_at"]);
+}
+
+both!(fifty_concurrent_requests_with_one_key_make_one_licence);
+async fn fifty_concurrent_requests_with_one_key_make_one_licence(app: TestApp) {
+    setup(&app).await;
+    let k = key();
+    let body = order("ACME-VPN", "DE", Some(false), 7, 30);
+    let replies =
+        futures_util::future::join_all((0..50).map(|_| issue(&app, "alpha", Some(&k), &body)))
+            .await;
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    let in_flight = replies.iter().filter(|r| r.status == 409).count();
+    assert_eq!(
+        created.len() + in_flight,
+        50,
+        "only 201 or 409: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        created.iter().filter(|r| !replayed(r)).count(),
+        1,
+        "exactly one first response"
+    );
+    assert!(
+        created.iter().all(|r| r.text == created[0].text),
+        "every replay is the first response"
+    );
+    for r in replies.iter().filter(|r| r.status == 409) {
+        r.assert_problem(409, "idempotency_key_in_flight");
+    }
+    assert_eq!(licence_count(&app).await, 1);
+    let issues = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "decision.issue")
+        .count();
+    assert_eq!(issues, 1, "one decision, one audit event");
+}
+
+/// Every licence has its decision.issue/renew event and every allowing
+/// event has its licence; the chain verifies.
+async fn assert_licences_and_events_agree(app: &TestApp) {
+    let events = app.all_events().await;
+    let licences = app
+        .get("/v1/licenses?limit=1000", &app.compliance())
+        .await
+        .body["licenses"]
+        .clone();
+    let licences = licences.as_array().unwrap();
+    let allowed_issues: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "decision.issue" && e["outcome"] == "allow")
+        .collect();
+    assert_eq!(
+        allowed_issues.len(),
+        licences.len(),
+        "one allowing event per licence"
+    );
+    for l in licences {
+        assert!(
+            allowed_issues
+                .iter()
+                .any(|e| e["subject"]["license"]["id"] == l["id"]
+                    && e["decision"]["id"] == l["decision_id"]),
+            "licence {} has its audit event",
+            l["id"]
+        );
+    }
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
+
+both!(a_failing_write_fails_alone_and_leaves_nothing_half_written);
+async fn a_failing_write_fails_alone_and_leaves_nothing_half_written(app: TestApp) {
+    setup(&app).await;
+    // Inserting a licence with 13 seats fails in the database.
+    let sabotage = match app.backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER sabotage BEFORE INSERT ON licenses WHEN NEW.seats = 13 \
+             BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION sabotage() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.seats = 13 THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END; $$; \
+             CREATE TRIGGER sabotage BEFORE INSERT ON licenses FOR EACH ROW EXECUTE FUNCTION sabotage();"
+        }
+    };
+    app.db.execute(sabotage).unwrap();
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| order("ACME-VPN", "DE", Some(false), 10 + i % 5, 30))
+        .collect();
+    let keys: Vec<String> = (0..30).map(|_| key()).collect();
+    let replies = futures_util::future::join_all(
+        bodies
+            .iter()
+            .zip(&keys)
+            .map(|(b, k)| issue(&app, "alpha", Some(k), b)),
+    )
+    .await;
+    for (reply, body) in replies.iter().zip(&bodies) {
+        if body["seats"] == 13 {
+            reply.assert_problem(503, "service_unavailable");
+            assert!(!reply.text.contains("disk on fire"));
+        } else {
+            assert_eq!(
+                reply.status, 201,
+                "a batch-mate of a failing write still succeeds: {}",
+                reply.text
+            );
+        }
+    }
+    assert_eq!(licence_count(&app).await, 24);
+    assert_licences_and_events_agree(&app).await;
+
+    // The failed requests were not remembered: retried once the fault is
+    // gone, they succeed.
+    let drop = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER sabotage",
+        Backend::Postgres => "DROP TRIGGER sabotage ON licenses",
+    };
+    app.db.execute(drop).unwrap();
+    let retry = issue(&app, "alpha", Some(&keys[3]), &bodies[3]).await;
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    assert!(!replayed(&retry));
+    assert_licences_and_events_agree(&app).await;
+}
+
+both!(a_failing_commit_fails_its_whole_batch_honestly);
+async fn a_failing_commit_fails_its_whole_batch_honestly(app: TestApp) {
+    if app.backend == Backend::Sqlite {
+        // SQLite has no deferred triggers; the savepoint case above covers it.
+        return;
+    }
+    setup(&app).await;
+    // A check deferred to COMMIT: any batch holding a 13-seat licence fails whole.
+    app.db
+        .execute(
+            "CREATE FUNCTION sabotage() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.seats = 13 THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END; $$; \
+             CREATE CONSTRAINT TRIGGER sabotage AFTER INSERT ON licenses DEFERRABLE INITIALLY DEFERRED \
+             FOR EACH ROW EXECUTE FUNCTION sabotage();",
+        )
+        .unwrap();
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| order("ACME-VPN", "DE", Some(false), 10 + i % 5, 30))
+        .collect();
+    let keys: Vec<String> = (0..30).map(|_| key()).collect();
+    let replies = futures_util::future::join_all(
+        bodies
+            .iter()
+            .zip(&keys)
+            .map(|(b, k)| issue(&app, "alpha", Some(k), b)),
+    )
+    .await;
+    let ok = replies.iter().filter(|r| r.status == 201).count();
+    let failed = replies.iter().filter(|r| r.status == 503).count();
+    assert_eq!(ok + failed, 30);
+    assert!(failed >= 6, "at least the 13-seat requests fail");
+    for reply in replies.iter().filter(|r| r.status == 503) {
+        reply.assert_problem(503, "service_unavailable");
+    }
+    assert_eq!(
+        licence_count(&app).await,
+        ok,
+        "every 201 is durable, no 503 left anything"
+    );
+    assert_licences_and_events_agree(&app).await;
+}
+
+both!(the_licence_token_verifies_against_the_published_keys);
+async fn the_licence_token_verifies_against_the_published_keys(app: TestApp) {
+    setup(&app).await;
+    let r = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 12, 90),
+    )
+    .await;
+    let l = &r.body["license"];
+    let token = l["token"].as_str().unwrap();
+    let jwks = app.send("GET", "/v1/keys", None, None).await;
+    assert_eq!(jwks.status, 200);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.body.clone()).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let jwk = set
+        .find(header.kid.as_deref().unwrap())
+        .expect("the token's kid is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_issuer(&["license-gatekeeper"]);
+    validation.set_audience(&["ACME-VPN"]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], l["id"]);
+    assert_eq!(claims["product"], "ACME-VPN");
+    assert_eq!(claims["reseller"], "alpha");
+    assert_eq!(claims["customer"], "cust-7");
+    assert_eq!(claims["seats"], 12);
+    assert_eq!(
+        claims["exp"],
+        at(l["expires_at"].as_str().unwrap()).timestamp()
+    );
+    assert_eq!(
+        claims["nbf"],
+        at(l["starts_at"].as_str().unwrap()).timestamp()
+    );
+
+    // The wrong audience, or an edited token, does not verify.
+    let mut wrong = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    wrong.set_audience(&["ACME-FW-K"]);
+    assert!(jsonwebtoken::decode::<Value>(token, &key, &wrong).is_err());
+    let parts: Vec<&str> = token.split('.').collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut payload: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    payload["seats"] = json!(1000);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(payload.to_string()),
+        parts[2]
+    );
+    assert!(jsonwebtoken::decode::<Value>(&forged, &key, &validation).is_err());
+}
