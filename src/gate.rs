@@ -154,6 +154,14 @@ pub enum GateError {
     Store(#[from] StoreError),
 }
 
+impl GateError {
+    /// Whether a newer catalogue (committed by another process) could
+    /// answer differently: an unknown product or reseller may be new.
+    fn may_be_stale(&self) -> bool {
+        matches!(self, GateError::UnknownProduct | GateError::UnknownReseller)
+    }
+}
+
 /// What a licence write found or did.
 enum Written {
     Fresh(u16, Value),
@@ -285,7 +293,26 @@ impl Gate {
         if self.catalog().reseller(reseller).is_some() {
             return Ok(true);
         }
-        Ok(self.reload().await?.reseller(reseller).is_some())
+        Ok(self.fresh_catalog().await?.reseller(reseller).is_some())
+    }
+
+    /// A newer committed catalogue than `catalog`, if there is one.
+    async fn newer_than(&self, catalog: &Catalog) -> Result<Option<Arc<Catalog>>, StoreError> {
+        let fresh = self.fresh_catalog().await?;
+        Ok((fresh.version() > catalog.version()).then_some(fresh))
+    }
+
+    /// The snapshot, reloaded first if another process committed a newer
+    /// catalogue (one small read when nothing changed).
+    pub async fn fresh_catalog(&self) -> Result<Arc<Catalog>, StoreError> {
+        let current = self.catalog();
+        let store = self.store.clone();
+        let committed = blocking(move || store.catalog_version()).await?;
+        if committed > current.version() {
+            self.reload().await
+        } else {
+            Ok(current)
+        }
     }
 
     fn observe(&self, decision: &Value, transaction: Transaction, outcome: Outcome) {
@@ -308,14 +335,24 @@ impl Gate {
     ) -> Result<Value, GateError> {
         let mut catalog = self.catalog();
         for _ in 0..RETRIES {
-            let (record, verdict) = self.prepare(
+            let prepared = self.prepare(
                 &catalog,
                 actor,
                 tenant,
                 question,
                 "decision.preflight",
                 None,
-            )?;
+            );
+            let (record, verdict) = match prepared {
+                Err(e) if e.may_be_stale() => match self.newer_than(&catalog).await? {
+                    Some(fresh) => {
+                        catalog = fresh;
+                        continue;
+                    }
+                    None => return Err(e),
+                },
+                other => other?,
+            };
             let version = catalog.version();
             match self
                 .commit(move |conn, head| record_decision(conn, head, version, record))
@@ -374,6 +411,10 @@ impl Gate {
                 Ok(Written::Existing(found)) => return replay(found, &request.fingerprint),
                 Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
                 Err(GateError::Store(StoreError::Conflict)) => continue,
+                Err(e) if e.may_be_stale() => match self.newer_than(&catalog).await? {
+                    Some(fresh) => catalog = fresh,
+                    None => return Err(e),
+                },
                 Err(e) => return Err(e),
             }
         }

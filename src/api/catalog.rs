@@ -188,7 +188,7 @@ pub async fn get<E: Entry>(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(READERS)?;
     let id = E::parse_id(&path.into_inner()).map_err(|_| ApiError::NotFound)?;
-    let catalog = state.gate.catalog();
+    let catalog = state.gate.fresh_catalog().await?;
     let spec = E::entries(catalog.data())
         .get(&id)
         .ok_or(ApiError::NotFound)?;
@@ -197,7 +197,7 @@ pub async fn get<E: Entry>(
 
 pub async fn list<E: Entry>(state: State, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(READERS)?;
-    let catalog = state.gate.catalog();
+    let catalog = state.gate.fresh_catalog().await?;
     let items: Vec<Value> = E::entries(catalog.data())
         .iter()
         .map(|(id, spec)| render(id, spec))
@@ -258,7 +258,7 @@ pub async fn get_relationship(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(READERS)?;
     let (source, target) = relationship_ids(path.into_inner()).map_err(|_| ApiError::NotFound)?;
-    let catalog = state.gate.catalog();
+    let catalog = state.gate.fresh_catalog().await?;
     let kind = catalog
         .data()
         .relationships

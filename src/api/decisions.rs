@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,7 +45,7 @@ pub async fn create(
         transaction: req.transaction,
         product: req.product,
         customer: req.customer,
-        as_of: req.as_of.map(|t| t.with_timezone(&Utc)),
+        as_of: req.as_of.map(|t| t.with_timezone(&Utc).trunc_subsecs(6)),
     };
     let decision = state
         .gate

@@ -119,7 +119,15 @@ async fn the_token_corpus_is_refused(app: TestApp) {
         ("unknown role", with("role", json!("superuser"))),
         ("empty sub", with("sub", json!(""))),
         ("expired 90 s ago", with("exp", json!(now - 90))),
+        (
+            "expired 35 s ago (leeway is 30 s)",
+            with("exp", json!(now - 35)),
+        ),
         ("nbf 90 s ahead", with("nbf", json!(now + 90))),
+        (
+            "nbf 35 s ahead (leeway is 30 s)",
+            with("nbf", json!(now + 35)),
+        ),
         (
             "string-typed exp",
             with("exp", json!((now + 300).to_string())),

@@ -111,6 +111,16 @@ fn migrate_creates_the_shipped_catalogue_and_verify_checks_it() {
     assert!(!bad.status.success());
 }
 
+/// Kills the server when the test ends, whether it passed or not.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A bare `gatekeeper` in an empty folder serves SQLite in development mode
 /// and answers a preflight with a minted token.
 #[actix_web::test]
@@ -122,12 +132,15 @@ async fn a_bare_gatekeeper_serves_its_embedded_default() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = gatekeeper(dir.path())
-        .env("GATEKEEPER_LISTEN", &listen)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let _server = Server(
+        gatekeeper(dir.path())
+            .env("GATEKEEPER_LISTEN", &listen)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let client = awc::Client::default();
     let base = format!("http://{listen}");
     let mut ready = false;
@@ -140,6 +153,14 @@ async fn a_bare_gatekeeper_serves_its_embedded_default() {
         }
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(ready, "the server did not become ready");
+    assert!(dir.path().join("gatekeeper.db").exists());
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("DEVELOPMENT MODE"),
+        "the dev-mode warning is loud: {log}"
+    );
+
     let mint = |args: &[&str]| {
         let out = gatekeeper(dir.path())
             .arg("token")
@@ -148,36 +169,51 @@ async fn a_bare_gatekeeper_serves_its_embedded_default() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let result = async {
-        assert!(ready, "the server did not become ready");
-        assert!(dir.path().join("gatekeeper.db").exists());
-        let admin = mint(&["--role", "admin"]);
-        let r = client
-            .put(format!("{base}/v1/resellers/acme"))
+    let admin = mint(&["--role", "admin"]);
+    let put = |path: &str, body: serde_json::Value| {
+        client
+            .put(format!("{base}{path}"))
             .insert_header(("authorization", format!("Bearer {admin}")))
-            .send_json(&serde_json::json!({"name": "Acme", "country": "DE", "us_person": false}))
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let reseller = mint(&["--role", "reseller", "--reseller", "acme"]);
-        let mut r = client
-            .post(format!("{base}/v1/decisions"))
-            .insert_header(("authorization", format!("Bearer {reseller}")))
-            .send_json(
-                &serde_json::json!({"transaction": "issue", "product": "NONE",
-                                            "customer": {"id": "c", "name": "n", "country": "US"}}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 422, "{:?}", r.body().await);
-    }
-    .await;
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("DEVELOPMENT MODE"),
-        "the dev-mode warning is loud: {log}"
-    );
-    result
+            .send_json(&body)
+    };
+    let r = put(
+        "/v1/resellers/acme",
+        serde_json::json!({"name": "Acme", "country": "DE", "us_person": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    put(
+        "/v1/organizations/acme-networks",
+        serde_json::json!({"name": "Acme Networks"}),
+    )
+    .await
+    .unwrap();
+    put(
+        "/v1/products/KAV-ENGINE",
+        serde_json::json!({"name": "KAV", "vendor": "ao-kaspersky-lab", "category": "antivirus"}),
+    )
+    .await
+    .unwrap();
+    let r = put(
+        "/v1/products/ACME-FW-K",
+        serde_json::json!({"name": "FW", "vendor": "acme-networks", "category": "firewall", "components": ["KAV-ENGINE"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let reseller = mint(&["--role", "reseller", "--reseller", "acme"]);
+    let mut r = client
+        .post(format!("{base}/v1/decisions"))
+        .insert_header(("authorization", format!("Bearer {reseller}")))
+        .send_json(
+            &serde_json::json!({"transaction": "issue", "product": "ACME-FW-K",
+                                        "customer": {"id": "c", "name": "n", "country": "US"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["decision"]["outcome"], "deny");
+    assert_eq!(body["decision"]["reasons"][0]["citation"], "89 FR 52434");
 }

@@ -342,3 +342,71 @@ async fn bad_preflights_are_422_and_record_nothing(app: TestApp) {
     }
     assert_eq!(app.all_events().await.len(), before);
 }
+
+both!(replicas_on_one_database_honour_each_others_changes_at_once);
+async fn replicas_on_one_database_honour_each_others_changes_at_once(app: TestApp) {
+    let b = app.replica();
+    let b = app.via(&b);
+    app.add_oem_firewall().await;
+    // Warm B's snapshot, then change the catalogue through A only.
+    let admin = app.admin();
+    assert_eq!(
+        b.send("GET", "/v1/products/ACME-FW-K", &admin, None)
+            .await
+            .status,
+        200
+    );
+    app.register("late-reseller", "DE", false).await;
+    app.admin_put(
+        "/v1/products/ACME-AV2",
+        json!({"name": "AV 2", "vendor": "ao-kaspersky-lab", "category": "antivirus"}),
+    )
+    .await;
+
+    // B knows the new reseller and product on the very next request.
+    assert_eq!(
+        b.send("GET", "/v1/products/ACME-AV2", &admin, None)
+            .await
+            .status,
+        200
+    );
+    let body = ask("issue", "ACME-AV2", "US", None, None);
+    let r = b
+        .send(
+            "POST",
+            "/v1/decisions",
+            &app.reseller("late-reseller"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["decision"]["outcome"], "deny");
+
+    // A designation lifted through A (its rule moved far ahead) applies on B at once.
+    let mut d = app
+        .get("/v1/designations/us-icts-kaspersky-2024", &admin)
+        .await
+        .body;
+    d.as_object_mut().unwrap().remove("id");
+    d["rules"][0]["effective_from"] = json!("2099-07-20T00:00:00");
+    d["rules"][1]["effective_from"] = json!("2099-09-29T00:00:00");
+    app.admin_put("/v1/designations/us-icts-kaspersky-2024", d)
+        .await;
+    let body = ask("issue", "ACME-AV2", "US", None, None);
+    let r = b
+        .send(
+            "POST",
+            "/v1/decisions",
+            &app.reseller("late-reseller"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.body["decision"]["outcome"], "allow", "{}", r.text);
+    let version = app.get("/v1/designations", &admin).await.body["catalog_version"].clone();
+    assert_eq!(
+        r.body["decision"]["policy_version"], version,
+        "decided on the newest catalogue"
+    );
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true);
+}

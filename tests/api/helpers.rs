@@ -101,6 +101,7 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub address: String,
+    pub config: Config,
     pub client: awc::Client,
     pub db: TestDb,
     pub backend: Backend,
@@ -174,11 +175,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         license_key_file: Some(license_keys.private_pem_path.clone()),
         ledger_batch: 256,
     };
-    let app = Application::build(&config).expect("the application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
+    let address = start(&config);
     Some(TestApp {
         address,
+        config,
         client: awc::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .finish(),
@@ -188,7 +188,29 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     })
 }
 
+/// Builds and starts a server; returns its base address.
+fn start(config: &Config) -> String {
+    let app = Application::build(config).expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    address
+}
+
 impl TestApp {
+    /// Another server (a replica) on the same database and keys; returns
+    /// its base address.
+    pub fn replica(&self) -> String {
+        start(&self.config)
+    }
+
+    /// The same app as seen through another address (a replica).
+    pub fn via(&self, address: &str) -> TestAppView<'_> {
+        TestAppView {
+            app: self,
+            address: address.to_string(),
+        }
+    }
+
     pub fn private_pem(&self) -> Vec<u8> {
         DevKeys::in_dir(self.keys_dir.path())
             .private_pem()
@@ -380,4 +402,40 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// A [`TestApp`] addressed through one of its replicas.
+pub struct TestAppView<'a> {
+    pub app: &'a TestApp,
+    pub address: String,
+}
+
+impl TestAppView<'_> {
+    pub async fn send(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let req = self
+            .app
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("authorization", format!("Bearer {token}")));
+        let mut resp = match body {
+            Some(b) => req.send_body(b.to_string()).await,
+            None => req.send().await,
+        }
+        .expect("the replica answers");
+        let bytes = resp.body().await.expect("a body");
+        Reply {
+            status: resp.status(),
+            content_type: resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            headers: resp.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).to_string(),
+        }
+    }
 }
