@@ -107,7 +107,11 @@ impl Ledger {
     }
 }
 
+/// How often the writer forgets idempotency keys past their 24 hours.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_sizes: &Histogram) {
+    let mut purged = std::time::Instant::now();
     while let Ok(first) = receiver.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -142,6 +146,13 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
         }
         for done in completions {
             done(failure.as_deref());
+        }
+        if purged.elapsed() >= PURGE_EVERY {
+            purged = std::time::Instant::now();
+            match store.purge_idempotency() {
+                Ok(n) => tracing::debug!(purged = n, "forgot expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
         }
     }
 }

@@ -118,6 +118,27 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response.
+    pub async fn read<S>(mut resp: awc::ClientResponse<S>) -> Reply
+    where
+        S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+    {
+        let bytes = resp.body().limit(64 * 1024 * 1024).await.expect("a body");
+        Reply {
+            status: resp.status(),
+            content_type: resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            headers: resp.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).to_string(),
+        }
+    }
+
     /// Asserts a problem+json error with this status and code.
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
@@ -189,7 +210,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 /// Builds and starts a server; returns its base address.
-fn start(config: &Config) -> String {
+pub fn start(config: &Config) -> String {
     let app = Application::build(config).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -267,25 +288,12 @@ impl TestApp {
         if let Some(token) = token {
             req = req.insert_header(("authorization", format!("Bearer {token}")));
         }
-        let mut resp = match body {
+        let resp = match body {
             Some(bytes) => req.send_body(bytes).await,
             None => req.send().await,
         }
         .expect("the server answers");
-        let bytes = resp.body().limit(64 * 1024 * 1024).await.expect("a body");
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        Reply {
-            status: resp.status(),
-            content_type: resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-            headers: resp.headers().clone(),
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text,
-        }
+        Reply::read(resp).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -419,23 +427,11 @@ impl TestAppView<'_> {
             .request(method, format!("{}{}", self.address, path))
             .insert_header(("content-type", "application/json"))
             .insert_header(("authorization", format!("Bearer {token}")));
-        let mut resp = match body {
+        let resp = match body {
             Some(b) => req.send_body(b.to_string()).await,
             None => req.send().await,
         }
         .expect("the replica answers");
-        let bytes = resp.body().await.expect("a body");
-        Reply {
-            status: resp.status(),
-            content_type: resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-            headers: resp.headers().clone(),
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text: String::from_utf8_lossy(&bytes).to_string(),
-        }
+        Reply::read(resp).await
     }
 }

@@ -11,9 +11,21 @@ async fn issue(app: &TestApp, reseller: &str, key: Option<&str>, body: &Value) -
 }
 
 async fn post(app: &TestApp, path: &str, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
+    post_at(app, &app.address, path, reseller, key, body).await
+}
+
+/// POSTs as `reseller` to the server at `base` (the app or one of its replicas).
+async fn post_at(
+    app: &TestApp,
+    base: &str,
+    path: &str,
+    reseller: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> Reply {
     let mut req = app
         .client
-        .post(format!("{}{path}", app.address))
+        .post(format!("{base}{path}"))
         .insert_header((
             "authorization",
             format!("Bearer {}", app.reseller(reseller)),
@@ -22,23 +34,12 @@ async fn post(app: &TestApp, path: &str, reseller: &str, key: Option<&str>, body
     if let Some(key) = key {
         req = req.insert_header(("idempotency-key", key));
     }
-    let mut resp = req
-        .send_body(body.to_string())
-        .await
-        .expect("the server answers");
-    let bytes = resp.body().await.expect("a body");
-    Reply {
-        status: resp.status(),
-        content_type: resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        headers: resp.headers().clone(),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        text: String::from_utf8_lossy(&bytes).to_string(),
-    }
+    Reply::read(
+        req.send_body(body.to_string())
+            .await
+            .expect("the server answers"),
+    )
+    .await
 }
 
 fn order(
@@ -512,6 +513,23 @@ async fn fifty_concurrent_requests_with_one_key_make_one_licence(app: TestApp) {
     assert_eq!(issues, 1, "one decision, one audit event");
 }
 
+/// Thirty licence requests at once, a fifth of them for 13 seats: their
+/// bodies, keys and replies.
+async fn thirty_at_once(app: &TestApp) -> (Vec<Value>, Vec<String>, Vec<Reply>) {
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| order("ACME-VPN", "DE", Some(false), 10 + i % 5, 30))
+        .collect();
+    let keys: Vec<String> = (0..30).map(|_| key()).collect();
+    let replies = futures_util::future::join_all(
+        bodies
+            .iter()
+            .zip(&keys)
+            .map(|(b, k)| issue(app, "alpha", Some(k), b)),
+    )
+    .await;
+    (bodies, keys, replies)
+}
+
 /// Every licence has its decision.issue/renew event and every allowing
 /// event has its licence; the chain verifies.
 async fn assert_licences_and_events_agree(app: &TestApp) {
@@ -561,17 +579,7 @@ async fn a_failing_write_fails_alone_and_leaves_nothing_half_written(app: TestAp
         }
     };
     app.db.execute(sabotage).unwrap();
-    let bodies: Vec<Value> = (0..30)
-        .map(|i| order("ACME-VPN", "DE", Some(false), 10 + i % 5, 30))
-        .collect();
-    let keys: Vec<String> = (0..30).map(|_| key()).collect();
-    let replies = futures_util::future::join_all(
-        bodies
-            .iter()
-            .zip(&keys)
-            .map(|(b, k)| issue(&app, "alpha", Some(k), b)),
-    )
-    .await;
+    let (bodies, keys, replies) = thirty_at_once(&app).await;
     for (reply, body) in replies.iter().zip(&bodies) {
         if body["seats"] == 13 {
             reply.assert_problem(503, "service_unavailable");
@@ -616,21 +624,15 @@ async fn a_failing_commit_fails_its_whole_batch_honestly(app: TestApp) {
              FOR EACH ROW EXECUTE FUNCTION sabotage();",
         )
         .unwrap();
-    let bodies: Vec<Value> = (0..30)
-        .map(|i| order("ACME-VPN", "DE", Some(false), 10 + i % 5, 30))
-        .collect();
-    let keys: Vec<String> = (0..30).map(|_| key()).collect();
-    let replies = futures_util::future::join_all(
-        bodies
-            .iter()
-            .zip(&keys)
-            .map(|(b, k)| issue(&app, "alpha", Some(k), b)),
-    )
-    .await;
+    let (bodies, _, replies) = thirty_at_once(&app).await;
     let ok = replies.iter().filter(|r| r.status == 201).count();
     let failed = replies.iter().filter(|r| r.status == 503).count();
     assert_eq!(ok + failed, 30);
-    assert!(failed >= 6, "at least the 13-seat requests fail");
+    for (reply, body) in replies.iter().zip(&bodies) {
+        if body["seats"] == 13 {
+            assert_eq!(reply.status, 503, "a 13-seat licence never commits");
+        }
+    }
     for reply in replies.iter().filter(|r| r.status == 503) {
         reply.assert_problem(503, "service_unavailable");
     }
@@ -699,4 +701,68 @@ async fn the_licence_token_verifies_against_the_published_keys(app: TestApp) {
         parts[2]
     );
     assert!(jsonwebtoken::decode::<Value>(&forged, &key, &validation).is_err());
+}
+
+both!(a_rotated_licence_key_stays_published);
+async fn a_rotated_licence_key_stays_published(app: TestApp) {
+    setup(&app).await;
+    let before = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 1, 30),
+    )
+    .await;
+    let old_kid = jsonwebtoken::decode_header(before.body["license"]["token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    // Restart (here: a second server) with a new licence key.
+    let dir = tempfile::tempdir().unwrap();
+    let new_key = gatekeeper::auth::DevKeys::license_in_dir(dir.path());
+    new_key.ensure().unwrap();
+    let mut config = app.config.clone();
+    config.license_key_file = Some(new_key.private_pem_path.clone());
+    let rotated = crate::helpers::start(&config);
+    let after = post_at(
+        &app,
+        &rotated,
+        "/v1/licenses",
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 2, 30),
+    )
+    .await;
+    assert_eq!(after.status, 201, "{}", after.text);
+    let new_kid = jsonwebtoken::decode_header(after.body["license"]["token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_ne!(new_kid, old_kid, "licences are signed with the new key");
+    let jwks = app.send("GET", "/v1/keys", None, None).await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "the old and the new key: {kids:?}");
+    assert_eq!(kids[0], old_kid, "oldest first");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.body.clone()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&old_kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["ACME-VPN"]);
+    assert!(jsonwebtoken::decode::<Value>(
+        before.body["license"]["token"].as_str().unwrap(),
+        &key,
+        &validation
+    )
+    .is_ok());
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&new_kid).unwrap()).unwrap();
+    assert!(jsonwebtoken::decode::<Value>(
+        after.body["license"]["token"].as_str().unwrap(),
+        &key,
+        &validation
+    )
+    .is_ok());
 }
