@@ -63,6 +63,9 @@ pub struct Config {
     /// Most writes committed in one transaction by the ledger writer
     /// (1 turns group commit off).
     pub ledger_batch: usize,
+    /// How often the signer replica signs a checkpoint over the audit
+    /// chain's head; `None` signs only on demand and at shutdown.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -96,6 +99,11 @@ impl Config {
             .ok()
             .filter(|n| (1..=4096).contains(n))
             .context("GATEKEEPER_LEDGER_BATCH must be a whole number from 1 to 4096")?;
+        let checkpoint_interval = get("GATEKEEPER_CHECKPOINT_INTERVAL", "60")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= 86_400)
+            .context("GATEKEEPER_CHECKPOINT_INTERVAL must be a whole number of seconds from 0 (off) to 86400")?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -110,6 +118,8 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .map(PathBuf::from),
             ledger_batch,
+            checkpoint_interval: (checkpoint_interval > 0)
+                .then(|| std::time::Duration::from_secs(checkpoint_interval)),
         })
     }
 }

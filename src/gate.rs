@@ -19,6 +19,7 @@ use crate::store::ledger::Ledger;
 use crate::store::licenses::{
     idempotency_in, insert_license, renew_license, save_idempotency, IdempotencyRecord, LicenseRow,
 };
+use crate::store::reviews::resolve_review;
 use crate::store::{
     apply_catalog_changes, record_decision, Actor, CatalogChange, NewDecision, NewEvent, Store,
     StoreError,
@@ -150,6 +151,10 @@ pub enum GateError {
     KeyReused,
     #[error("the first request with this idempotency key is still in flight")]
     KeyInFlight,
+    #[error("the review is resolved already")]
+    ReviewResolved,
+    #[error("the attested facts still leave the customer's nexus unknown")]
+    StillInReview,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -174,7 +179,7 @@ pub struct Gate {
     ledger: Ledger,
     catalog: ArcSwap<Catalog>,
     metrics: Metrics,
-    signer: LicenseSigner,
+    signer: Arc<LicenseSigner>,
     /// Idempotency keys whose first request this process is handling.
     in_flight: Mutex<HashSet<(String, String)>>,
 }
@@ -214,7 +219,7 @@ impl Gate {
     pub fn open(
         store: Store,
         ledger: Ledger,
-        signer: LicenseSigner,
+        signer: Arc<LicenseSigner>,
         metrics: Metrics,
     ) -> Result<Gate, StoreError> {
         store.register_license_key(signer.kid(), signer.jwk())?;
@@ -231,6 +236,13 @@ impl Gate {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Signs a checkpoint over the chain's head now (or returns the one
+    /// that already covers it).
+    pub async fn checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>, StoreError> {
+        let (store, signer) = (self.store.clone(), Arc::clone(&self.signer));
+        blocking(move || crate::checkpoints::sign_now(&store, &signer)).await
     }
 
     /// The current snapshot (cheap: an `Arc` clone).
@@ -493,6 +505,21 @@ impl Gate {
             action,
             Some(now),
         )?;
+        record.request = match &request.action {
+            LicenseAction::Issue {
+                product,
+                customer,
+                seats,
+                term_days,
+            } => json!({"kind": "license.issue", "product": product, "customer": customer,
+                        "seats": seats, "term_days": term_days}),
+            LicenseAction::Renew {
+                license_id,
+                term_days,
+                customer,
+            } => json!({"kind": "license.renew", "license_id": license_id,
+                        "term_days": term_days, "customer": customer}),
+        };
         // The licence this decision would write, if it allows.
         let license = match verdict.outcome {
             Outcome::Allow => {
@@ -638,6 +665,12 @@ impl Gate {
             "what_if": question.as_of.is_some(),
         });
         let record = NewDecision {
+            request: json!({
+                "kind": "preflight",
+                "transaction": question.transaction,
+                "product": question.product,
+                "customer": question.customer,
+            }),
             id,
             reseller: tenant.to_string(),
             transaction: question.transaction.as_str().to_string(),
@@ -654,6 +687,207 @@ impl Gate {
         };
         Ok((record, verdict))
     }
+}
+
+/// How a compliance officer resolves a review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Re-decide with the attested customer facts and, if allowed, do what
+    /// was asked (issue or renew the licence).
+    Approve,
+    /// Close the review: nothing is done.
+    Reject,
+}
+
+/// A review's resolution, as asked.
+#[derive(Clone, Debug)]
+pub struct ReviewResolution {
+    pub reviewer: Actor,
+    pub decision_id: String,
+    pub resolution: Resolution,
+    pub note: String,
+    /// The customer facts the reviewer attests; `None` keeps those asked with.
+    pub customer: Option<Customer>,
+}
+
+impl Gate {
+    /// Resolves an open review: records the resolution (audited, with the
+    /// reviewer as actor) and, on approval, the new decision and whatever it
+    /// allows. Returns `{"review", "decision", "license"?}`.
+    pub async fn resolve_review(
+        &self,
+        input: ReviewResolution,
+        render: Render,
+    ) -> Result<Value, GateError> {
+        let store = self.store.clone();
+        let id = input.decision_id.clone();
+        let stored = blocking(move || store.decision(&id))
+            .await?
+            .filter(|d| d.review_status.is_some())
+            .ok_or(GateError::NotFound)?;
+        if stored.review_status.as_deref() != Some("open") {
+            return Err(GateError::ReviewResolved);
+        }
+        let tenant = ResellerId::parse(&stored.reseller).map_err(StoreError::Corrupt)?;
+        let request = stored
+            .request
+            .clone()
+            .ok_or_else(|| StoreError::Corrupt("a review without its request".into()))?;
+        let mut customer: Option<Customer> = match &input.customer {
+            Some(c) => Some(c.clone()),
+            None => field(&request, "customer")?,
+        };
+        let (status, result) = match input.resolution {
+            Resolution::Reject => ("rejected", json!({})),
+            Resolution::Approve => {
+                // Nothing is written when the attested facts would leave the
+                // decision in review again.
+                let (transaction, product) = match request.get("kind").and_then(Value::as_str) {
+                    Some("license.renew") => {
+                        let store = self.store.clone();
+                        let license_id: String = field(&request, "license_id")?;
+                        let license = blocking(move || store.license(&license_id))
+                            .await?
+                            .ok_or(GateError::NotFound)?;
+                        if customer.is_none() {
+                            // Renewed without new facts: the licence's own.
+                            customer = Some(field(&json!({"c": license.customer}), "c")?);
+                        }
+                        (
+                            Transaction::Renew,
+                            Sku::parse(&license.product).map_err(StoreError::Corrupt)?,
+                        )
+                    }
+                    Some("license.issue") => (Transaction::Issue, field(&request, "product")?),
+                    _ => (field(&request, "transaction")?, field(&request, "product")?),
+                };
+                let dry_run = Question {
+                    transaction,
+                    product,
+                    customer: customer.clone().ok_or(GateError::NotFound)?,
+                    as_of: None,
+                };
+                let catalog = self.fresh_catalog().await?;
+                let (_, verdict) =
+                    self.prepare(&catalog, &input.reviewer, &tenant, &dry_run, "", None)?;
+                if verdict.outcome == Outcome::Review {
+                    return Err(GateError::StillInReview);
+                }
+                let result = match request.get("kind").and_then(Value::as_str) {
+                    Some("preflight") => {
+                        let question = Question {
+                            transaction: field(&request, "transaction")?,
+                            product: field(&request, "product")?,
+                            customer: customer.clone().ok_or(GateError::NotFound)?,
+                            as_of: None,
+                        };
+                        json!({ "decision": self.preflight(&input.reviewer, &tenant, &question).await? })
+                    }
+                    Some(kind @ ("license.issue" | "license.renew")) => {
+                        let action = if kind == "license.issue" {
+                            LicenseAction::Issue {
+                                product: field(&request, "product")?,
+                                customer: customer.clone().ok_or(GateError::NotFound)?,
+                                seats: field(&request, "seats")?,
+                                term_days: field(&request, "term_days")?,
+                            }
+                        } else {
+                            LicenseAction::Renew {
+                                license_id: field(&request, "license_id")?,
+                                term_days: field(&request, "term_days")?,
+                                customer: customer.clone(),
+                            }
+                        };
+                        // A key no caller can send (it has a space): approving
+                        // twice never acts twice.
+                        let key = format!("review {}", input.decision_id);
+                        let reply = self
+                            .license(
+                                LicenseRequest {
+                                    actor: input.reviewer.clone(),
+                                    tenant: tenant.clone(),
+                                    idempotency_key: key.clone(),
+                                    fingerprint: key,
+                                    action,
+                                },
+                                render,
+                            )
+                            .await?;
+                        // The decision, and the licence if one was written
+                        // (a refusal's problem fields stay out of it).
+                        let mut result = json!({ "decision": reply.body["decision"] });
+                        if let Some(license) = reply.body.get("license") {
+                            result["license"] = license.clone();
+                        }
+                        result
+                    }
+                    _ => {
+                        return Err(
+                            StoreError::Corrupt("a review of an unknown request".into()).into()
+                        )
+                    }
+                };
+                match result["decision"]["outcome"].as_str() {
+                    Some("allow") => ("approved", result),
+                    Some("deny") => ("denied", result),
+                    _ => return Err(GateError::StillInReview),
+                }
+            }
+        };
+        let review = json!({
+            "status": status,
+            "resolution": input.resolution,
+            "note": input.note,
+            "reviewer": {"sub": input.reviewer.sub, "role": input.reviewer.role},
+            "resolved_at": crate::store::format_instant(Utc::now()),
+            "customer": input.customer,
+            "decision_id": result["decision"]["id"],
+            "outcome": result["decision"]["outcome"],
+            "license_id": result["license"]["id"],
+        });
+        let mut subject = review.clone();
+        subject["kind"] = json!("review");
+        subject["id"] = json!(input.decision_id);
+        let event = NewEvent {
+            action: format!(
+                "review.{}",
+                serde_json::to_value(input.resolution)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("resolve")
+            ),
+            actor: input.reviewer.clone(),
+            outcome: None,
+            decision: None,
+            subject,
+            reseller: Some(tenant.to_string()),
+        };
+        let (id, status_text, review_json) = (
+            input.decision_id.clone(),
+            status.to_string(),
+            review.clone(),
+        );
+        match self
+            .commit(move |conn, head| {
+                resolve_review(conn, head, &id, &status_text, &review_json, event)
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict) => return Err(GateError::ReviewResolved),
+            Err(e) => return Err(e.into()),
+        }
+        let mut out = result;
+        out["review"] = review;
+        Ok(out)
+    }
+}
+
+/// A field of a stored request.
+fn field<T: serde::de::DeserializeOwned>(request: &Value, name: &str) -> Result<T, GateError> {
+    serde_json::from_value(request.get(name).cloned().unwrap_or(Value::Null))
+        .map_err(|e| StoreError::Corrupt(format!("review request, {name}: {e}")).into())
 }
 
 /// The stored first response to a key, if this request is the same one.

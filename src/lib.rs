@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod checkpoints;
 pub mod config;
 pub mod domain;
 pub mod gate;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::audit::Checkpoint;
 use crate::store::licenses::LicenseRow;
 
 /// The `iss` of every licence token.
@@ -63,10 +64,12 @@ pub struct LicenseClaims<'a> {
     pub exp: i64,
 }
 
-/// The service's licence-signing key (Ed25519).
+/// The service's signing key (Ed25519): it signs licences, and the audit
+/// trail's checkpoints.
 pub struct LicenseSigner {
     kid: String,
     key: EncodingKey,
+    raw: ed25519_dalek::SigningKey,
     jwk: Value,
 }
 
@@ -92,7 +95,12 @@ impl LicenseSigner {
             .encode(Sha256::digest(thumbprint_input.as_bytes()));
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"});
         let key = EncodingKey::from_ed_pem(pem).context("loading the licence key")?;
-        Ok(LicenseSigner { kid, key, jwk })
+        Ok(LicenseSigner {
+            kid,
+            key,
+            raw: signing,
+            jwk,
+        })
     }
 
     pub fn kid(&self) -> &str {
@@ -102,6 +110,23 @@ impl LicenseSigner {
     /// The public key as a JWK, for `GET /v1/keys`.
     pub fn jwk(&self) -> &Value {
         &self.jwk
+    }
+
+    /// Signs a checkpoint over the chain's event `seq` with hash `hash`.
+    pub fn sign_checkpoint(&self, seq: i64, hash: &str, at: DateTime<Utc>) -> Checkpoint {
+        use ed25519_dalek::Signer;
+        let at = crate::store::format_instant(at);
+        let signature = self
+            .raw
+            .sign(Checkpoint::message(seq, hash, &at, &self.kid).as_bytes());
+        Checkpoint {
+            seq,
+            hash: hash.to_string(),
+            at,
+            kid: self.kid.clone(),
+            signature: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(signature.to_bytes()),
+        }
     }
 
     /// Signs the token of `license`.
@@ -163,5 +188,10 @@ mod tests {
             "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
         );
         assert_eq!(signer.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        let checkpoint = signer.sign_checkpoint(7, "ab", Utc::now());
+        assert!(checkpoint.signature_verifies(&[signer.jwk().clone()]));
+        let mut edited = checkpoint.clone();
+        edited.seq = 8;
+        assert!(!edited.signature_verifies(&[signer.jwk().clone()]));
     }
 }

@@ -39,8 +39,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit hash chain in the database (GATEKEEPER_DATABASE_URL).
-    Verify,
+    /// Check the audit hash chain: in the database (GATEKEEPER_DATABASE_URL),
+    /// or in an NDJSON export (--file, offline). Exits 1 if it does not verify.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// An NDJSON export (GET /v1/audit with Accept: application/x-ndjson) to
+    /// verify offline, without a database.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Signed checkpoints kept elsewhere (the body of GET /v1/audit/checkpoints,
+    /// a JSON array, or one per line): the chain must agree with each.
+    #[arg(long)]
+    checkpoints: Option<std::path::PathBuf>,
+    /// The public keys (JWKS, as GET /v1/keys returns it) that signed them,
+    /// if not in the checkpoints file.
+    #[arg(long)]
+    keys: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,16 +129,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify(args),
         } => {
-            let store = Store::connect(&config.database_url, 1)?;
-            let report = store.verify_chain()?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = verify(&config, args)?;
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             })
+        }
+    }
+}
+
+fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit::Report> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let (checkpoints, mut keys) = match &args.checkpoints {
+        Some(path) => {
+            gatekeeper::audit::parse_checkpoints(&read(path)?).map_err(anyhow::Error::msg)?
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    if let Some(path) = &args.keys {
+        let jwks: serde_json::Value =
+            serde_json::from_str(&read(path)?).context("the --keys file is not JSON")?;
+        keys.extend(jwks["keys"].as_array().cloned().unwrap_or_default());
+    }
+    match &args.file {
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Ok(gatekeeper::audit::verify_ndjson(
+                std::io::BufReader::new(file),
+                &checkpoints,
+                &keys,
+            )?)
+        }
+        None => {
+            let store = Store::connect(&config.database_url, 1)?;
+            Ok(store.verify_chain(&checkpoints, &keys)?)
         }
     }
 }

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 
 use crate::api::{self, AppState};
 use crate::auth::{Authenticator, DevKeys};
+use crate::checkpoints::Checkpointer;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::licenses::LicenseSigner;
@@ -64,6 +65,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: Arc<AppState>,
+    checkpointer: Option<Checkpointer>,
+    signer: Arc<LicenseSigner>,
 }
 
 impl Application {
@@ -71,7 +74,7 @@ impl Application {
     /// (port 0 picks a free port: see [`Application::port`]).
     pub fn build(config: &Config) -> anyhow::Result<Application> {
         let auth = authenticator(config)?;
-        let signer = license_signer(config)?;
+        let signer = Arc::new(license_signer(config)?);
         let store = Store::connect(&config.database_url, config.db_pool_size)
             .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
@@ -81,8 +84,12 @@ impl Application {
             config.ledger_batch,
             metrics.ledger_batch_size.clone(),
         )?;
-        let gate =
-            Gate::open(store, ledger, signer, metrics.clone()).context("loading the catalogue")?;
+        let checkpointer = config
+            .checkpoint_interval
+            .map(|every| Checkpointer::start(store.clone(), Arc::clone(&signer), every))
+            .transpose()?;
+        let gate = Gate::open(store, ledger, Arc::clone(&signer), metrics.clone())
+            .context("loading the catalogue")?;
         let state = Arc::new(AppState {
             gate,
             auth,
@@ -124,6 +131,8 @@ impl Application {
             port,
             server,
             state,
+            checkpointer,
+            signer,
         })
     }
 
@@ -135,8 +144,17 @@ impl Application {
         Arc::clone(&self.state)
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    /// Serves until the server is stopped (SIGINT/SIGTERM stop it
+    /// gracefully), then signs a last checkpoint over the chain's head.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        drop(self.checkpointer);
+        let store = self.state.gate.store().clone();
+        match crate::checkpoints::sign_now(&store, &self.signer) {
+            Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the last checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sign the last checkpoint"),
+        }
+        served
     }
 }

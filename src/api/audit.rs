@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{ApiError, FieldError, State};
+use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::store::AuditFilter;
+use crate::store::{AuditFilter, Store};
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -59,14 +61,43 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
     }
 }
 
-/// `GET /v1/audit`: events in `seq` order, a page at a time.
+/// The export formats `GET /v1/audit` streams, by `Accept`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Export {
+    Ndjson,
+    Csv,
+}
+
+fn export_format(req: &HttpRequest) -> Option<Export> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if accept.contains("application/x-ndjson") {
+        Some(Export::Ndjson)
+    } else if accept.contains("text/csv") {
+        Some(Export::Csv)
+    } else {
+        None
+    }
+}
+
+/// `GET /v1/audit`: events in `seq` order, a page at a time; or, with
+/// `Accept: application/x-ndjson` or `text/csv`, every matching event,
+/// streamed.
 pub async fn list(
     state: State,
     principal: Principal,
+    req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let (filter, limit) = parse_filter(&query)?;
+    if let Some(format) = export_format(&req) {
+        return Ok(stream(state.gate.store().clone(), filter, format));
+    }
     let st = Arc::clone(&state);
     let events = web::block(move || st.gate.store().audit_events(&filter, limit)).await??;
     let next = if events.len() as i64 == limit {
@@ -80,16 +111,184 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
 }
 
-/// `GET /v1/audit/verify`: checks the whole chain against the recorded head.
+/// Bytes buffered before they are handed to the connection.
+const CHUNK: usize = 64 * 1024;
+
+/// Streams every event matching `filter`: a blocking reader pages through
+/// the table and hands chunks to the response through a small bounded
+/// channel, so memory stays bounded whatever the size of the trail.
+fn stream(store: Store, filter: AuditFilter, format: Export) -> HttpResponse {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(CHUNK);
+        if format == Export::Csv {
+            buf.extend_from_slice(CSV_HEADER.as_bytes());
+            buf.push(b'\n');
+        }
+        let mut gone = false;
+        let read = store.for_each_event(&filter, |event| {
+            match format {
+                Export::Ndjson => buf.extend_from_slice(canonical_json(event).as_bytes()),
+                Export::Csv => buf.extend_from_slice(csv_row(event).as_bytes()),
+            }
+            buf.push(b'\n');
+            if buf.len() >= CHUNK {
+                let chunk =
+                    web::Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK)));
+                gone = sender.blocking_send(Ok(chunk)).is_err();
+            }
+            !gone
+        });
+        match read {
+            Ok(()) if !gone => {
+                let _ = sender.blocking_send(Ok(web::Bytes::from(buf)));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // The status is sent already: end the stream in error, so the
+                // client sees a broken transfer rather than a short export.
+                let _ = sender.blocking_send(Err(e.into()));
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    HttpResponse::Ok()
+        .content_type(match format {
+            Export::Ndjson => "application/x-ndjson",
+            Export::Csv => "text/csv; charset=utf-8",
+        })
+        .streaming(body)
+}
+
+const CSV_HEADER: &str = "seq,id,at,action,actor_sub,actor_role,actor_reseller,outcome,\
+subject_kind,subject_id,product,customer_id,customer_country,customer_us_person,\
+decision_id,transaction,reasons,not_after,license_id,policy_version,prev_hash,hash,subject,decision";
+
+/// One event as a CSV row: the fields a reviewer filters on, flattened,
+/// then the whole subject and decision as JSON for completeness.
+fn csv_row(e: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let reasons = e["decision"]["reasons"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    format!(
+                        "{}:{}:{}:{}",
+                        text(&r["code"]),
+                        text(&r["designation"]),
+                        text(&r["rule"]),
+                        text(&r["party"])
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+        .unwrap_or_default();
+    let fields = [
+        text(&e["seq"]),
+        text(&e["id"]),
+        text(&e["at"]),
+        text(&e["action"]),
+        text(&e["actor"]["sub"]),
+        text(&e["actor"]["role"]),
+        text(&e["actor"]["reseller"]),
+        text(&e["outcome"]),
+        text(&e["subject"]["kind"]),
+        text(&e["subject"]["id"]),
+        text(&e["subject"]["product"]),
+        text(&e["subject"]["customer"]["id"]),
+        text(&e["subject"]["customer"]["country"]),
+        text(&e["subject"]["customer"]["us_person"]),
+        text(&e["decision"]["id"]),
+        text(&e["decision"]["transaction"]),
+        reasons,
+        text(&e["decision"]["constraints"]["not_after"]),
+        text(&e["subject"]["license"]["id"]),
+        text(&e["policy_version"]),
+        text(&e["prev_hash"]),
+        text(&e["hash"]),
+        text(&e["subject"]),
+        text(&e["decision"]),
+    ];
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// RFC 4180: quote a field holding a comma, quote or line break. A field
+/// that a spreadsheet would run as a formula is prefixed with `'`.
+fn csv_field(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@']) && field.parse::<f64>().is_err() {
+        format!("'{field}")
+    } else {
+        field.to_string()
+    };
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
+}
+
+/// `GET /v1/audit/verify`: checks the whole chain against the recorded head
+/// and the signed checkpoints.
 pub async fn verify(state: State, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let st = Arc::clone(&state);
-    let report = web::block(move || st.gate.store().verify_chain()).await??;
-    Ok(HttpResponse::Ok().json(json!({
-        "ok": report.ok,
-        "events_checked": report.events_checked,
-        "head": report.head.map(|(seq, hash)| json!({"seq": seq, "hash": hash})),
-        "first_invalid_seq": report.first_invalid_seq,
-        "reason": report.fault,
-    })))
+    let report = web::block(move || st.gate.store().verify_chain(&[], &[])).await??;
+    Ok(HttpResponse::Ok().json(report.to_json()))
+}
+
+/// `GET /v1/audit/checkpoints`: every signed checkpoint (after `after`, at
+/// most `limit`), with the public keys that verify them: a file an auditor
+/// can keep elsewhere and verify an export against.
+pub async fn checkpoints(
+    state: State,
+    principal: Principal,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance])?;
+    let mut after = None;
+    let mut limit = MAX_LIMIT;
+    for (name, value) in query.into_inner() {
+        match (name.as_str(), value.parse::<i64>()) {
+            ("after", Ok(n)) if n >= 0 => after = Some(n),
+            ("limit", Ok(n)) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+            (other, _) => {
+                return Err(ApiError::field(
+                    other,
+                    "is not a valid parameter of this listing",
+                ))
+            }
+        }
+    }
+    let st = Arc::clone(&state);
+    let (checkpoints, keys) = web::block(move || {
+        let store = st.gate.store();
+        Ok::<_, crate::store::StoreError>((store.checkpoints(after, limit)?, store.license_keys()?))
+    })
+    .await??;
+    let next = (checkpoints.len() as i64 == limit)
+        .then(|| checkpoints.last().map(|c| c.seq.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({ "checkpoints": checkpoints, "keys": keys, "next": next })))
+}
+
+/// `POST /v1/audit/checkpoints`: signs a checkpoint over the chain's head
+/// now (or returns the one that already covers it).
+pub async fn sign_checkpoint(state: State, principal: Principal) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance])?;
+    match state.gate.checkpoint().await? {
+        Some(checkpoint) => Ok(HttpResponse::Created().json(json!({ "checkpoint": checkpoint }))),
+        None => Err(ApiError::NotFound),
+    }
 }

@@ -69,7 +69,11 @@ pub async fn get(
     let stored = web::block(move || st.gate.store().decision(&id)).await??;
     match stored {
         Some(d) if own.as_ref().is_none_or(|t| t.as_str() == d.reseller) => {
-            Ok(HttpResponse::Ok().json(json!({ "decision": d.body })))
+            let mut body = json!({ "decision": d.body });
+            if let Some(review) = super::reviews::review_state(&d) {
+                body["review"] = review;
+            }
+            Ok(HttpResponse::Ok().json(body))
         }
         _ => Err(ApiError::NotFound),
     }

@@ -58,6 +58,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("idempotency key in flight")]
     IdempotencyKeyInFlight,
+    #[error("review resolved already")]
+    ReviewResolved,
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::IdempotencyKeyRequired(_) => "idempotency_key_required",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            ApiError::ReviewResolved => "review_resolved",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -124,6 +127,10 @@ impl ApiError {
                 "Idempotency key reused",
                 "This Idempotency-Key was used for a different request; use a new key for a new request.".into(),
             ),
+            ApiError::ReviewResolved => (
+                "Review resolved already",
+                "This review has been resolved; a review is resolved once.".into(),
+            ),
             ApiError::IdempotencyKeyInFlight => (
                 "Request in flight",
                 "The first request with this Idempotency-Key is still being processed; retry shortly.".into(),
@@ -147,7 +154,7 @@ impl ResponseError for ApiError {
             | ApiError::BadRequest(_)
             | ApiError::IdempotencyKeyRequired(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyInFlight | ApiError::ReviewResolved => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -240,6 +247,11 @@ impl From<GateError> for ApiError {
             GateError::NotFound => ApiError::NotFound,
             GateError::KeyReused => ApiError::IdempotencyKeyReused,
             GateError::KeyInFlight => ApiError::IdempotencyKeyInFlight,
+            GateError::ReviewResolved => ApiError::ReviewResolved,
+            GateError::StillInReview => ApiError::field(
+                "customer.us_person",
+                "attest whether the customer is a U.S. person: with these facts the decision is still a review",
+            ),
             GateError::Store(e) => e.into(),
         }
     }

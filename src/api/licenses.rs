@@ -106,7 +106,7 @@ fn check_terms(
 }
 
 /// The status and body of each outcome: what is returned and replayed.
-fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
+pub fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
     match outcome {
         LicenseOutcome::Issued { license, decision } => {
             (201, json!({ "license": license, "decision": decision }))

@@ -1,12 +1,13 @@
 //! The HTTP surface: thin handlers that parse, authorise, call the gate and
 //! map the result. Routes are registered in [`routes`] only.
 
-mod audit;
+pub mod audit;
 mod catalog;
 mod decisions;
 pub mod error;
 mod licenses;
 mod ops;
+mod reviews;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,8 +85,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/licenses/{id}").route(web::get().to(licenses::get)))
         .service(resource("/v1/licenses/{id}/renewals").route(web::post().to(licenses::renew)))
         .service(resource("/v1/keys").route(web::get().to(licenses::keys)))
+        .service(resource("/v1/reviews").route(web::get().to(reviews::list)))
+        .service(resource("/v1/reviews/{id}").route(web::post().to(reviews::resolve)))
         .service(resource("/v1/audit").route(web::get().to(audit::list)))
-        .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)));
+        .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)))
+        .service(
+            resource("/v1/audit/checkpoints")
+                .route(web::get().to(audit::checkpoints))
+                .route(web::post().to(audit::sign_checkpoint)),
+        );
 }
 
 /// A resource whose unmatched methods answer `405` as problem+json.

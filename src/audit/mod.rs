@@ -10,6 +10,8 @@
 //! the same functions compute the chain when writing and check it when
 //! reading.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -79,11 +81,18 @@ pub enum Fault {
     BrokenLink,
     /// `seq` skips a number: events are missing.
     Gap,
-    /// `seq` goes backwards or repeats: events were reordered or duplicated.
+    /// Events are out of order (the missing `seq` comes later), or repeated.
     Reordered,
     /// The chain verifies but does not end at the head recorded beside it:
     /// events were cut from (or slipped onto) its end.
     HeadMismatch,
+    /// A signed checkpoint names another hash for this `seq`: the chain was
+    /// rewritten after the checkpoint was signed.
+    CheckpointMismatch,
+    /// A signed checkpoint lies beyond the chain's end: events were cut.
+    CheckpointBeyondChain,
+    /// A checkpoint's signature does not verify with a published key.
+    CheckpointSignature,
 }
 
 /// The result of checking a sequence of exported events.
@@ -91,17 +100,145 @@ pub enum Fault {
 pub struct Report {
     pub ok: bool,
     pub events_checked: u64,
+    /// Signed checkpoints found to agree with the chain.
+    pub checkpoints_checked: u64,
     /// The last event that verified: `(seq, hash)`.
     pub head: Option<(i64, String)>,
     pub first_invalid_seq: Option<i64>,
     pub fault: Option<Fault>,
 }
 
-/// Checks events one by one, in the order given, from the genesis.
+impl Report {
+    /// The report as the API returns it and the CLI prints it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "checkpoints_checked": self.checkpoints_checked,
+            "head": self.head.as_ref().map(|(seq, hash)| serde_json::json!({"seq": seq, "hash": hash})),
+            "first_invalid_seq": self.first_invalid_seq,
+            "reason": self.fault,
+        })
+    }
+}
+
+/// Reads checkpoints kept elsewhere: the body of `GET /v1/audit/checkpoints`
+/// (`{"checkpoints": [...], "keys": [...]}`), a JSON array of checkpoints, or
+/// one checkpoint per line. Returns the checkpoints and any keys beside them.
+pub fn parse_checkpoints(text: &str) -> Result<(Vec<Checkpoint>, Vec<Value>), String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let list = serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"))?;
+        return Ok((list, Vec::new()));
+    }
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) {
+        if let Some(list) = map.get("checkpoints") {
+            let list =
+                serde_json::from_value(list.clone()).map_err(|e| format!("checkpoints: {e}"))?;
+            let keys = map
+                .get("keys")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            return Ok((list, keys));
+        }
+    }
+    let list = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("checkpoints line {}: {e}", i + 1))
+        })
+        .collect::<Result<Vec<Checkpoint>, String>>()?;
+    Ok((list, Vec::new()))
+}
+
+/// Verifies an NDJSON export (one event per line, as `GET /v1/audit`
+/// streams it), line by line in constant memory, against `checkpoints`.
+pub fn verify_ndjson(
+    reader: impl std::io::BufRead,
+    checkpoints: &[Checkpoint],
+    keys: &[Value],
+) -> std::io::Result<Report> {
+    let mut verifier = Verifier::with_checkpoints(checkpoints, keys);
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
+        if !verifier.push(&event) {
+            break;
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// A signed statement that the chain's event `seq` has hash `hash`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// When it was signed (RFC 3339).
+    pub at: String,
+    /// The signing key's id, as published in the JWKS.
+    pub kid: String,
+    /// Ed25519 over [`Checkpoint::message`], base64url without padding.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The signed bytes: the canonical JSON of `{at, hash, kid, seq}`.
+    pub fn message(seq: i64, hash: &str, at: &str, kid: &str) -> String {
+        canonical_json(&serde_json::json!({"seq": seq, "hash": hash, "at": at, "kid": kid}))
+    }
+
+    /// Whether the signature verifies with the key of `kid` among `keys`
+    /// (Ed25519 JWKs).
+    pub fn signature_verifies(&self, keys: &[Value]) -> bool {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let Some(jwk) = keys
+            .iter()
+            .find(|k| k.get("kid").and_then(Value::as_str) == Some(&self.kid))
+        else {
+            return false;
+        };
+        let key = jwk
+            .get("x")
+            .and_then(Value::as_str)
+            .and_then(|x| b64.decode(x).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok());
+        let signature = b64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .map(|bytes| ed25519_dalek::Signature::from_bytes(&bytes));
+        match (key, signature) {
+            (Some(key), Some(signature)) => key
+                .verify_strict(
+                    Self::message(self.seq, &self.hash, &self.at, &self.kid).as_bytes(),
+                    &signature,
+                )
+                .is_ok(),
+            _ => false,
+        }
+    }
+}
+
+/// Checks events one by one, in the order given, from the genesis, and
+/// against any signed checkpoints.
 #[derive(Debug)]
 pub struct Verifier {
     expected_seq: i64,
     prev_hash: String,
+    /// A `seq` seen ahead of the expected one: a gap, unless the expected
+    /// event comes next (then the events were reordered).
+    ahead: bool,
+    checkpoints: BTreeMap<i64, String>,
     report: Report,
 }
 
@@ -116,14 +253,39 @@ impl Verifier {
         Verifier {
             expected_seq: 1,
             prev_hash: GENESIS_HASH.to_string(),
+            ahead: false,
+            checkpoints: BTreeMap::new(),
             report: Report {
                 ok: true,
                 events_checked: 0,
+                checkpoints_checked: 0,
                 head: None,
                 first_invalid_seq: None,
                 fault: None,
             },
         }
+    }
+
+    /// A verifier that also holds the chain to `checkpoints`, whose
+    /// signatures must verify with `keys` (Ed25519 JWKs).
+    pub fn with_checkpoints(checkpoints: &[Checkpoint], keys: &[Value]) -> Self {
+        let mut verifier = Self::new();
+        for checkpoint in checkpoints {
+            if !checkpoint.signature_verifies(keys) {
+                verifier.fail(checkpoint.seq, Fault::CheckpointSignature);
+                return verifier;
+            }
+            verifier
+                .checkpoints
+                .insert(checkpoint.seq, checkpoint.hash.clone());
+        }
+        verifier
+    }
+
+    fn fail(&mut self, seq: i64, fault: Fault) {
+        self.report.ok = false;
+        self.report.first_invalid_seq = Some(seq);
+        self.report.fault = Some(fault);
     }
 
     /// Checks the next event; returns false once the chain is broken (later
@@ -135,54 +297,77 @@ impl Verifier {
         let seq = event.get("seq").and_then(Value::as_i64);
         let hash = event.get("hash").and_then(Value::as_str);
         let prev = event.get("prev_hash").and_then(Value::as_str);
-        let fault = match (seq, hash, prev) {
-            (Some(seq), Some(hash), Some(prev)) => {
-                if seq > self.expected_seq {
-                    Some((seq, Fault::Gap))
-                } else if seq < self.expected_seq {
-                    Some((seq, Fault::Reordered))
-                } else if event_hash(event) != hash {
-                    Some((seq, Fault::HashMismatch))
-                } else if prev != self.prev_hash {
-                    Some((seq, Fault::BrokenLink))
-                } else {
-                    self.expected_seq += 1;
-                    self.prev_hash = hash.to_string();
-                    self.report.events_checked += 1;
-                    self.report.head = Some((seq, hash.to_string()));
-                    None
-                }
-            }
-            _ => Some((seq.unwrap_or(self.expected_seq), Fault::Malformed)),
+        let (Some(seq), Some(hash), Some(prev)) = (seq, hash, prev) else {
+            self.fail(seq.unwrap_or(self.expected_seq), Fault::Malformed);
+            return false;
         };
-        if let Some((seq, fault)) = fault {
-            self.report.ok = false;
-            self.report.first_invalid_seq = Some(seq);
-            self.report.fault = Some(fault);
+        if self.ahead {
+            let fault = if seq == self.expected_seq {
+                Fault::Reordered
+            } else {
+                Fault::Gap
+            };
+            self.fail(self.expected_seq, fault);
             return false;
         }
+        let fault = if seq > self.expected_seq {
+            self.ahead = true;
+            return true;
+        } else if seq < self.expected_seq {
+            Some(Fault::Reordered)
+        } else if event_hash(event) != hash {
+            Some(Fault::HashMismatch)
+        } else if prev != self.prev_hash {
+            Some(Fault::BrokenLink)
+        } else if self.checkpoints.get(&seq).is_some_and(|h| h != hash) {
+            Some(Fault::CheckpointMismatch)
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            self.fail(seq, fault);
+            return false;
+        }
+        if self.checkpoints.contains_key(&seq) {
+            self.report.checkpoints_checked += 1;
+        }
+        self.expected_seq += 1;
+        self.prev_hash = hash.to_string();
+        self.report.events_checked += 1;
+        self.report.head = Some((seq, hash.to_string()));
         true
     }
 
-    pub fn finish(self) -> Report {
+    /// Finishes: the chain must reach every checkpoint.
+    pub fn finish(mut self) -> Report {
+        if self.report.ok && self.ahead {
+            self.fail(self.expected_seq, Fault::Gap);
+        }
+        if self.report.ok {
+            let last = self.expected_seq - 1;
+            if self.checkpoints.range(last + 1..).next().is_some() {
+                self.fail(last + 1, Fault::CheckpointBeyondChain);
+            }
+        }
         self.report
     }
 
     /// Finishes, also checking that the chain ends exactly at `head`, the
     /// `(seq, hash)` recorded elsewhere (`(0, GENESIS_HASH)` for none).
-    pub fn finish_at(mut self, head: (i64, &str)) -> Report {
-        if self.report.ok {
-            let (last_seq, last_hash) = match &self.report.head {
+    pub fn finish_at(self, head: (i64, &str)) -> Report {
+        let mut report = self.finish();
+        if report.ok {
+            let (last_seq, last_hash) = match &report.head {
                 Some((seq, hash)) => (*seq, hash.as_str()),
                 None => (0, GENESIS_HASH),
             };
             if (last_seq, last_hash) != head {
-                self.report.ok = false;
-                self.report.first_invalid_seq = Some(last_seq.min(head.0) + 1);
-                self.report.fault = Some(Fault::HeadMismatch);
+                report.ok = false;
+                report.first_invalid_seq = Some(last_seq.min(head.0) + 1);
+                report.fault = Some(Fault::HeadMismatch);
             }
         }
-        self.report
+        report
     }
 }
 
@@ -265,14 +450,27 @@ mod tests {
         let report = verify(&events);
         assert_eq!(
             (report.first_invalid_seq, report.fault),
-            (Some(3), Some(Fault::Gap))
+            (Some(2), Some(Fault::Gap)),
+            "the missing seq"
         );
 
         let mut events = chain(4);
         events.swap(1, 2);
         let report = verify(&events);
-        assert_eq!(report.fault, Some(Fault::Gap));
-        assert_eq!(report.first_invalid_seq, Some(3));
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(2), Some(Fault::Reordered))
+        );
+
+        let mut events = chain(4);
+        events.pop();
+        events.remove(1);
+        let report = verify(&events);
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(2), Some(Fault::Gap)),
+            "a gap at the end too"
+        );
     }
 
     #[test]
@@ -296,7 +494,7 @@ mod tests {
         let head = (4, events[3]["hash"].as_str().unwrap().to_string());
         let mut v = Verifier::new();
         events[..3].iter().for_each(|e| {
-            v.push(e);
+            assert!(v.push(e));
         });
         let report = v.finish_at((head.0, &head.1));
         assert_eq!(
@@ -309,6 +507,84 @@ mod tests {
         });
         assert!(v.finish_at((head.0, &head.1)).ok);
         assert!(Verifier::new().finish_at((0, GENESIS_HASH)).ok);
+    }
+
+    fn sign(events: &[Value], seq: i64, key: &ed25519_dalek::SigningKey, kid: &str) -> Checkpoint {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer;
+        let hash = events[(seq - 1) as usize]["hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let at = "2026-01-01T00:00:00Z".to_string();
+        let signature = key.sign(Checkpoint::message(seq, &hash, &at, kid).as_bytes());
+        Checkpoint {
+            seq,
+            hash,
+            at,
+            kid: kid.into(),
+            signature: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(signature.to_bytes()),
+        }
+    }
+
+    fn jwk(key: &ed25519_dalek::SigningKey, kid: &str) -> Value {
+        use base64::Engine as _;
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+               "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes())})
+    }
+
+    #[test]
+    fn checkpoints_catch_a_cut_tail_and_a_rewritten_chain() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let keys = vec![jwk(&key, "k1")];
+        let events = chain(6);
+        let checkpoints = vec![sign(&events, 3, &key, "k1"), sign(&events, 6, &key, "k1")];
+
+        let mut v = Verifier::with_checkpoints(&checkpoints, &keys);
+        events.iter().for_each(|e| assert!(v.push(e)));
+        let report = v.finish();
+        assert!(report.ok);
+        assert_eq!(report.checkpoints_checked, 2);
+
+        // The tail cut: the chain still links, but the checkpoint at 6 is beyond it.
+        let mut v = Verifier::with_checkpoints(&checkpoints, &keys);
+        events[..4].iter().for_each(|e| assert!(v.push(e)));
+        let report = v.finish();
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(5), Some(Fault::CheckpointBeyondChain))
+        );
+
+        // A chain rewritten from event 2 on (every hash recomputed) links, but not to the checkpoint.
+        let mut rewritten = chain(6);
+        rewritten[1]["subject"]["b"] = json!(99);
+        let mut prev = rewritten[0]["hash"].as_str().unwrap().to_string();
+        for e in rewritten.iter_mut().skip(1) {
+            e["prev_hash"] = json!(prev);
+            let Value::Object(map) = e.clone() else {
+                unreachable!()
+            };
+            *e = Value::Object(seal(map).0);
+            prev = e["hash"].as_str().unwrap().to_string();
+        }
+        assert!(verify(&rewritten).ok, "a rewritten chain links on its own");
+        let mut v = Verifier::with_checkpoints(&checkpoints, &keys);
+        let _ = rewritten.iter().all(|e| v.push(e));
+        let report = v.finish();
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(3), Some(Fault::CheckpointMismatch))
+        );
+
+        // A forged checkpoint, or one by an unknown key, does not count.
+        let mut forged = checkpoints.clone();
+        forged[0].hash = rewritten[2]["hash"].as_str().unwrap().to_string();
+        let report = Verifier::with_checkpoints(&forged, &keys).finish();
+        assert_eq!(report.fault, Some(Fault::CheckpointSignature));
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let report = Verifier::with_checkpoints(&[sign(&events, 3, &other, "k1")], &keys).finish();
+        assert_eq!(report.fault, Some(Fault::CheckpointSignature));
     }
 
     #[test]

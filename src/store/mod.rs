@@ -9,8 +9,10 @@
 //! the catalogue version across threads, processes and replicas), and
 //! commits what it records together with its audit events, or nothing.
 
+pub mod checkpoints;
 pub mod ledger;
 pub mod licenses;
+pub mod reviews;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -238,15 +240,26 @@ pub struct NewDecision {
     pub outcome: Outcome,
     /// The decision object without `audit_seq`, which the store fills in.
     pub body: Map<String, Value>,
+    /// What was asked (to act on it if a review approves it).
+    pub request: Value,
     pub event: NewEvent,
 }
 
-/// A decision as stored: its tenant and the object returned to callers.
+/// A decision as stored: its tenant, the object returned to callers, what
+/// was asked, and (for a `review` outcome) the state of its review.
 #[derive(Debug, Clone)]
 pub struct StoredDecision {
+    pub id: String,
     pub reseller: String,
     pub body: Value,
+    pub request: Option<Value>,
+    /// `open`, or how the review ended; `None` for decisions not in review.
+    pub review_status: Option<String>,
+    pub review: Option<Value>,
 }
+
+/// Events read per query when streaming the whole trail.
+const EXPORT_PAGE: i64 = 1000;
 
 /// Filters of the audit listing.
 #[derive(Debug, Clone, Default)]
@@ -285,6 +298,7 @@ pub fn format_instant(at: DateTime<Utc>) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    url: DatabaseUrl,
 }
 
 impl std::fmt::Debug for Store {
@@ -308,7 +322,10 @@ impl Store {
             // that died with a database restart is replaced, not handed out.
             .test_on_check_out(true)
             .build(Manager { url: url.clone() })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            url: url.clone(),
+        })
     }
 
     fn conn(&self) -> Result<PooledConn, StoreError> {
@@ -433,18 +450,13 @@ impl Store {
     /// Reads one decision.
     pub fn decision(&self, id: &str) -> Result<Option<StoredDecision>, StoreError> {
         let mut conn = self.conn()?;
-        let row = decisions::table
+        decisions::table
             .filter(decisions::id.eq(id))
-            .select((decisions::reseller, decisions::body))
-            .first::<(String, String)>(&mut *conn)
-            .optional()?;
-        row.map(|(reseller, body)| {
-            Ok(StoredDecision {
-                reseller,
-                body: parse_json(&body)?,
-            })
-        })
-        .transpose()
+            .select(reviews::DECISION_COLUMNS)
+            .first::<reviews::DecisionRow>(&mut *conn)
+            .optional()?
+            .map(reviews::from_row)
+            .transpose()
     }
 
     /// Reads a page of audit events, in `seq` order, as exported.
@@ -501,38 +513,55 @@ impl Store {
             .collect()
     }
 
-    /// Checks the whole stored chain, page by page, and that it ends at the
-    /// recorded head.
-    pub fn verify_chain(&self) -> Result<audit::Report, StoreError> {
-        // The head first: events committed while the chain is read lie
-        // beyond it and are left for the next verification.
-        let (seq, hash) = {
-            let mut conn = self.conn()?;
-            ledger_head::table
-                .select((ledger_head::seq, ledger_head::hash))
-                .first::<(i64, String)>(&mut *conn)?
-        };
-        let mut verifier = audit::Verifier::new();
-        let mut filter = AuditFilter {
-            until: Some(seq),
-            ..AuditFilter::default()
-        };
-        'pages: loop {
-            let page = self.audit_events(&filter, 1000)?;
+    /// Calls `f` with every event matching `filter`, in `seq` order, a
+    /// page at a time (so memory stays bounded however many there are),
+    /// until `f` returns false.
+    pub fn for_each_event(
+        &self,
+        filter: &AuditFilter,
+        mut f: impl FnMut(&Value) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut filter = filter.clone();
+        loop {
+            let page = self.audit_events(&filter, EXPORT_PAGE)?;
             let Some(last) = page
                 .last()
                 .and_then(|e| e.get("seq"))
                 .and_then(Value::as_i64)
             else {
-                break;
+                return Ok(());
             };
             for event in &page {
-                if !verifier.push(event) {
-                    break 'pages;
+                if !f(event) {
+                    return Ok(());
                 }
             }
             filter.after = Some(last);
         }
+    }
+
+    /// Checks the whole stored chain, page by page: its links, that it ends
+    /// at the recorded head, and that it agrees with every signed checkpoint
+    /// (those in the database and `extra` ones kept elsewhere), whose
+    /// signatures must verify with the published keys or `extra_keys`.
+    pub fn verify_chain(
+        &self,
+        extra: &[audit::Checkpoint],
+        extra_keys: &[Value],
+    ) -> Result<audit::Report, StoreError> {
+        // The head first: events committed while the chain is read lie
+        // beyond it and are left for the next verification.
+        let (seq, hash) = self.head()?;
+        let mut checkpoints = self.all_checkpoints()?;
+        checkpoints.extend_from_slice(extra);
+        let mut keys = self.license_keys()?;
+        keys.extend_from_slice(extra_keys);
+        let mut verifier = audit::Verifier::with_checkpoints(&checkpoints, &keys);
+        let filter = AuditFilter {
+            until: Some(seq),
+            ..AuditFilter::default()
+        };
+        self.for_each_event(&filter, |event| verifier.push(event))?;
         Ok(verifier.finish_at((seq, &hash)))
     }
 
@@ -665,6 +694,8 @@ pub fn record_decision(
             decisions::body.eq(body.to_string()),
             decisions::audit_seq.eq(head.seq),
             decisions::created_at.eq(format_instant(now)),
+            decisions::request.eq(Some(decision.request.to_string())),
+            decisions::review_status.eq((decision.outcome == Outcome::Review).then_some("open")),
         ))
         .execute(conn)?;
     Ok(body)

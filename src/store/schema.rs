@@ -60,6 +60,9 @@ diesel::table! {
         body -> Text,
         audit_seq -> BigInt,
         created_at -> Text,
+        request -> Nullable<Text>,
+        review_status -> Nullable<Text>,
+        review -> Nullable<Text>,
     }
 }
 
@@ -113,7 +116,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_checkpoints (seq) {
+        seq -> BigInt,
+        hash -> Text,
+        at -> Text,
+        kid -> Text,
+        signature -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_checkpoints,
     ledger_head,
     licenses,
     idempotency_keys,

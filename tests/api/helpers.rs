@@ -68,6 +68,16 @@ impl TestDb {
         }
     }
 
+    /// The database's URL, as `GATEKEEPER_DATABASE_URL` takes it.
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(dir) => {
+                format!("sqlite://{}", dir.path().join("gatekeeper.db").display())
+            }
+            TestDb::Postgres { url, .. } => url.clone(),
+        }
+    }
+
     /// Runs raw SQL on the test database, behind the service's back.
     pub fn execute(&self, sql: &str) -> Result<(), diesel::result::Error> {
         match self {
@@ -195,6 +205,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         db_pool_size: 4,
         license_key_file: Some(license_keys.private_pem_path.clone()),
         ledger_batch: 256,
+        checkpoint_interval: None,
     };
     let address = start(&config);
     Some(TestApp {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod attacks;
 mod audit;
 mod auth;
 mod catalog;
@@ -12,3 +13,4 @@ mod decisions;
 mod errors;
 mod licenses;
 mod openapi;
+mod reviews;

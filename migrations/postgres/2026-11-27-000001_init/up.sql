@@ -70,7 +70,7 @@ CREATE INDEX audit_events_by_at ON audit_events (at, seq);
 CREATE FUNCTION audit_events_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'audit_events is append-only (% refused)', TG_OP;
+    RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP;
 END;
 $$;
 CREATE TRIGGER audit_events_no_update_delete BEFORE UPDATE OR DELETE ON audit_events

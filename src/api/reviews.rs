@@ -1,0 +1,144 @@
+//! The review queue, for compliance: decisions whose outcome was `review`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, Body, FieldError, State};
+use crate::auth::{Principal, Role};
+use crate::gate::{Customer, Resolution, ReviewResolution};
+use crate::store::StoredDecision;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+const MAX_NOTE: usize = 4000;
+
+/// A decision in review, as listed: the decision, its tenant, what was
+/// asked, and the review's state.
+fn review_item(d: &StoredDecision) -> Value {
+    json!({
+        "decision": d.body,
+        "reseller": d.reseller,
+        "request": d.request,
+        "review": review_state(d),
+    })
+}
+
+/// The state of a decision's review: `{"status": "open"}` until resolved.
+pub fn review_state(d: &StoredDecision) -> Option<Value> {
+    match (&d.review_status, &d.review) {
+        (_, Some(review)) => Some(review.clone()),
+        (Some(status), None) => Some(json!({ "status": status })),
+        (None, None) => None,
+    }
+}
+
+/// `GET /v1/reviews?status=&cursor=&limit=`: open reviews by default.
+pub async fn list(
+    state: State,
+    principal: Principal,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance])?;
+    let mut status = Some("open".to_string());
+    let mut cursor = None;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in query.into_inner() {
+        match name.as_str() {
+            "status" => match value.as_str() {
+                "open" | "approved" | "denied" | "rejected" => status = Some(value),
+                "all" => status = None,
+                _ => {
+                    return Err(ApiError::field(
+                        "status",
+                        "must be open, approved, denied, rejected or all",
+                    ))
+                }
+            },
+            "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+            "limit" => match value.parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        format!("must be from 1 to {MAX_PAGE}"),
+                    ))
+                }
+            },
+            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
+        }
+    }
+    let st = Arc::clone(&state);
+    let rows = web::block(move || {
+        st.gate
+            .store()
+            .reviews(status.as_deref(), cursor.as_deref(), limit)
+    })
+    .await??;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|d| d.id.clone()))
+        .flatten();
+    let reviews: Vec<Value> = rows.iter().map(review_item).collect();
+    Ok(HttpResponse::Ok().json(json!({ "reviews": reviews, "next": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    resolution: Resolution,
+    note: String,
+    #[serde(default)]
+    customer: Option<Customer>,
+}
+
+/// `POST /v1/reviews/{decision_id}`: approve (re-decide with the attested
+/// customer facts and, if allowed, do what was asked) or reject. Once.
+pub async fn resolve(
+    state: State,
+    principal: Principal,
+    path: web::Path<String>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance])?;
+    let body: ResolveBody = body.json()?;
+    let mut errors = Vec::new();
+    if body.note.trim().is_empty() {
+        errors.push(FieldError::new(
+            "note",
+            "say why: the note is kept in the audit trail",
+        ));
+    } else if body.note.chars().count() > MAX_NOTE {
+        errors.push(FieldError::new(
+            "note",
+            format!("must be at most {MAX_NOTE} characters"),
+        ));
+    }
+    if let Some(customer) = &body.customer {
+        errors.extend(
+            customer
+                .problems("customer")
+                .into_iter()
+                .map(|(f, m)| FieldError::new(f, m)),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let outcome = state
+        .gate
+        .resolve_review(
+            ReviewResolution {
+                reviewer: principal.actor(),
+                decision_id: path.into_inner(),
+                resolution: body.resolution,
+                note: body.note,
+                customer: body.customer,
+            },
+            super::licenses::render,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(outcome))
+}

@@ -1,0 +1,110 @@
+//! Signed checkpoints over the audit chain's head, and the lock that lets
+//! one replica at a time sign them.
+
+use diesel::prelude::*;
+
+use super::schema::{audit_checkpoints, ledger_head};
+use super::{DbConn, Manager, Store, StoreError};
+use crate::audit::Checkpoint;
+
+/// The PostgreSQL advisory lock held by the replica that signs checkpoints.
+const SIGNER_LOCK: i64 = 7_474_002;
+
+impl Store {
+    /// The committed head of the chain: `(seq, hash)`.
+    pub fn head(&self) -> Result<(i64, String), StoreError> {
+        let mut conn = self.conn()?;
+        Ok(ledger_head::table
+            .select((ledger_head::seq, ledger_head::hash))
+            .first::<(i64, String)>(&mut *conn)?)
+    }
+
+    /// Records a checkpoint; one for the same `seq` already there (another
+    /// replica signed the same head) is kept and returned instead.
+    pub fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(audit_checkpoints::table)
+            .values((
+                audit_checkpoints::seq.eq(checkpoint.seq),
+                audit_checkpoints::hash.eq(&checkpoint.hash),
+                audit_checkpoints::at.eq(&checkpoint.at),
+                audit_checkpoints::kid.eq(&checkpoint.kid),
+                audit_checkpoints::signature.eq(&checkpoint.signature),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(checkpoint.clone()),
+            Err(e) => match self.checkpoints(Some(checkpoint.seq - 1), 1)?.pop() {
+                Some(existing) if existing.seq == checkpoint.seq => Ok(existing),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Checkpoints in `seq` order, after `after`, at most `limit`.
+    pub fn checkpoints(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows = audit_checkpoints::table
+            .filter(audit_checkpoints::seq.gt(after.unwrap_or(0)))
+            .order(audit_checkpoints::seq.asc())
+            .limit(limit)
+            .select((
+                audit_checkpoints::seq,
+                audit_checkpoints::hash,
+                audit_checkpoints::at,
+                audit_checkpoints::kid,
+                audit_checkpoints::signature,
+            ))
+            .load::<(i64, String, String, String, String)>(&mut *conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, at, kid, signature)| Checkpoint {
+                seq,
+                hash,
+                at,
+                kid,
+                signature,
+            })
+            .collect())
+    }
+
+    /// Every checkpoint, in `seq` order.
+    pub fn all_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.checkpoints(all.last().map(|c: &Checkpoint| c.seq), 1000)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    /// A connection outside the pool, held by the checkpoint signer.
+    pub fn dedicated_connection(&self) -> Result<DbConn, StoreError> {
+        use diesel::r2d2::ManageConnection;
+        Manager {
+            url: self.url.clone(),
+        }
+        .connect()
+        .map_err(|e| StoreError::BatchFailed(format!("connecting: {e}")))
+    }
+}
+
+/// Tries to become (or stay) the one signer among replicas. On PostgreSQL
+/// this takes a session advisory lock on `conn`, held until that connection
+/// closes (so a replica that dies hands over); SQLite has one process.
+pub fn try_lead(conn: &mut DbConn) -> Result<bool, StoreError> {
+    // BACKEND-SPECIFIC: advisory locks.
+    match conn {
+        DbConn::Postgres(pg) => Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            &format!("pg_try_advisory_lock({SIGNER_LOCK})"),
+        ))
+        .get_result::<bool>(pg)?),
+        DbConn::Sqlite(_) => Ok(true),
+    }
+}

@@ -1,0 +1,313 @@
+//! Attacks on the audit trail by someone with database access, triggers
+//! bypassed: each is caught, by the database verification and by the
+//! offline verification of an export, which agree.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::helpers::{Backend, TestApp};
+
+/// Twelve events: the shipped catalogue, some set-up, and decisions.
+async fn trail(app: &TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    for country in ["US", "DE", "FR"] {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": "c", "name": "n", "country": country, "us_person": false}});
+        assert_eq!(app.preflight("alpha", body).await.status, 200);
+    }
+    assert_eq!(app.all_events().await.len(), 12);
+}
+
+/// Runs SQL with the append-only triggers out of the way.
+fn bypassing_triggers(app: &TestApp, sql: &str) {
+    let wrapped = match app.backend {
+        Backend::Sqlite => format!(
+            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+             DROP TRIGGER audit_checkpoints_no_delete; {sql}"
+        ),
+        Backend::Postgres => format!(
+            "ALTER TABLE audit_events DISABLE TRIGGER USER; \
+             ALTER TABLE audit_checkpoints DISABLE TRIGGER USER; {sql}"
+        ),
+    };
+    app.db.execute(&wrapped).unwrap();
+}
+
+/// What `GET /v1/audit/verify` says.
+async fn database_verdict(app: &TestApp) -> Value {
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.status, 200, "{}", v.text);
+    v.body
+}
+
+/// Exports the trail as NDJSON through the API into `dir`.
+async fn export(app: &TestApp, dir: &Path) -> PathBuf {
+    let mut resp = app
+        .client
+        .get(format!("{}/v1/audit", app.address))
+        .insert_header(("authorization", format!("Bearer {}", app.compliance())))
+        .insert_header(("accept", "application/x-ndjson"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "application/x-ndjson"
+    );
+    let body = resp.body().limit(256 * 1024 * 1024).await.unwrap();
+    let path = dir.join("audit.ndjson");
+    std::fs::write(&path, &body).unwrap();
+    path
+}
+
+/// Saves the signed checkpoints (and their keys) as an auditor would, outside the database.
+async fn keep_checkpoints(app: &TestApp, dir: &Path) -> PathBuf {
+    let signed = app
+        .send(
+            "POST",
+            "/v1/audit/checkpoints",
+            Some(&app.compliance()),
+            None,
+        )
+        .await;
+    assert_eq!(signed.status, 201, "{}", signed.text);
+    let listing = app.get("/v1/audit/checkpoints", &app.compliance()).await;
+    assert_eq!(listing.body["checkpoints"].as_array().unwrap().len(), 1);
+    let path = dir.join("checkpoints.json");
+    std::fs::write(&path, listing.text).unwrap();
+    path
+}
+
+/// `gatekeeper audit verify ARGS`: its report, and whether it exited 0.
+fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["audit", "verify"])
+        .args(args)
+        .env("GATEKEEPER_DATABASE_URL", app.db.url())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        out.status.success(),
+        report["ok"] == true,
+        "exit status follows the verdict"
+    );
+    (report, out.status.success())
+}
+
+fn verdict(report: &Value) -> (Value, Value, Value) {
+    (
+        report["ok"].clone(),
+        report["first_invalid_seq"].clone(),
+        report["reason"].clone(),
+    )
+}
+
+/// The database, the CLI on the database and the CLI on an export all
+/// report the same fault at the same `seq`.
+async fn all_report(app: &TestApp, seq: i64, reason: &str) {
+    let expected = (json!(false), json!(seq), json!(reason));
+    let db = database_verdict(app).await;
+    assert_eq!(verdict(&db), expected, "database: {db}");
+    let (cli, _) = cli_verify(app, &[]);
+    assert_eq!(verdict(&cli), expected, "CLI on the database: {cli}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = export(app, dir.path()).await;
+    let (offline, _) = cli_verify(app, &["--file", file.to_str().unwrap()]);
+    assert_eq!(verdict(&offline), expected, "CLI on the export: {offline}");
+}
+
+both!(a_clean_trail_verifies_the_same_everywhere);
+async fn a_clean_trail_verifies_the_same_everywhere(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = keep_checkpoints(&app, dir.path()).await;
+    let db = database_verdict(&app).await;
+    assert_eq!(db["ok"], true, "{db}");
+    assert_eq!(db["events_checked"], 12);
+    assert_eq!(db["checkpoints_checked"], 1);
+    let file = export(&app, dir.path()).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 12);
+    let (offline, ok) = cli_verify(
+        &app,
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{offline}");
+    assert_eq!(
+        offline["head"], db["head"],
+        "the export and the database agree on the head"
+    );
+    assert_eq!(offline["checkpoints_checked"], 1);
+}
+
+both!(an_edited_event_is_caught);
+async fn an_edited_event_is_caught(app: TestApp) {
+    trail(&app).await;
+    bypassing_triggers(
+        &app,
+        "UPDATE audit_events SET event = replace(event, '\"US\"', '\"CA\"') WHERE seq = 10",
+    );
+    all_report(&app, 10, "hash_mismatch").await;
+}
+
+both!(a_deleted_event_is_caught);
+async fn a_deleted_event_is_caught(app: TestApp) {
+    trail(&app).await;
+    bypassing_triggers(&app, "DELETE FROM audit_events WHERE seq = 7");
+    all_report(&app, 7, "gap").await;
+}
+
+both!(swapped_events_are_caught);
+async fn swapped_events_are_caught(app: TestApp) {
+    trail(&app).await;
+    // Rows 10 and 11 exchange everything but their key.
+    bypassing_triggers(
+        &app,
+        "UPDATE audit_events SET seq = -10 WHERE seq = 10; \
+         UPDATE audit_events SET seq = 10 WHERE seq = 11; \
+         UPDATE audit_events SET seq = 11 WHERE seq = -10;",
+    );
+    all_report(&app, 10, "reordered").await;
+}
+
+both!(a_cut_tail_with_a_rewound_head_is_caught_by_a_checkpoint_kept_elsewhere);
+async fn a_cut_tail_with_a_rewound_head_is_caught_by_a_checkpoint_kept_elsewhere(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = keep_checkpoints(&app, dir.path()).await;
+    // Cut the last three decisions, rewind the head to what is left, and
+    // remove the checkpoint from the database too.
+    let events = app.all_events().await;
+    let new_head = &events[8];
+    bypassing_triggers(
+        &app,
+        &format!(
+            "DELETE FROM audit_events WHERE seq > 9; DELETE FROM audit_checkpoints; \
+             UPDATE ledger_head SET seq = 9, hash = '{}';",
+            new_head["hash"].as_str().unwrap()
+        ),
+    );
+    // On its own, the database looks whole: that is the attack.
+    let db = database_verdict(&app).await;
+    assert_eq!(db["ok"], true, "{db}");
+    assert_eq!(db["events_checked"], 9);
+    // The checkpoint kept elsewhere catches it, on the database and on an export.
+    let kept = kept.to_str().unwrap();
+    let (cli, ok) = cli_verify(&app, &["--checkpoints", kept]);
+    assert!(!ok);
+    assert_eq!(
+        verdict(&cli),
+        (json!(false), json!(10), json!("checkpoint_beyond_chain")),
+        "{cli}"
+    );
+    let file = export(&app, dir.path()).await;
+    let (offline, _) = cli_verify(
+        &app,
+        &["--file", file.to_str().unwrap(), "--checkpoints", kept],
+    );
+    assert_eq!(
+        verdict(&offline),
+        (json!(false), json!(10), json!("checkpoint_beyond_chain")),
+        "{offline}"
+    );
+}
+
+both!(a_rewritten_chain_is_caught_by_a_checkpoint_kept_elsewhere);
+async fn a_rewritten_chain_is_caught_by_a_checkpoint_kept_elsewhere(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = keep_checkpoints(&app, dir.path()).await;
+    // Rewrite the US refusal (seq 10) into an allow, and re-hash the chain
+    // from there on, so that it links again.
+    let mut events = app.all_events().await;
+    events[9]["outcome"] = json!("allow");
+    events[9]["decision"]["outcome"] = json!("allow");
+    let mut sql = String::from("DELETE FROM audit_checkpoints; ");
+    let mut prev = events[8]["hash"].as_str().unwrap().to_string();
+    for e in events.iter_mut().skip(9) {
+        e["prev_hash"] = json!(prev);
+        let Value::Object(mut map) = e.clone() else {
+            unreachable!()
+        };
+        map.remove("hash");
+        let (sealed, hash) = gatekeeper::audit::seal(map);
+        let mut unsealed = sealed.clone();
+        unsealed.remove("hash");
+        let text = gatekeeper::audit::canonical_json(&Value::Object(unsealed)).replace('\'', "''");
+        sql.push_str(&format!(
+            "UPDATE audit_events SET event = '{text}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};",
+            e["seq"]
+        ));
+        prev = hash;
+    }
+    sql.push_str(&format!("UPDATE ledger_head SET hash = '{prev}';"));
+    bypassing_triggers(&app, &sql);
+    assert_eq!(
+        database_verdict(&app).await["ok"],
+        true,
+        "the rewritten chain links on its own"
+    );
+    let (cli, _) = cli_verify(&app, &["--checkpoints", kept.to_str().unwrap()]);
+    assert_eq!(
+        verdict(&cli),
+        (json!(false), json!(12), json!("checkpoint_mismatch")),
+        "the checkpoint at 12 no longer matches: {cli}"
+    );
+}
+
+both!(checkpoints_are_append_only_and_signed_by_a_published_key);
+async fn checkpoints_are_append_only_and_signed_by_a_published_key(app: TestApp) {
+    trail(&app).await;
+    let signed = app
+        .send(
+            "POST",
+            "/v1/audit/checkpoints",
+            Some(&app.compliance()),
+            None,
+        )
+        .await;
+    let checkpoint: gatekeeper::audit::Checkpoint =
+        serde_json::from_value(signed.body["checkpoint"].clone()).unwrap();
+    assert_eq!(checkpoint.seq, 12);
+    let keys = app.send("GET", "/v1/keys", None, None).await.body["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(checkpoint.signature_verifies(&keys));
+    // Signing again without new events returns the same checkpoint.
+    let again = app
+        .send(
+            "POST",
+            "/v1/audit/checkpoints",
+            Some(&app.compliance()),
+            None,
+        )
+        .await;
+    assert_eq!(again.body["checkpoint"], signed.body["checkpoint"]);
+    for sql in [
+        "UPDATE audit_checkpoints SET hash = 'x'",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let err = app.db.execute(sql).expect_err(sql).to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    app.send(
+        "POST",
+        "/v1/audit/checkpoints",
+        Some(&app.reseller("alpha")),
+        None,
+    )
+    .await
+    .assert_problem(403, "forbidden");
+}
