@@ -335,6 +335,11 @@ impl Store {
     /// Runs pending migrations, then installs the shipped catalogue into a
     /// new database (through the audited write path, as `system`).
     pub fn migrate(&self) -> anyhow::Result<()> {
+        // With nothing pending, touch nothing: a service role that may not
+        // create tables (deploy/postgres-roles.sql) starts all the same.
+        if self.migrations_applied().unwrap_or(false) {
+            return self.seed();
+        }
         let mut conn = self.conn()?;
         // BACKEND-SPECIFIC: migrations, and PostgreSQL's lock that keeps two
         // replicas from migrating at once.
@@ -357,16 +362,32 @@ impl Store {
         self.seed()
     }
 
-    /// Whether every migration is applied.
+    /// Whether every migration is applied, read from diesel's bookkeeping
+    /// table without creating it (as `pending_migrations` would).
     pub fn migrations_applied(&self) -> Result<bool, StoreError> {
+        use diesel::migration::MigrationSource;
         let mut conn = self.conn()?;
-        let pending = match &mut *conn {
-            DbConn::Postgres(pg) => pg.pending_migrations(POSTGRES_MIGRATIONS).map(|p| p.len()),
-            DbConn::Sqlite(lite) => lite.pending_migrations(SQLITE_MIGRATIONS).map(|p| p.len()),
+        // BACKEND-SPECIFIC: the embedded migrations of the backend.
+        let wanted = match &*conn {
+            DbConn::Postgres(_) => {
+                MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS).map(versions)
+            }
+            DbConn::Sqlite(_) => {
+                MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+                    .map(versions)
+            }
+        }
+        .map_err(|e| StoreError::Corrupt(format!("reading the embedded migrations: {e}")))?;
+        let applied: Vec<String> = match schema::__diesel_schema_migrations::table
+            .select(schema::__diesel_schema_migrations::version)
+            .load(&mut *conn)
+        {
+            Ok(applied) => applied,
+            // No bookkeeping table yet: nothing is applied.
+            Err(diesel::result::Error::DatabaseError(..)) => return Ok(false),
+            Err(e) => return Err(e.into()),
         };
-        pending
-            .map(|n| n == 0)
-            .map_err(|e| StoreError::Corrupt(format!("reading the migration state: {e}")))
+        Ok(wanted.iter().all(|v| applied.contains(v)))
     }
 
     fn seed(&self) -> anyhow::Result<()> {
@@ -699,6 +720,15 @@ pub fn record_decision(
         ))
         .execute(conn)?;
     Ok(body)
+}
+
+fn versions<DB: diesel::backend::Backend>(
+    migrations: Vec<Box<dyn diesel::migration::Migration<DB>>>,
+) -> Vec<String> {
+    migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect()
 }
 
 fn parse_json(text: &str) -> Result<Value, StoreError> {

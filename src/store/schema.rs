@@ -126,6 +126,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// diesel's own record of the migrations applied (read, never written here).
+    __diesel_schema_migrations (version) {
+        version -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     audit_checkpoints,
     ledger_head,
