@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::policy::{self, Catalog, Party, Verdict};
 use crate::store::ledger::Ledger;
 use crate::store::licenses::{
-    idempotency_in, insert_license, renew_license, save_idempotency, IdempotencyRecord, LicenseRow,
+    idempotency_in, insert_license, license_in, renew_license, save_idempotency, IdempotencyRecord,
+    LicenseRow,
 };
 use crate::store::reviews::resolve_review;
 use crate::store::{
@@ -122,11 +123,59 @@ pub type Render = fn(LicenseOutcome<'_>) -> (u16, Value);
 pub struct LicenseRequest {
     pub actor: Actor,
     pub tenant: ResellerId,
-    pub idempotency_key: String,
+    /// `None` only for a review's approval, which the review itself keeps
+    /// from acting twice.
+    pub idempotency_key: Option<String>,
     /// A digest of the request (route and canonical body): the same key
     /// with another fingerprint is a reuse.
     pub fingerprint: String,
     pub action: LicenseAction,
+    /// The review this request resolves, closed in the same write.
+    pub closes: Option<ReviewClose>,
+}
+
+/// An open review that a new decision resolves: closed in the very write
+/// that records the decision (and the licence), or not at all.
+#[derive(Clone, Debug)]
+pub struct ReviewClose {
+    /// The decision under review.
+    pub decision_id: String,
+    /// The resolution as asked: resolution, note, reviewer, customer.
+    pub base: Value,
+    pub reviewer: Actor,
+    pub tenant: String,
+}
+
+impl ReviewClose {
+    /// The review's final state and its audit event, given the new decision.
+    fn settle(
+        &self,
+        decision_id: &str,
+        outcome: Outcome,
+        license_id: Option<&str>,
+    ) -> (String, Value, NewEvent) {
+        let status = match outcome {
+            Outcome::Allow => "approved",
+            _ => "denied",
+        };
+        let mut review = self.base.clone();
+        review["status"] = json!(status);
+        review["decision_id"] = json!(decision_id);
+        review["outcome"] = json!(outcome);
+        review["license_id"] = json!(license_id);
+        let mut subject = review.clone();
+        subject["kind"] = json!("review");
+        subject["id"] = json!(self.decision_id);
+        let event = NewEvent {
+            action: "review.approve".into(),
+            actor: self.reviewer.clone(),
+            outcome: None,
+            decision: None,
+            subject,
+            reseller: Some(self.tenant.clone()),
+        };
+        (status.to_string(), review, event)
+    }
 }
 
 /// A response to replay as it is.
@@ -345,6 +394,21 @@ impl Gate {
         tenant: &ResellerId,
         question: &Question,
     ) -> Result<Value, GateError> {
+        Ok(self
+            .preflight_closing(actor, tenant, question, None)
+            .await?
+            .0)
+    }
+
+    /// A preflight that may resolve a review in the same write; returns the
+    /// decision and the review's final state.
+    async fn preflight_closing(
+        &self,
+        actor: &Actor,
+        tenant: &ResellerId,
+        question: &Question,
+        closes: Option<&ReviewClose>,
+    ) -> Result<(Value, Option<Value>), GateError> {
         let mut catalog = self.catalog();
         for _ in 0..RETRIES {
             let prepared = self.prepare(
@@ -366,15 +430,30 @@ impl Gate {
                 other => other?,
             };
             let version = catalog.version();
+            if closes.is_some() && verdict.outcome == Outcome::Review {
+                return Err(GateError::StillInReview);
+            }
+            let settled = closes.map(|c| c.settle(&record.id, verdict.outcome, None));
+            let (under_review, review) = (
+                closes.map(|c| c.decision_id.clone()),
+                settled.as_ref().map(|(_, review, _)| review.clone()),
+            );
             match self
-                .commit(move |conn, head| record_decision(conn, head, version, record))
+                .commit(move |conn, head| {
+                    let body = record_decision(conn, head, version, record)?;
+                    if let (Some(id), Some((status, review, event))) = (under_review, settled) {
+                        resolve_review(conn, head, &id, &status, &review, event)?;
+                    }
+                    Ok(body)
+                })
                 .await
             {
                 Ok(body) => {
                     self.observe(&body, question.transaction, verdict.outcome);
-                    return Ok(body);
+                    return Ok((body, review));
                 }
                 Err(StoreError::Stale) => catalog = self.reload().await?,
+                Err(StoreError::ReviewNotOpen) => return Err(GateError::ReviewResolved),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -390,14 +469,14 @@ impl Gate {
         render: Render,
     ) -> Result<Reply, GateError> {
         let tenant = request.tenant.to_string();
-        let key = request.idempotency_key.clone();
-        if let Some(found) = {
-            let (store, t, k) = (self.store.clone(), tenant.clone(), key.clone());
-            blocking(move || store.idempotency(&t, &k)).await?
-        } {
-            return replay(found, &request.fingerprint);
-        }
-        let _guard = {
+        let mut _guard = None;
+        if let Some(key) = request.idempotency_key.clone() {
+            if let Some(found) = {
+                let (store, t, k) = (self.store.clone(), tenant.clone(), key.clone());
+                blocking(move || store.idempotency(&t, &k)).await?
+            } {
+                return replay(found, &request.fingerprint);
+            }
             let mut set = self
                 .in_flight
                 .lock()
@@ -405,11 +484,11 @@ impl Gate {
             if !set.insert((tenant.clone(), key.clone())) {
                 return Err(GateError::KeyInFlight);
             }
-            InFlight {
+            _guard = Some(InFlight {
                 set: &self.in_flight,
-                key: (tenant.clone(), key.clone()),
-            }
-        };
+                key: (tenant.clone(), key),
+            });
+        }
         let mut catalog = self.catalog();
         for _ in 0..RETRIES {
             match self.license_once(&catalog, &request, render).await {
@@ -423,6 +502,9 @@ impl Gate {
                 Ok(Written::Existing(found)) => return replay(found, &request.fingerprint),
                 Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
                 Err(GateError::Store(StoreError::Conflict)) => continue,
+                Err(GateError::Store(StoreError::ReviewNotOpen)) => {
+                    return Err(GateError::ReviewResolved)
+                }
                 Err(e) if e.may_be_stale() => match self.newer_than(&catalog).await? {
                     Some(fresh) => catalog = fresh,
                     None => return Err(e),
@@ -563,16 +645,52 @@ impl Gate {
         let version = catalog.version();
         let key = request.idempotency_key.clone();
         let fingerprint = request.fingerprint.clone();
-        let read_expiry = current.as_ref().map(|c| c.expires_at);
+        // A renewal's term is computed again inside the write, from the
+        // licence as it then stands: concurrent renewals each extend it,
+        // none is lost, and none has to be retried.
+        let renewal = current.as_ref().map(|_| Renewal {
+            customer_given: matches!(
+                &request.action,
+                LicenseAction::Renew {
+                    customer: Some(_),
+                    ..
+                }
+            ),
+            term_days,
+            not_after: verdict.not_after,
+            customer_id: question.customer.id.clone(),
+            signer: Arc::clone(&self.signer),
+        });
         let outcome = verdict.outcome;
+        if request.closes.is_some() && outcome == Outcome::Review {
+            return Err(GateError::StillInReview);
+        }
+        let settled = request.closes.as_ref().map(|c| {
+            let written_id = license.as_ref().map(|l| l.id.as_str());
+            (
+                c.decision_id.clone(),
+                c.settle(&record.id, outcome, written_id),
+            )
+        });
         let written = self
             .commit(move |conn, head| {
                 let now = Utc::now();
-                if let Some(found) = idempotency_in(conn, &tenant, &key, now)? {
-                    return Ok(Written::Existing(found));
+                if let Some(key) = &key {
+                    if let Some(found) = idempotency_in(conn, &tenant, key, now)? {
+                        return Ok(Written::Existing(found));
+                    }
+                }
+                let (mut record, mut license) = (record, license);
+                let mut read_decision = None;
+                if let (Some(row), Some(plan)) = (license.as_mut(), &renewal) {
+                    read_decision = Some(plan.apply(conn, row, now)?);
+                    record.event.subject["license"] = json!({
+                        "id": row.id, "seats": row.seats,
+                        "starts_at": row.starts_at, "expires_at": row.expires_at,
+                    });
                 }
                 let decision = record_decision(conn, head, version, record)?;
-                let (status, body) = match (&license, read_expiry) {
+                let (status, body) = match (&license, read_decision) {
                     (Some(row), None) => {
                         insert_license(conn, row)?;
                         let license = license_json(row, now);
@@ -581,8 +699,8 @@ impl Gate {
                             decision: &decision,
                         })
                     }
-                    (Some(row), Some(expiry)) => {
-                        renew_license(conn, row, expiry)?;
+                    (Some(row), Some(read)) => {
+                        renew_license(conn, row, &read)?;
                         let license = license_json(row, now);
                         render(LicenseOutcome::Renewed {
                             license: &license,
@@ -596,12 +714,17 @@ impl Gate {
                         decision: &decision,
                     }),
                 };
-                let stored = IdempotencyRecord {
-                    fingerprint,
-                    status,
-                    body: body.to_string(),
-                };
-                save_idempotency(conn, &tenant, &key, &stored, now)?;
+                if let Some((under_review, (review_status, review, event))) = settled {
+                    resolve_review(conn, head, &under_review, &review_status, &review, event)?;
+                }
+                if let Some(key) = &key {
+                    let stored = IdempotencyRecord {
+                        fingerprint,
+                        status,
+                        body: body.to_string(),
+                    };
+                    save_idempotency(conn, &tenant, key, &stored, now)?;
+                }
                 Ok(Written::Fresh(status, body))
             })
             .await?;
@@ -738,8 +861,47 @@ impl Gate {
             Some(c) => Some(c.clone()),
             None => field(&request, "customer")?,
         };
-        let (status, result) = match input.resolution {
-            Resolution::Reject => ("rejected", json!({})),
+        let base = json!({
+            "resolution": input.resolution,
+            "note": input.note,
+            "reviewer": {"sub": input.reviewer.sub, "role": input.reviewer.role},
+            "resolved_at": crate::store::format_instant(Utc::now()),
+            "customer": input.customer,
+        });
+        let closes = ReviewClose {
+            decision_id: input.decision_id.clone(),
+            base: base.clone(),
+            reviewer: input.reviewer.clone(),
+            tenant: tenant.to_string(),
+        };
+        let (result, review) = match input.resolution {
+            Resolution::Reject => {
+                let mut review = base;
+                review["status"] = json!("rejected");
+                let mut subject = review.clone();
+                subject["kind"] = json!("review");
+                subject["id"] = json!(input.decision_id);
+                let event = NewEvent {
+                    action: "review.reject".into(),
+                    actor: input.reviewer.clone(),
+                    outcome: None,
+                    decision: None,
+                    subject,
+                    reseller: Some(tenant.to_string()),
+                };
+                let (id, stored) = (input.decision_id.clone(), review.clone());
+                match self
+                    .commit(move |conn, head| {
+                        resolve_review(conn, head, &id, "rejected", &stored, event)
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(StoreError::ReviewNotOpen) => return Err(GateError::ReviewResolved),
+                    Err(e) => return Err(e.into()),
+                }
+                (json!({}), review)
+            }
             Resolution::Approve => {
                 // Nothing is written when the attested facts would leave the
                 // decision in review again.
@@ -762,33 +924,25 @@ impl Gate {
                     Some("license.issue") => (Transaction::Issue, field(&request, "product")?),
                     _ => (field(&request, "transaction")?, field(&request, "product")?),
                 };
-                let dry_run = Question {
+                let customer = customer.ok_or(GateError::NotFound)?;
+                let question = Question {
                     transaction,
                     product,
-                    customer: customer.clone().ok_or(GateError::NotFound)?,
+                    customer: customer.clone(),
                     as_of: None,
                 };
-                let catalog = self.fresh_catalog().await?;
-                let (_, verdict) =
-                    self.prepare(&catalog, &input.reviewer, &tenant, &dry_run, "", None)?;
-                if verdict.outcome == Outcome::Review {
-                    return Err(GateError::StillInReview);
-                }
-                let result = match request.get("kind").and_then(Value::as_str) {
+                match request.get("kind").and_then(Value::as_str) {
                     Some("preflight") => {
-                        let question = Question {
-                            transaction: field(&request, "transaction")?,
-                            product: field(&request, "product")?,
-                            customer: customer.clone().ok_or(GateError::NotFound)?,
-                            as_of: None,
-                        };
-                        json!({ "decision": self.preflight(&input.reviewer, &tenant, &question).await? })
+                        let (decision, review) = self
+                            .preflight_closing(&input.reviewer, &tenant, &question, Some(&closes))
+                            .await?;
+                        (json!({ "decision": decision }), review.unwrap_or_default())
                     }
                     Some(kind @ ("license.issue" | "license.renew")) => {
                         let action = if kind == "license.issue" {
                             LicenseAction::Issue {
-                                product: field(&request, "product")?,
-                                customer: customer.clone().ok_or(GateError::NotFound)?,
+                                product: question.product.clone(),
+                                customer,
                                 seats: field(&request, "seats")?,
                                 term_days: field(&request, "term_days")?,
                             }
@@ -796,91 +950,93 @@ impl Gate {
                             LicenseAction::Renew {
                                 license_id: field(&request, "license_id")?,
                                 term_days: field(&request, "term_days")?,
-                                customer: customer.clone(),
+                                customer: Some(customer),
                             }
                         };
-                        // A key no caller can send (it has a space): approving
-                        // twice never acts twice.
-                        let key = format!("review {}", input.decision_id);
                         let reply = self
                             .license(
                                 LicenseRequest {
                                     actor: input.reviewer.clone(),
                                     tenant: tenant.clone(),
-                                    idempotency_key: key.clone(),
-                                    fingerprint: key,
+                                    idempotency_key: None,
+                                    fingerprint: String::new(),
                                     action,
+                                    closes: Some(closes.clone()),
                                 },
                                 render,
                             )
                             .await?;
                         // The decision, and the licence if one was written
                         // (a refusal's problem fields stay out of it).
-                        let mut result = json!({ "decision": reply.body["decision"] });
+                        let decision = &reply.body["decision"];
+                        let outcome: Outcome = serde_json::from_value(decision["outcome"].clone())
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        let license_id = reply.body["license"]["id"].as_str();
+                        let (_, review, _) = closes.settle(
+                            decision["id"].as_str().unwrap_or_default(),
+                            outcome,
+                            license_id,
+                        );
+                        let mut result = json!({ "decision": decision });
                         if let Some(license) = reply.body.get("license") {
                             result["license"] = license.clone();
                         }
-                        result
+                        (result, review)
                     }
                     _ => {
                         return Err(
                             StoreError::Corrupt("a review of an unknown request".into()).into()
                         )
                     }
-                };
-                match result["decision"]["outcome"].as_str() {
-                    Some("allow") => ("approved", result),
-                    Some("deny") => ("denied", result),
-                    _ => return Err(GateError::StillInReview),
                 }
             }
         };
-        let review = json!({
-            "status": status,
-            "resolution": input.resolution,
-            "note": input.note,
-            "reviewer": {"sub": input.reviewer.sub, "role": input.reviewer.role},
-            "resolved_at": crate::store::format_instant(Utc::now()),
-            "customer": input.customer,
-            "decision_id": result["decision"]["id"],
-            "outcome": result["decision"]["outcome"],
-            "license_id": result["license"]["id"],
-        });
-        let mut subject = review.clone();
-        subject["kind"] = json!("review");
-        subject["id"] = json!(input.decision_id);
-        let event = NewEvent {
-            action: format!(
-                "review.{}",
-                serde_json::to_value(input.resolution)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("resolve")
-            ),
-            actor: input.reviewer.clone(),
-            outcome: None,
-            decision: None,
-            subject,
-            reseller: Some(tenant.to_string()),
-        };
-        let (id, status_text, review_json) = (
-            input.decision_id.clone(),
-            status.to_string(),
-            review.clone(),
-        );
-        match self
-            .commit(move |conn, head| {
-                resolve_review(conn, head, &id, &status_text, &review_json, event)
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict) => return Err(GateError::ReviewResolved),
-            Err(e) => return Err(e.into()),
-        }
         let mut out = result;
         out["review"] = review;
         Ok(out)
+    }
+}
+
+/// What a renewal needs to extend the licence inside its write.
+struct Renewal {
+    /// The caller sent new customer facts (else the decision was taken on
+    /// the stored ones, which must not have changed since).
+    customer_given: bool,
+    term_days: i64,
+    not_after: Option<DateTime<Utc>>,
+    customer_id: String,
+    signer: Arc<LicenseSigner>,
+}
+
+impl Renewal {
+    /// Extends `row` from the licence as it now stands (under the ledger
+    /// lock); returns the decision id it replaces.
+    fn apply(
+        &self,
+        conn: &mut crate::store::DbConn,
+        row: &mut LicenseRow,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let fresh = license_in(conn, &row.id)?.ok_or(StoreError::Conflict)?;
+        if !self.customer_given && fresh.customer != row.customer {
+            // Another renewal changed the facts this one was decided on.
+            return Err(StoreError::Conflict);
+        }
+        row.starts_at = fresh.starts_at;
+        row.seats = fresh.seats;
+        // From the later of now and the current expiry, and never past the
+        // decision's `not_after` (which may cut a licence that already ran
+        // past a service end decided since).
+        row.expires_at = term_end(
+            fresh.expires_at.max(now.trunc_subsecs(6)),
+            self.term_days,
+            self.not_after,
+        );
+        row.token = self
+            .signer
+            .sign(row, &self.customer_id, now)
+            .map_err(|e| StoreError::Corrupt(format!("{e:#}")))?;
+        Ok(fresh.decision_id)
     }
 }
 

@@ -71,7 +71,27 @@ pub async fn get(
         Some(d) if own.as_ref().is_none_or(|t| t.as_str() == d.reseller) => {
             let mut body = json!({ "decision": d.body });
             if let Some(review) = super::reviews::review_state(&d) {
-                body["review"] = review;
+                // The tenant learns the outcome; the reviewer's note, name and
+                // the facts attested stay with compliance.
+                body["review"] = match own {
+                    None => review,
+                    Some(_) => {
+                        let keep = [
+                            "status",
+                            "outcome",
+                            "decision_id",
+                            "license_id",
+                            "resolved_at",
+                        ];
+                        let mut shown = serde_json::Map::new();
+                        for k in keep {
+                            if let Some(v) = review.get(k).filter(|v| !v.is_null()) {
+                                shown.insert(k.to_string(), v.clone());
+                            }
+                        }
+                        serde_json::Value::Object(shown)
+                    }
+                };
             }
             Ok(HttpResponse::Ok().json(body))
         }

@@ -210,30 +210,15 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(issues) => ApiError::Validation(issues_to_fields(&issues)),
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Stale => ApiError::Unavailable("the catalogue kept changing".into()),
-            StoreError::Database(e) => classify(e),
+            // Issue 3: a database error at any point is 503 with Retry-After
+            // (nothing was written; the cause goes to the log).
+            StoreError::Database(e) => ApiError::Unavailable(e.to_string()),
             StoreError::Pool(e) => ApiError::Unavailable(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(m),
             StoreError::BatchFailed(m) => ApiError::Unavailable(m),
             StoreError::Conflict => ApiError::Unavailable("the licence kept changing".into()),
+            StoreError::ReviewNotOpen => ApiError::ReviewResolved,
         }
-    }
-}
-
-/// A database error is `503` (retry) when it can pass: the connection, a
-/// busy or failing server, a serialisation conflict. A broken constraint or
-/// a query the database cannot answer is a bug that retrying won't fix: `500`.
-fn classify(e: diesel::result::Error) -> ApiError {
-    use diesel::result::{DatabaseErrorKind as K, Error as E};
-    match &e {
-        E::DatabaseError(
-            K::UniqueViolation | K::ForeignKeyViolation | K::NotNullViolation | K::CheckViolation,
-            _,
-        )
-        | E::NotFound
-        | E::DeserializationError(_)
-        | E::SerializationError(_)
-        | E::QueryBuilderError(_) => ApiError::Internal(e.to_string()),
-        _ => ApiError::Unavailable(e.to_string()),
     }
 }
 

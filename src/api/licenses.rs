@@ -157,7 +157,8 @@ pub async fn issue(
     let request = LicenseRequest {
         actor: principal.actor(),
         tenant,
-        idempotency_key: key,
+        idempotency_key: Some(key),
+        closes: None,
         fingerprint: fingerprint("POST /v1/licenses", &body),
         action: LicenseAction::Issue {
             product: body.product,
@@ -185,7 +186,8 @@ pub async fn renew(
     let request = LicenseRequest {
         actor: principal.actor(),
         tenant,
-        idempotency_key: key,
+        idempotency_key: Some(key),
+        closes: None,
         fingerprint: fingerprint(&format!("POST /v1/licenses/{license_id}/renewals"), &body),
         action: LicenseAction::Renew {
             license_id,

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::schema::{audit_checkpoints, ledger_head};
 use super::{DbConn, Manager, Store, StoreError};
 use crate::audit::Checkpoint;
+use crate::config::DatabaseUrl;
 
 /// The PostgreSQL advisory lock held by the replica that signs checkpoints.
 const SIGNER_LOCK: i64 = 7_474_002;
@@ -84,14 +85,24 @@ impl Store {
         }
     }
 
-    /// A connection outside the pool, held by the checkpoint signer.
+    /// A connection outside the pool, held for long (the ledger writer's,
+    /// the checkpoint signer's). On PostgreSQL, TCP keepalives make a dead
+    /// peer show within a minute, so that a lock held by a replica whose
+    /// host died is released promptly rather than after hours.
     pub fn dedicated_connection(&self) -> Result<DbConn, StoreError> {
         use diesel::r2d2::ManageConnection;
-        Manager {
-            url: self.url.clone(),
-        }
-        .connect()
-        .map_err(|e| StoreError::BatchFailed(format!("connecting: {e}")))
+        let url = match &self.url {
+            DatabaseUrl::Postgres(url) => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                DatabaseUrl::Postgres(format!(
+                    "{url}{sep}keepalives=1&keepalives_idle=20&keepalives_interval=5&keepalives_count=4&tcp_user_timeout=40000"
+                ))
+            }
+            sqlite => sqlite.clone(),
+        };
+        Manager { url }
+            .connect()
+            .map_err(|e| StoreError::BatchFailed(format!("connecting: {e}")))
     }
 }
 

@@ -23,7 +23,7 @@ type Job = Box<dyn FnOnce(&mut DbConn, &mut Head) -> Completion + Send>;
 
 /// The handle requests submit writes to.
 pub struct Ledger {
-    sender: Option<mpsc::Sender<Job>>,
+    sender: Option<mpsc::SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     max_batch: usize,
 }
@@ -57,7 +57,7 @@ impl Ledger {
         max_batch: usize,
         batch_sizes: Histogram,
     ) -> std::io::Result<Ledger> {
-        let (sender, receiver) = mpsc::channel::<Job>();
+        let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
         let max_batch = max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -99,19 +99,33 @@ impl Ledger {
         self.sender
             .as_ref()
             .ok_or_else(|| StoreError::BatchFailed("the ledger writer has stopped".into()))?
-            .send(job)
-            .map_err(|_| StoreError::BatchFailed("the ledger writer has stopped".into()))?;
+            .try_send(job)
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => {
+                    StoreError::BatchFailed("the ledger writer's queue is full".into())
+                }
+                mpsc::TrySendError::Disconnected(_) => {
+                    StoreError::BatchFailed("the ledger writer has stopped".into())
+                }
+            })?;
         answer
             .await
             .map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
     }
 }
 
+/// Writes waiting for the writer, at most: past that, requests are told to
+/// retry (`503`) rather than queue without bound.
+const QUEUE: usize = 8192;
+
 /// How often the writer forgets idempotency keys past their 24 hours.
 const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_sizes: &Histogram) {
     let mut purged = std::time::Instant::now();
+    // The writer's own connection, outside the pool (readers never keep it
+    // waiting), opened again after a batch fails.
+    let mut own: Option<DbConn> = None;
     while let Ok(first) = receiver.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -126,7 +140,10 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
         // batch is then abandoned (its callers get an error) and the next
         // one runs.
         let settled = catch_unwind(AssertUnwindSafe(|| {
-            let mut conn = store.conn()?;
+            let conn = match own.as_mut() {
+                Some(conn) => conn,
+                None => own.insert(store.dedicated_connection()?),
+            };
             conn.transaction(|c| {
                 locked(c, |c, head| {
                     for job in jobs {
@@ -143,6 +160,7 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
         };
         if let Some(why) = &failure {
             tracing::warn!(error = %why, writes = completions.len(), "a ledger batch failed");
+            own = None;
         }
         for done in completions {
             done(failure.as_deref());

@@ -103,17 +103,18 @@ pub fn insert_license(conn: &mut DbConn, license: &LicenseRow) -> Result<(), Sto
     Ok(())
 }
 
-/// Writes a renewal, if the licence still expires at `read_expiry` (else
-/// another renewal came first: [`StoreError::Conflict`]).
+/// Writes a renewal, if the licence is still as it was read: the same
+/// decision behind it, which every renewal replaces (else another renewal
+/// came first: [`StoreError::Conflict`]).
 pub fn renew_license(
     conn: &mut DbConn,
     license: &LicenseRow,
-    read_expiry: DateTime<Utc>,
+    read_decision: &str,
 ) -> Result<(), StoreError> {
     let updated = diesel::update(
         licenses::table
             .filter(licenses::id.eq(&license.id))
-            .filter(licenses::expires_at.eq(format_instant(read_expiry))),
+            .filter(licenses::decision_id.eq(read_decision)),
     )
     .set((
         licenses::customer.eq(license.customer.to_string()),
@@ -186,16 +187,21 @@ pub fn save_idempotency(
     Ok(())
 }
 
+/// One licence, read inside a write.
+pub fn license_in(conn: &mut DbConn, id: &str) -> Result<Option<LicenseRow>, StoreError> {
+    licenses::table
+        .filter(licenses::id.eq(id))
+        .select(license_columns!())
+        .first::<Row>(conn)
+        .optional()?
+        .map(from_row)
+        .transpose()
+}
+
 impl Store {
     pub fn license(&self, id: &str) -> Result<Option<LicenseRow>, StoreError> {
         let mut conn = self.conn()?;
-        licenses::table
-            .filter(licenses::id.eq(id))
-            .select(license_columns!())
-            .first::<Row>(&mut *conn)
-            .optional()?
-            .map(from_row)
-            .transpose()
+        license_in(&mut conn, id)
     }
 
     /// A page of licences in id (= creation) order, after the cursor `after`;

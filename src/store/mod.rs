@@ -119,6 +119,9 @@ pub enum StoreError {
     /// renewed by another request): read again and retry.
     #[error("a concurrent write changed what this one read")]
     Conflict,
+    /// The review to resolve is not open (any more).
+    #[error("the review is not open")]
+    ReviewNotOpen,
 }
 
 /// Who did something, as recorded in audit events.
@@ -482,9 +485,24 @@ impl Store {
 
     /// Reads a page of audit events, in `seq` order, as exported.
     pub fn audit_events(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<Value>, StoreError> {
+        Ok(self
+            .audit_rows(filter, limit)?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
+    }
+
+    /// A page of events with their `seq` column (which paging follows,
+    /// whatever the stored event says). A stored event that is not JSON
+    /// comes out as `null`, for the verifier to call malformed.
+    fn audit_rows(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<(i64, Value)>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = audit_events::table
-            .select((audit_events::event, audit_events::hash))
+            .select((audit_events::seq, audit_events::event, audit_events::hash))
             .order(audit_events::seq.asc())
             .limit(limit)
             .into_boxed();
@@ -522,16 +540,17 @@ impl Store {
         if let Some(to) = filter.to {
             query = query.filter(audit_events::at.lt(format_instant(to)));
         }
-        let rows = query.load::<(String, String)>(&mut *conn)?;
-        rows.into_iter()
-            .map(|(event, hash)| {
-                let mut value = parse_json(&event)?;
+        let rows = query.load::<(i64, String, String)>(&mut *conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, event, hash)| {
+                let mut value = serde_json::from_str(&event).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut value {
                     map.insert("hash".into(), Value::String(hash));
                 }
-                Ok(value)
+                (seq, value)
             })
-            .collect()
+            .collect())
     }
 
     /// Calls `f` with every event matching `filter`, in `seq` order, a
@@ -544,15 +563,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut filter = filter.clone();
         loop {
-            let page = self.audit_events(&filter, EXPORT_PAGE)?;
-            let Some(last) = page
-                .last()
-                .and_then(|e| e.get("seq"))
-                .and_then(Value::as_i64)
-            else {
+            let page = self.audit_rows(&filter, EXPORT_PAGE)?;
+            let Some(&(last, _)) = page.last() else {
                 return Ok(());
             };
-            for event in &page {
+            for (_, event) in &page {
                 if !f(event) {
                     return Ok(());
                 }
@@ -570,10 +585,11 @@ impl Store {
         extra: &[audit::Checkpoint],
         extra_keys: &[Value],
     ) -> Result<audit::Report, StoreError> {
-        // The head first: events committed while the chain is read lie
-        // beyond it and are left for the next verification.
-        let (seq, hash) = self.head()?;
+        // Checkpoints, then the head: every checkpoint in the database is
+        // then at or below the head. Events committed while the chain is
+        // read lie beyond the head and are left for the next verification.
         let mut checkpoints = self.all_checkpoints()?;
+        let (seq, hash) = self.head()?;
         checkpoints.extend_from_slice(extra);
         let mut keys = self.license_keys()?;
         keys.extend_from_slice(extra_keys);
@@ -583,7 +599,27 @@ impl Store {
             ..AuditFilter::default()
         };
         self.for_each_event(&filter, |event| verifier.push(event))?;
-        Ok(verifier.finish_at((seq, &hash)))
+        let mut report = verifier.finish_at((seq, &hash));
+        // Events past the recorded head that were there before it was read
+        // (none can be: each write moves the head with its events) were
+        // slipped in behind the service's back.
+        if report.ok {
+            let beyond: i64 = {
+                let mut conn = self.conn()?;
+                audit_events::table
+                    .filter(audit_events::seq.gt(seq))
+                    .select(diesel::dsl::min(audit_events::seq))
+                    .first::<Option<i64>>(&mut *conn)?
+                    .unwrap_or(0)
+            };
+            let (now, _) = self.head()?;
+            if beyond > 0 && beyond > now {
+                report.ok = false;
+                report.first_invalid_seq = Some(seq + 1);
+                report.fault = Some(audit::Fault::HeadMismatch);
+            }
+        }
+        Ok(report)
     }
 
     /// Runs `f` in a transaction of its own that has locked the ledger head
@@ -703,6 +739,9 @@ pub fn record_decision(
     let mut body = decision.body;
     body.insert("audit_seq".into(), Value::from(head.seq + 1));
     let body = Value::Object(body);
+    // A what-if question (`as_of`) is not a transaction to review.
+    let reviewable = decision.outcome == Outcome::Review
+        && decision.event.subject.get("what_if") != Some(&Value::Bool(true));
     let mut event = decision.event;
     event.decision = Some(body.clone());
     append_event(conn, head, event, &catalog_version.to_string(), now)?;
@@ -716,7 +755,7 @@ pub fn record_decision(
             decisions::audit_seq.eq(head.seq),
             decisions::created_at.eq(format_instant(now)),
             decisions::request.eq(Some(decision.request.to_string())),
-            decisions::review_status.eq((decision.outcome == Outcome::Review).then_some("open")),
+            decisions::review_status.eq(reviewable.then_some("open")),
         ))
         .execute(conn)?;
     Ok(body)

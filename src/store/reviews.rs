@@ -76,7 +76,7 @@ impl Store {
 }
 
 /// Closes an open review (a ledger write) with its audit event. A review
-/// already resolved is [`StoreError::Conflict`].
+/// already resolved is [`StoreError::ReviewNotOpen`].
 pub fn resolve_review(
     conn: &mut DbConn,
     head: &mut Head,
@@ -96,7 +96,7 @@ pub fn resolve_review(
     ))
     .execute(conn)?;
     if updated != 1 {
-        return Err(StoreError::Conflict);
+        return Err(StoreError::ReviewNotOpen);
     }
     let version = head.catalog_version().to_string();
     append_event(conn, head, event, &version, Utc::now())

@@ -224,3 +224,108 @@ async fn concurrent_writers_keep_one_gapless_chain(app: TestApp) {
     let v = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(v.body["ok"], true, "{}", v.text);
 }
+
+/// GET /v1/audit with an `Accept` of an export format: the whole body.
+async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
+    let mut resp = app
+        .client
+        .get(format!("{}/v1/audit{query}", app.address))
+        .insert_header(("authorization", format!("Bearer {}", app.compliance())))
+        .insert_header(("accept", accept))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = resp.body().limit(64 * 1024 * 1024).await.unwrap();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+both!(exports_stream_ndjson_and_csv_with_the_same_filters);
+async fn exports_stream_ndjson_and_csv_with_the_same_filters(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    for (name, country) in [
+        ("Smith, \"Jr\" & Co\nLtd", "US"),
+        ("=HYPERLINK(\"x\")", "US"),
+        ("Plain", "DE"),
+    ] {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": "c", "name": name, "country": country, "us_person": false}});
+        assert_eq!(app.preflight("alpha", body).await.status, 200);
+    }
+    let (kind, ndjson) = export(&app, "", "application/x-ndjson").await;
+    assert_eq!(kind, "application/x-ndjson");
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, app.all_events().await, "the export is the trail");
+    assert!(audit::verify(&lines).ok);
+
+    let (kind, csv) = export(&app, "", "text/csv").await;
+    assert_eq!(kind, "text/csv; charset=utf-8");
+    let mut reader = csv_rows(&csv);
+    let header = reader.remove(0);
+    assert_eq!(header[0], "seq");
+    assert_eq!(header.len(), 24);
+    assert_eq!(reader.len(), lines.len(), "one row per event");
+    assert!(
+        reader.iter().all(|r| r.len() == header.len()),
+        "every row has every column"
+    );
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let denied: Vec<&Vec<String>> = reader
+        .iter()
+        .filter(|r| r[col("outcome")] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 2);
+    assert!(denied[0][col("reasons")]
+        .starts_with("designated_lineage:us-icts-kaspersky-2024:full-cutoff"));
+    let subject: serde_json::Value = serde_json::from_str(&denied[0][col("subject")]).unwrap();
+    assert_eq!(
+        subject["customer"]["name"], "Smith, \"Jr\" & Co\nLtd",
+        "quoted, commas, quotes and line breaks survive"
+    );
+    assert_eq!(denied[1][col("customer_id")], "c");
+    assert!(
+        !csv.contains("\n=HYPERLINK") && !csv.contains(",=HYPERLINK"),
+        "no cell starts a formula"
+    );
+
+    let (_, filtered) = export(&app, "?outcome=deny", "application/x-ndjson").await;
+    assert_eq!(filtered.lines().count(), 2);
+    let (_, filtered_csv) = export(&app, "?action=catalog.*", "text/csv").await;
+    assert_eq!(csv_rows(&filtered_csv).len(), 1 + 9);
+}
+
+/// A small RFC 4180 reader for the test.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}

@@ -766,3 +766,38 @@ async fn a_rotated_licence_key_stays_published(app: TestApp) {
     )
     .is_ok());
 }
+
+both!(concurrent_renewals_are_both_applied);
+async fn concurrent_renewals_are_both_applied(app: TestApp) {
+    setup(&app).await;
+    let first = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 2, 10),
+    )
+    .await;
+    let id = first.body["license"]["id"].as_str().unwrap().to_string();
+    let expiry = at(first.body["license"]["expires_at"].as_str().unwrap());
+    let path = format!("/v1/licenses/{id}/renewals");
+    let keys: Vec<String> = (0..6).map(|_| key()).collect();
+    let five = json!({"term_days": 5});
+    let replies = futures_util::future::join_all(
+        keys.iter()
+            .map(|k| post(&app, &path, "alpha", Some(k), &five)),
+    )
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    let now = app
+        .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(
+        at(now.body["expires_at"].as_str().unwrap()),
+        expiry + chrono::Duration::days(30),
+        "six renewals of five days each, none lost"
+    );
+}

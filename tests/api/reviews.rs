@@ -83,11 +83,18 @@ async fn an_approved_review_issues_the_licence_that_was_asked_for(app: TestApp) 
         "the term that was asked for"
     );
 
-    // The reseller sees the outcome on its decision, and has the licence.
+    // The reseller sees the outcome on its decision (not the reviewer's
+    // note or name), and has the licence; compliance sees it all.
     let seen = app
         .get(&format!("/v1/decisions/{id}"), &app.reseller("alpha"))
         .await;
-    assert_eq!(seen.body["review"], *review);
+    assert_eq!(
+        seen.body["review"],
+        json!({"status": "approved", "outcome": "allow", "decision_id": review["decision_id"],
+               "license_id": review["license_id"], "resolved_at": review["resolved_at"]})
+    );
+    let full = app.get(&format!("/v1/decisions/{id}"), &compliance).await;
+    assert_eq!(full.body["review"], *review);
     let mine = app.get("/v1/licenses", &app.reseller("alpha")).await;
     assert_eq!(mine.body["licenses"].as_array().unwrap().len(), 1);
 
@@ -252,5 +259,52 @@ async fn approving_twice_at_once_acts_once(app: TestApp) {
             .unwrap()
             .len(),
         1
+    );
+}
+
+both!(a_preflight_review_is_re_decided_and_what_ifs_are_not_queued);
+async fn a_preflight_review_is_re_decided_and_what_ifs_are_not_queued(app: TestApp) {
+    setup(&app).await;
+    let ask = |as_of: Option<&str>| {
+        let mut body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                              "customer": {"id": "br-9", "name": "Exemplo", "country": "BR"}});
+        if let Some(t) = as_of {
+            body["as_of"] = json!(t);
+        }
+        body
+    };
+    let what_if = app
+        .preflight("alpha", ask(Some("2025-01-01T00:00:00Z")))
+        .await;
+    assert_eq!(what_if.body["decision"]["outcome"], "review");
+    let real = app.preflight("alpha", ask(None)).await;
+    assert_eq!(real.body["decision"]["outcome"], "review");
+    let queue = app.get("/v1/reviews", &app.compliance()).await;
+    let ids: Vec<&Value> = queue.body["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["decision"]["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        vec![&real.body["decision"]["id"]],
+        "a what-if question is not a transaction to review"
+    );
+
+    let id = real.body["decision"]["id"].as_str().unwrap();
+    let body = json!({"resolution": "approve", "note": "attested",
+                      "customer": {"id": "br-9", "name": "Exemplo", "country": "BR", "us_person": false}});
+    let approved = app
+        .post(&format!("/v1/reviews/{id}"), &app.compliance(), body)
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    assert_eq!(approved.body["decision"]["outcome"], "allow");
+    assert_eq!(approved.body["decision"]["transaction"], "issue");
+    assert_eq!(approved.body["review"]["status"], "approved");
+    assert_eq!(
+        approved.body.get("license"),
+        None,
+        "a preflight asked for no licence"
     );
 }
