@@ -3,15 +3,23 @@
 -- compromised service cannot rewrite history; only the owner role (used for
 -- migrations, kept offline) owns the tables and their append-only triggers.
 --
--- Run once as a superuser, with the database created and owned by
--- gatekeeper_owner:
---   psql -v ON_ERROR_STOP=1 -d gatekeeper -f deploy/postgres-roles.sql
--- Then migrate as the owner and serve as the service:
---   GATEKEEPER_DATABASE_URL=postgres://gatekeeper_owner@db/gatekeeper gatekeeper migrate
---   GATEKEEPER_DATABASE_URL=postgres://gatekeeper_service@db/gatekeeper gatekeeper serve
--- (serve also runs migrations at start-up; with nothing pending it changes
--- nothing, so the service role needs no DDL rights.) Passwords and TLS are
--- yours to set (ALTER ROLE ... PASSWORD, sslmode=verify-full).
+-- 1. As a superuser: create the owner and the database it owns, and let it
+--    create tables:
+--      CREATE ROLE gatekeeper_owner LOGIN;
+--      CREATE DATABASE gatekeeper OWNER gatekeeper_owner;
+--      \c gatekeeper
+--      GRANT CREATE ON SCHEMA public TO gatekeeper_owner;
+-- 2. Migrate as the owner:
+--      GATEKEEPER_DATABASE_URL=postgres://gatekeeper_owner@db/gatekeeper gatekeeper migrate
+-- 3. Then, as a superuser, run this file (it grants on the migrated tables):
+--      psql -v ON_ERROR_STOP=1 -d gatekeeper -f deploy/postgres-roles.sql
+-- 4. Serve as the service role:
+--      GATEKEEPER_DATABASE_URL=postgres://gatekeeper_service@db/gatekeeper gatekeeper serve
+-- `serve` checks diesel's bookkeeping and, with nothing pending, creates
+-- nothing, so the service role needs no DDL rights. After a release with new
+-- migrations: migrate as the owner (the migration Job), then run this file
+-- again. Passwords and TLS are yours to set (ALTER ROLE ... PASSWORD,
+-- sslmode=verify-full).
 
 DO $$
 BEGIN

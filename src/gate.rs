@@ -273,6 +273,7 @@ impl Gate {
     ) -> Result<Gate, StoreError> {
         store.register_license_key(signer.kid(), signer.jwk())?;
         let catalog = store.load_catalog()?;
+        metrics.catalog_installed(catalog.version());
         Ok(Gate {
             store,
             ledger,
@@ -315,7 +316,9 @@ impl Gate {
                 Arc::clone(&fresh)
             }
         });
-        self.catalog()
+        let installed = self.catalog();
+        self.metrics.catalog_installed(installed.version());
+        installed
     }
 
     /// Runs a write through the ledger, timing it.
@@ -329,6 +332,15 @@ impl Gate {
         let timer = self.metrics.audit_append_seconds.start_timer();
         let result = self.ledger.submit(write).await;
         timer.observe_duration();
+        if let Err(
+            StoreError::Database(_)
+            | StoreError::Pool(_)
+            | StoreError::BatchFailed(_)
+            | StoreError::Corrupt(_),
+        ) = &result
+        {
+            self.metrics.audit_append_failures_total.inc();
+        }
         result
     }
 
@@ -384,6 +396,16 @@ impl Gate {
             .decisions_total
             .with_label_values(&[transaction.as_str(), outcome.as_str()])
             .inc();
+        if outcome == Outcome::Deny {
+            for reason in decision["reasons"].as_array().into_iter().flatten() {
+                let designation = reason["designation"].as_str().unwrap_or_default();
+                let rule = reason["rule"].as_str().unwrap_or_default();
+                self.metrics
+                    .refusals_total
+                    .with_label_values(&[designation, rule])
+                    .inc();
+            }
+        }
     }
 
     /// A preflight: takes a decision for `tenant` and records it with its
@@ -475,7 +497,7 @@ impl Gate {
                 let (store, t, k) = (self.store.clone(), tenant.clone(), key.clone());
                 blocking(move || store.idempotency(&t, &k)).await?
             } {
-                return replay(found, &request.fingerprint);
+                return replay(found, &request.fingerprint, &self.metrics);
             }
             let mut set = self
                 .in_flight
@@ -499,7 +521,9 @@ impl Gate {
                         replayed: false,
                     })
                 }
-                Ok(Written::Existing(found)) => return replay(found, &request.fingerprint),
+                Ok(Written::Existing(found)) => {
+                    return replay(found, &request.fingerprint, &self.metrics)
+                }
                 Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
                 Err(GateError::Store(StoreError::Conflict)) => continue,
                 Err(GateError::Store(StoreError::ReviewNotOpen)) => {
@@ -1047,12 +1071,17 @@ fn field<T: serde::de::DeserializeOwned>(request: &Value, name: &str) -> Result<
 }
 
 /// The stored first response to a key, if this request is the same one.
-fn replay(found: IdempotencyRecord, fingerprint: &str) -> Result<Reply, GateError> {
+fn replay(
+    found: IdempotencyRecord,
+    fingerprint: &str,
+    metrics: &Metrics,
+) -> Result<Reply, GateError> {
     if found.fingerprint != fingerprint {
         return Err(GateError::KeyReused);
     }
     let body = serde_json::from_str(&found.body)
         .map_err(|e| StoreError::Corrupt(format!("idempotency record: {e}")))?;
+    metrics.idempotent_replays_total.inc();
     Ok(Reply {
         status: found.status,
         body,

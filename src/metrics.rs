@@ -1,9 +1,14 @@
 //! Prometheus metrics in a registry of the service's own (never the global
 //! one), so that tests and several servers in one process do not collide.
+//! Route labels are matched patterns; no label carries a customer, a token
+//! or any other caller-supplied value.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets from 100 µs to 5 s.
@@ -11,14 +16,42 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// What the database says at scrape time (read by the `/metrics` handler).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseStats {
+    pub ready: bool,
+    pub review_queue_depth: i64,
+    /// Seconds since the newest signed checkpoint, if there is one.
+    pub checkpoint_age_seconds: Option<f64>,
+    /// Licences whose decision (and so its audit event) is missing.
+    pub license_audit_mismatch: i64,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     pub decisions_total: IntCounterVec,
+    pub refusals_total: IntCounterVec,
+    pub idempotent_replays_total: IntCounter,
     pub http_request_duration: HistogramVec,
     pub audit_append_seconds: Histogram,
+    pub audit_append_failures_total: IntCounter,
     pub audit_head_seq: IntGauge,
     pub ledger_batch_size: Histogram,
+    pub review_queue_depth: IntGauge,
+    pub catalog_version: IntGauge,
+    catalog_age_seconds: Gauge,
+    /// Unix seconds at which this process installed the current catalogue.
+    catalog_since: Arc<AtomicI64>,
+    pub db_pool_connections: IntGaugeVec,
+    pub db_pool_wait_seconds: Histogram,
+    checkpoint_age_seconds: Gauge,
+    license_audit_mismatch: IntGauge,
+    ready: IntGauge,
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
 }
 
 impl Metrics {
@@ -31,6 +64,17 @@ impl Metrics {
             ),
             &["transaction", "outcome"],
         )?;
+        let refusals_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_refusals_total",
+                "Refusals (deny), by the designation and rule they cite.",
+            ),
+            &["designation", "rule"],
+        )?;
+        let idempotent_replays_total = IntCounter::new(
+            "gatekeeper_idempotent_replays_total",
+            "Licence requests answered with the stored first response to their idempotency key.",
+        )?;
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "gatekeeper_http_request_duration_seconds",
@@ -39,25 +83,61 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method", "status"],
         )?;
-        let audit_append_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "gatekeeper_audit_append_seconds",
-                "Time to commit a write with its audit events.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let audit_append_seconds = histogram(
+            "gatekeeper_audit_append_seconds",
+            "Time from handing a write to the ledger to its commit (with its audit events).",
+            LATENCY_BUCKETS.to_vec(),
+        )?;
+        let audit_append_failures_total = IntCounter::new(
+            "gatekeeper_audit_append_failures_total",
+            "Writes whose audit events could not be committed (the database failed; nothing was written).",
         )?;
         let audit_head_seq = IntGauge::new(
             "gatekeeper_audit_head_seq",
             "Sequence number of the newest audit event this process wrote.",
         )?;
-        let ledger_batch_size = Histogram::with_opts(
-            HistogramOpts::new(
-                "gatekeeper_ledger_batch_size",
-                "Writes committed together in one ledger transaction.",
-            )
-            .buckets(vec![
+        let ledger_batch_size = histogram(
+            "gatekeeper_ledger_batch_size",
+            "Writes committed together in one ledger transaction.",
+            vec![
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-            ]),
+            ],
+        )?;
+        let review_queue_depth = IntGauge::new(
+            "gatekeeper_review_queue_depth",
+            "Decisions waiting for a compliance review.",
+        )?;
+        let catalog_version = IntGauge::new(
+            "gatekeeper_catalog_version",
+            "Version of the catalogue snapshot this process decides on.",
+        )?;
+        let catalog_age_seconds = Gauge::new(
+            "gatekeeper_catalog_age_seconds",
+            "Seconds since this process installed its current catalogue version.",
+        )?;
+        let db_pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "gatekeeper_db_pool_connections",
+                "Database pool connections, by state (in_use, idle).",
+            ),
+            &["state"],
+        )?;
+        let db_pool_wait_seconds = histogram(
+            "gatekeeper_db_pool_wait_seconds",
+            "Time spent waiting for a pooled database connection.",
+            LATENCY_BUCKETS.to_vec(),
+        )?;
+        let checkpoint_age_seconds = Gauge::new(
+            "gatekeeper_checkpoint_age_seconds",
+            "Seconds since the newest signed audit checkpoint (-1 while there is none).",
+        )?;
+        let license_audit_mismatch = IntGauge::new(
+            "gatekeeper_license_audit_mismatch",
+            "Licences without the decision and audit event that allowed them (must be 0).",
+        )?;
+        let ready = IntGauge::new(
+            "gatekeeper_ready",
+            "1 when the database answers and migrations are applied, else 0.",
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("gatekeeper_build_info", "Build information; always 1."),
@@ -67,22 +147,79 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         registry.register(Box::new(decisions_total.clone()))?;
+        registry.register(Box::new(refusals_total.clone()))?;
+        registry.register(Box::new(idempotent_replays_total.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(audit_append_seconds.clone()))?;
+        registry.register(Box::new(audit_append_failures_total.clone()))?;
         registry.register(Box::new(audit_head_seq.clone()))?;
         registry.register(Box::new(ledger_batch_size.clone()))?;
+        registry.register(Box::new(review_queue_depth.clone()))?;
+        registry.register(Box::new(catalog_version.clone()))?;
+        registry.register(Box::new(catalog_age_seconds.clone()))?;
+        registry.register(Box::new(db_pool_connections.clone()))?;
+        registry.register(Box::new(db_pool_wait_seconds.clone()))?;
+        registry.register(Box::new(checkpoint_age_seconds.clone()))?;
+        registry.register(Box::new(license_audit_mismatch.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
             decisions_total,
+            refusals_total,
+            idempotent_replays_total,
             http_request_duration,
             audit_append_seconds,
+            audit_append_failures_total,
             audit_head_seq,
             ledger_batch_size,
+            review_queue_depth,
+            catalog_version,
+            catalog_age_seconds,
+            catalog_since: Arc::new(AtomicI64::new(chrono::Utc::now().timestamp())),
+            db_pool_connections,
+            db_pool_wait_seconds,
+            checkpoint_age_seconds,
+            license_audit_mismatch,
+            ready,
         })
     }
 
+    /// Records that this process now decides on catalogue `version`.
+    pub fn catalog_installed(&self, version: i64) {
+        if self.catalog_version.get() != version {
+            self.catalog_version.set(version);
+            self.catalog_since
+                .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records whether the service is ready (also set at every scrape).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Fills the gauges read at scrape time.
+    pub fn observe_database(&self, stats: &DatabaseStats, pool: (u32, u32)) {
+        self.set_ready(stats.ready);
+        self.review_queue_depth.set(stats.review_queue_depth);
+        self.checkpoint_age_seconds
+            .set(stats.checkpoint_age_seconds.unwrap_or(-1.0));
+        self.license_audit_mismatch
+            .set(stats.license_audit_mismatch);
+        let (connections, idle) = pool;
+        self.db_pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(connections.saturating_sub(idle)));
+        self.db_pool_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(idle));
+    }
+
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        let since = self.catalog_since.load(Ordering::Relaxed);
+        self.catalog_age_seconds
+            .set((chrono::Utc::now().timestamp() - since).max(0) as f64);
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -79,6 +79,7 @@ impl Application {
             .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
         let metrics = Metrics::new()?;
+        let store = store.with_pool_wait(metrics.db_pool_wait_seconds.clone());
         let ledger = Ledger::start(
             store.clone(),
             config.ledger_batch,

@@ -40,6 +40,7 @@ K8S_BASE = os.path.join(DEPLOY, "k8s/base")
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 DASHBOARD = os.path.join(DEPLOY, "grafana/dashboards/gatekeeper.json")
 GRAFANA_PROVISIONING = os.path.join(DEPLOY, "grafana/provisioning")
+DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
 
 # The metric families the service exports (the contract, issue 5) and `up`.
 KNOWN_METRICS = {
@@ -160,6 +161,8 @@ def check_prometheusrule(c):
 
 
 def check_rule_tests(c):
+    with open(os.path.join(DEPLOY, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
     alerts = [r["alert"] for g in rules_groups() for r in g["rules"] if "alert" in r]
     fires, quiet = set(), set()
     for case in load_yaml(RULES_TEST).get("tests", []):
@@ -180,6 +183,7 @@ def check_rule_tests(c):
                      f"{r['alert']}: severity must be critical or warning")
                 anchor = ann.get("runbook", "").partition("#")[2]
                 c.ok(anchor == r["alert"].lower(), f"{r['alert']}: runbook anchor should be #{r['alert'].lower()}")
+                c.ok(f"\n### {r['alert']}\n" in readme, f"deploy/README.md: no '### {r['alert']}' section (the runbook link)")
 
 
 RECORDING_NAME = re.compile(r"\b[a-z_]+:[a-zA-Z0-9_]+:[a-zA-Z0-9_]+\b")
@@ -462,6 +466,35 @@ def check_compose(c):
 
 
 # --------------------------------------------------------------------------
+# Dockerfile (what hadolint cannot tell: this project's requirements)
+
+
+def check_dockerfile(c):
+    with open(DOCKERFILE, encoding="utf-8") as f:
+        text = re.sub(r"\\\n", " ", f.read())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
+    c.ok(len(froms) >= 2, "Dockerfile: expected a multi-stage build")
+    c.ok("cargo build --release --locked" in text, "Dockerfile: build with cargo build --release --locked")
+    last = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
+    final = lines[last:]
+    users = [ln.split()[1] for ln in final if ln.upper().startswith("USER ")]
+    c.ok(bool(users) and users[-1].split(":")[0] not in ("0", "root"), "Dockerfile: the runtime stage must switch to a non-root USER")
+    c.ok(bool(users) and users[-1].split(":")[0].isdigit(), "Dockerfile: USER should be numeric (runAsNonRoot can verify it)")
+    hc = [ln for ln in final if ln.upper().startswith("HEALTHCHECK ")]
+    c.ok(len(hc) == 1, "Dockerfile: the runtime stage needs one HEALTHCHECK")
+    if hc:
+        c.ok("/healthz" in hc[0], "Dockerfile: the HEALTHCHECK should probe /healthz")
+        c.ok(not re.search(r"busybox.*wget.*\"-T\"", hc[0]), "Dockerfile: bookworm's busybox wget segfaults on -T")
+    c.ok(any(ln.upper().startswith("ENTRYPOINT ") and "[" in ln for ln in final), "Dockerfile: exec-form ENTRYPOINT (gatekeeper as PID 1 gets SIGTERM)")
+    c.ok(any("EXPOSE 8080" in ln for ln in final), "Dockerfile: EXPOSE 8080")
+    with open(os.path.join(DEPLOY, "Dockerfile.dockerignore"), encoding="utf-8") as f:
+        ignore = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+    for needed in ("src", "migrations", "Cargo.toml", "Cargo.lock"):
+        c.ok("!" + needed in ignore, f"Dockerfile.dockerignore must let {needed} into the context")
+
+
+# --------------------------------------------------------------------------
 # Grafana
 
 
@@ -575,6 +608,7 @@ def main(argv):
         ("metric names in rules", lambda: check_rules_metrics(c)),
         ("Kubernetes manifests", lambda: check_k8s_sources(c)),
         ("docker-compose.yml", lambda: check_compose(c)),
+        ("Dockerfile", lambda: check_dockerfile(c)),
         ("Grafana dashboard", lambda: check_dashboard(c, {r["record"] for g in rules_groups() for r in g["rules"] if "record" in r})),
     ]
     if rendered:

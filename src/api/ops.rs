@@ -16,23 +16,35 @@ pub async fn healthz() -> HttpResponse {
 /// catalogue is loaded.
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     let st = Arc::clone(&state);
-    let ready = web::block(move || {
-        st.gate.store().ping()?;
-        st.gate.store().migrations_applied()
-    })
-    .await?;
-    match ready {
-        Ok(true) => Ok(HttpResponse::Ok().json(json!({
+    let ready = web::block(move || st.gate.store().ready(PROBE_TIMEOUT)).await?;
+    state.metrics.set_ready(ready);
+    if ready {
+        Ok(HttpResponse::Ok().json(json!({
             "status": "ready",
             "catalog_version": state.gate.catalog().version().to_string(),
-        }))),
-        Ok(false) => Err(ApiError::Unavailable("migrations are pending".into())),
-        Err(e) => Err(e.into()),
+        })))
+    } else {
+        Err(ApiError::Unavailable(
+            "the database does not answer, or migrations are pending".into(),
+        ))
     }
 }
 
+/// How long a probe or a scrape waits for the database.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
+    let st = Arc::clone(&state);
+    let (stats, pool) = web::block(move || {
+        let store = st.gate.store();
+        (
+            store.stats(PROBE_TIMEOUT).unwrap_or_default(),
+            store.pool_state(),
+        )
+    })
+    .await?;
+    state.metrics.observe_database(&stats, pool);
     let text = state
         .metrics
         .render()

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod licenses;
 pub mod reviews;
 pub mod schema;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -302,6 +303,8 @@ pub fn format_instant(at: DateTime<Utc>) -> String {
 pub struct Store {
     pool: Pool,
     url: DatabaseUrl,
+    /// Where the time spent waiting for a pooled connection is recorded.
+    pool_wait: Option<prometheus::Histogram>,
 }
 
 impl std::fmt::Debug for Store {
@@ -328,11 +331,21 @@ impl Store {
         Ok(Store {
             pool,
             url: url.clone(),
+            pool_wait: None,
         })
     }
 
+    /// Records the time spent waiting for pooled connections in `histogram`.
+    pub fn with_pool_wait(mut self, histogram: prometheus::Histogram) -> Store {
+        self.pool_wait = Some(histogram);
+        self
+    }
+
     fn conn(&self) -> Result<PooledConn, StoreError> {
-        Ok(self.pool.get()?)
+        let timer = self.pool_wait.as_ref().map(|h| h.start_timer());
+        let conn = self.pool.get();
+        drop(timer);
+        Ok(conn?)
     }
 
     /// Runs pending migrations, then installs the shipped catalogue into a

@@ -13,4 +13,5 @@ mod decisions;
 mod errors;
 mod licenses;
 mod openapi;
+mod ops;
 mod reviews;

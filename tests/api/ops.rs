@@ -1,0 +1,105 @@
+//! Operations: metrics, health and readiness.
+
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::TestApp;
+
+/// The value of one sample line of the Prometheus text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+both!(metrics_count_what_happens_without_caller_values_in_labels);
+async fn metrics_count_what_happens_without_caller_values_in_labels(app: TestApp) {
+    app.register("alpha", "BR", false).await;
+    app.add_oem_firewall().await;
+    for country in ["US", "US", "BR"] {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": "secret-customer-id", "name": "Zebediah Quux", "country": country}});
+        assert_eq!(app.preflight("alpha", body).await.status, 200);
+    }
+    let m = app.send("GET", "/metrics", None, None).await;
+    assert_eq!(m.status, 200);
+    let text = &m.text;
+    assert_eq!(
+        sample(
+            text,
+            "gatekeeper_decisions_total{outcome=\"deny\",transaction=\"issue\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            text,
+            "gatekeeper_decisions_total{outcome=\"review\",transaction=\"issue\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(text, "gatekeeper_refusals_total{designation=\"us-icts-kaspersky-2024\",rule=\"full-cutoff\"}"),
+        Some(2.0)
+    );
+    assert_eq!(sample(text, "gatekeeper_review_queue_depth"), Some(1.0));
+    assert_eq!(sample(text, "gatekeeper_ready"), Some(1.0));
+    assert_eq!(sample(text, "gatekeeper_license_audit_mismatch"), Some(0.0));
+    assert_eq!(
+        sample(text, "gatekeeper_checkpoint_age_seconds"),
+        Some(-1.0),
+        "no checkpoint yet"
+    );
+    assert_eq!(
+        sample(text, "gatekeeper_catalog_version"),
+        Some(5.0),
+        "shipped + reseller + org + 2 products"
+    );
+    assert!(sample(text, "gatekeeper_audit_head_seq").unwrap() >= 12.0);
+    assert!(sample(text, "gatekeeper_ledger_batch_size_count").unwrap() >= 1.0);
+    assert!(sample(text, "gatekeeper_db_pool_wait_seconds_count").unwrap() >= 1.0);
+    assert!(text.contains("gatekeeper_db_pool_connections{state=\"idle\"}"));
+    assert!(text.contains("gatekeeper_build_info{version=\""));
+    assert!(
+        text.contains("gatekeeper_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/decisions\",status=\"200\"}"),
+        "routes are labelled by their pattern"
+    );
+    app.get("/v1/decisions/some-id-nobody-has", &app.compliance())
+        .await;
+    let text = app.send("GET", "/metrics", None, None).await.text;
+    assert!(text.contains("route=\"/v1/decisions/{id}\""));
+    for leak in [
+        "secret-customer-id",
+        "Zebediah",
+        "some-id-nobody-has",
+        "Bearer",
+        "eyJ",
+    ] {
+        assert!(!text.contains(leak), "{leak} must not appear in metrics");
+    }
+
+    // A checkpoint makes its age known.
+    app.send(
+        "POST",
+        "/v1/audit/checkpoints",
+        Some(&app.compliance()),
+        None,
+    )
+    .await;
+    let text = app.send("GET", "/metrics", None, None).await.text;
+    let age = sample(&text, "gatekeeper_checkpoint_age_seconds").unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+}
+
+both!(health_and_readiness_answer_without_a_token);
+async fn health_and_readiness_answer_without_a_token(app: TestApp) {
+    let h = app.send("GET", "/healthz", None, None).await;
+    assert_eq!(
+        (h.status.as_u16(), h.body.clone()),
+        (200, json!({"status": "ok"}))
+    );
+    let r = app.send("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "ready");
+}
