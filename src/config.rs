@@ -66,6 +66,15 @@ pub struct Config {
     /// How often the signer replica signs a checkpoint over the audit
     /// chain's head; `None` signs only on demand and at shutdown.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// `json` for one JSON object per log line; anything else is the human
+    /// format.
+    pub log_format: String,
+    /// How long a graceful shutdown (SIGTERM, SIGINT) lets in-flight
+    /// requests finish.
+    pub shutdown_grace: std::time::Duration,
+    /// Serve `/metrics` on this address too (e.g. a port only Prometheus
+    /// reaches); it stays on the main address as well.
+    pub metrics_listen: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -104,6 +113,13 @@ impl Config {
             .ok()
             .filter(|n| *n <= 86_400)
             .context("GATEKEEPER_CHECKPOINT_INTERVAL must be a whole number of seconds from 0 (off) to 86400")?;
+        let shutdown_grace = get("GATEKEEPER_SHUTDOWN_GRACE", "30")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=3600).contains(n))
+            .context(
+                "GATEKEEPER_SHUTDOWN_GRACE must be a whole number of seconds from 1 to 3600",
+            )?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -120,6 +136,9 @@ impl Config {
             ledger_batch,
             checkpoint_interval: (checkpoint_interval > 0)
                 .then(|| std::time::Duration::from_secs(checkpoint_interval)),
+            log_format: get("GATEKEEPER_LOG_FORMAT", "text"),
+            shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
+            metrics_listen: lookup("GATEKEEPER_METRICS_LISTEN").filter(|v| !v.trim().is_empty()),
         })
     }
 }

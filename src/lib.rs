@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod policy;
 pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -9,7 +9,6 @@ use gatekeeper::auth::{mint, DevKeys, MintClaims, Role};
 use gatekeeper::config::Config;
 use gatekeeper::startup::Application;
 use gatekeeper::store::Store;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -84,14 +83,6 @@ struct TokenArgs {
     ttl: i64,
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -107,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            init_logging();
+            gatekeeper::telemetry::init(&config.log_format);
             let app = Application::build(&config)?;
             tracing::info!(
                 listen = %config.listen,
@@ -118,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            init_logging();
+            gatekeeper::telemetry::init(&config.log_format);
             let store = Store::connect(&config.database_url, 1)?;
             store.migrate()?;
             tracing::info!(database = %config.database_url.redacted(), "migrations applied");

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpServer};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use futures_util::FutureExt;
 
@@ -18,6 +19,7 @@ use crate::licenses::LicenseSigner;
 use crate::metrics::Metrics;
 use crate::store::ledger::Ledger;
 use crate::store::Store;
+use crate::telemetry::{self, RequestId, Spans};
 
 /// The verifier of callers' tokens: the configured public key, or in
 /// development mode the development key pair (created on first use).
@@ -64,6 +66,7 @@ pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_server: Option<Server>,
     state: Arc<AppState>,
     checkpointer: Option<Checkpointer>,
     signer: Arc<LicenseSigner>,
@@ -122,15 +125,51 @@ impl Application {
                         res
                     })
                 })
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<Spans>::new())
+                .wrap_fn(|req, srv| {
+                    // The request's id: the caller's, or a new one; in every
+                    // log line of the request (its span) and in the answer.
+                    let id = telemetry::request_id(&req);
+                    req.extensions_mut().insert(RequestId(id.clone()));
+                    srv.call(req).map(move |res| {
+                        res.map(|mut res| {
+                            if let Ok(value) = HeaderValue::from_str(&id) {
+                                res.headers_mut()
+                                    .insert(HeaderName::from_static(telemetry::REQUEST_ID), value);
+                            }
+                            res
+                        })
+                    })
+                })
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))
         })
+        .shutdown_timeout(config.shutdown_grace.as_secs())
         .listen(listener)?
         .run();
+        let metrics_server = match &config.metrics_listen {
+            Some(address) => {
+                let data = web::Data::new(Arc::clone(&state));
+                let listener = TcpListener::bind(address)
+                    .with_context(|| format!("binding GATEKEEPER_METRICS_LISTEN {address}"))?;
+                Some(
+                    HttpServer::new(move || {
+                        App::new()
+                            .app_data(data.clone())
+                            .configure(api::metrics_only)
+                    })
+                    .workers(1)
+                    .shutdown_timeout(config.shutdown_grace.as_secs())
+                    .listen(listener)?
+                    .run(),
+                )
+            }
+            None => None,
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             state,
             checkpointer,
             signer,
@@ -148,7 +187,13 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it
     /// gracefully), then signs a last checkpoint over the chain's head.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let served = match self.metrics_server {
+            Some(metrics) => {
+                let (served, _) = futures_util::future::join(self.server, metrics).await;
+                served
+            }
+            None => self.server.await,
+        };
         drop(self.checkpointer);
         let store = self.state.gate.store().clone();
         match crate::checkpoints::sign_now(&store, &self.signer) {

@@ -51,6 +51,9 @@ pub async fn create(
         .gate
         .preflight(&principal.actor(), &tenant, &question)
         .await?;
+    if let Some(id) = decision["id"].as_str() {
+        crate::telemetry::record_decision(id);
+    }
     Ok(HttpResponse::Ok().json(json!({ "decision": decision })))
 }
 

@@ -129,6 +129,9 @@ pub fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
 }
 
 fn respond(reply: Reply) -> HttpResponse {
+    if let Some(id) = reply.body["decision"]["id"].as_str() {
+        crate::telemetry::record_decision(id);
+    }
     let status = actix_web::http::StatusCode::from_u16(reply.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);

@@ -96,6 +96,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Only `/metrics`, for a separate metrics listener.
+pub fn metrics_only(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics").route(web::get().to(ops::metrics)));
+}
+
 /// A resource whose unmatched methods answer `405` as problem+json.
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|| async {
@@ -245,6 +250,7 @@ async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiE
         .reseller
         .clone()
         .ok_or(ApiError::UnknownReseller)?;
+    crate::telemetry::record_tenant(id.as_str());
     if state.gate.is_registered(&id).await? {
         Ok(id)
     } else {

@@ -206,6 +206,9 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         license_key_file: Some(license_keys.private_pem_path.clone()),
         ledger_batch: 256,
         checkpoint_interval: None,
+        log_format: "text".into(),
+        shutdown_grace: std::time::Duration::from_secs(5),
+        metrics_listen: None,
     };
     let address = start(&config);
     Some(TestApp {
