@@ -12,6 +12,7 @@ mod cli;
 mod decisions;
 mod errors;
 mod licenses;
+mod lifecycle;
 mod openapi;
 mod ops;
 mod reviews;

@@ -1,0 +1,491 @@
+//! The process as an operator runs it: logs, graceful shutdown under load,
+//! and readiness that follows the database.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestDb};
+
+/// A `gatekeeper serve` child process in development mode in `dir`.
+struct Served {
+    child: Option<Child>,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
+        .env("GATEKEEPER_DATABASE_URL", database_url)
+        .env("GATEKEEPER_LISTEN", &base)
+        .env("GATEKEEPER_CHECKPOINT_INTERVAL", "0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let served = Served {
+        child: Some(child),
+        base: format!("http://{base}"),
+        dir,
+    };
+    let client = awc::Client::default();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{}/readyz", served.base)).send().await {
+            if r.status() == 200 {
+                return served;
+            }
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the server did not become ready: {}",
+        std::fs::read_to_string(served.dir.path().join("serve.log")).unwrap()
+    );
+}
+
+impl Served {
+    fn token(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .arg("token")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, awc::http::header::HeaderMap) {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let mut req = client
+            .request(
+                awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
+            .insert_header(("authorization", format!("Bearer {token}")));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let reply = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        };
+        match reply {
+            Ok(mut resp) => {
+                let bytes = resp.body().await.unwrap_or_default();
+                (
+                    resp.status().as_u16(),
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    resp.headers().clone(),
+                )
+            }
+            Err(_) => (0, Value::Null, awc::http::header::HeaderMap::new()),
+        }
+    }
+
+    /// Registers reseller `alpha` and the OEM firewall product.
+    async fn setup(&self) -> (String, String) {
+        let admin = self.token(&["--role", "admin"]);
+        for (path, body) in [
+            (
+                "/v1/resellers/alpha",
+                json!({"name": "Alpha", "country": "DE", "us_person": false}),
+            ),
+            ("/v1/organizations/acme", json!({"name": "Acme"})),
+            (
+                "/v1/products/KAV-ENGINE",
+                json!({"name": "KAV", "vendor": "ao-kaspersky-lab", "category": "antivirus"}),
+            ),
+            (
+                "/v1/products/ACME-FW-K",
+                json!({"name": "FW", "vendor": "acme", "category": "firewall", "components": ["KAV-ENGINE"]}),
+            ),
+            (
+                "/v1/products/ACME-VPN",
+                json!({"name": "VPN", "vendor": "acme", "category": "vpn"}),
+            ),
+        ] {
+            let (status, body, _) = self.call("PUT", path, &admin, Some(body), &[]).await;
+            assert_eq!(status, 201, "{path}: {body}");
+        }
+        (
+            admin,
+            self.token(&["--role", "reseller", "--reseller", "alpha"]),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap()
+    }
+
+    /// SIGTERM; waits for the exit and returns its status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within the grace period");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[actix_web::test]
+async fn logs_carry_request_ids_and_never_tokens_or_customer_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+    let mut served = serve(
+        &url,
+        &[("GATEKEEPER_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .await;
+    let (_, reseller) = served.setup().await;
+    let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                      "customer": {"id": "cust-secret-77", "name": "Zebediah Quux", "country": "US"}});
+    let (status, decision, headers) = served
+        .call(
+            "POST",
+            "/v1/decisions",
+            &reseller,
+            Some(body),
+            &[("x-request-id", "req-abc-123")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("x-request-id").unwrap(),
+        "req-abc-123",
+        "the caller's id comes back"
+    );
+    let (_, _, headers) = served
+        .call("GET", "/v1/designations", "not.a.token", None, &[])
+        .await;
+    let generated = headers
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 36, "an id is made when none is sent");
+    let (status, _, _) = served
+        .call(
+            "GET",
+            "/healthz",
+            "x",
+            None,
+            &[("x-request-id", "bad id with spaces")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(served.terminate().code(), Some(0));
+
+    let log = served.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let served_line = lines
+        .iter()
+        .find(|l| {
+            l["span"]["request_id"] == "req-abc-123" && l["fields"]["message"] == "request served"
+        })
+        .unwrap_or_else(|| panic!("no line for the request: {log}"));
+    assert_eq!(served_line["span"]["route"], "/v1/decisions");
+    assert_eq!(served_line["span"]["method"], "POST");
+    assert_eq!(served_line["span"]["tenant"], "alpha");
+    assert_eq!(
+        served_line["span"]["decision_id"],
+        decision["decision"]["id"]
+    );
+    assert_eq!(served_line["fields"]["status"], 200);
+    assert!(served_line["fields"]["latency_ms"].as_f64().is_some());
+    assert!(lines
+        .iter()
+        .any(|l| l["span"]["request_id"] == generated.as_str()));
+    for leak in [
+        reseller.as_str(),
+        "not.a.token",
+        "Zebediah",
+        "cust-secret-77",
+        "bad id with spaces",
+    ] {
+        assert!(!log.contains(leak), "{leak} appears in the log");
+    }
+}
+
+/// A `gatekeeper serve` on a fresh database: PostgreSQL when
+/// `TEST_DATABASE_URL` is set, else SQLite.
+fn fresh_database() -> (TestDb, String) {
+    let backend = if std::env::var_os("TEST_DATABASE_URL").is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let (db, _) = TestDb::create(backend).unwrap();
+    let url = db.url();
+    (db, url)
+}
+
+#[actix_web::test]
+async fn sigterm_during_load_leaves_every_answered_request_durable() {
+    let (_db, url) = fresh_database();
+    let mut served = serve(&url, &[("GATEKEEPER_SHUTDOWN_GRACE", "20")]).await;
+    let (_, reseller) = served.setup().await;
+    let served_ref = &served;
+    let reseller_ref = &reseller;
+    // Eight clients issue licences until the server goes away.
+    let clients = (0..8).map(|c| async move {
+        let mut issued = Vec::new();
+        for i in 0..400 {
+            let key = format!("load-{c}-{i}");
+            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
+                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+            let (status, body, _) = served_ref
+                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
+                .await;
+            match status {
+                201 => issued.push(body["license"]["id"].as_str().unwrap().to_string()),
+                0 => break,
+                503 => break,
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        issued
+    });
+    let stopper = async {
+        actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+        let id = served_ref.child.as_ref().unwrap().id();
+        assert!(Command::new("kill")
+            .args(["-TERM", &id.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let (issued, ()) =
+        futures_util::future::join(futures_util::future::join_all(clients), stopper).await;
+    let issued: Vec<String> = issued.into_iter().flatten().collect();
+    let status = {
+        let mut child = served.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "no exit within the grace period");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a graceful stop exits 0: {}",
+        served.log()
+    );
+    assert!(
+        issued.len() > 20,
+        "the load ran before the signal ({} licences)",
+        issued.len()
+    );
+
+    // Every licence a client saw acknowledged is there with its audit event,
+    // the chain verifies, and a last checkpoint covers its head.
+    let store = gatekeeper::store::Store::connect(
+        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
+        2,
+    )
+    .unwrap();
+    for id in &issued {
+        let licence = store
+            .license(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("licence {id} acknowledged but missing"));
+        let decision = store
+            .decision(&licence.decision_id)
+            .unwrap()
+            .expect("its decision");
+        assert_eq!(decision.body["outcome"], "allow");
+    }
+    let report = store.verify_chain(&[], &[]).unwrap();
+    assert!(report.ok, "{report:?}");
+    let (head, _) = store.head().unwrap();
+    let last = store.checkpoints(Some(head - 1), 1).unwrap();
+    assert_eq!(
+        last.first().map(|c| c.seq),
+        Some(head),
+        "the shutdown signed a checkpoint over the head"
+    );
+    assert!(served.log().contains("signed the last checkpoint"));
+}
+
+/// A TCP relay to PostgreSQL that can be cut and restored, to make the
+/// database unreachable for one server only.
+struct Relay {
+    port: u16,
+    target: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: &str, port: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = target.to_string();
+        let to = target.clone();
+        let (cut, cut_seen) = tokio::sync::watch::channel(false);
+        let mut stop_accepting = cut_seen.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop_accepting.changed() => return,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    return;
+                };
+                let to = to.clone();
+                let mut stop = cut_seen.clone();
+                actix_web::rt::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                });
+            }
+        });
+        Relay { port, target, cut }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    fn cut(&mut self) {
+        let _ = self.cut.send(true);
+    }
+}
+
+#[actix_web::test]
+async fn readiness_follows_the_database_without_a_restart() {
+    let Some(admin_url) = std::env::var("TEST_DATABASE_URL").ok() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL"
+        );
+        return;
+    };
+    let (db, url) = {
+        let (db, _) = TestDb::create(Backend::Postgres).unwrap();
+        let url = db.url();
+        (db, url)
+    };
+    let _keep = db;
+    let host = admin_url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let mut relay = Relay::start(&host, 0).await;
+    let via_relay = url.replace(&host, &format!("127.0.0.1:{}", relay.port));
+    let served = serve(&via_relay, &[]).await;
+    let client = awc::Client::default();
+    let ready = |client: &awc::Client| {
+        let url = format!("{}/readyz", served.base);
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(ready(&client).await, 200);
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let mut status = 200;
+    while status != 503 && cut_at.elapsed() < Duration::from_secs(15) {
+        status = ready(&client).await;
+    }
+    assert_eq!(status, 503, "readiness turns red when the database is gone");
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(10),
+        "within seconds: {:?}",
+        cut_at.elapsed()
+    );
+    let metrics = client
+        .get(format!("{}/metrics", served.base))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics).contains("gatekeeper_ready 0"));
+
+    let _relay = Relay::start(&relay.target, relay.port).await;
+    let back_at = Instant::now();
+    while status != 200 && back_at.elapsed() < Duration::from_secs(20) {
+        status = ready(&client).await;
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "and green again when it is back, without a restart"
+    );
+    let (_, reseller) = served.setup().await;
+    let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                      "customer": {"id": "c", "name": "n", "country": "US"}});
+    let (code, decision, _) = served
+        .call("POST", "/v1/decisions", &reseller, Some(body), &[])
+        .await;
+    assert_eq!(
+        (code, decision["decision"]["outcome"].clone()),
+        (200, json!("deny")),
+        "and it serves again"
+    );
+}
