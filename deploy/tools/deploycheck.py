@@ -261,7 +261,7 @@ def check_k8s(c, docs, where, rendered=False):
     job = one(c, kinds, "Job", where)
     sm = one(c, kinds, "ServiceMonitor", where)
     one(c, kinds, "PrometheusRule", where)
-    one(c, kinds, "ServiceAccount", where)
+    sa = one(c, kinds, "ServiceAccount", where)
 
     # Deployment
     spec = dep.get("spec", {})
@@ -294,8 +294,10 @@ def check_k8s(c, docs, where, rendered=False):
     c.ok(lp.get("path") == "/healthz" and lp.get("port") in ("http", 8080), f"{where}: livenessProbe must GET /healthz")
     c.ok(ctr.get("args", ["serve"])[0] == "serve", f"{where}: the Deployment must run `gatekeeper serve`")
     if rendered:
-        c.ok(ctr.get("image", "").count(":") >= 1 and "/" in ctr.get("image", ""),
-             f"{where}: image should be a registry reference with a tag after kustomize, got {ctr.get('image')}")
+        # The base keeps the plain name so that an overlay's
+        # `images: [{name: license-gatekeeper, newName: ..., newTag: ...}]` matches.
+        c.ok(ctr.get("image") == "license-gatekeeper",
+             f"{where}: the base must keep the plain image name license-gatekeeper (overlays set newName/newTag), got {ctr.get('image')}")
 
     env = {e["name"]: e for e in ctr.get("env", [])}
     db = env.get("GATEKEEPER_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
@@ -379,6 +381,13 @@ def check_k8s(c, docs, where, rendered=False):
          f"{where}: the Job needs the same restricted security context")
     c.ok(job.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component") == "migration",
          f"{where}: the Job needs app.kubernetes.io/component=migration (README applies it by that label)")
+    # README applies `-l 'app.kubernetes.io/component in (service-account,migration)'` before the
+    # rollout: the Job's pod cannot start unless its ServiceAccount is applied with it.
+    c.ok(jpod.get("serviceAccountName") == sa.get("metadata", {}).get("name"),
+         f"{where}: the Job must run as the base's ServiceAccount")
+    c.ok(sa.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component") == "service-account",
+         f"{where}: the ServiceAccount needs app.kubernetes.io/component=service-account "
+         "(README applies it with the migration Job by that label)")
 
     return {
         "secrets": {(db.get("name"), db.get("key")), (jdb.get("name"), jdb.get("key"))}
