@@ -311,3 +311,94 @@ async fn checkpoints_are_append_only_and_signed_by_a_published_key(app: TestApp)
     .await
     .assert_problem(403, "forbidden");
 }
+
+/// One replica signs checkpoints at a time, and another takes over when it
+/// goes (PostgreSQL: the signer's advisory lock).
+#[actix_web::test]
+async fn one_signer_at_a_time_and_another_takes_over() {
+    use diesel::prelude::*;
+    use gatekeeper::checkpoints::Checkpointer;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let Some((db, url)) = crate::helpers::TestDb::create(Backend::Postgres) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL"
+        );
+        return;
+    };
+    let store = gatekeeper::store::Store::connect(&url, 4).unwrap();
+    store.migrate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let pair = gatekeeper::auth::DevKeys::license_in_dir(keys.path());
+    pair.ensure().unwrap();
+    let signer = Arc::new(
+        gatekeeper::licenses::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap(),
+    );
+    store
+        .register_license_key(signer.kid(), signer.jwk())
+        .unwrap();
+
+    let mut probe = diesel::PgConnection::establish(&db.url()).unwrap();
+    let holders = |conn: &mut diesel::PgConnection| -> i64 {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7474002 AND granted \
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        ))
+        .get_result(conn)
+        .unwrap()
+    };
+    let until = |what: &str, mut ok: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let every = Duration::from_millis(100);
+    let first = Checkpointer::start(store.clone(), Arc::clone(&signer), every).unwrap();
+    until(
+        "a checkpoint over the head",
+        Box::new(|| store.checkpoints(Some(4), 1).unwrap().len() == 1),
+    );
+    let second = Checkpointer::start(store.clone(), Arc::clone(&signer), every).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(holders(&mut probe), 1, "one signer holds the lock");
+
+    // The first goes; the second takes over and signs what comes next.
+    drop(first);
+    until(
+        "the second to take the lock",
+        Box::new(|| holders(&mut probe) == 1),
+    );
+    let ledger = gatekeeper::store::ledger::Ledger::start(
+        store.clone(),
+        16,
+        gatekeeper::metrics::Metrics::new()
+            .unwrap()
+            .ledger_batch_size
+            .clone(),
+    )
+    .unwrap();
+    let change = gatekeeper::store::CatalogChange::PutOrganization(
+        gatekeeper::domain::OrgId::parse("late-org").unwrap(),
+        serde_json::from_value(json!({"name": "Late"})).unwrap(),
+    );
+    let actor = gatekeeper::store::Actor::system();
+    ledger
+        .submit(move |conn, head| {
+            gatekeeper::store::apply_catalog_changes(conn, head, &actor, &[change])
+        })
+        .await
+        .unwrap();
+    until(
+        "a checkpoint by the second signer",
+        Box::new(|| store.checkpoints(Some(5), 1).unwrap().len() == 1),
+    );
+    drop(second);
+    until(
+        "the lock to be released",
+        Box::new(|| holders(&mut probe) == 0),
+    );
+}

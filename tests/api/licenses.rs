@@ -801,3 +801,35 @@ async fn concurrent_renewals_are_both_applied(app: TestApp) {
         "six renewals of five days each, none lost"
     );
 }
+
+both!(one_key_on_two_replicas_makes_one_licence);
+async fn one_key_on_two_replicas_makes_one_licence(app: TestApp) {
+    setup(&app).await;
+    let other = app.replica();
+    let k = key();
+    let body = order("ACME-VPN", "DE", Some(false), 9, 30);
+    let replies = futures_util::future::join_all((0..40).map(|i| {
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            other.clone()
+        };
+        let (k, body) = (k.clone(), body.clone());
+        let app = &app;
+        async move { post_at(app, &base, "/v1/licenses", "alpha", Some(&k), &body).await }
+    }))
+    .await;
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    assert!(
+        replies.iter().all(|r| r.status == 201 || r.status == 409),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        created.iter().filter(|r| !replayed(r)).count(),
+        1,
+        "one first response across replicas"
+    );
+    assert!(created.iter().all(|r| r.text == created[0].text));
+    assert_eq!(licence_count(&app).await, 1);
+}
