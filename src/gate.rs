@@ -163,18 +163,23 @@ impl ReviewClose {
         review["decision_id"] = json!(decision_id);
         review["outcome"] = json!(outcome);
         review["license_id"] = json!(license_id);
+        let event = self.event("review.approve", &review);
+        (status.to_string(), review, event)
+    }
+
+    /// The audit event of the review's resolution.
+    fn event(&self, action: &str, review: &Value) -> NewEvent {
         let mut subject = review.clone();
         subject["kind"] = json!("review");
         subject["id"] = json!(self.decision_id);
-        let event = NewEvent {
-            action: "review.approve".into(),
+        NewEvent {
+            action: action.into(),
             actor: self.reviewer.clone(),
             outcome: None,
             decision: None,
             subject,
             reseller: Some(self.tenant.clone()),
-        };
-        (status.to_string(), review, event)
+        }
     }
 }
 
@@ -902,17 +907,7 @@ impl Gate {
             Resolution::Reject => {
                 let mut review = base;
                 review["status"] = json!("rejected");
-                let mut subject = review.clone();
-                subject["kind"] = json!("review");
-                subject["id"] = json!(input.decision_id);
-                let event = NewEvent {
-                    action: "review.reject".into(),
-                    actor: input.reviewer.clone(),
-                    outcome: None,
-                    decision: None,
-                    subject,
-                    reseller: Some(tenant.to_string()),
-                };
+                let event = closes.event("review.reject", &review);
                 let (id, stored) = (input.decision_id.clone(), review.clone());
                 match self
                     .commit(move |conn, head| {

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{ApiError, FieldError, State};
+use super::{next_cursor, ApiError, FieldError, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::store::{AuditFilter, Store};
@@ -100,14 +100,7 @@ pub async fn list(
     }
     let st = Arc::clone(&state);
     let events = web::block(move || st.gate.store().audit_events(&filter, limit)).await??;
-    let next = if events.len() as i64 == limit {
-        events
-            .last()
-            .and_then(|e| e.get("seq"))
-            .map(|s| s.to_string())
-    } else {
-        None
-    };
+    let next = next_cursor(&events, limit, |e| e["seq"].to_string());
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
 }
 
@@ -277,9 +270,7 @@ pub async fn checkpoints(
         Ok::<_, crate::store::StoreError>((store.checkpoints(after, limit)?, store.license_keys()?))
     })
     .await??;
-    let next = (checkpoints.len() as i64 == limit)
-        .then(|| checkpoints.last().map(|c| c.seq.to_string()))
-        .flatten();
+    let next = next_cursor(&checkpoints, limit, |c| c.seq.to_string());
     Ok(HttpResponse::Ok().json(json!({ "checkpoints": checkpoints, "keys": keys, "next": next })))
 }
 

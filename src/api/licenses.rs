@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
-use super::{tenant, ApiError, Body, FieldError, State};
+use super::{next_cursor, parse_limit, tenant, ApiError, Body, FieldError, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::domain::Sku;
@@ -239,15 +239,7 @@ pub async fn list(
     let mut cursor = None;
     for (name, value) in query.into_inner() {
         match name.as_str() {
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    return Err(ApiError::field(
-                        "limit",
-                        format!("must be from 1 to {MAX_PAGE}"),
-                    ))
-                }
-            },
+            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
             "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
             other => return Err(ApiError::field(other, "is not a parameter of this listing")),
         }
@@ -260,11 +252,7 @@ pub async fn list(
     })
     .await??;
     let now = chrono::Utc::now();
-    let next = if rows.len() as i64 == limit {
-        rows.last().map(|l| l.id.clone())
-    } else {
-        None
-    };
+    let next = next_cursor(&rows, limit, |l| l.id.clone());
     let licenses: Vec<Value> = rows.iter().map(|l| license_json(l, now)).collect();
     Ok(HttpResponse::Ok().json(json!({ "licenses": licenses, "next": next })))
 }

@@ -113,6 +113,21 @@ pub async fn not_found() -> Result<String, ApiError> {
     Err(ApiError::NotFound)
 }
 
+/// A page size from a `limit` query parameter: 1 to `max`.
+pub fn parse_limit(value: &str, max: i64) -> Result<i64, ApiError> {
+    match value.parse::<i64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::field("limit", format!("must be from 1 to {max}"))),
+    }
+}
+
+/// The cursor of the next page: the last row's key when the page is full.
+pub fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Option<String> {
+    (rows.len() as i64 == limit)
+        .then(|| rows.last().map(key))
+        .flatten()
+}
+
 /// A request body, read up to [`MAX_BODY_BYTES`] (`413` past that).
 pub struct Body(pub web::Bytes);
 

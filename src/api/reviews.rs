@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, Body, FieldError, State};
+use super::{next_cursor, parse_limit, ApiError, Body, FieldError, State};
 use crate::auth::{Principal, Role};
 use crate::gate::{Customer, Resolution, ReviewResolution};
 use crate::store::StoredDecision;
@@ -59,15 +59,7 @@ pub async fn list(
                 }
             },
             "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    return Err(ApiError::field(
-                        "limit",
-                        format!("must be from 1 to {MAX_PAGE}"),
-                    ))
-                }
-            },
+            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
             other => return Err(ApiError::field(other, "is not a parameter of this listing")),
         }
     }
@@ -78,9 +70,7 @@ pub async fn list(
             .reviews(status.as_deref(), cursor.as_deref(), limit)
     })
     .await??;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|d| d.id.clone()))
-        .flatten();
+    let next = next_cursor(&rows, limit, |d| d.id.clone());
     let reviews: Vec<Value> = rows.iter().map(review_item).collect();
     Ok(HttpResponse::Ok().json(json!({ "reviews": reviews, "next": next })))
 }
