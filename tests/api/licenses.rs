@@ -833,3 +833,122 @@ async fn one_key_on_two_replicas_makes_one_licence(app: TestApp) {
     assert!(created.iter().all(|r| r.text == created[0].text));
     assert_eq!(licence_count(&app).await, 1);
 }
+
+/// Reseller A against every route that names B's objects: nothing of B's is
+/// read or written, and the answers are those for objects that do not exist.
+#[actix_web::test]
+async fn tenants_never_see_or_touch_each_other() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    app.register("alpha", "DE", false).await;
+    app.register("beta", "DE", false).await;
+    app.add_oem_firewall().await;
+    app.admin_put(
+        "/v1/products/ACME-VPN",
+        json!({"name": "VPN", "vendor": "acme", "category": "vpn"}),
+    )
+    .await;
+    let k = key();
+    let b_licence = issue(
+        &app,
+        "beta",
+        Some(&k),
+        &order("ACME-VPN", "DE", Some(false), 3, 30),
+    )
+    .await;
+    let b_id = b_licence.body["license"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_decision = b_licence.body["decision"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_pre = app
+        .preflight(
+            "beta",
+            json!({"transaction": "issue", "product": "ACME-FW-K",
+                                   "customer": {"id": "c", "name": "n", "country": "US"}}),
+        )
+        .await;
+    let b_pre_id = b_pre.body["decision"]["id"].as_str().unwrap().to_string();
+    let events = app.all_events().await.len();
+    let a = app.reseller("alpha");
+    let missing = "01a21f00-0000-7000-8000-000000000000";
+
+    // Reads of B's objects look exactly like reads of nothing.
+    for (theirs, nothing) in [
+        (
+            format!("/v1/licenses/{b_id}"),
+            format!("/v1/licenses/{missing}"),
+        ),
+        (
+            format!("/v1/decisions/{b_decision}"),
+            format!("/v1/decisions/{missing}"),
+        ),
+        (
+            format!("/v1/decisions/{b_pre_id}"),
+            format!("/v1/decisions/{missing}"),
+        ),
+    ] {
+        let r = app.get(&theirs, &a).await;
+        r.assert_problem(404, "not_found");
+        assert_eq!(r.text, app.get(&nothing, &a).await.text, "{theirs}");
+    }
+    // Listings hold only A's own, whatever the filters say.
+    let mine = app.get("/v1/licenses?limit=1000", &a).await;
+    assert_eq!(mine.body["licenses"], json!([]));
+    let mine = app.get(&format!("/v1/licenses?cursor={}", ""), &a).await;
+    assert_eq!(mine.body["licenses"], json!([]));
+    app.get("/v1/licenses?reseller=beta", &a)
+        .await
+        .assert_problem(422, "validation_failed");
+    // A cannot renew B's licence, and learns nothing from trying.
+    let r = post(
+        &app,
+        &format!("/v1/licenses/{b_id}/renewals"),
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 1}),
+    )
+    .await;
+    r.assert_problem(404, "not_found");
+    let r2 = post(
+        &app,
+        &format!("/v1/licenses/{missing}/renewals"),
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 1}),
+    )
+    .await;
+    assert_eq!(r.text, r2.text);
+    // B's idempotency key is B's: A using it gets A's own fresh licence.
+    let r = issue(
+        &app,
+        "alpha",
+        Some(&k),
+        &order("ACME-VPN", "DE", Some(false), 3, 30),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert!(!replayed(&r));
+    assert_ne!(r.body["license"]["id"], b_licence.body["license"]["id"]);
+    // Compliance-only and admin-only routes refuse A.
+    for path in [
+        "/v1/audit",
+        "/v1/audit/verify",
+        "/v1/audit/checkpoints",
+        "/v1/reviews",
+        "/v1/resellers",
+        "/v1/products",
+    ] {
+        app.get(path, &a).await.assert_problem(403, "forbidden");
+    }
+    // Nothing of B's changed: B's licence is as it was, and only A's issue was recorded.
+    let b_now = app
+        .get(&format!("/v1/licenses/{b_id}"), &app.reseller("beta"))
+        .await;
+    assert_eq!(b_now.body, b_licence.body["license"]);
+    assert_eq!(app.all_events().await.len(), events + 1);
+}

@@ -489,3 +489,90 @@ async fn readiness_follows_the_database_without_a_restart() {
         "and it serves again"
     );
 }
+
+#[actix_web::test]
+async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
+    let (_db, url) = fresh_database();
+    let mut served = serve(&url, &[]).await;
+    let (_, reseller) = served.setup().await;
+    let served_ref = &served;
+    let reseller_ref = &reseller;
+    let clients = (0..8).map(|c| async move {
+        let mut issued = Vec::new();
+        for i in 0..400 {
+            let key = format!("kill-{c}-{i}");
+            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
+                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+            let (status, body, _) = served_ref
+                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
+                .await;
+            match status {
+                201 => issued.push(body["license"]["id"].as_str().unwrap().to_string()),
+                _ => break,
+            }
+        }
+        issued
+    });
+    let killer = async {
+        actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+        let id = served_ref.child.as_ref().unwrap().id();
+        assert!(Command::new("kill")
+            .args(["-KILL", &id.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let (issued, ()) =
+        futures_util::future::join(futures_util::future::join_all(clients), killer).await;
+    let issued: Vec<String> = issued.into_iter().flatten().collect();
+    let status = served.child.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+    assert!(
+        issued.len() > 20,
+        "the load ran before the kill ({} licences)",
+        issued.len()
+    );
+
+    // Restarted on the same database, it serves again.
+    let restarted = serve(&url, &[]).await;
+    let (code, _, _) = restarted.call("GET", "/readyz", "", None, &[]).await;
+    assert_eq!(code, 200);
+
+    // Every acknowledged licence is there with its decision; every allowing
+    // event has its licence; the chain verifies.
+    let store = gatekeeper::store::Store::connect(
+        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
+        2,
+    )
+    .unwrap();
+    for id in &issued {
+        let licence = store
+            .license(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("licence {id} acknowledged but missing"));
+        assert!(store.decision(&licence.decision_id).unwrap().is_some());
+    }
+    let mut allowed = Vec::new();
+    store
+        .for_each_event(&Default::default(), |e| {
+            if e["action"] == "decision.issue" && e["outcome"] == "allow" {
+                allowed.push(
+                    e["subject"]["license"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            true
+        })
+        .unwrap();
+    assert!(allowed.len() >= issued.len());
+    for id in &allowed {
+        assert!(
+            store.license(id).unwrap().is_some(),
+            "event for licence {id} without the licence"
+        );
+    }
+    let report = store.verify_chain(&[], &[]).unwrap();
+    assert!(report.ok, "{report:?}");
+}
