@@ -47,7 +47,7 @@ run_once() { # batch -> prints requests/s and non-2xx count
   local batch=$1
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
   GATEKEEPER_DATABASE_URL="$PG/$DB" GATEKEEPER_LISTEN="127.0.0.1:$PORT" GATEKEEPER_DATA_DIR="$WORK/keys" \
-    GATEKEEPER_LEDGER_BATCH=$batch GATEKEEPER_DB_POOL_SIZE=16 RUST_LOG=warn \
+    GATEKEEPER_LEDGER_BATCH=$batch GATEKEEPER_DB_POOL_SIZE=16 GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn \
     "$BIN" serve 2>>"$WORK/serve.log" &
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done

@@ -75,6 +75,9 @@ pub struct Config {
     /// Serve `/metrics` on this address too (e.g. a port only Prometheus
     /// reaches); it stays on the main address as well.
     pub metrics_listen: Option<String>,
+    /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
+    /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
+    pub rate_limit: Option<crate::api::limits::Limit>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -120,6 +123,18 @@ impl Config {
             .context(
                 "GATEKEEPER_SHUTDOWN_GRACE must be a whole number of seconds from 1 to 3600",
             )?;
+        let rate = get("GATEKEEPER_RATE_LIMIT", "1000")
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .context(
+                "GATEKEEPER_RATE_LIMIT must be a number of requests a second (0 turns it off)",
+            )?;
+        let burst = get("GATEKEEPER_RATE_BURST", &(rate * 2.0).max(1.0).to_string())
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 1.0)
+            .context("GATEKEEPER_RATE_BURST must be a number of requests, at least 1")?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -139,6 +154,7 @@ impl Config {
             log_format: get("GATEKEEPER_LOG_FORMAT", "text"),
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
             metrics_listen: lookup("GATEKEEPER_METRICS_LISTEN").filter(|v| !v.trim().is_empty()),
+            rate_limit: (rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }),
         })
     }
 }

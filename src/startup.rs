@@ -98,6 +98,7 @@ impl Application {
             gate,
             auth,
             metrics,
+            limiter: config.rate_limit.map(crate::api::limits::RateLimiter::new),
         });
         let listener = TcpListener::bind(&config.listen)
             .with_context(|| format!("binding {}", config.listen))?;

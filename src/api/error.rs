@@ -60,6 +60,9 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     #[error("review resolved already")]
     ReviewResolved,
+    /// The tenant's request rate is over its limit.
+    #[error("rate limited")]
+    RateLimited(super::limits::Refused),
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::ReviewResolved => "review_resolved",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -127,6 +131,13 @@ impl ApiError {
                 "Idempotency key reused",
                 "This Idempotency-Key was used for a different request; use a new key for a new request.".into(),
             ),
+            ApiError::RateLimited(r) => (
+                "Too many requests",
+                format!(
+                    "Your requests are over the limit of {} a second (bursts of {}); retry after the time in Retry-After.",
+                    r.limit.rate, r.limit.burst
+                ),
+            ),
             ApiError::ReviewResolved => (
                 "Review resolved already",
                 "This review has been resolved; a review is resolved once.".into(),
@@ -155,6 +166,7 @@ impl ResponseError for ApiError {
             | ApiError::IdempotencyKeyRequired(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInFlight | ApiError::ReviewResolved => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -186,6 +198,18 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
+            }
+            ApiError::RateLimited(r) => {
+                response.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));
+                // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left.
+                response.insert_header((
+                    "RateLimit-Policy",
+                    format!("\"tenant\";q={};w=1", r.limit.burst),
+                ));
+                response.insert_header((
+                    "RateLimit",
+                    format!("\"tenant\";r=0;t={}", r.retry_after_secs),
+                ));
             }
             _ => {}
         }

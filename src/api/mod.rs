@@ -6,6 +6,7 @@ mod catalog;
 mod decisions;
 pub mod error;
 mod licenses;
+pub mod limits;
 mod ops;
 mod reviews;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub gate: Gate,
     pub auth: Authenticator,
     pub metrics: Metrics,
+    /// Per-tenant request limits; `None` when off.
+    pub limiter: Option<limits::RateLimiter>,
 }
 
 pub type State = web::Data<Arc<AppState>>;
@@ -266,6 +269,9 @@ async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiE
         .clone()
         .ok_or(ApiError::UnknownReseller)?;
     crate::telemetry::record_tenant(id.as_str());
+    if let Some(limiter) = &state.limiter {
+        limiter.take(id.as_str()).map_err(ApiError::RateLimited)?;
+    }
     if state.gate.is_registered(&id).await? {
         Ok(id)
     } else {

@@ -209,6 +209,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         log_format: "text".into(),
         shutdown_grace: std::time::Duration::from_secs(5),
         metrics_listen: None,
+        rate_limit: None,
     };
     let address = start(&config);
     Some(TestApp {

@@ -43,6 +43,7 @@ async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
         .env("GATEKEEPER_DATABASE_URL", database_url)
         .env("GATEKEEPER_LISTEN", &base)
         .env("GATEKEEPER_CHECKPOINT_INTERVAL", "0")
+        .env("GATEKEEPER_RATE_LIMIT", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
@@ -575,4 +576,65 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
     }
     let report = store.verify_chain(&[], &[]).unwrap();
     assert!(report.ok, "{report:?}");
+}
+
+#[actix_web::test]
+async fn a_flooding_tenant_is_limited_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+    let served = serve(
+        &url,
+        &[
+            ("GATEKEEPER_RATE_LIMIT", "5"),
+            ("GATEKEEPER_RATE_BURST", "10"),
+        ],
+    )
+    .await;
+    let (admin, flooder) = served.setup().await;
+    let (status, _, _) = served
+        .call(
+            "PUT",
+            "/v1/resellers/quiet",
+            &admin,
+            Some(json!({"name": "Q", "country": "DE", "us_person": false})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let quiet = served.token(&["--role", "reseller", "--reseller", "quiet"]);
+    let ask = json!({"transaction": "issue", "product": "ACME-VPN",
+                     "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+    let mut limited = None;
+    for _ in 0..40 {
+        let (status, body, headers) = served
+            .call("POST", "/v1/decisions", &flooder, Some(ask.clone()), &[])
+            .await;
+        if status == 429 {
+            limited = Some((body, headers));
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    let (body, headers) = limited.expect("the flood is limited");
+    assert_eq!(body["code"], "rate_limited");
+    let retry: u64 = headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry));
+    assert!(headers
+        .get("ratelimit-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("q=10"));
+    assert!(headers.get("ratelimit").is_some());
+    // The other tenant is not affected.
+    let (status, _, _) = served
+        .call("POST", "/v1/decisions", &quiet, Some(ask.clone()), &[])
+        .await;
+    assert_eq!(status, 200);
 }
