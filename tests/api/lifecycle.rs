@@ -638,3 +638,110 @@ async fn a_flooding_tenant_is_limited_and_others_are_not() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[actix_web::test]
+async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
+    let Some(_) = std::env::var_os("TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL"
+        );
+        return;
+    };
+    let (db, url) = fresh_database();
+    let served = serve(&url, &[]).await;
+    let (_, reseller) = served.setup().await;
+    let database = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let served_ref = &served;
+    let reseller_ref = &reseller;
+    // Six clients issue licences, keeping the log of every answer.
+    let clients = (0..6).map(|c| async move {
+        let mut log = Vec::new();
+        for i in 0..150 {
+            let key = format!("term-{c}-{i}");
+            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
+                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+            let (status, body, headers) = served_ref
+                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
+                .await;
+            if status == 503 {
+                assert!(headers.get("retry-after").is_some(), "503 carries Retry-After");
+            }
+            log.push((status, body["license"]["id"].as_str().map(String::from)));
+        }
+        log
+    });
+    // Meanwhile, the service's connections are killed, again and again.
+    let killer = async {
+        for _ in 0..15 {
+            actix_web::rt::time::sleep(Duration::from_millis(60)).await;
+            db.execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            ))
+            .unwrap();
+        }
+    };
+    let (logs, ()) =
+        futures_util::future::join(futures_util::future::join_all(clients), killer).await;
+    let log: Vec<(u16, Option<String>)> = logs.into_iter().flatten().collect();
+    assert!(
+        log.iter().all(|(s, _)| *s == 201 || *s == 503),
+        "only 201 or 503: {:?}",
+        log.iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s != 201)
+            .collect::<Vec<_>>()
+    );
+    let created: Vec<&String> = log
+        .iter()
+        .filter_map(|(s, id)| (*s == 201).then_some(id.as_ref()).flatten())
+        .collect();
+    assert!(
+        created.len() > 100,
+        "the service kept working between kills ({})",
+        created.len()
+    );
+
+    let store = gatekeeper::store::Store::connect(
+        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
+        2,
+    )
+    .unwrap();
+    for id in &created {
+        let licence = store
+            .license(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("201 for {id} without its licence"));
+        assert!(
+            store.decision(&licence.decision_id).unwrap().is_some(),
+            "licence {id} without its decision"
+        );
+    }
+    let mut allowed = 0usize;
+    store
+        .for_each_event(&Default::default(), |e| {
+            if e["action"] == "decision.issue" && e["outcome"] == "allow" {
+                allowed += 1;
+            }
+            true
+        })
+        .unwrap();
+    let licences = store.licenses(None, None, 10_000).unwrap().len();
+    assert_eq!(
+        allowed, licences,
+        "one allowing event per licence, no more, no less"
+    );
+    assert!(licences >= created.len());
+    assert!(store.verify_chain(&[], &[]).unwrap().ok);
+    // And it still serves.
+    let (code, _, _) = served.call("GET", "/readyz", "", None, &[]).await;
+    assert_eq!(code, 200);
+}
