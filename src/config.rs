@@ -78,6 +78,9 @@ pub struct Config {
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
     pub rate_limit: Option<crate::api::limits::Limit>,
+    /// How long a client may take to send a request's head before the
+    /// connection is closed (`408`): slow clients cannot hold workers.
+    pub request_timeout: std::time::Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -135,6 +138,13 @@ impl Config {
             .ok()
             .filter(|n| n.is_finite() && *n >= 1.0)
             .context("GATEKEEPER_RATE_BURST must be a number of requests, at least 1")?;
+        let request_timeout = get("GATEKEEPER_REQUEST_TIMEOUT", "5")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=300).contains(n))
+            .context(
+                "GATEKEEPER_REQUEST_TIMEOUT must be a whole number of seconds from 1 to 300",
+            )?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -155,6 +165,7 @@ impl Config {
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
             metrics_listen: lookup("GATEKEEPER_METRICS_LISTEN").filter(|v| !v.trim().is_empty()),
             rate_limit: (rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }),
+            request_timeout: std::time::Duration::from_secs(request_timeout),
         })
     }
 }

@@ -146,6 +146,8 @@ impl Application {
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(config.shutdown_grace.as_secs())
+        .client_request_timeout(config.request_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .listen(listener)?
         .run();
         let metrics_server = match &config.metrics_listen {

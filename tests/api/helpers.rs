@@ -210,6 +210,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         shutdown_grace: std::time::Duration::from_secs(5),
         metrics_listen: None,
         rate_limit: None,
+        request_timeout: std::time::Duration::from_secs(5),
     };
     let address = start(&config);
     Some(TestApp {

@@ -745,3 +745,41 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
     let (code, _, _) = served.call("GET", "/readyz", "", None, &[]).await;
     assert_eq!(code, 200);
 }
+
+#[actix_web::test]
+async fn slow_clients_are_cut_off_and_do_not_hold_the_service() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+    let served = serve(&url, &[("GATEKEEPER_REQUEST_TIMEOUT", "1")]).await;
+    let address = served.base.trim_start_matches("http://").to_string();
+    // 300 clients that start a request and never finish its head.
+    let mut slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&address).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The service still answers others.
+    let (status, body, _) = served.call("GET", "/healthz", "", None, &[]).await;
+    assert_eq!((status, body["status"].clone()), (200, json!("ok")));
+    // And it closes the slow ones once their time is up (408, then EOF).
+    let cut = std::thread::spawn(move || {
+        slow.iter_mut()
+            .map(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let mut answer = Vec::new();
+                matches!(s.read_to_end(&mut answer), Ok(_))
+                    && (answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"))
+            })
+            .filter(|cut| *cut)
+            .count()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(cut, 300, "every slow client was cut off");
+    let (status, _, _) = served.call("GET", "/readyz", "", None, &[]).await;
+    assert_eq!(status, 200);
+}
