@@ -255,6 +255,55 @@ async fn logs_carry_request_ids_and_never_tokens_or_customer_names() {
     }
 }
 
+/// One answer a load client kept: the status, the licence id of a 201,
+/// and whether a 503 said when to retry.
+type Answer = (u16, Option<String>, bool);
+
+/// `clients` clients each issuing up to `each` licences with keys of their
+/// own; with `stop_at_failure`, a client stops at its first answer that is
+/// not a 201 (the server went away). Returns every answer.
+async fn issue_load(
+    served: &Served,
+    reseller: &str,
+    clients: usize,
+    each: usize,
+    stop_at_failure: bool,
+) -> Vec<Answer> {
+    let runs = (0..clients).map(|c| async move {
+        let mut log = Vec::new();
+        for i in 0..each {
+            let key = format!("load-{c}-{i}-{}", uuid::Uuid::new_v4().simple());
+            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
+                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+            let (status, body, headers) = served
+                .call("POST", "/v1/licenses", reseller, Some(body), &[("idempotency-key", key.as_str())])
+                .await;
+            log.push((
+                status,
+                body["license"]["id"].as_str().map(String::from),
+                headers.get("retry-after").is_some(),
+            ));
+            if stop_at_failure && status != 201 {
+                break;
+            }
+        }
+        log
+    });
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The licence ids of the 201s of a load.
+fn acknowledged(log: &[Answer]) -> Vec<String> {
+    log.iter()
+        .filter(|(status, _, _)| *status == 201)
+        .filter_map(|(_, id, _)| id.clone())
+        .collect()
+}
+
 /// A `gatekeeper serve` on a fresh database: PostgreSQL when
 /// `TEST_DATABASE_URL` is set, else SQLite.
 fn fresh_database() -> (TestDb, String) {
@@ -276,24 +325,7 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
     let served_ref = &served;
     let reseller_ref = &reseller;
     // Eight clients issue licences until the server goes away.
-    let clients = (0..8).map(|c| async move {
-        let mut issued = Vec::new();
-        for i in 0..400 {
-            let key = format!("load-{c}-{i}");
-            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
-                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
-            let (status, body, _) = served_ref
-                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
-                .await;
-            match status {
-                201 => issued.push(body["license"]["id"].as_str().unwrap().to_string()),
-                0 => break,
-                503 => break,
-                other => panic!("unexpected {other}: {body}"),
-            }
-        }
-        issued
-    });
+    let clients = issue_load(served_ref, reseller_ref, 8, 400, true);
     let stopper = async {
         actix_web::rt::time::sleep(Duration::from_millis(700)).await;
         let id = served_ref.child.as_ref().unwrap().id();
@@ -303,9 +335,13 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
             .unwrap()
             .success());
     };
-    let (issued, ()) =
-        futures_util::future::join(futures_util::future::join_all(clients), stopper).await;
-    let issued: Vec<String> = issued.into_iter().flatten().collect();
+    let (log, ()) = futures_util::future::join(clients, stopper).await;
+    assert!(
+        log.iter()
+            .all(|(status, _, _)| matches!(status, 201 | 503 | 0)),
+        "only 201, or 503 and refused connections once the server stops"
+    );
+    let issued = acknowledged(&log);
     let status = {
         let mut child = served.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -498,22 +534,7 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
     let (_, reseller) = served.setup().await;
     let served_ref = &served;
     let reseller_ref = &reseller;
-    let clients = (0..8).map(|c| async move {
-        let mut issued = Vec::new();
-        for i in 0..400 {
-            let key = format!("kill-{c}-{i}");
-            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
-                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
-            let (status, body, _) = served_ref
-                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
-                .await;
-            match status {
-                201 => issued.push(body["license"]["id"].as_str().unwrap().to_string()),
-                _ => break,
-            }
-        }
-        issued
-    });
+    let clients = issue_load(served_ref, reseller_ref, 8, 400, true);
     let killer = async {
         actix_web::rt::time::sleep(Duration::from_millis(700)).await;
         let id = served_ref.child.as_ref().unwrap().id();
@@ -523,9 +544,8 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
             .unwrap()
             .success());
     };
-    let (issued, ()) =
-        futures_util::future::join(futures_util::future::join_all(clients), killer).await;
-    let issued: Vec<String> = issued.into_iter().flatten().collect();
+    let (log, ()) = futures_util::future::join(clients, killer).await;
+    let issued = acknowledged(&log);
     let status = served.child.take().unwrap().wait().unwrap();
     assert_eq!(status.code(), None, "killed by a signal");
     assert!(
@@ -662,22 +682,7 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
     let served_ref = &served;
     let reseller_ref = &reseller;
     // Six clients issue licences, keeping the log of every answer.
-    let clients = (0..6).map(|c| async move {
-        let mut log = Vec::new();
-        for i in 0..150 {
-            let key = format!("term-{c}-{i}");
-            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
-                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
-            let (status, body, headers) = served_ref
-                .call("POST", "/v1/licenses", reseller_ref, Some(body), &[("idempotency-key", key.as_str())])
-                .await;
-            if status == 503 {
-                assert!(headers.get("retry-after").is_some(), "503 carries Retry-After");
-            }
-            log.push((status, body["license"]["id"].as_str().map(String::from)));
-        }
-        log
-    });
+    let clients = issue_load(served_ref, reseller_ref, 6, 150, false);
     // Meanwhile, the service's connections are killed, again and again.
     let killer = async {
         for _ in 0..15 {
@@ -689,21 +694,21 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
             .unwrap();
         }
     };
-    let (logs, ()) =
-        futures_util::future::join(futures_util::future::join_all(clients), killer).await;
-    let log: Vec<(u16, Option<String>)> = logs.into_iter().flatten().collect();
+    let (log, ()) = futures_util::future::join(clients, killer).await;
     assert!(
-        log.iter().all(|(s, _)| *s == 201 || *s == 503),
+        log.iter()
+            .all(|(status, _, retry)| *status != 503 || *retry),
+        "503 carries Retry-After"
+    );
+    assert!(
+        log.iter().all(|(s, _, _)| *s == 201 || *s == 503),
         "only 201 or 503: {:?}",
         log.iter()
-            .map(|(s, _)| *s)
+            .map(|(s, _, _)| *s)
             .filter(|s| *s != 201)
             .collect::<Vec<_>>()
     );
-    let created: Vec<&String> = log
-        .iter()
-        .filter_map(|(s, id)| (*s == 201).then_some(id.as_ref()).flatten())
-        .collect();
+    let created = acknowledged(&log);
     assert!(
         created.len() > 100,
         "the service kept working between kills ({})",
