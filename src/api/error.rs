@@ -49,8 +49,9 @@ pub enum ApiError {
     UnknownReseller,
     #[error("not found")]
     NotFound,
+    /// With the methods the route takes.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// A licence write without an `Idempotency-Key` header (or a bad one).
     #[error("idempotency key required: {0}")]
     IdempotencyKeyRequired(String),
@@ -86,7 +87,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::UnknownReseller => "unknown_reseller",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::IdempotencyKeyRequired(_) => "idempotency_key_required",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
@@ -122,7 +123,7 @@ impl ApiError {
                 "The reseller named by your token is not registered.".into(),
             ),
             ApiError::NotFound => ("Not found", "There is nothing here for you.".into()),
-            ApiError::MethodNotAllowed => (
+            ApiError::MethodNotAllowed(_) => (
                 "Method not allowed",
                 "This route does not take that method.".into(),
             ),
@@ -172,7 +173,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -198,6 +199,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, *allow));
             }
             ApiError::RateLimited(r) => {
                 response.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));

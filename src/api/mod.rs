@@ -41,59 +41,68 @@ pub type State = web::Data<Arc<AppState>>;
 
 /// Every route of the service. `openapi.yaml` documents exactly these.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/v1/resellers").route(web::get().to(catalog::list::<ResellerSpec>)))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(
-            resource("/v1/resellers/{id}")
+            resource("/v1/resellers", "GET").route(web::get().to(catalog::list::<ResellerSpec>)),
+        )
+        .service(
+            resource("/v1/resellers/{id}", "GET, PUT")
                 .route(web::get().to(catalog::get::<ResellerSpec>))
                 .route(web::put().to(catalog::put::<ResellerSpec>)),
         )
         .service(
-            resource("/v1/organizations").route(web::get().to(catalog::list::<OrganizationSpec>)),
+            resource("/v1/organizations", "GET")
+                .route(web::get().to(catalog::list::<OrganizationSpec>)),
         )
         .service(
-            resource("/v1/organizations/{id}")
+            resource("/v1/organizations/{id}", "GET, PUT")
                 .route(web::get().to(catalog::get::<OrganizationSpec>))
                 .route(web::put().to(catalog::put::<OrganizationSpec>)),
         )
         .service(
-            resource("/v1/organizations/{id}/relationships/{target}")
-                .route(web::get().to(catalog::get_relationship))
-                .route(web::put().to(catalog::put_relationship))
-                .route(web::delete().to(catalog::delete_relationship)),
+            resource(
+                "/v1/organizations/{id}/relationships/{target}",
+                "GET, PUT, DELETE",
+            )
+            .route(web::get().to(catalog::get_relationship))
+            .route(web::put().to(catalog::put_relationship))
+            .route(web::delete().to(catalog::delete_relationship)),
         )
-        .service(resource("/v1/products").route(web::get().to(catalog::list::<ProductSpec>)))
+        .service(resource("/v1/products", "GET").route(web::get().to(catalog::list::<ProductSpec>)))
         .service(
-            resource("/v1/products/{sku}")
+            resource("/v1/products/{sku}", "GET, PUT")
                 .route(web::get().to(catalog::get::<ProductSpec>))
                 .route(web::put().to(catalog::put::<ProductSpec>)),
         )
         .service(
-            resource("/v1/designations").route(web::get().to(catalog::list::<DesignationSpec>)),
+            resource("/v1/designations", "GET")
+                .route(web::get().to(catalog::list::<DesignationSpec>)),
         )
         .service(
-            resource("/v1/designations/{id}")
+            resource("/v1/designations/{id}", "GET, PUT")
                 .route(web::get().to(catalog::get::<DesignationSpec>))
                 .route(web::put().to(catalog::put::<DesignationSpec>)),
         )
-        .service(resource("/v1/decisions").route(web::post().to(decisions::create)))
-        .service(resource("/v1/decisions/{id}").route(web::get().to(decisions::get)))
+        .service(resource("/v1/decisions", "POST").route(web::post().to(decisions::create)))
+        .service(resource("/v1/decisions/{id}", "GET").route(web::get().to(decisions::get)))
         .service(
-            resource("/v1/licenses")
+            resource("/v1/licenses", "GET, POST")
                 .route(web::get().to(licenses::list))
                 .route(web::post().to(licenses::issue)),
         )
-        .service(resource("/v1/licenses/{id}").route(web::get().to(licenses::get)))
-        .service(resource("/v1/licenses/{id}/renewals").route(web::post().to(licenses::renew)))
-        .service(resource("/v1/keys").route(web::get().to(licenses::keys)))
-        .service(resource("/v1/reviews").route(web::get().to(reviews::list)))
-        .service(resource("/v1/reviews/{id}").route(web::post().to(reviews::resolve)))
-        .service(resource("/v1/audit").route(web::get().to(audit::list)))
-        .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)))
+        .service(resource("/v1/licenses/{id}", "GET").route(web::get().to(licenses::get)))
         .service(
-            resource("/v1/audit/checkpoints")
+            resource("/v1/licenses/{id}/renewals", "POST").route(web::post().to(licenses::renew)),
+        )
+        .service(resource("/v1/keys", "GET").route(web::get().to(licenses::keys)))
+        .service(resource("/v1/reviews", "GET").route(web::get().to(reviews::list)))
+        .service(resource("/v1/reviews/{id}", "POST").route(web::post().to(reviews::resolve)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(audit::list)))
+        .service(resource("/v1/audit/verify", "GET").route(web::get().to(audit::verify)))
+        .service(
+            resource("/v1/audit/checkpoints", "GET, POST")
                 .route(web::get().to(audit::checkpoints))
                 .route(web::post().to(audit::sign_checkpoint)),
         );
@@ -101,13 +110,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Only `/metrics`, for a separate metrics listener.
 pub fn metrics_only(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/metrics").route(web::get().to(ops::metrics)));
+    cfg.service(resource("/metrics", "GET").route(web::get().to(ops::metrics)));
 }
 
-/// A resource whose unmatched methods answer `405` as problem+json.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        Err::<String, _>(ApiError::MethodNotAllowed)
+/// A resource whose other methods answer `405` as problem+json, with the
+/// `Allow` header listing `allow` (RFC 9110).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<String, _>(ApiError::MethodNotAllowed(allow))
     }))
 }
 

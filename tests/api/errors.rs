@@ -51,9 +51,17 @@ async fn errors_are_problem_json_with_stable_codes(app: TestApp) {
     app.send("GET", "/nowhere", None, None)
         .await
         .assert_problem(404, "not_found");
-    app.send("DELETE", "/v1/designations", Some(&admin), None)
-        .await
-        .assert_problem(405, "method_not_allowed");
+    let r = app
+        .send("DELETE", "/v1/designations", Some(&admin), None)
+        .await;
+    r.assert_problem(405, "method_not_allowed");
+    assert_eq!(
+        r.headers.get("allow").unwrap(),
+        "GET",
+        "405 says what is allowed"
+    );
+    let r = app.send("PATCH", "/v1/licenses", Some(&admin), None).await;
+    assert_eq!(r.headers.get("allow").unwrap(), "GET, POST");
 
     // Nothing but the one valid PUT was recorded.
     assert_eq!(app.all_events().await.len(), before + 1);
