@@ -42,7 +42,9 @@ fn routed() -> BTreeSet<(String, String)> {
     let start = text.find("pub fn routes").unwrap();
     let body = &text[start..start + text[start..].find("\n}\n").unwrap()];
     let mut out = BTreeSet::new();
-    for chunk in body.split("resource(\"").skip(1) {
+    for chunk in body.split("resource(").skip(1) {
+        // `resource("PATH", "ALLOW")`, however rustfmt lays it out.
+        let chunk = chunk.trim_start().trim_start_matches('"');
         let path = &chunk[..chunk.find('"').unwrap()];
         for m in METHODS {
             if chunk.contains(&format!("web::{m}()")) {
