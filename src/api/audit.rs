@@ -28,9 +28,9 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
     };
     for (name, value) in params {
         match name.as_str() {
-            "after" => match value.parse::<i64>() {
-                Ok(n) if n >= 0 => filter.after = Some(n),
-                _ => errors.push(FieldError::new(
+            "after" => match cursor(value) {
+                Some(n) => filter.after = Some(n),
+                None => errors.push(FieldError::new(
                     "after",
                     "must be a cursor returned as `next`",
                 )),
@@ -47,7 +47,10 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
                 "allow" | "deny" | "review" => filter.outcome = Some(value.clone()),
                 _ => errors.push(FieldError::new("outcome", "must be allow, deny or review")),
             },
-            "reseller" => filter.reseller = Some(value.clone()),
+            "reseller" => match crate::domain::ResellerId::parse(value) {
+                Ok(_) => filter.reseller = Some(value.clone()),
+                Err(m) => errors.push(FieldError::new("reseller", m)),
+            },
             "from" => filter.from = instant("from", value, &mut errors),
             "to" => filter.to = instant("to", value, &mut errors),
             other => errors.push(FieldError::new(other, "is not a filter of this listing")),
@@ -59,6 +62,13 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
         errors.sort_by(|a, b| a.field.cmp(&b.field));
         Err(ApiError::Validation(errors))
     }
+}
+
+/// A `seq` cursor: decimal digits only (no sign), as `next` gives them.
+fn cursor(value: &str) -> Option<i64> {
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse::<i64>().ok())
+        .flatten()
 }
 
 /// The export formats `GET /v1/audit` streams, by `Accept`.
@@ -254,7 +264,7 @@ pub async fn checkpoints(
     let mut limit = MAX_LIMIT;
     for (name, value) in query.into_inner() {
         match (name.as_str(), value.parse::<i64>()) {
-            ("after", Ok(n)) if n >= 0 => after = Some(n),
+            ("after", _) if cursor(&value).is_some() => after = cursor(&value),
             ("limit", Ok(n)) if (1..=MAX_LIMIT).contains(&n) => limit = n,
             (other, _) => {
                 return Err(ApiError::field(
