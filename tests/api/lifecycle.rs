@@ -296,6 +296,26 @@ async fn issue_load(
         .collect()
 }
 
+/// Every acknowledged licence is in the database at `url` with the
+/// decision that allowed it; returns the store for further checks.
+fn assert_durable(url: &str, acknowledged: &[String]) -> gatekeeper::store::Store {
+    let store =
+        gatekeeper::store::Store::connect(&gatekeeper::config::DatabaseUrl::parse(url).unwrap(), 2)
+            .unwrap();
+    for id in acknowledged {
+        let licence = store
+            .license(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("licence {id} acknowledged but missing"));
+        let decision = store
+            .decision(&licence.decision_id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("licence {id} without its decision"));
+        assert_eq!(decision.body["outcome"], "allow");
+    }
+    store
+}
+
 /// The licence ids of the 201s of a load.
 fn acknowledged(log: &[Answer]) -> Vec<String> {
     log.iter()
@@ -367,22 +387,7 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
 
     // Every licence a client saw acknowledged is there with its audit event,
     // the chain verifies, and a last checkpoint covers its head.
-    let store = gatekeeper::store::Store::connect(
-        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
-        2,
-    )
-    .unwrap();
-    for id in &issued {
-        let licence = store
-            .license(id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("licence {id} acknowledged but missing"));
-        let decision = store
-            .decision(&licence.decision_id)
-            .unwrap()
-            .expect("its decision");
-        assert_eq!(decision.body["outcome"], "allow");
-    }
+    let store = assert_durable(&url, &issued);
     let report = store.verify_chain(&[], &[]).unwrap();
     assert!(report.ok, "{report:?}");
     let (head, _) = store.head().unwrap();
@@ -561,18 +566,7 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
 
     // Every acknowledged licence is there with its decision; every allowing
     // event has its licence; the chain verifies.
-    let store = gatekeeper::store::Store::connect(
-        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
-        2,
-    )
-    .unwrap();
-    for id in &issued {
-        let licence = store
-            .license(id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("licence {id} acknowledged but missing"));
-        assert!(store.decision(&licence.decision_id).unwrap().is_some());
-    }
+    let store = assert_durable(&url, &issued);
     let mut allowed = Vec::new();
     store
         .for_each_event(&Default::default(), |e| {
@@ -715,21 +709,7 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
         created.len()
     );
 
-    let store = gatekeeper::store::Store::connect(
-        &gatekeeper::config::DatabaseUrl::parse(&url).unwrap(),
-        2,
-    )
-    .unwrap();
-    for id in &created {
-        let licence = store
-            .license(id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("201 for {id} without its licence"));
-        assert!(
-            store.decision(&licence.decision_id).unwrap().is_some(),
-            "licence {id} without its decision"
-        );
-    }
+    let store = assert_durable(&url, &created);
     let mut allowed = 0usize;
     store
         .for_each_event(&Default::default(), |e| {
