@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{next_cursor, ApiError, FieldError, State};
+use super::{next_cursor, parse_limit, ApiError, FieldError, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::store::{AuditFilter, Store};
@@ -35,12 +35,10 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
                     "must be a cursor returned as `next`",
                 )),
             },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be from 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match parse_limit(value, MAX_LIMIT) {
+                Ok(n) => limit = n,
+                Err(ApiError::Validation(mut e)) => errors.append(&mut e),
+                Err(_) => {}
             },
             "action" => filter.action = Some(value.clone()),
             "outcome" => match value.as_str() {
@@ -263,15 +261,14 @@ pub async fn checkpoints(
     let mut after = None;
     let mut limit = MAX_LIMIT;
     for (name, value) in query.into_inner() {
-        match (name.as_str(), value.parse::<i64>()) {
-            ("after", _) if cursor(&value).is_some() => after = cursor(&value),
-            ("limit", Ok(n)) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-            (other, _) => {
-                return Err(ApiError::field(
-                    other,
-                    "is not a valid parameter of this listing",
-                ))
+        match name.as_str() {
+            "after" => {
+                after = Some(cursor(&value).ok_or_else(|| {
+                    ApiError::field("after", "must be a cursor returned as `next`")
+                })?)
             }
+            "limit" => limit = parse_limit(&value, MAX_LIMIT)?,
+            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
         }
     }
     let st = Arc::clone(&state);
