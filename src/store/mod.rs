@@ -434,13 +434,6 @@ impl Store {
         }
     }
 
-    /// Answers when the database does.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        conn.batch_execute("SELECT 1")?;
-        Ok(())
-    }
-
     /// Reads the committed catalogue and builds its snapshot.
     /// Reads the committed catalogue and builds its snapshot. The version
     /// and every table are read in one snapshot of the database, so a
