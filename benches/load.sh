@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# The load harness: the service's hot paths next to baselines measured in the
+# same run, on the same machine, one after another, in rounds, medians taken.
+#
+#   benches/load.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]     (default 10 64 3)
+#
+# Prints one table: requests/s, p50 and p99 for
+#   - bare actix-web: a JSON endpoint with nothing behind it (benches/bare_actix.rs)
+#   - pgbench: one prepared one-row INSERT per transaction, 16 clients
+#   - preflight (POST /v1/decisions), issuance (POST /v1/licenses) and renewal
+#     (POST /v1/licenses/{id}/renewals) against the release build on
+#     PostgreSQL and on SQLite, each answered only once durably audited
+# then each PostgreSQL path again at half its saturating rate (p99 there), the
+# service's peak RSS, whether the audit chain verifies afterwards, and the
+# issue's targets as ratios.
+#
+# Needs PostgreSQL at $LOAD_PG (default postgres://postgres@127.0.0.1:5432,
+# trust auth) and pgbench; installs wrk from Debian's packages if missing.
+# LOAD_BACKENDS="postgres sqlite" picks the service's backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-64}
+ROUNDS=${3:-3}
+PG=${LOAD_PG:-postgres://postgres@127.0.0.1:5432}
+BACKENDS=${LOAD_BACKENDS:-postgres sqlite}
+PORT=${LOAD_PORT:-18181}
+BARE_PORT=$((PORT + 1))
+DB=gatekeeper_load
+PGBENCH_DB=gatekeeper_pgbench
+PGBENCH_CLIENTS=16
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk from Debian's packages" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
+fi
+command -v pgbench >/dev/null || { echo "pgbench is missing (Debian: postgresql-client)" >&2; exit 1; }
+cargo build --release -q --bin gatekeeper --example bare-actix
+BIN=target/release/gatekeeper
+BARE=target/release/examples/bare-actix
+WORK=$(mktemp -d)
+SERVER_PID=
+MAIN_SHELL=$BASHPID
+cleanup() {
+  [ "$BASHPID" = "$MAIN_SHELL" ] || return 0
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- request scripts --------------------------------------------------------
+
+BODY_DECIDE='{"transaction":"issue","product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false}}'
+BODY_ISSUE='{"product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false},"seats":5,"term_days":365}'
+
+# Every script may pace itself: PACE_MS (milliseconds each connection waits
+# between requests) turns wrk's closed loop into a fixed offered rate.
+lua_common() {
+  cat <<LUA
+local pace = tonumber(os.getenv("PACE_MS") or "0")
+local threads, counter = 0, 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = "load-" .. tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9)) .. "-"
+end
+function delay()
+  return pace
+end
+LUA
+}
+
+{ lua_common; cat <<LUA
+local body = '$BODY_DECIDE'
+function request()
+  return wrk.format("POST", "/v1/decisions", nil, body)
+end
+LUA
+} >"$WORK/decide.lua"
+
+{ lua_common; cat <<LUA
+local body = '$BODY_ISSUE'
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  return wrk.format("POST", "/v1/licenses", nil, body)
+end
+LUA
+} >"$WORK/issue.lua"
+
+renew_lua() { # licence ids (one per line) on stdin
+  lua_common
+  echo "local ids = {"
+  sed 's/.*/  "&",/'
+  echo "}"
+  cat <<'LUA'
+local body = '{"term_days":30}'
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  local id = ids[(counter * 7 + tid) % #ids + 1]
+  return wrk.format("POST", "/v1/licenses/" .. id .. "/renewals", nil, body)
+end
+LUA
+}
+
+cat >"$WORK/pgbench.sql" <<'SQL'
+\set k random(1, 1000000000)
+INSERT INTO one_row (k, payload) VALUES (:k, 'a one-row insert, one transaction');
+SQL
+
+# --- runners ---------------------------------------------------------------
+
+# wrk_run URL SCRIPT [PACE_MS] -> "rps p50_ms p99_ms non2xx"
+wrk_run() {
+  local url=$1 script=$2 pace=${3:-0} out
+  out=$(PACE_MS=$pace wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" \
+    -H "Authorization: Bearer ${TOKEN:-none}" -H "Content-Type: application/json" "$url")
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+      return v
+    }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Requests\/sec/ { rps = $2 }
+    /Non-2xx/ { bad += $5 }
+    /Socket errors/ { bad += 0 }
+    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }' <<<"$out"
+}
+
+wait_ready() { # URL [any]: until it answers 2xx (or anything, with "any")
+  local fail=-f
+  [ "${2:-}" = any ] && fail=
+  for _ in $(seq 1 200); do
+    curl -s $fail -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "not ready: $1" >&2
+  exit 1
+}
+
+bare_run() {
+  "$BARE" "127.0.0.1:$BARE_PORT" &
+  local pid=$!
+  wait_ready "http://127.0.0.1:$BARE_PORT/" any
+  TOKEN=none wrk_run "http://127.0.0.1:$BARE_PORT" "$WORK/decide.lua"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
+pgbench_run() {
+  psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" \
+    -c "CREATE DATABASE $PGBENCH_DB" >/dev/null
+  psql "$PG/$PGBENCH_DB" -qX -c "CREATE TABLE one_row (id bigserial PRIMARY KEY, k bigint NOT NULL, payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())" >/dev/null
+  local out
+  out=$(pgbench -n -M prepared -c "$PGBENCH_CLIENTS" -j 2 -T "$DURATION" -f "$WORK/pgbench.sql" "$PG/$PGBENCH_DB" 2>&1)
+  awk '/latency average/ { lat = $4 } /^tps/ { tps = $3 } END { printf "%.0f %.2f - 0\n", tps, lat }' <<<"$out"
+}
+
+# start_service BACKEND: a fresh database, the service, a registered tenant
+# and product, and tokens.
+start_service() {
+  local backend=$1 url
+  rm -rf "$WORK/data"
+  if [ "$backend" = postgres ]; then
+    psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+    url="$PG/$DB"
+  else
+    url="sqlite://$WORK/data/gatekeeper.db"
+  fi
+  GATEKEEPER_DATABASE_URL="$url" GATEKEEPER_LISTEN="127.0.0.1:$PORT" GATEKEEPER_DATA_DIR="$WORK/data" \
+    GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn "$BIN" serve 2>>"$WORK/serve.log" &
+  SERVER_PID=$!
+  wait_ready "http://127.0.0.1:$PORT/readyz"
+  ADMIN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role admin)
+  COMPLIANCE=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role compliance)
+  TOKEN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role reseller --reseller load)
+  local base="http://127.0.0.1:$PORT/v1"
+  curl -sf -X PUT "$base/resellers/load" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d '{"name":"Load","country":"DE","us_person":false}' >/dev/null
+  curl -sf -X PUT "$base/organizations/acme" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d '{"name":"Acme"}' >/dev/null
+  curl -sf -X PUT "$base/products/ACME-VPN" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d '{"name":"Acme VPN","vendor":"acme","category":"vpn"}' >/dev/null
+  # Licences to renew.
+  for i in $(seq 1 256); do
+    curl -sf -X POST "$base/licenses" -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: seed-$i" \
+      -H 'Content-Type: application/json' -d "$BODY_ISSUE"
+    echo
+  done | python3 -c 'import json, sys
+for line in sys.stdin:
+    print(json.loads(line)["license"]["id"])' | renew_lua >"$WORK/renew.lua"
+  [ "$(grep -c '^  "' "$WORK/renew.lua")" -ge 1 ] || { echo "no licence to renew" >&2; exit 1; }
+}
+
+stop_service() {
+  PEAK_RSS_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+verify_chain() {
+  curl -sf "http://127.0.0.1:$PORT/v1/audit/verify" -H "Authorization: Bearer $COMPLIANCE"
+}
+
+# --- the run -----------------------------------------------------------------
+
+declare -A RPS P50 P99 BAD
+record() { # name "rps p50 p99 bad"
+  local name=$1 rps p50 p99 bad
+  read -r rps p50 p99 bad <<<"$2"
+  RPS[$name]+="$rps "
+  P50[$name]+="$p50 "
+  P99[$name]+="$p99 "
+  BAD[$name]=$(( ${BAD[$name]:-0} + bad ))
+  printf '  %-22s %8s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "$bad" >&2
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "load harness: ${DURATION}s per run, $CONNECTIONS connections (pgbench $PGBENCH_CLIENTS clients), $ROUNDS rounds" >&2
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(psql "$PG/postgres" -AtXc 'SHOW server_version')" >&2
+declare -A PEAK
+CHAIN=""
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r" >&2
+  record "bare actix-web" "$(bare_run)"
+  record "pgbench one-row insert" "$(pgbench_run)"
+  for backend in $BACKENDS; do
+    start_service "$backend"
+    record "$backend preflight" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
+    record "$backend issuance" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+    record "$backend renewal" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
+    verdict=$(verify_chain)
+    CHAIN+="$backend round $r: $verdict"$'\n'
+    stop_service
+    PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
+  done
+done
+
+# Half of the saturating rate, paced: p99 there.
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+  echo "half load (PostgreSQL)" >&2
+  start_service postgres
+  for path in preflight issuance renewal; do
+    script=$WORK/$(case $path in preflight) echo decide;; issuance) echo issue;; renewal) echo renew;; esac).lua
+    target=$(( $(median "${RPS[postgres $path]}") / 2 ))
+    pace=$(( CONNECTIONS * 1000 / (target > 0 ? target : 1) ))
+    record "postgres $path @half" "$(wrk_run "http://127.0.0.1:$PORT" "$script" "$pace")"
+  done
+  verdict=$(verify_chain)
+  CHAIN+="postgres half load: $verdict"$'\n'
+  stop_service
+  PEAK[postgres]=$(( PEAK[postgres] > PEAK_RSS_KIB ? PEAK[postgres] : PEAK_RSS_KIB ))
+fi
+
+echo
+printf '| %-24s | %9s | %8s | %8s | %7s | %s |\n' path "req/s" "p50 ms" "p99 ms" non-2xx "runs (req/s)"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..26})" "-----------" "----------" "----------" "---------" "---"
+rows=("bare actix-web" "pgbench one-row insert")
+for backend in $BACKENDS; do rows+=("$backend preflight" "$backend issuance" "$backend renewal"); done
+for p in preflight issuance renewal; do [ -n "${RPS[postgres $p @half]:-}" ] && rows+=("postgres $p @half"); done
+for name in "${rows[@]}"; do
+  printf '| %-24s | %9s | %8s | %8s | %7s | %s |\n' "$name" "$(median "${RPS[$name]}")" \
+    "$(median "${P50[$name]}")" "$(median "${P99[$name]}")" "${BAD[$name]}" "${RPS[$name]% }"
+done
+echo
+for backend in $BACKENDS; do
+  echo "peak RSS of the service ($backend): $(( PEAK[$backend] / 1024 )) MiB"
+done
+echo "audit chain after each run:"
+printf '%s' "$CHAIN" | sed 's/^/  /'
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+  bare=$(median "${RPS[bare actix-web]}")
+  one=$(median "${RPS[pgbench one-row insert]}")
+  pre=$(median "${RPS[postgres preflight]}")
+  iss=$(median "${RPS[postgres issuance]}")
+  echo "targets (PostgreSQL):"
+  awk -v p="$pre" -v b="$bare" 'BEGIN { printf "  preflight / bare actix-web = %.3f (target >= 0.25)\n", p / b }'
+  awk -v i="$iss" -v o="$one" 'BEGIN { printf "  issuance / pgbench one-row insert = %.2f (target >= 1)\n", i / o }'
+  for p in preflight issuance renewal; do
+    echo "  p99 at half load, $p: $(median "${P99[postgres $p @half]}") ms (target < 10) at $(median "${RPS[postgres $p @half]}") req/s"
+  done
+fi
