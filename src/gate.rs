@@ -16,10 +16,7 @@ use crate::licenses::{license_json, term_end, LicenseSigner};
 use crate::metrics::Metrics;
 use crate::policy::{self, Catalog, Party, Verdict};
 use crate::store::ledger::Ledger;
-use crate::store::licenses::{
-    idempotency_in, insert_license, license_in, renew_license, save_idempotency, IdempotencyRecord,
-    LicenseRow,
-};
+use crate::store::licenses::{IdempotencyRecord, LicenseRow};
 use crate::store::reviews::resolve_review;
 use crate::store::{
     apply_catalog_changes, record_decision, Actor, CatalogChange, NewDecision, NewEvent, Store,
@@ -330,7 +327,7 @@ impl Gate {
     async fn commit<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut crate::store::DbConn, &mut crate::store::Head) -> Result<T, StoreError>
+        F: FnMut(&mut crate::store::DbConn, &mut crate::store::Head) -> Result<T, StoreError>
             + Send
             + 'static,
     {
@@ -467,9 +464,9 @@ impl Gate {
             );
             match self
                 .commit(move |conn, head| {
-                    let body = record_decision(conn, head, version, record)?;
-                    if let (Some(id), Some((status, review, event))) = (under_review, settled) {
-                        resolve_review(conn, head, &id, &status, &review, event)?;
+                    let body = record_decision(head, version, record.clone())?;
+                    if let (Some(id), Some((status, review, event))) = (&under_review, &settled) {
+                        resolve_review(conn, head, id, status, review, event.clone())?;
                     }
                     Ok(body)
                 })
@@ -705,23 +702,23 @@ impl Gate {
             .commit(move |conn, head| {
                 let now = Utc::now();
                 if let Some(key) = &key {
-                    if let Some(found) = idempotency_in(conn, &tenant, key, now)? {
+                    if let Some(found) = head.idempotency(conn, &tenant, key, now)? {
                         return Ok(Written::Existing(found));
                     }
                 }
-                let (mut record, mut license) = (record, license);
+                let (mut record, mut license) = (record.clone(), license.clone());
                 let mut read_decision = None;
                 if let (Some(row), Some(plan)) = (license.as_mut(), &renewal) {
-                    read_decision = Some(plan.apply(conn, row, now)?);
+                    read_decision = Some(plan.apply(conn, head, row, now)?);
                     record.event.subject["license"] = json!({
                         "id": row.id, "seats": row.seats,
                         "starts_at": row.starts_at, "expires_at": row.expires_at,
                     });
                 }
-                let decision = record_decision(conn, head, version, record)?;
+                let decision = record_decision(head, version, record)?;
                 let (status, body) = match (&license, read_decision) {
                     (Some(row), None) => {
-                        insert_license(conn, row)?;
+                        head.insert_license(row);
                         let license = license_json(row, now);
                         render(LicenseOutcome::Issued {
                             license: &license,
@@ -729,7 +726,7 @@ impl Gate {
                         })
                     }
                     (Some(row), Some(read)) => {
-                        renew_license(conn, row, &read)?;
+                        head.renew_license(row, &read);
                         let license = license_json(row, now);
                         render(LicenseOutcome::Renewed {
                             license: &license,
@@ -743,16 +740,23 @@ impl Gate {
                         decision: &decision,
                     }),
                 };
-                if let Some((under_review, (review_status, review, event))) = settled {
-                    resolve_review(conn, head, &under_review, &review_status, &review, event)?;
+                if let Some((under_review, (review_status, review, event))) = &settled {
+                    resolve_review(
+                        conn,
+                        head,
+                        under_review,
+                        review_status,
+                        review,
+                        event.clone(),
+                    )?;
                 }
                 if let Some(key) = &key {
                     let stored = IdempotencyRecord {
-                        fingerprint,
+                        fingerprint: fingerprint.clone(),
                         status,
                         body: body.to_string(),
                     };
-                    save_idempotency(conn, &tenant, key, &stored, now)?;
+                    head.save_idempotency(&tenant, key, &stored, now);
                 }
                 Ok(Written::Fresh(status, body))
             })
@@ -911,7 +915,7 @@ impl Gate {
                 let (id, stored) = (input.decision_id.clone(), review.clone());
                 match self
                     .commit(move |conn, head| {
-                        resolve_review(conn, head, &id, "rejected", &stored, event)
+                        resolve_review(conn, head, &id, "rejected", &stored, event.clone())
                     })
                     .await
                 {
@@ -1033,10 +1037,11 @@ impl Renewal {
     fn apply(
         &self,
         conn: &mut crate::store::DbConn,
+        head: &crate::store::Head,
         row: &mut LicenseRow,
         now: DateTime<Utc>,
     ) -> Result<String, StoreError> {
-        let fresh = license_in(conn, &row.id)?.ok_or(StoreError::Conflict)?;
+        let fresh = head.license(conn, &row.id)?.ok_or(StoreError::Conflict)?;
         if !self.customer_given && fresh.customer != row.customer {
             // Another renewal changed the facts this one was decided on.
             return Err(StoreError::Conflict);

@@ -3,10 +3,15 @@
 //! Requests hand their write to [`Ledger::submit`] as a closure. One writer
 //! thread takes whatever is queued (up to `max_batch`, never waiting for
 //! more), opens one transaction, locks the ledger head once, runs each
-//! write in a savepoint of its own (so a failing write is rolled back alone
-//! and its batch-mates go on), commits, and only then answers each caller.
-//! If the commit fails, every write of the batch is told so, and none of it
-//! is in the database.
+//! write (which hands its rows to the [`Head`] rather than sending them),
+//! sends the batch's rows as one multi-row insert per table, commits, and
+//! only then answers each caller. A write that fails is undone alone.
+//!
+//! If the batch fails before its commit, it is run once more in eager mode
+//! (each write in a savepoint of its own, its rows sent at its end), so that
+//! a write whose rows the database refuses fails alone and its batch-mates
+//! go on. If the commit fails, every write of the batch is told so, and none
+//! of it is in the database.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -16,10 +21,84 @@ use prometheus::Histogram;
 
 use super::{locked, DbConn, Head, Store, StoreError};
 
-/// What a write tells its caller once the batch is settled: `None` when the
-/// batch committed, else why it did not.
-type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&mut DbConn, &mut Head) -> Completion + Send>;
+/// Runs a batch in one transaction (opening the writer's connection if it
+/// has none); why it failed, if it did.
+fn attempt(
+    store: &Store,
+    own: &mut Option<DbConn>,
+    jobs: &mut [Job],
+    eager: bool,
+) -> Result<(), String> {
+    // A panic in a write must not take the writer down with it: the batch
+    // is then abandoned (its callers get an error) and the next one runs.
+    let settled = catch_unwind(AssertUnwindSafe(|| {
+        let conn = match own.as_mut() {
+            Some(conn) => conn,
+            None => own.insert(store.dedicated_connection()?),
+        };
+        conn.transaction(|c| {
+            locked(c, |c, head| {
+                head.set_eager(eager);
+                for job in jobs.iter_mut() {
+                    job.run(c, head)?;
+                }
+                Ok(())
+            })
+        })
+    }));
+    match settled {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("a write panicked".to_string()),
+    }
+}
+
+/// A write waiting in the queue: it can be run more than once (the last run
+/// counts), and is then settled: its caller is told how it ended.
+trait Write: Send {
+    /// Runs the write; whether it succeeded. An `Err` is the batch's own
+    /// failure (the database refused a savepoint, say).
+    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<bool, StoreError>;
+    /// Tells the caller: `failure` is `None` when the batch committed.
+    fn settle(self: Box<Self>, failure: Option<&str>);
+}
+
+struct Queued<T, F> {
+    write: F,
+    result: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Write for Queued<T, F>
+where
+    T: Send,
+    F: FnMut(&mut DbConn, &mut Head) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<bool, StoreError> {
+        head.begin(conn)?;
+        let mut result = (self.write)(conn, head);
+        if result.is_ok() {
+            if let Err(e) = head.settle(conn) {
+                result = Err(e);
+            }
+        }
+        let ok = result.is_ok();
+        head.end(conn, ok)?;
+        self.result = Some(result);
+        Ok(ok)
+    }
+
+    fn settle(self: Box<Self>, failure: Option<&str>) {
+        let settled = match (failure, self.result) {
+            (None, Some(result)) => result,
+            (None, None) => Err(StoreError::BatchFailed("the write did not run".into())),
+            (Some(why), _) => Err(StoreError::BatchFailed(why.to_string())),
+        };
+        let _ = self.reply.send(settled);
+    }
+}
+
+type Job = Box<dyn Write>;
 
 /// The handle requests submit writes to.
 pub struct Ledger {
@@ -75,26 +154,18 @@ impl Ledger {
 
     /// Runs `write` in the next batch, under the locked ledger head, and
     /// returns its result once the batch has committed. An `Err` from
-    /// `write` rolls back that write alone.
+    /// `write` rolls back that write alone. `write` may be run twice (the
+    /// batch run again eagerly): only its last run counts.
     pub async fn submit<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConn, &mut Head) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut DbConn, &mut Head) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |conn, head| {
-            let before = head.clone();
-            let result = conn.transaction(|c| write(c, head));
-            if result.is_err() {
-                *head = before;
-            }
-            Box::new(move |failure: Option<&str>| {
-                let settled = match failure {
-                    None => result,
-                    Some(why) => Err(StoreError::BatchFailed(why.to_string())),
-                };
-                let _ = reply.send(settled);
-            })
+        let job: Job = Box::new(Queued {
+            write,
+            result: None,
+            reply,
         });
         self.sender
             .as_ref()
@@ -135,35 +206,18 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
             }
         }
         batch_sizes.observe(jobs.len() as f64);
-        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
-        // A panic in a write must not take the writer down with it: the
-        // batch is then abandoned (its callers get an error) and the next
-        // one runs.
-        let settled = catch_unwind(AssertUnwindSafe(|| {
-            let conn = match own.as_mut() {
-                Some(conn) => conn,
-                None => own.insert(store.dedicated_connection()?),
-            };
-            conn.transaction(|c| {
-                locked(c, |c, head| {
-                    for job in jobs {
-                        completions.push(job(c, head));
-                    }
-                    Ok(())
-                })
-            })
-        }));
-        let failure = match settled {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("a write panicked".to_string()),
-        };
+        let mut failure = attempt(store, &mut own, &mut jobs, false).err();
         if let Some(why) = &failure {
-            tracing::warn!(error = %why, writes = completions.len(), "a ledger batch failed");
+            tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
+            own = None;
+            failure = attempt(store, &mut own, &mut jobs, true).err();
+        }
+        if let Some(why) = &failure {
+            tracing::warn!(error = %why, writes = jobs.len(), "a ledger batch failed");
             own = None;
         }
-        for done in completions {
-            done(failure.as_deref());
+        for job in jobs {
+            job.settle(failure.as_deref());
         }
         if purged.elapsed() >= PURGE_EVERY {
             purged = std::time::Instant::now();

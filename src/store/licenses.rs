@@ -1,6 +1,6 @@
 //! Licences, idempotency records and licence-signing keys.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
@@ -82,55 +82,6 @@ macro_rules! license_columns {
     };
 }
 
-/// Writes a new licence (a ledger write, beside its decision's audit event).
-pub fn insert_license(conn: &mut DbConn, license: &LicenseRow) -> Result<(), StoreError> {
-    let now = format_instant(Utc::now());
-    diesel::insert_into(licenses::table)
-        .values((
-            licenses::id.eq(&license.id),
-            licenses::reseller.eq(&license.reseller),
-            licenses::product.eq(&license.product),
-            licenses::customer.eq(license.customer.to_string()),
-            licenses::seats.eq(license.seats),
-            licenses::starts_at.eq(format_instant(license.starts_at)),
-            licenses::expires_at.eq(format_instant(license.expires_at)),
-            licenses::decision_id.eq(&license.decision_id),
-            licenses::token.eq(&license.token),
-            licenses::created_at.eq(&now),
-            licenses::updated_at.eq(&now),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Writes a renewal, if the licence is still as it was read: the same
-/// decision behind it, which every renewal replaces (else another renewal
-/// came first: [`StoreError::Conflict`]).
-pub fn renew_license(
-    conn: &mut DbConn,
-    license: &LicenseRow,
-    read_decision: &str,
-) -> Result<(), StoreError> {
-    let updated = diesel::update(
-        licenses::table
-            .filter(licenses::id.eq(&license.id))
-            .filter(licenses::decision_id.eq(read_decision)),
-    )
-    .set((
-        licenses::customer.eq(license.customer.to_string()),
-        licenses::expires_at.eq(format_instant(license.expires_at)),
-        licenses::decision_id.eq(&license.decision_id),
-        licenses::token.eq(&license.token),
-        licenses::updated_at.eq(format_instant(Utc::now())),
-    ))
-    .execute(conn)?;
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict)
-    }
-}
-
 /// The live record of an idempotency key, inside a ledger write.
 pub fn idempotency_in(
     conn: &mut DbConn,
@@ -154,37 +105,6 @@ pub fn idempotency_in(
         status: u16::try_from(status).unwrap_or(500),
         body,
     }))
-}
-
-/// Remembers the first response to a key (a ledger write), replacing an
-/// expired record of the same key.
-pub fn save_idempotency(
-    conn: &mut DbConn,
-    reseller: &str,
-    key: &str,
-    record: &IdempotencyRecord,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    diesel::delete(
-        idempotency_keys::table
-            .filter(idempotency_keys::reseller.eq(reseller))
-            .filter(idempotency_keys::idem_key.eq(key))
-            .filter(idempotency_keys::expires_at.le(format_instant(now))),
-    )
-    .execute(conn)?;
-    diesel::insert_into(idempotency_keys::table)
-        .values((
-            idempotency_keys::reseller.eq(reseller),
-            idempotency_keys::idem_key.eq(key),
-            idempotency_keys::fingerprint.eq(&record.fingerprint),
-            idempotency_keys::status.eq(i32::from(record.status)),
-            idempotency_keys::body.eq(&record.body),
-            idempotency_keys::created_at.eq(format_instant(now)),
-            idempotency_keys::expires_at
-                .eq(format_instant(now + Duration::hours(IDEMPOTENCY_TTL_HOURS))),
-        ))
-        .execute(conn)?;
-    Ok(())
 }
 
 /// One licence, read inside a write.

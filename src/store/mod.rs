@@ -10,6 +10,7 @@
 //! commits what it records together with its audit events, or nothing.
 
 pub mod checkpoints;
+mod head;
 pub mod ledger;
 pub mod licenses;
 pub mod reviews;
@@ -278,19 +279,8 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// The head of the chain and the catalogue version, as locked in a write.
-#[derive(Debug, Clone, Queryable)]
-pub struct Head {
-    seq: i64,
-    hash: String,
-    catalog_version: i64,
-}
-
-impl Head {
-    pub fn catalog_version(&self) -> i64 {
-        self.catalog_version
-    }
-}
+pub use head::Head;
+use head::{DecisionRow, EventRow};
 
 /// Timestamps are stored as RFC 3339 text in UTC with microseconds, which
 /// sorts correctly and reads the same on both backends.
@@ -651,15 +641,17 @@ pub(crate) fn locked<T>(
     diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
         .set(ledger_head::seq.eq(ledger_head::seq))
         .execute(conn)?;
-    let mut head = ledger_head::table
+    let (seq, hash, catalog_version) = ledger_head::table
         .filter(ledger_head::id.eq(1))
         .select((
             ledger_head::seq,
             ledger_head::hash,
             ledger_head::catalog_version,
         ))
-        .first::<Head>(conn)?;
+        .first::<(i64, String, i64)>(conn)?;
+    let mut head = Head::new(seq, hash, catalog_version);
     let out = f(conn, &mut head)?;
+    head.flush(conn)?;
     diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
         .set((
             ledger_head::seq.eq(head.seq),
@@ -677,6 +669,7 @@ pub fn apply_catalog_changes(
     actor: &Actor,
     changes: &[CatalogChange],
 ) -> Result<Applied, StoreError> {
+    head.immediate(conn)?;
     let mut data = load_catalog_data(conn)?;
     let mut created = Vec::with_capacity(changes.len());
     for change in changes {
@@ -719,7 +712,7 @@ pub fn apply_catalog_changes(
             subject,
             reseller,
         };
-        audit_seqs.push(append_event(conn, head, event, &version.to_string(), now)?);
+        audit_seqs.push(append_event(head, event, &version.to_string(), now)?);
     }
     head.catalog_version = version;
     Ok(Applied {
@@ -733,7 +726,6 @@ pub fn apply_catalog_changes(
 /// catalogue it was taken on is still the newest committed one (else
 /// [`StoreError::Stale`]). Returns the decision object with its `audit_seq`.
 pub fn record_decision(
-    conn: &mut DbConn,
     head: &mut Head,
     catalog_version: i64,
     decision: NewDecision,
@@ -750,20 +742,18 @@ pub fn record_decision(
         && decision.event.subject.get("what_if") != Some(&Value::Bool(true));
     let mut event = decision.event;
     event.decision = Some(body.clone());
-    append_event(conn, head, event, &catalog_version.to_string(), now)?;
-    diesel::insert_into(decisions::table)
-        .values((
-            decisions::id.eq(&decision.id),
-            decisions::reseller.eq(&decision.reseller),
-            decisions::transaction_kind.eq(&decision.transaction),
-            decisions::outcome.eq(decision.outcome.as_str()),
-            decisions::body.eq(body.to_string()),
-            decisions::audit_seq.eq(head.seq),
-            decisions::created_at.eq(format_instant(now)),
-            decisions::request.eq(Some(decision.request.to_string())),
-            decisions::review_status.eq(reviewable.then_some("open")),
-        ))
-        .execute(conn)?;
+    append_event(head, event, &catalog_version.to_string(), now)?;
+    head.push_decision(DecisionRow {
+        id: decision.id,
+        reseller: decision.reseller,
+        transaction_kind: decision.transaction,
+        outcome: decision.outcome.as_str(),
+        body: body.to_string(),
+        audit_seq: head.seq,
+        created_at: format_instant(now),
+        request: Some(decision.request.to_string()),
+        review_status: reviewable.then_some("open"),
+    });
     Ok(body)
 }
 
@@ -919,7 +909,6 @@ fn write_catalog_row(
 
 /// Appends one event to the chain under the locked head; returns its `seq`.
 fn append_event(
-    conn: &mut DbConn,
     head: &mut Head,
     event: NewEvent,
     policy_version: &str,
@@ -949,19 +938,17 @@ fn append_event(
     let (sealed, hash) = audit::seal(map);
     let mut unsealed = sealed;
     unsealed.remove("hash");
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::seq.eq(seq),
-            audit_events::id.eq(&id),
-            audit_events::at.eq(&at_text),
-            audit_events::action.eq(&event.action),
-            audit_events::outcome.eq(event.outcome.map(|o| o.as_str())),
-            audit_events::reseller.eq(event.reseller.as_deref()),
-            audit_events::event.eq(audit::canonical_json(&Value::Object(unsealed))),
-            audit_events::prev_hash.eq(&head.hash),
-            audit_events::hash.eq(&hash),
-        ))
-        .execute(conn)?;
+    head.push_event(EventRow {
+        seq,
+        id,
+        at: at_text,
+        action: event.action,
+        outcome: event.outcome.map(|o| o.as_str()),
+        reseller: event.reseller,
+        event: audit::canonical_json(&Value::Object(unsealed)),
+        prev_hash: head.hash.clone(),
+        hash: hash.clone(),
+    });
     head.seq = seq;
     head.hash = hash;
     Ok(seq)

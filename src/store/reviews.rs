@@ -85,6 +85,7 @@ pub fn resolve_review(
     review: &Value,
     event: NewEvent,
 ) -> Result<i64, StoreError> {
+    head.immediate(conn)?;
     let updated = diesel::update(
         decisions::table
             .filter(decisions::id.eq(decision_id))
@@ -99,5 +100,5 @@ pub fn resolve_review(
         return Err(StoreError::ReviewNotOpen);
     }
     let version = head.catalog_version().to_string();
-    append_event(conn, head, event, &version, Utc::now())
+    append_event(head, event, &version, Utc::now())
 }

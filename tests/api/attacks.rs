@@ -386,9 +386,10 @@ async fn one_signer_at_a_time_and_another_takes_over() {
         serde_json::from_value(json!({"name": "Late"})).unwrap(),
     );
     let actor = gatekeeper::store::Actor::system();
+    let changes = [change];
     ledger
         .submit(move |conn, head| {
-            gatekeeper::store::apply_catalog_changes(conn, head, &actor, &[change])
+            gatekeeper::store::apply_catalog_changes(conn, head, &actor, &changes)
         })
         .await
         .unwrap();

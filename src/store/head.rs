@@ -1,0 +1,430 @@
+//! The locked ledger head, and the rows a batch has written but not yet sent.
+//!
+//! A ledger batch runs many writes in one transaction. Sending each row as
+//! its own statement (with a savepoint per write) made the writer wait on a
+//! round trip per statement: at 64 connections it spent most of its time in
+//! the kernel between sends and polls. So writes do not send their rows:
+//! they hand them to the [`Head`], which sends each table's rows of the
+//! whole batch as one multi-row `INSERT` before the head is written back.
+//!
+//! A write that fails is undone by dropping the rows it handed over, so no
+//! savepoint is needed. A write that must run a statement of its own (a
+//! catalogue change, closing a review) calls [`Head::immediate`] first: the
+//! rows of earlier writes go out, a savepoint is taken, and from then on the
+//! write is rolled back to it if it fails.
+//!
+//! If sending a batch's rows fails (say another replica stored the same
+//! idempotency key a moment earlier), the ledger runs the batch again in
+//! *eager* mode: each write in a savepoint of its own, its rows sent at its
+//! end, so that only the write at fault fails.
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+use super::licenses::{IdempotencyRecord, LicenseRow, IDEMPOTENCY_TTL_HOURS};
+use super::schema::{audit_events, decisions, idempotency_keys, licenses};
+use super::{format_instant, DbConn, StoreError};
+
+/// Sends one multi-row `INSERT`. BACKEND-SPECIFIC: diesel's multi-backend
+/// connection does not build batch inserts, so each backend builds its own.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        match $conn {
+            DbConn::Postgres(pg) => diesel::insert_into($table).values($rows).execute(pg)?,
+            DbConn::Sqlite(lite) => diesel::insert_into($table).values($rows).execute(lite)?,
+        }
+    };
+}
+
+/// Rows per `INSERT`, well under both backends' limits on bound parameters.
+const CHUNK: usize = 500;
+
+/// The head of the chain and the catalogue version, as locked in a write,
+/// with what the batch has written so far.
+#[derive(Debug)]
+pub struct Head {
+    pub(super) seq: i64,
+    pub(super) hash: String,
+    pub(super) catalog_version: i64,
+    pending: Pending,
+    job: Job,
+    eager: bool,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = audit_events)]
+pub(super) struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub at: String,
+    pub action: String,
+    pub outcome: Option<&'static str>,
+    pub reseller: Option<String>,
+    pub event: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = decisions)]
+pub(super) struct DecisionRow {
+    pub id: String,
+    pub reseller: String,
+    pub transaction_kind: String,
+    pub outcome: &'static str,
+    pub body: String,
+    pub audit_seq: i64,
+    pub created_at: String,
+    pub request: Option<String>,
+    pub review_status: Option<&'static str>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = licenses)]
+struct LicenseInsert {
+    id: String,
+    reseller: String,
+    product: String,
+    customer: String,
+    seats: i64,
+    starts_at: String,
+    expires_at: String,
+    decision_id: String,
+    token: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug)]
+struct Renewed {
+    license: LicenseRow,
+    /// The decision behind the licence when it was read.
+    read_decision: String,
+    at: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+struct IdempotencyRow {
+    reseller: String,
+    idem_key: String,
+    fingerprint: String,
+    status: i32,
+    body: String,
+    created_at: String,
+    expires_at: String,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<EventRow>,
+    decisions: Vec<DecisionRow>,
+    licenses: Vec<LicenseInsert>,
+    renewals: Vec<Renewed>,
+    idempotency: Vec<IdempotencyRow>,
+}
+
+/// How many rows of each kind were pending when a write began.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lens {
+    events: usize,
+    decisions: usize,
+    licenses: usize,
+    renewals: usize,
+    idempotency: usize,
+}
+
+impl Pending {
+    fn lens(&self) -> Lens {
+        Lens {
+            events: self.events.len(),
+            decisions: self.decisions.len(),
+            licenses: self.licenses.len(),
+            renewals: self.renewals.len(),
+            idempotency: self.idempotency.len(),
+        }
+    }
+
+    fn truncate(&mut self, to: Lens) {
+        self.events.truncate(to.events);
+        self.decisions.truncate(to.decisions);
+        self.licenses.truncate(to.licenses);
+        self.renewals.truncate(to.renewals);
+        self.idempotency.truncate(to.idempotency);
+    }
+
+    /// Takes the rows before `to`, leaving the rest.
+    fn split_front(&mut self, to: Lens) -> Pending {
+        Pending {
+            events: self.events.drain(..to.events).collect(),
+            decisions: self.decisions.drain(..to.decisions).collect(),
+            licenses: self.licenses.drain(..to.licenses).collect(),
+            renewals: self.renewals.drain(..to.renewals).collect(),
+            idempotency: self.idempotency.drain(..to.idempotency).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.decisions.is_empty()
+            && self.licenses.is_empty()
+            && self.renewals.is_empty()
+            && self.idempotency.is_empty()
+    }
+
+    /// Sends the rows, in an order that keeps every reference valid.
+    /// `one_by_one` replaces expired idempotency records first (eager mode);
+    /// a batch's multi-row insert fails on one instead, and is run again.
+    fn send(self, conn: &mut DbConn, one_by_one: bool) -> Result<(), StoreError> {
+        for chunk in self.events.chunks(CHUNK) {
+            insert_rows!(conn, audit_events::table, chunk);
+        }
+        for chunk in self.decisions.chunks(CHUNK) {
+            insert_rows!(conn, decisions::table, chunk);
+        }
+        for chunk in self.licenses.chunks(CHUNK) {
+            insert_rows!(conn, licenses::table, chunk);
+        }
+        for r in &self.renewals {
+            let l = &r.license;
+            let updated = diesel::update(
+                licenses::table
+                    .filter(licenses::id.eq(&l.id))
+                    .filter(licenses::decision_id.eq(&r.read_decision)),
+            )
+            .set((
+                licenses::customer.eq(l.customer.to_string()),
+                licenses::expires_at.eq(format_instant(l.expires_at)),
+                licenses::decision_id.eq(&l.decision_id),
+                licenses::token.eq(&l.token),
+                licenses::updated_at.eq(&r.at),
+            ))
+            .execute(conn)?;
+            if updated != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        if one_by_one {
+            for row in &self.idempotency {
+                diesel::delete(
+                    idempotency_keys::table
+                        .filter(idempotency_keys::reseller.eq(&row.reseller))
+                        .filter(idempotency_keys::idem_key.eq(&row.idem_key))
+                        .filter(idempotency_keys::expires_at.le(&row.created_at)),
+                )
+                .execute(conn)?;
+            }
+        }
+        for chunk in self.idempotency.chunks(CHUNK) {
+            insert_rows!(conn, idempotency_keys::table, chunk);
+        }
+        Ok(())
+    }
+}
+
+/// The state of the write now running.
+#[derive(Debug, Default)]
+struct Job {
+    mark: Lens,
+    seq: i64,
+    hash: String,
+    catalog_version: i64,
+    savepoint: bool,
+}
+
+impl Head {
+    pub(super) fn new(seq: i64, hash: String, catalog_version: i64) -> Head {
+        Head {
+            seq,
+            hash,
+            catalog_version,
+            pending: Pending::default(),
+            job: Job::default(),
+            eager: false,
+        }
+    }
+
+    pub fn catalog_version(&self) -> i64 {
+        self.catalog_version
+    }
+
+    /// Eager mode: each write in its own savepoint, its rows sent at its end.
+    pub(super) fn set_eager(&mut self, eager: bool) {
+        self.eager = eager;
+    }
+
+    /// Whether writes are run one by one (after a batch failed).
+    pub fn eager(&self) -> bool {
+        self.eager
+    }
+
+    /// Before a write: remembers what to go back to if it fails.
+    pub(super) fn begin(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
+        self.job = Job {
+            mark: self.pending.lens(),
+            seq: self.seq,
+            hash: self.hash.clone(),
+            catalog_version: self.catalog_version,
+            savepoint: false,
+        };
+        if self.eager {
+            self.immediate(conn)?;
+        }
+        Ok(())
+    }
+
+    /// After a write that succeeded: in eager mode its rows go out now (an
+    /// error here is the write's own, and it is then rolled back).
+    pub(super) fn settle(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
+        if self.eager {
+            std::mem::take(&mut self.pending).send(conn, true)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a write: keeps it, or undoes it. An error here is the batch's.
+    pub(super) fn end(&mut self, conn: &mut DbConn, keep: bool) -> Result<(), StoreError> {
+        if keep {
+            if self.job.savepoint {
+                conn.batch_execute("RELEASE SAVEPOINT ledger_write")?;
+            }
+        } else {
+            if self.job.savepoint {
+                conn.batch_execute("ROLLBACK TO SAVEPOINT ledger_write")?;
+                conn.batch_execute("RELEASE SAVEPOINT ledger_write")?;
+            }
+            self.pending.truncate(self.job.mark);
+            self.seq = self.job.seq;
+            self.hash = std::mem::take(&mut self.job.hash);
+            self.catalog_version = self.job.catalog_version;
+        }
+        self.job.savepoint = false;
+        Ok(())
+    }
+
+    /// For a write about to run statements of its own: sends every pending
+    /// row (the earlier writes' before this write's savepoint, so that
+    /// rolling this write back keeps them), so that what it reads is current.
+    pub fn immediate(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
+        if !self.job.savepoint {
+            let earlier = self.pending.split_front(self.job.mark);
+            if !earlier.is_empty() {
+                earlier.send(conn, self.eager)?;
+            }
+            conn.batch_execute("SAVEPOINT ledger_write")?;
+            self.job.savepoint = true;
+            self.job.mark = Lens::default();
+        }
+        if !self.pending.is_empty() {
+            std::mem::take(&mut self.pending).send(conn, self.eager)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what the batch has written (before the head is written back).
+    pub(super) fn flush(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
+        let eager = self.eager;
+        std::mem::take(&mut self.pending).send(conn, eager)
+    }
+
+    pub(super) fn push_event(&mut self, row: EventRow) {
+        self.pending.events.push(row);
+    }
+
+    pub(super) fn push_decision(&mut self, row: DecisionRow) {
+        self.pending.decisions.push(row);
+    }
+
+    /// Writes a new licence with the batch.
+    pub fn insert_license(&mut self, license: &LicenseRow) {
+        let now = format_instant(Utc::now());
+        self.pending.licenses.push(LicenseInsert {
+            id: license.id.clone(),
+            reseller: license.reseller.clone(),
+            product: license.product.clone(),
+            customer: license.customer.to_string(),
+            seats: license.seats,
+            starts_at: format_instant(license.starts_at),
+            expires_at: format_instant(license.expires_at),
+            decision_id: license.decision_id.clone(),
+            token: license.token.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+        });
+    }
+
+    /// Writes a renewal with the batch, if the licence is still as it was
+    /// read: the same decision behind it (else [`StoreError::Conflict`]).
+    pub fn renew_license(&mut self, license: &LicenseRow, read_decision: &str) {
+        self.pending.renewals.push(Renewed {
+            license: license.clone(),
+            read_decision: read_decision.to_string(),
+            at: format_instant(Utc::now()),
+        });
+    }
+
+    /// A licence as this batch leaves it: renewed earlier in the batch, or
+    /// as stored.
+    pub fn license(&self, conn: &mut DbConn, id: &str) -> Result<Option<LicenseRow>, StoreError> {
+        if let Some(r) = self
+            .pending
+            .renewals
+            .iter()
+            .rev()
+            .find(|r| r.license.id == id)
+        {
+            return Ok(Some(r.license.clone()));
+        }
+        super::licenses::license_in(conn, id)
+    }
+
+    /// The live record of an idempotency key. Outside eager mode only this
+    /// batch's keys are looked at: the request checked the database before
+    /// it was queued, and a key stored since (by another replica) makes the
+    /// batch's insert fail, and the batch run again eagerly, which reads.
+    pub fn idempotency(
+        &self,
+        conn: &mut DbConn,
+        reseller: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if let Some(row) = self
+            .pending
+            .idempotency
+            .iter()
+            .find(|r| r.reseller == reseller && r.idem_key == key)
+        {
+            return Ok(Some(IdempotencyRecord {
+                fingerprint: row.fingerprint.clone(),
+                status: u16::try_from(row.status).unwrap_or(500),
+                body: row.body.clone(),
+            }));
+        }
+        if self.eager {
+            super::licenses::idempotency_in(conn, reseller, key, now)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Remembers the first response to a key, with the batch.
+    pub fn save_idempotency(
+        &mut self,
+        reseller: &str,
+        key: &str,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) {
+        self.pending.idempotency.push(IdempotencyRow {
+            reseller: reseller.to_string(),
+            idem_key: key.to_string(),
+            fingerprint: record.fingerprint.clone(),
+            status: i32::from(record.status),
+            body: record.body.clone(),
+            created_at: format_instant(now),
+            expires_at: format_instant(now + chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)),
+        });
+    }
+}
