@@ -1,12 +1,15 @@
 //! Callers' tokens: verification (hardened beyond the jsonwebtoken defaults)
 //! and, in development mode, the key pair and the tokens minted with it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::domain::ResellerId;
 
@@ -66,6 +69,7 @@ pub struct TokenRejected(pub String);
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     role: String,
     #[serde(default)]
     reseller: Option<String>,
@@ -80,6 +84,60 @@ const REFUSED_HEADER_PARAMS: &[&str] = &["crit", "jku", "x5u", "jwk", "x5c", "b6
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Tokens already verified, so that a caller's next requests skip the
+/// signature check (an Ed25519 verification costs tens of microseconds, the
+/// largest cost of a request before the database). Keyed by the SHA-256 of
+/// the token (the token itself is not kept); an entry counts only until the
+/// token's `exp` (with the same leeway), and the map is bounded: when full,
+/// expired entries go, and if none has expired, all do.
+#[derive(Default)]
+struct VerifiedTokens {
+    map: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+}
+
+/// Distinct tokens remembered at most (a few MiB).
+const VERIFIED_TOKENS: usize = 16_384;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+        let mut map = self.map.lock().ok()?;
+        match map.get(digest) {
+            Some((principal, exp)) if now <= exp.saturating_add(LEEWAY_SECONDS) => {
+                Some(principal.clone())
+            }
+            Some(_) => {
+                map.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, digest: [u8; 32], principal: Principal, exp: u64, now: u64) {
+        let Ok(mut map) = self.map.lock() else { return };
+        if map.len() >= VERIFIED_TOKENS {
+            map.retain(|_, (_, exp)| now <= exp.saturating_add(LEEWAY_SECONDS));
+            if map.len() >= VERIFIED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(digest, (principal, exp));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -121,11 +179,32 @@ impl Authenticator {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
-        Ok(Authenticator { key, validation })
+        Ok(Authenticator {
+            key,
+            validation,
+            verified: Arc::default(),
+        })
     }
 
     /// Verifies a compact JWS and returns the caller it names.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenRejected> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Authenticator::verify`], with `now` (Unix seconds) deciding whether
+    /// a remembered verification still counts.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, TokenRejected> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.verified.get(&digest, now) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.verify_signed(token)?;
+        self.verified.put(digest, principal.clone(), exp, now);
+        Ok(principal)
+    }
+
+    /// The full check: header, signature, claims.
+    fn verify_signed(&self, token: &str) -> Result<(Principal, u64), TokenRejected> {
         check_header(token, &self.validation.algorithms)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| TokenRejected(describe(&e)))?;
@@ -146,11 +225,14 @@ impl Authenticator {
             }
             (false, _) => None,
         };
-        Ok(Principal {
-            sub: claims.sub,
-            role,
-            reseller,
-        })
+        Ok((
+            Principal {
+                sub: claims.sub,
+                role,
+                reseller,
+            },
+            claims.exp,
+        ))
     }
 }
 
@@ -341,5 +423,88 @@ mod tests {
         let wrong_aud =
             Authenticator::from_public_pem(&keys.public_pem().unwrap(), "iss", "other").unwrap();
         assert!(wrong_aud.verify(&token).is_err());
+    }
+
+    fn principal() -> Principal {
+        Principal {
+            sub: "alice".into(),
+            role: Role::Reseller,
+            reseller: Some(ResellerId::parse("acme").unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_remembered_verification_counts_until_exp_and_leeway_only() {
+        let tokens = VerifiedTokens::default();
+        let exp = 1_900_000_000;
+        tokens.put([1; 32], principal(), exp, exp - 600);
+        assert_eq!(tokens.get(&[1; 32], exp), Some(principal()));
+        assert_eq!(
+            tokens.get(&[1; 32], exp + LEEWAY_SECONDS),
+            Some(principal())
+        );
+        assert_eq!(tokens.get(&[2; 32], exp), None, "another token");
+        assert_eq!(tokens.get(&[1; 32], exp + LEEWAY_SECONDS + 1), None);
+        assert_eq!(tokens.len(), 0, "an expired entry is dropped when seen");
+    }
+
+    #[test]
+    fn the_remembered_tokens_are_bounded() {
+        let tokens = VerifiedTokens::default();
+        let now = 1_800_000_000;
+        for i in 0..VERIFIED_TOKENS + 100 {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            // Half of them expired by `now`.
+            let exp = if i % 2 == 0 { now - 3600 } else { now + 3600 };
+            tokens.put(digest, principal(), exp, now);
+            assert!(tokens.len() <= VERIFIED_TOKENS);
+        }
+        assert!(
+            tokens.len() > VERIFIED_TOKENS / 4,
+            "live entries survive a sweep"
+        );
+    }
+
+    #[test]
+    fn a_tampered_copy_of_a_remembered_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DevKeys::in_dir(dir.path());
+        keys.ensure().unwrap();
+        let auth =
+            Authenticator::from_public_pem(&keys.public_pem().unwrap(), "iss", "aud").unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let claims = |role| MintClaims {
+            iss: "iss".into(),
+            aud: "aud".into(),
+            sub: "alice".into(),
+            role,
+            reseller: Some("acme".into()),
+            iat: now,
+            exp: now + 60,
+        };
+        let token = mint(&keys.private_pem().unwrap(), &claims(Role::Reseller)).unwrap();
+        let first = auth.verify(&token).unwrap();
+        assert_eq!(auth.verify(&token).unwrap(), first, "remembered");
+        assert_eq!(auth.verified.len(), 1);
+        // The same claims with the role edited, and the first signature kept.
+        let admin = mint(&keys.private_pem().unwrap(), &claims(Role::Admin)).unwrap();
+        let mut parts: Vec<&str> = admin.split('.').collect();
+        parts[2] = token.split('.').nth(2).unwrap();
+        assert!(auth.verify(&parts.join(".")).is_err());
+        // A flipped signature character.
+        let mut flipped = token.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert!(auth.verify(&String::from_utf8(flipped).unwrap()).is_err());
+        assert_eq!(auth.verified.len(), 1, "refusals are not remembered");
+        // Another verifier (another key) does not share what this one knows.
+        let other = tempfile::tempdir().unwrap();
+        let other_keys = DevKeys::in_dir(other.path());
+        other_keys.ensure().unwrap();
+        let stranger =
+            Authenticator::from_public_pem(&other_keys.public_pem().unwrap(), "iss", "aud")
+                .unwrap();
+        assert!(stranger.verify(&token).is_err());
     }
 }
