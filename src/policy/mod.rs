@@ -6,12 +6,14 @@
 //! graph computed once), and [`decide`] is a pure function of that snapshot, a request and an
 //! instant, costing a hash lookup plus a scan of the applicable designations' rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::domain::{
     Category, CountryCode, DesignationId, OrgId, Outcome, PartyRole, RelKind, ResellerId, RuleId,
@@ -281,7 +283,7 @@ pub struct Reason {
     pub effective_from: DateTime<Utc>,
     pub party: PartyRole,
     /// From the requested product to the designated organisation.
-    pub path: Vec<PathStep>,
+    pub path: LineagePath,
 }
 
 /// Whether a path step is a product or an organisation.
@@ -301,6 +303,75 @@ pub struct PathStep {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub via: Option<String>,
+}
+
+/// A lineage path, from a product to a designated organisation: the steps of a [`Reason`]'s
+/// `path`. Computed once when the catalogue is built and shared by every reason citing it, so
+/// a decision copies a pointer rather than the steps. It reads as a slice of [`PathStep`]s
+/// (and compares equal to a `Vec` of the same steps); in JSON it is the array of its steps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LineagePath(Arc<[PathStep]>);
+
+impl LineagePath {
+    /// The steps, from the product to the designated organisation.
+    pub fn steps(&self) -> &[PathStep] {
+        &self.0
+    }
+}
+
+impl Deref for LineagePath {
+    type Target = [PathStep];
+
+    fn deref(&self) -> &[PathStep] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a LineagePath {
+    type Item = &'a PathStep;
+    type IntoIter = std::slice::Iter<'a, PathStep>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<PathStep>> for LineagePath {
+    fn from(steps: Vec<PathStep>) -> Self {
+        LineagePath(steps.into())
+    }
+}
+
+impl PartialEq<Vec<PathStep>> for LineagePath {
+    fn eq(&self, other: &Vec<PathStep>) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<LineagePath> for Vec<PathStep> {
+    fn eq(&self, other: &LineagePath) -> bool {
+        **self == *other.0
+    }
+}
+
+/// Formats as the list of steps, like the `Vec<PathStep>` it replaces.
+impl fmt::Debug for LineagePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// The array of steps, exactly as a `Vec<PathStep>` serialises.
+impl Serialize for LineagePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LineagePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<PathStep>::deserialize(d).map(LineagePath::from)
+    }
 }
 
 /// Whether a party has the nexus a designation's jurisdiction asks for.
@@ -370,7 +441,7 @@ struct CompiledDesignation {
 struct Applicable {
     /// Index into `Catalog::designations`.
     designation: usize,
-    path: Vec<PathStep>,
+    path: LineagePath,
 }
 
 /// An immutable, validated catalogue snapshot with its lineage closure computed.
@@ -380,8 +451,9 @@ pub struct Catalog {
     data: CatalogData,
     /// In designation-id order.
     designations: Vec<CompiledDesignation>,
-    /// Product -> the designations that apply to it (in designation-id order).
-    lineage: HashMap<Sku, Vec<Applicable>>,
+    /// Every product -> the designations that apply to it (in designation-id order; empty when
+    /// none does), so [`decide`] finds a product and its lineage with one hash lookup.
+    lineage: HashMap<Box<str>, Box<[Applicable]>>,
 }
 
 impl Catalog {
@@ -392,10 +464,9 @@ impl Catalog {
         let mut issues = Issues(Vec::new());
         validate_resellers(&data, &mut issues);
         validate_organizations(&data, &mut issues);
-        validate_relationships(&data, &mut issues);
         validate_products(&data, &mut issues);
         let designations = compile_designations(&data, &mut issues);
-        let graph = Graph::new(&data);
+        let graph = Graph::new(&data, &mut issues);
         report_cycles(&data, &graph, &mut issues);
         if !issues.0.is_empty() {
             let mut issues = issues.0;
@@ -404,15 +475,22 @@ impl Catalog {
             return Err(issues);
         }
 
-        let mut lineage: HashMap<Sku, Vec<Applicable>> = HashMap::new();
+        let mut applicable: Vec<Vec<Applicable>> = vec![Vec::new(); graph.products.len()];
+        let mut scratch = Scratch::new(graph.forward.len());
         for (index, (_, spec)) in data.designations.iter().enumerate() {
-            for (sku, path) in graph.reach(spec) {
-                lineage.entry(sku).or_default().push(Applicable {
+            for (product, path) in graph.reach(spec, &mut scratch) {
+                applicable[product].push(Applicable {
                     designation: index,
                     path,
                 });
             }
         }
+        let lineage: HashMap<Box<str>, Box<[Applicable]>> = graph
+            .products
+            .iter()
+            .zip(applicable)
+            .map(|(sku, a)| (Box::from(sku.as_str()), a.into_boxed_slice()))
+            .collect();
         Ok(Catalog {
             version,
             data,
@@ -462,10 +540,10 @@ impl Catalog {
     pub fn lineage_path(&self, d: &DesignationId, sku: &Sku) -> Option<&[PathStep]> {
         let index = self.designation_index(d)?;
         self.lineage
-            .get(sku)?
+            .get(sku.as_str())?
             .iter()
             .find(|a| a.designation == index)
-            .map(|a| a.path.as_slice())
+            .map(|a| a.path.steps())
     }
 
     fn designation_index(&self, d: &DesignationId) -> Option<usize> {
@@ -497,82 +575,11 @@ fn validate_organizations(data: &CatalogData, issues: &mut Issues) {
     }
 }
 
-fn validate_relationships(data: &CatalogData, issues: &mut Issues) {
-    for (source, target) in data.relationships.keys() {
-        let id = format!("{source}/{target}");
-        if !data.organizations.contains_key(source) {
-            issues.push(
-                EntityKind::Relationship,
-                &id,
-                "id",
-                format!("unknown organization {source}"),
-            );
-        }
-        if !data.organizations.contains_key(target) {
-            issues.push(
-                EntityKind::Relationship,
-                &id,
-                "target",
-                format!("unknown organization {target}"),
-            );
-        }
-        if source == target {
-            issues.push(
-                EntityKind::Relationship,
-                &id,
-                "target",
-                "an organization cannot be related to itself",
-            );
-        }
-    }
-}
-
+/// Product names; references (vendor, components, white label) are resolved, and unknown or
+/// self-references reported, by [`Graph::new`], as are relationships.
 fn validate_products(data: &CatalogData, issues: &mut Issues) {
     for (sku, p) in &data.products {
         issues.text(EntityKind::Product, sku, "name", &p.name);
-        if !data.organizations.contains_key(&p.vendor) {
-            issues.push(
-                EntityKind::Product,
-                sku,
-                "vendor",
-                format!("unknown organization {}", p.vendor),
-            );
-        }
-        for (i, c) in p.components.iter().enumerate() {
-            let field = format!("components[{i}]");
-            if c == sku {
-                issues.push(
-                    EntityKind::Product,
-                    sku,
-                    field,
-                    "a product may not list itself",
-                );
-            } else if !data.products.contains_key(c) {
-                issues.push(
-                    EntityKind::Product,
-                    sku,
-                    field,
-                    format!("unknown product {c}"),
-                );
-            }
-        }
-        if let Some(w) = &p.white_label_of {
-            if w == sku {
-                issues.push(
-                    EntityKind::Product,
-                    sku,
-                    "white_label_of",
-                    "a product may not list itself",
-                );
-            } else if !data.products.contains_key(w) {
-                issues.push(
-                    EntityKind::Product,
-                    sku,
-                    "white_label_of",
-                    format!("unknown product {w}"),
-                );
-            }
-        }
     }
 }
 
@@ -646,22 +653,20 @@ fn compile_designations(data: &CatalogData, issues: &mut Issues) -> Vec<Compiled
 }
 
 /// Reports every product on a cycle of the graph formed by components and white-label edges
-/// (self-references are reported by `validate_products`).
+/// (self-references are reported by `Graph::new`).
 fn report_cycles(data: &CatalogData, graph: &Graph<'_>, issues: &mut Issues) {
     let n = graph.products.len();
-    let adjacency: Vec<Vec<usize>> = (0..n)
-        .map(|p| {
-            graph.forward[p]
+    let within = Adjacency::new(n, || {
+        (0..n).flat_map(move |p| {
+            graph
+                .forward
+                .of(p)
                 .iter()
-                .filter(|e| e.to < n && e.to != p)
-                .map(|e| e.to)
-                .collect()
+                .filter(move |e| e.to < n && e.to != p)
+                .map(move |e| (p, *e))
         })
-        .collect();
-    for scc in strongly_connected(&adjacency) {
-        if scc.len() < 2 {
-            continue;
-        }
+    });
+    for scc in cycles(&within) {
         let members: BTreeSet<usize> = scc.iter().copied().collect();
         const SHOWN: usize = 8;
         let names: Vec<&str> = members
@@ -686,7 +691,7 @@ fn report_cycles(data: &CatalogData, graph: &Graph<'_>, issues: &mut Issues) {
             let in_cycle = |s: &Sku| {
                 graph
                     .product_index
-                    .get(s)
+                    .get(s.as_str())
                     .is_some_and(|i| members.contains(i))
             };
             if spec.components.iter().any(|c| c != sku && in_cycle(c)) {
@@ -703,8 +708,9 @@ fn report_cycles(data: &CatalogData, graph: &Graph<'_>, issues: &mut Issues) {
     }
 }
 
-/// Tarjan's strongly connected components, iterative (no recursion depth limit).
-fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
+/// The strongly connected components of more than one node (Tarjan's algorithm, iterative: no
+/// recursion depth limit).
+fn cycles(adjacency: &Adjacency) -> Vec<Vec<usize>> {
     let n = adjacency.len();
     let mut index: Vec<Option<usize>> = vec![None; n];
     let mut low = vec![0usize; n];
@@ -712,18 +718,19 @@ fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let mut stack: Vec<usize> = Vec::new();
     let mut next_index = 0usize;
     let mut components = Vec::new();
+    let mut calls: Vec<(usize, usize)> = Vec::new();
     for start in 0..n {
         if index[start].is_some() {
             continue;
         }
-        let mut calls: Vec<(usize, usize)> = vec![(start, 0)];
+        calls.push((start, 0));
         index[start] = Some(next_index);
         low[start] = next_index;
         next_index += 1;
         stack.push(start);
         on_stack[start] = true;
         while let Some(&(v, edge)) = calls.last() {
-            if let Some(&w) = adjacency[v].get(edge) {
+            if let Some(w) = adjacency.of(v).get(edge).map(|e| e.to) {
                 if let Some(top) = calls.last_mut() {
                     top.1 += 1;
                 }
@@ -746,6 +753,12 @@ fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
                 low[parent] = low[parent].min(low[v]);
             }
             if Some(low[v]) == index[v] {
+                // A lone node (the usual case) is popped without allocating.
+                if stack.last() == Some(&v) {
+                    stack.pop();
+                    on_stack[v] = false;
+                    continue;
+                }
                 let mut component = Vec::new();
                 while let Some(w) = stack.pop() {
                     on_stack[w] = false;
@@ -765,13 +778,105 @@ fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
 // The lineage graph and closure
 // ---------------------------------------------------------------------------------------------
 
+/// An edge's label as walked. Declared in the lexicographic order of the names, so comparing
+/// labels compares names (the tie-breaker between equally short paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Label {
+    AffiliateOf,
+    AssigneeOf,
+    AssignorOf,
+    Component,
+    ParentOf,
+    PredecessorOf,
+    SubsidiaryOf,
+    SuccessorOf,
+    Vendor,
+    WhiteLabelOf,
+}
+
+impl Label {
+    #[cfg(test)]
+    const ALL: [Label; 10] = [
+        Label::AffiliateOf,
+        Label::AssigneeOf,
+        Label::AssignorOf,
+        Label::Component,
+        Label::ParentOf,
+        Label::PredecessorOf,
+        Label::SubsidiaryOf,
+        Label::SuccessorOf,
+        Label::Vendor,
+        Label::WhiteLabelOf,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Label::AffiliateOf => "affiliate_of",
+            Label::AssigneeOf => "assignee_of",
+            Label::AssignorOf => "assignor_of",
+            Label::Component => "component",
+            Label::ParentOf => "parent_of",
+            Label::PredecessorOf => "predecessor_of",
+            Label::SubsidiaryOf => "subsidiary_of",
+            Label::SuccessorOf => "successor_of",
+            Label::Vendor => "vendor",
+            Label::WhiteLabelOf => "white_label_of",
+        }
+    }
+
+    /// An org-to-org relationship step (followed only when a designation covers affiliates).
+    fn is_relation(self) -> bool {
+        !matches!(self, Label::Vendor | Label::Component | Label::WhiteLabelOf)
+    }
+}
+
 /// An edge in the lineage direction (product -> what it is made of / by; org -> org).
 #[derive(Clone, Copy, Debug)]
 struct Edge {
     to: usize,
-    via: &'static str,
-    /// An org-to-org relationship step (followed only when a designation covers affiliates).
-    relation: bool,
+    label: Label,
+}
+
+/// Adjacency lists packed in one array: node `x`'s edges are `edges[start[x]..start[x + 1]]`,
+/// in the order they were given.
+struct Adjacency {
+    start: Vec<usize>,
+    edges: Vec<Edge>,
+}
+
+impl Adjacency {
+    /// From `(from, edge)` pairs over nodes `0..n`; `pairs` is walked twice (count, then place).
+    fn new<I: Iterator<Item = (usize, Edge)>>(n: usize, pairs: impl Fn() -> I) -> Self {
+        let mut start = vec![0usize; n + 1];
+        for (from, _) in pairs() {
+            start[from + 1] += 1;
+        }
+        for x in 0..n {
+            start[x + 1] += start[x];
+        }
+        let mut next = start.clone();
+        let mut edges = vec![
+            Edge {
+                to: 0,
+                label: Label::Vendor,
+            };
+            start[n]
+        ];
+        for (from, e) in pairs() {
+            edges[next[from]] = e;
+            next[from] += 1;
+        }
+        Adjacency { start, edges }
+    }
+
+    /// The number of nodes.
+    fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    fn of(&self, node: usize) -> &[Edge] {
+        &self.edges[self.start[node]..self.start[node + 1]]
+    }
 }
 
 /// The product/organisation graph, nodes numbered products first (in SKU order), then
@@ -780,77 +885,154 @@ struct Graph<'a> {
     products: Vec<&'a Sku>,
     orgs: Vec<&'a OrgId>,
     categories: Vec<&'a Category>,
-    product_index: HashMap<&'a Sku, usize>,
-    forward: Vec<Vec<Edge>>,
-    reverse: Vec<Vec<Edge>>,
+    product_index: HashMap<&'a str, usize>,
+    forward: Adjacency,
+    reverse: Adjacency,
 }
 
-fn walked_labels(kind: RelKind) -> Option<(&'static str, &'static str)> {
+fn walked_labels(kind: RelKind) -> Option<(Label, Label)> {
     match kind {
-        RelKind::SubsidiaryOf => Some(("subsidiary_of", "parent_of")),
-        RelKind::AffiliateOf => Some(("affiliate_of", "affiliate_of")),
-        RelKind::SuccessorOf => Some(("successor_of", "predecessor_of")),
-        RelKind::AssigneeOf => Some(("assignee_of", "assignor_of")),
+        RelKind::SubsidiaryOf => Some((Label::SubsidiaryOf, Label::ParentOf)),
+        RelKind::AffiliateOf => Some((Label::AffiliateOf, Label::AffiliateOf)),
+        RelKind::SuccessorOf => Some((Label::SuccessorOf, Label::PredecessorOf)),
+        RelKind::AssigneeOf => Some((Label::AssigneeOf, Label::AssignorOf)),
         RelKind::MinorityOwnedBy => None,
     }
 }
 
+/// Scratch space for [`Graph::reach`], reused from one designation to the next.
+struct Scratch {
+    /// Distance to a listed organisation, [`UNREACHED`] when none.
+    dist: Vec<usize>,
+    /// The nodes reached, in breadth-first order (also the queue).
+    order: Vec<usize>,
+}
+
+const UNREACHED: usize = usize::MAX;
+
+impl Scratch {
+    fn new(nodes: usize) -> Self {
+        Scratch {
+            dist: vec![UNREACHED; nodes],
+            order: Vec::new(),
+        }
+    }
+}
+
 impl<'a> Graph<'a> {
-    /// Builds the graph, silently skipping references to unknown entries (validation reports
-    /// them).
-    fn new(data: &'a CatalogData) -> Self {
+    /// Builds the graph, resolving every reference once: a product's vendor, components and
+    /// white label, and both ends of a relationship. A reference to an unknown entry, and a
+    /// product's or an organisation's to itself, is reported to `issues` and left out.
+    fn new(data: &'a CatalogData, issues: &mut Issues) -> Self {
         let products: Vec<&Sku> = data.products.keys().collect();
         let orgs: Vec<&OrgId> = data.organizations.keys().collect();
         let categories = data.products.values().map(|p| &p.category).collect();
-        let product_index: HashMap<&Sku, usize> =
-            products.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        let product_index: HashMap<&str, usize> = products
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
         let p = products.len();
-        let org_index: HashMap<&OrgId, usize> =
-            orgs.iter().enumerate().map(|(i, o)| (*o, p + i)).collect();
+        let org_index: HashMap<&str, usize> = orgs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.as_str(), p + i))
+            .collect();
         let n = p + orgs.len();
-        let mut forward: Vec<Vec<Edge>> = vec![Vec::new(); n];
-        let mut add = |from: usize, to: usize, via: &'static str, relation: bool| {
-            forward[from].push(Edge { to, via, relation });
-        };
-        for (i, spec) in data.products.values().enumerate() {
-            if let Some(&v) = org_index.get(&spec.vendor) {
-                add(i, v, "vendor", false);
+
+        let mut pairs: Vec<(usize, Edge)> = Vec::new();
+        let mut add = |from: usize, to: usize, label: Label| pairs.push((from, Edge { to, label }));
+        let kind = EntityKind::Product;
+        for (i, (sku, spec)) in data.products.iter().enumerate() {
+            match org_index.get(spec.vendor.as_str()) {
+                Some(&v) => add(i, v, Label::Vendor),
+                None => issues.push(
+                    kind,
+                    sku,
+                    "vendor",
+                    format!("unknown organization {}", spec.vendor),
+                ),
             }
-            for c in &spec.components {
-                if let Some(&to) = product_index.get(c) {
-                    add(i, to, "component", false);
+            for (k, c) in spec.components.iter().enumerate() {
+                match product_index.get(c.as_str()) {
+                    Some(&to) if to != i => add(i, to, Label::Component),
+                    Some(_) => issues.push(
+                        kind,
+                        sku,
+                        format!("components[{k}]"),
+                        "a product may not list itself",
+                    ),
+                    None => issues.push(
+                        kind,
+                        sku,
+                        format!("components[{k}]"),
+                        format!("unknown product {c}"),
+                    ),
                 }
             }
-            if let Some(&to) = spec
-                .white_label_of
-                .as_ref()
-                .and_then(|w| product_index.get(w))
-            {
-                add(i, to, "white_label_of", false);
+            if let Some(w) = &spec.white_label_of {
+                match product_index.get(w.as_str()) {
+                    Some(&to) if to != i => add(i, to, Label::WhiteLabelOf),
+                    Some(_) => {
+                        issues.push(kind, sku, "white_label_of", "a product may not list itself")
+                    }
+                    None => {
+                        issues.push(kind, sku, "white_label_of", format!("unknown product {w}"))
+                    }
+                }
             }
         }
-        for ((source, target), kind) in &data.relationships {
-            let (Some(&s), Some(&t)) = (org_index.get(source), org_index.get(target)) else {
+        let kind = EntityKind::Relationship;
+        for ((source, target), rel) in &data.relationships {
+            let id = || format!("{source}/{target}");
+            let s = org_index.get(source.as_str()).copied();
+            let t = org_index.get(target.as_str()).copied();
+            if s.is_none() {
+                issues.push(kind, id(), "id", format!("unknown organization {source}"));
+            }
+            if t.is_none() {
+                issues.push(
+                    kind,
+                    id(),
+                    "target",
+                    format!("unknown organization {target}"),
+                );
+            }
+            if source == target {
+                issues.push(
+                    kind,
+                    id(),
+                    "target",
+                    "an organization cannot be related to itself",
+                );
+            }
+            let (Some(s), Some(t)) = (s, t) else {
                 continue;
             };
             if s == t {
                 continue;
             }
-            if let Some((ahead, back)) = walked_labels(*kind) {
-                add(s, t, ahead, true);
-                add(t, s, back, true);
+            if let Some((ahead, back)) = walked_labels(*rel) {
+                add(s, t, ahead);
+                add(t, s, back);
             }
         }
-        let mut reverse: Vec<Vec<Edge>> = vec![Vec::new(); n];
-        for (from, edges) in forward.iter().enumerate() {
-            for e in edges {
-                reverse[e.to].push(Edge {
-                    to: from,
-                    via: e.via,
-                    relation: e.relation,
-                });
-            }
-        }
+
+        let forward = Adjacency::new(n, || pairs.iter().copied());
+        drop(pairs);
+        let reverse = Adjacency::new(n, || {
+            (0..n).flat_map(|from| {
+                forward.of(from).iter().map(move |e| {
+                    (
+                        e.to,
+                        Edge {
+                            to: from,
+                            label: e.label,
+                        },
+                    )
+                })
+            })
+        });
         Graph {
             products,
             orgs,
@@ -861,7 +1043,7 @@ impl<'a> Graph<'a> {
         }
     }
 
-    fn step(&self, node: usize, via: Option<&'static str>) -> PathStep {
+    fn step(&self, node: usize, via: Option<Label>) -> PathStep {
         let p = self.products.len();
         let (kind, id) = match node.checked_sub(p) {
             None => (NodeKind::Product, self.products[node].as_str()),
@@ -870,65 +1052,71 @@ impl<'a> Graph<'a> {
         PathStep {
             kind,
             id: id.to_owned(),
-            via: via.map(str::to_owned),
+            via: via.map(|l| l.as_str().to_owned()),
         }
     }
 
-    /// Every product `d` applies to, with its shortest path to a listed organisation: one
-    /// breadth-first search from the listed organisations over reversed edges, never entering a
-    /// product of an excluded category nor (unless `covers_affiliates`) a relationship edge.
-    /// Ties between equally short paths go to the smallest next node, then the smallest label.
-    fn reach(&self, d: &DesignationSpec) -> Vec<(Sku, Vec<PathStep>)> {
+    /// Every product `d` applies to (by index), with its shortest path to a listed
+    /// organisation: one breadth-first search from the listed organisations over reversed
+    /// edges, never entering a product of an excluded category nor (unless
+    /// `covers_affiliates`) a relationship edge. Ties between equally short paths go to the
+    /// smallest next node, then the smallest label.
+    fn reach(&self, d: &DesignationSpec, scratch: &mut Scratch) -> Vec<(usize, LineagePath)> {
         let p = self.products.len();
-        let n = self.forward.len();
         let excluded: BTreeSet<&Category> = d.excluded_categories.iter().collect();
         let blocked = |node: usize| node < p && excluded.contains(self.categories[node]);
-        let usable = |e: &Edge| d.covers_affiliates || !e.relation;
+        let usable = |e: &Edge| d.covers_affiliates || !e.label.is_relation();
 
-        let mut dist: Vec<Option<usize>> = vec![None; n];
-        let mut queue = VecDeque::new();
+        let Scratch { dist, order } = scratch;
+        for &x in order.iter() {
+            dist[x] = UNREACHED;
+        }
+        order.clear();
         for org in &d.organizations {
             if let Some(i) = self.orgs.binary_search(&org).ok().map(|i| p + i) {
-                if dist[i].is_none() {
-                    dist[i] = Some(0);
-                    queue.push_back(i);
+                if dist[i] == UNREACHED {
+                    dist[i] = 0;
+                    order.push(i);
                 }
             }
         }
-        while let Some(x) = queue.pop_front() {
-            let next = dist[x].map_or(0, |k| k + 1);
-            for e in self.reverse[x].iter().filter(|e| usable(e)) {
-                if dist[e.to].is_none() && !blocked(e.to) {
-                    dist[e.to] = Some(next);
-                    queue.push_back(e.to);
+        let mut head = 0;
+        while let Some(&x) = order.get(head) {
+            head += 1;
+            let next = dist[x] + 1;
+            for e in self.reverse.of(x).iter().filter(|e| usable(e)) {
+                if dist[e.to] == UNREACHED && !blocked(e.to) {
+                    dist[e.to] = next;
+                    order.push(e.to);
                 }
             }
         }
 
-        let hop: Vec<Option<(usize, &'static str)>> = (0..n)
-            .map(|y| {
-                let dy = dist[y].filter(|&k| k > 0)?;
-                self.forward[y]
-                    .iter()
-                    .filter(|e| usable(e) && dist[e.to].is_some_and(|k| k + 1 == dy))
-                    .map(|e| (e.to, e.via))
-                    .min()
-            })
-            .collect();
-
+        let dist: &[usize] = dist;
+        // The next step from a reached node towards a listed organisation.
+        let hop = |y: usize| -> Option<(usize, Label)> {
+            let dy = dist[y];
+            if dy == 0 || dy == UNREACHED {
+                return None;
+            }
+            self.forward
+                .of(y)
+                .iter()
+                .filter(|e| usable(e) && dist[e.to] != UNREACHED && dist[e.to] + 1 == dy)
+                .map(|e| (e.to, e.label))
+                .min()
+        };
         let mut out = Vec::new();
-        for (start, sku) in self.products.iter().enumerate() {
-            if dist[start].is_none() {
-                continue;
-            }
-            let mut path = vec![self.step(start, None)];
+        for &start in order.iter().filter(|&&x| x < p) {
+            let mut path = Vec::with_capacity(dist[start] + 1);
+            path.push(self.step(start, None));
             let mut node = start;
             // Each hop strictly lowers the distance, so this ends at a listed organisation.
-            while let Some((to, via)) = hop[node] {
-                path.push(self.step(to, Some(via)));
+            while let Some((to, label)) = hop(node) {
+                path.push(self.step(to, Some(label)));
                 node = to;
             }
-            out.push(((*sku).clone(), path));
+            out.push((start, LineagePath::from(path)));
         }
         out
     }
@@ -938,27 +1126,23 @@ impl<'a> Graph<'a> {
 // Decision
 // ---------------------------------------------------------------------------------------------
 
-/// Decides `req` against `catalog` at instant `at`. Pure: lookups plus rule checks.
+/// Decides `req` against `catalog` at instant `at`. Pure: one hash lookup plus rule checks;
+/// a reason shares its path with the snapshot rather than copying it.
 pub fn decide(
     catalog: &Catalog,
     req: &Request,
     at: DateTime<Utc>,
 ) -> Result<Verdict, UnknownProduct> {
-    if !catalog.data.products.contains_key(&req.product) {
+    let Some(applicable) = catalog.lineage.get(req.product.as_str()) else {
         return Err(UnknownProduct(req.product.clone()));
-    }
-    let applicable = catalog
-        .lineage
-        .get(&req.product)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    };
 
     let mut denials = Vec::new();
     let mut unknowns = Vec::new();
     let mut endings = Vec::new();
     let mut not_after: Option<DateTime<Utc>> = None;
 
-    for a in applicable {
+    for a in applicable.iter() {
         let Some(d) = catalog.designations.get(a.designation) else {
             continue;
         };

@@ -1026,6 +1026,16 @@ fn minority_stake_in_the_path_breaks_the_chain() {
     );
 }
 
+/// Ties between equally short paths go to the smallest label by name; the engine compares
+/// labels by their declaration order, so that order must be the names' order.
+#[test]
+fn edge_labels_are_declared_in_name_order() {
+    for pair in Label::ALL.windows(2) {
+        assert!(pair[0] < pair[1], "{pair:?}");
+        assert!(pair[0].as_str() < pair[1].as_str(), "{pair:?}");
+    }
+}
+
 #[test]
 fn shortest_path_wins_and_ties_do_not_depend_on_component_order() {
     // Two equally short routes to the group: via ENGINE-A and via ENGINE-B; and a longer one.
