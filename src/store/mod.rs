@@ -638,17 +638,26 @@ pub(crate) fn locked<T>(
 ) -> Result<T, StoreError> {
     // The first statement is a write, so that SQLite takes its write lock
     // now (waiting politely) and PostgreSQL locks the row.
-    diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
-        .set(ledger_head::seq.eq(ledger_head::seq))
-        .execute(conn)?;
-    let (seq, hash, catalog_version) = ledger_head::table
-        .filter(ledger_head::id.eq(1))
-        .select((
-            ledger_head::seq,
-            ledger_head::hash,
-            ledger_head::catalog_version,
-        ))
-        .first::<(i64, String, i64)>(conn)?;
+    let lock = diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+        .set(ledger_head::seq.eq(ledger_head::seq));
+    let columns = (
+        ledger_head::seq,
+        ledger_head::hash,
+        ledger_head::catalog_version,
+    );
+    // BACKEND-SPECIFIC: PostgreSQL locks and reads in one round trip.
+    let (seq, hash, catalog_version) = match conn {
+        DbConn::Postgres(pg) => lock
+            .returning(columns)
+            .get_result::<(i64, String, i64)>(pg)?,
+        DbConn::Sqlite(_) => {
+            lock.execute(conn)?;
+            ledger_head::table
+                .filter(ledger_head::id.eq(1))
+                .select(columns)
+                .first::<(i64, String, i64)>(conn)?
+        }
+    };
     let mut head = Head::new(seq, hash, catalog_version);
     let out = f(conn, &mut head)?;
     head.flush(conn)?;
