@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# How cost grows: the hot paths on PostgreSQL as the catalogue grows (1k,
+# 100k, 1M organisations and products) and as the audit trail grows (empty,
+# 1M, 10M events, with as many decisions), each measured with wrk like
+# benches/load.sh; then the query plans of every read on the hot path.
+#
+#   benches/growth.sh [DURATION_SECONDS] [CONNECTIONS]        (default 10 64)
+#
+# GROWTH_CATALOGS="1000 100000 1000000" and GROWTH_EVENTS="0 1000000 10000000"
+# pick the sizes. The generated catalogue and the filler events are written
+# with SQL straight into the tables (a fixture: the filler events are not a
+# verifiable chain, and the generated catalogue has no audit events); every
+# request measured goes through the real service.
+#
+# The catalogue: chains of 20 organisations (each a subsidiary of the one
+# before), every 50th chain under AO Kaspersky Lab (so covered by the shipped
+# designation), minority stakes that do not carry, one product per
+# organisation, every 10th product embedding the three before it, every 50th
+# a white label of another. Requests ask about a US customer and 1,000
+# products spread over the whole catalogue, so both refusals (with paths) and
+# allows are measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-64}
+PG=${LOAD_PG:-postgres://postgres@127.0.0.1:5432}
+CATALOGS=${GROWTH_CATALOGS:-1000 100000 1000000}
+EVENTS=${GROWTH_EVENTS:-0 1000000 10000000}
+PORT=${LOAD_PORT:-18181}
+DB=gatekeeper_growth
+
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
+fi
+cargo build --release -q --bin gatekeeper
+BIN=target/release/gatekeeper
+WORK=$(mktemp -d)
+SERVER_PID=
+MAIN_SHELL=$BASHPID
+cleanup() {
+  [ "$BASHPID" = "$MAIN_SHELL" ] || return 0
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+sql() { psql "$PG/$DB" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+export GATEKEEPER_DATABASE_URL="$PG/$DB" GATEKEEPER_LISTEN="127.0.0.1:$PORT" \
+  GATEKEEPER_DATA_DIR="$WORK/data" GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn
+
+fresh_database() { # catalogue size, filler events
+  local size=$1 events=$2 half=$(( $1 / 2 )) at='2026-11-28T00:00:00.000000Z'
+  psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+  "$BIN" migrate 2>>"$WORK/serve.log"
+  sql <<SQL
+INSERT INTO organizations (id, spec, updated_at)
+  SELECT 'g-' || i, json_build_object('name', 'Org ' || i, 'aliases', json_build_array())::text, '$at'
+  FROM generate_series(1, $half) i;
+INSERT INTO relationships (source, target, kind, updated_at)
+  SELECT 'g-' || i, 'g-' || (i - 1), 'subsidiary_of', '$at' FROM generate_series(2, $half) i WHERE i % 20 <> 1;
+INSERT INTO relationships (source, target, kind, updated_at)
+  SELECT 'g-' || i, 'ao-kaspersky-lab', 'subsidiary_of', '$at' FROM generate_series(1, $half) i WHERE i % 1000 = 1;
+INSERT INTO relationships (source, target, kind, updated_at)
+  SELECT 'g-' || i, 'g-' || (i + 7), 'minority_owned_by', '$at' FROM generate_series(1, $half - 7) i WHERE i % 20 = 5;
+INSERT INTO products (sku, spec, updated_at)
+  SELECT 'P-' || i,
+    (jsonb_build_object('name', 'Product ' || i, 'vendor', 'g-' || i, 'category', 'endpoint',
+       'components', CASE WHEN i % 10 = 0 THEN jsonb_build_array('P-' || (i - 1), 'P-' || (i - 2), 'P-' || (i - 3))
+                          ELSE '[]'::jsonb END)
+     || CASE WHEN i % 50 = 25 THEN jsonb_build_object('white_label_of', 'P-' || (i - 5)) ELSE '{}'::jsonb END)::text,
+    '$at'
+  FROM generate_series(1, $half) i;
+SQL
+  if [ "$events" -gt 0 ]; then
+    # Filler: events and decisions shaped like a preflight's, appended after
+    # the seed's events, ids in time order as UUIDv7s are.
+    sql <<SQL
+INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_hash, hash)
+  SELECT h.seq + s, '00000000-0000-7000-8000-' || lpad(s::text, 12, '0'),
+    to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'decision.preflight', 'allow', 'filler-' || (s % 100), repeat('e', 900), md5(s::text) || md5(s::text), md5((s + 1)::text) || md5((s + 1)::text)
+  FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
+INSERT INTO decisions (id, reseller, transaction_kind, outcome, body, audit_seq, created_at, request, review_status)
+  SELECT '00000000-0000-7000-9000-' || lpad(s::text, 12, '0'), 'filler-' || (s % 100), 'issue', 'allow',
+    repeat('d', 500), h.seq + s, to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    repeat('r', 200), NULL
+  FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
+UPDATE ledger_head SET seq = (SELECT max(seq) FROM audit_events),
+  hash = (SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1) WHERE id = 1;
+SQL
+  fi
+  sql -c "VACUUM ANALYZE" >/dev/null
+}
+
+start_service() { # sets READY (seconds until ready)
+  local t0
+  t0=$(date +%s.%N)
+  "$BIN" serve >/dev/null 2>>"$WORK/serve.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 1200); do
+    curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break
+    sleep 0.05
+  done
+  curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "the service did not start" >&2; exit 1; }
+  READY=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  ADMIN=$("$BIN" token --role admin)
+  TOKEN=$("$BIN" token --role reseller --reseller load)
+  curl -sf -X PUT "http://127.0.0.1:$PORT/v1/resellers/load" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d '{"name":"Load","country":"US","us_person":true}' >/dev/null
+}
+
+write_scripts() { # catalogue size
+  local half=$(( $1 / 2 ))
+  {
+    echo "local skus = {"
+    for i in $(seq 1 1000); do echo "  \"P-$(( (i * 7919) % half + 1 ))\","; done
+    echo "}"
+    cat <<'LUA'
+local counter, threads, all = 0, 0, {}
+function setup(thread) threads = threads + 1; thread:set("tid", threads); table.insert(all, thread) end
+function init(args) prefix = "g-" .. tostring(tid) .. "-" .. tostring(math.random(1e9)) .. "-"; failures = 0 end
+-- A refusal (403) is an answer; a failure is anything else outside 2xx.
+function response(status, headers, body)
+  if status >= 300 and status ~= 403 then failures = failures + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(all) do n = n + t:get("failures") end
+  io.write("failures " .. n .. "\n")
+end
+local customer = '"customer":{"id":"c-1","name":"Example Inc.","country":"US","us_person":true}'
+LUA
+  } >"$WORK/common.lua"
+  { cat "$WORK/common.lua"; cat <<'LUA'
+function request()
+  counter = counter + 1
+  local body = '{"transaction":"issue","product":"' .. skus[counter % #skus + 1] .. '",' .. customer .. '}'
+  return wrk.format("POST", "/v1/decisions", nil, body)
+end
+LUA
+  } >"$WORK/decide.lua"
+  { cat "$WORK/common.lua"; cat <<'LUA'
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  local body = '{"product":"' .. skus[counter % #skus + 1] .. '",' .. customer .. ',"seats":1,"term_days":30}'
+  return wrk.format("POST", "/v1/licenses", nil, body)
+end
+LUA
+  } >"$WORK/issue.lua"
+}
+
+wrk_run() { # script -> "rps p50 p99"
+  local out
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$1" \
+    -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "http://127.0.0.1:$PORT")
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+      return v
+    }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Requests\/sec/ { rps = $2 }
+    /^failures/ { bad = $2 }
+    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }' <<<"$out"
+}
+
+stop_service() {
+  PEAK_MIB=$(( $(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status") / 1024 ))
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+ROWS=()
+measure() { # catalogue size, events
+  echo "catalogue $1, filler events $2: loading" >&2
+  fresh_database "$1" "$2"
+  write_scripts "$1"
+  local pre iss
+  start_service
+  pre=$(wrk_run "$WORK/decide.lua")
+  iss=$(wrk_run "$WORK/issue.lua")
+  stop_service
+  read -r pr p50 p99 pbad <<<"$pre"
+  read -r ir i50 i99 ibad <<<"$iss"
+  ROWS+=("$(printf '| %9s | %10s | %7s s | %8s MiB | %8s | %6s | %6s | %8s | %6s | %6s | %s |' \
+    "$1" "$2" "$READY" "$PEAK_MIB" "$pr" "$p50" "$p99" "$ir" "$i50" "$i99" "$((pbad + ibad))")")
+  echo "  ${ROWS[-1]}" >&2
+}
+
+first_events=${EVENTS%% *}
+for size in $CATALOGS; do measure "$size" "$first_events"; done
+first_catalog=${CATALOGS%% *}
+for events in ${EVENTS#"$first_events"}; do measure "$first_catalog" "$events"; done
+
+# The plans of the hot path's reads, on the last (largest) database.
+fresh_plan() {
+  sql -c "EXPLAIN $1" | grep -m1 -E "Scan|Update on" | sed 's/^ *//; s/->  //; s/  (cost.*//'
+}
+echo
+printf '| %9s | %10s | %9s | %12s | %8s | %6s | %6s | %8s | %6s | %6s | %s |\n' catalogue "audit events" "start" "peak RSS" "preflight/s" p50 p99 "issue/s" p50 p99 failures
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "query plans of the hot path's reads (database of the last row):"
+for q in \
+  "UPDATE ledger_head SET seq = seq WHERE id = 1 RETURNING seq, hash, catalog_version" \
+  "SELECT catalog_version FROM ledger_head WHERE id = 1" \
+  "SELECT fingerprint, status, body FROM idempotency_keys WHERE reseller = 'load' AND idem_key = 'k' AND expires_at > '2026-11-28'" \
+  "SELECT * FROM licenses WHERE id = '0193'" \
+  "SELECT * FROM decisions WHERE id = '0193'" \
+  "SELECT event, hash FROM audit_events WHERE reseller = 'load' AND seq > 5 ORDER BY seq LIMIT 100" \
+  "SELECT event, hash FROM audit_events WHERE seq > 5000000 ORDER BY seq LIMIT 1000"; do
+  printf '  %-60.60s  %s\n' "$q" "$(fresh_plan "$q")"
+done
