@@ -59,6 +59,7 @@ BODY_ISSUE='{"product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH",
 lua_common() {
   cat <<LUA
 local pace = tonumber(os.getenv("PACE_MS") or "0")
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 local threads, counter = 0, 0
 function setup(thread)
   threads = threads + 1
@@ -67,8 +68,11 @@ end
 function init(args)
   prefix = "load-" .. tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9)) .. "-"
 end
+-- Jittered (0.5 to 1.5 times the pace) so that the connections do not
+-- fall into step and arrive in bursts.
 function delay()
-  return pace
+  if pace == 0 then return 0 end
+  return math.floor(pace * (0.5 + math.random()))
 end
 LUA
 }

@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod decisions;
 mod errors;
+mod ledger;
 mod licenses;
 mod lifecycle;
 mod openapi;

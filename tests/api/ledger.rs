@@ -1,0 +1,85 @@
+//! The ledger writer itself, below the HTTP surface: what a batch does when
+//! the database refuses the rows it sends together.
+
+use chrono::Utc;
+use futures_util::future::join_all;
+
+use crate::helpers::{Backend, TestDb};
+use gatekeeper::store::ledger::Ledger;
+use gatekeeper::store::licenses::IdempotencyRecord;
+use gatekeeper::store::{Store, StoreError};
+
+fn record(body: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        fingerprint: "f".into(),
+        status: 201,
+        body: body.into(),
+    }
+}
+
+/// Another replica stores key `k0` after this replica's request checked for
+/// it and before the batch commits. The batch's multi-row insert is then
+/// refused; the batch runs again write by write, the late write reads the
+/// key (and is told of the stored response), and its batch-mates commit.
+async fn a_key_stored_elsewhere_mid_batch(backend: Backend) {
+    let Some((db, url)) = TestDb::create(backend) else {
+        return;
+    };
+    let store = Store::connect(&url, 4).unwrap();
+    store.migrate().unwrap();
+    let histogram = gatekeeper::metrics::Metrics::new()
+        .unwrap()
+        .ledger_batch_size
+        .clone();
+    let ledger = Ledger::start(store.clone(), 64, histogram).unwrap();
+    let stored_elsewhere = format!(
+        "INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at, expires_at) \
+         VALUES ('alpha', 'k0', 'f', 201, 'the other replica''s answer', '{}', '9999-01-01T00:00:00.000000Z')",
+        gatekeeper::store::format_instant(Utc::now())
+    );
+    db.execute(&stored_elsewhere).unwrap();
+
+    let writes = (0..12).map(|n| {
+        let key = format!("k{n}");
+        ledger.submit(move |conn, head| {
+            let now = Utc::now();
+            if let Some(found) = head.idempotency(conn, "alpha", &key, now)? {
+                return Ok(format!("replayed: {}", found.body));
+            }
+            head.save_idempotency("alpha", &key, &record(&format!("answer {n}")), now);
+            Ok::<_, StoreError>(format!("stored {n}"))
+        })
+    });
+    let results: Vec<String> = join_all(writes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(results[0], "replayed: the other replica's answer");
+    for (n, result) in results.iter().enumerate().skip(1) {
+        assert_eq!(result, &format!("stored {n}"));
+    }
+    for n in 0..12 {
+        let found = store
+            .idempotency("alpha", &format!("k{n}"))
+            .unwrap()
+            .unwrap();
+        let want = if n == 0 {
+            "the other replica's answer".to_string()
+        } else {
+            format!("answer {n}")
+        };
+        assert_eq!(found.body, want);
+    }
+    drop(ledger);
+}
+
+#[actix_web::test]
+async fn a_key_stored_elsewhere_mid_batch_is_read_not_duplicated_sqlite() {
+    a_key_stored_elsewhere_mid_batch(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_key_stored_elsewhere_mid_batch_is_read_not_duplicated_postgres() {
+    a_key_stored_elsewhere_mid_batch(Backend::Postgres).await;
+}
