@@ -14,7 +14,7 @@ use crate::gate::{Customer, Question};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PreflightBody {
+pub(super) struct PreflightBody {
     transaction: Transaction,
     product: Sku,
     customer: Customer,

@@ -23,7 +23,7 @@ const MAX_KEY_LEN: usize = 255;
 
 #[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct IssueBody {
+pub(super) struct IssueBody {
     product: Sku,
     customer: Customer,
     seats: i64,
@@ -32,7 +32,7 @@ struct IssueBody {
 
 #[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RenewBody {
+pub(super) struct RenewBody {
     term_days: i64,
     #[serde(default)]
     customer: Option<Customer>,

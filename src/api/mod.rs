@@ -196,6 +196,29 @@ impl Body {
     }
 }
 
+/// The request bodies whose types are private to their handlers.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuzzBody {
+    Preflight,
+    LicenseIssue,
+    LicenseRenewal,
+    ReviewResolution,
+}
+
+/// Parses `bytes` as the handler for `kind` does ([`Body::json`]); for the
+/// fuzz targets in `fuzz/` only.
+#[doc(hidden)]
+pub fn parse_body_for_fuzzing(kind: FuzzBody, bytes: &[u8]) -> Result<(), ApiError> {
+    let body = Body(web::Bytes::copy_from_slice(bytes));
+    match kind {
+        FuzzBody::Preflight => body.json::<decisions::PreflightBody>().map(drop),
+        FuzzBody::LicenseIssue => body.json::<licenses::IssueBody>().map(drop),
+        FuzzBody::LicenseRenewal => body.json::<licenses::RenewBody>().map(drop),
+        FuzzBody::ReviewResolution => body.json::<reviews::ResolveBody>().map(drop),
+    }
+}
+
 /// The field a serde error is about: its path, completed with the name of
 /// a missing field (serde reports those at the parent object).
 fn field_of(path: &str, message: &str) -> String {

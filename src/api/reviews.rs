@@ -77,7 +77,7 @@ pub async fn list(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub(super) struct ResolveBody {
     resolution: Resolution,
     note: String,
     #[serde(default)]
