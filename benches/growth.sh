@@ -29,21 +29,12 @@ EVENTS=${GROWTH_EVENTS:-0 1000000 10000000}
 PORT=${LOAD_PORT:-18181}
 DB=gatekeeper_growth
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
-fi
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+ensure_wrk
 cargo build --release -q --bin gatekeeper
 BIN=target/release/gatekeeper
-WORK=$(mktemp -d)
-SERVER_PID=
-MAIN_SHELL=$BASHPID
-cleanup() {
-  [ "$BASHPID" = "$MAIN_SHELL" ] || return 0
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir
 sql() { psql "$PG/$DB" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 export GATEKEEPER_DATABASE_URL="$PG/$DB" GATEKEEPER_LISTEN="127.0.0.1:$PORT" \
   GATEKEEPER_DATA_DIR="$WORK/data" GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn
@@ -100,11 +91,8 @@ start_service() { # sets READY (seconds until ready)
   t0=$(date +%s.%N)
   "$BIN" serve >/dev/null 2>>"$WORK/serve.log" &
   SERVER_PID=$!
-  for _ in $(seq 1 1200); do
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break
-    sleep 0.05
-  done
-  curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "the service did not start" >&2; exit 1; }
+  # A million-node catalogue takes seconds to build: wait up to a minute.
+  wait_ready "http://127.0.0.1:$PORT/readyz" "" 1200
   READY=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   ADMIN=$("$BIN" token --role admin)
   TOKEN=$("$BIN" token --role reseller --reseller load)
@@ -153,20 +141,11 @@ LUA
   } >"$WORK/issue.lua"
 }
 
-wrk_run() { # script -> "rps p50 p99"
+wrk_run() { # script -> "rps p50 p99 failures"
   local out
   out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$1" \
     -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "http://127.0.0.1:$PORT")
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-      return v
-    }
-    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Requests\/sec/ { rps = $2 }
-    /^failures/ { bad = $2 }
-    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }' <<<"$out"
+  wrk_stats <<<"$out"
 }
 
 stop_service() {

@@ -18,41 +18,29 @@ PORT=${LOAD_PORT:-18191}
 LIMIT=200   # requests/s per tenant
 BURST=50
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
-fi
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+ensure_wrk
 if [ -n "${GATEKEEPER_BIN:-}" ]; then
   BIN=$GATEKEEPER_BIN
 else
   cargo build --release -q --bin gatekeeper
   BIN=target/release/gatekeeper
 fi
-WORK=$(mktemp -d)
-MAIN_SHELL=$BASHPID
-SERVER_PID=
-cleanup() {
-  [ "$BASHPID" = "$MAIN_SHELL" ] || return 0
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir
 
 export GATEKEEPER_DATABASE_URL="sqlite://$WORK/data/gatekeeper.db" GATEKEEPER_LISTEN="127.0.0.1:$PORT" \
   GATEKEEPER_DATA_DIR="$WORK/data" GATEKEEPER_RATE_LIMIT=$LIMIT GATEKEEPER_RATE_BURST=$BURST RUST_LOG=warn
 "$BIN" serve >/dev/null 2>"$WORK/serve.log" &
 SERVER_PID=$!
-for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.05; done
+wait_ready "http://127.0.0.1:$PORT/readyz"
 ADMIN=$("$BIN" token --role admin)
 base="http://127.0.0.1:$PORT/v1"
 for tenant in quiet flood; do
   curl -sf -X PUT "$base/resellers/$tenant" -H "Authorization: Bearer $ADMIN" \
     -H 'Content-Type: application/json' -d '{"name":"T","country":"DE","us_person":false}' >/dev/null
 done
-curl -sf -X PUT "$base/organizations/acme" -H "Authorization: Bearer $ADMIN" \
-  -H 'Content-Type: application/json' -d '{"name":"Acme"}' >/dev/null
-curl -sf -X PUT "$base/products/ACME-VPN" -H "Authorization: Bearer $ADMIN" \
-  -H 'Content-Type: application/json' -d '{"name":"Acme VPN","vendor":"acme","category":"vpn"}' >/dev/null
+put_acme "$base" "$ADMIN"
 QUIET=$("$BIN" token --role reseller --reseller quiet)
 FLOOD=$("$BIN" token --role reseller --reseller flood)
 
@@ -74,16 +62,7 @@ run() {
   local out
   out=$(PACE_MS=$3 wrk -t1 -c"$2" -d"${DURATION}s" --latency -s "$WORK/decide.lua" \
     -H "Authorization: Bearer $1" -H "Content-Type: application/json" "http://127.0.0.1:$PORT")
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-      return v
-    }
-    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Requests\/sec/ { rps = $2 }
-    /Non-2xx/ { bad = $5 }
-    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }' <<<"$out"
+  wrk_stats <<<"$out"
 }
 
 # The quiet tenant: 4 connections, one request each 40 ms or so (about

@@ -30,24 +30,14 @@ DB=gatekeeper_load
 PGBENCH_DB=gatekeeper_pgbench
 PGBENCH_CLIENTS=16
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk from Debian's packages" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
-fi
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+ensure_wrk
 command -v pgbench >/dev/null || { echo "pgbench is missing (Debian: postgresql-client)" >&2; exit 1; }
 cargo build --release -q --bin gatekeeper --example bare-actix
 BIN=target/release/gatekeeper
 BARE=target/release/examples/bare-actix
-WORK=$(mktemp -d)
-SERVER_PID=
-MAIN_SHELL=$BASHPID
-cleanup() {
-  [ "$BASHPID" = "$MAIN_SHELL" ] || return 0
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir
 
 # --- request scripts --------------------------------------------------------
 
@@ -123,30 +113,7 @@ wrk_run() {
   local url=$1 script=$2 pace=${3:-0} out
   out=$(PACE_MS=$pace wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" \
     -H "Authorization: Bearer ${TOKEN:-none}" -H "Content-Type: application/json" "$url")
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-      return v
-    }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /Requests\/sec/ { rps = $2 }
-    /Non-2xx/ { bad += $5 }
-    /Socket errors/ { bad += 0 }
-    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }' <<<"$out"
-}
-
-wait_ready() { # URL [any]: until it answers 2xx (or anything, with "any")
-  local fail=-f
-  [ "${2:-}" = any ] && fail=
-  for _ in $(seq 1 200); do
-    curl -s $fail -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "not ready: $1" >&2
-  exit 1
+  wrk_stats <<<"$out"
 }
 
 bare_run() {
@@ -188,10 +155,7 @@ start_service() {
   local base="http://127.0.0.1:$PORT/v1"
   curl -sf -X PUT "$base/resellers/load" -H "Authorization: Bearer $ADMIN" \
     -H 'Content-Type: application/json' -d '{"name":"Load","country":"DE","us_person":false}' >/dev/null
-  curl -sf -X PUT "$base/organizations/acme" -H "Authorization: Bearer $ADMIN" \
-    -H 'Content-Type: application/json' -d '{"name":"Acme"}' >/dev/null
-  curl -sf -X PUT "$base/products/ACME-VPN" -H "Authorization: Bearer $ADMIN" \
-    -H 'Content-Type: application/json' -d '{"name":"Acme VPN","vendor":"acme","category":"vpn"}' >/dev/null
+  put_acme "$base" "$ADMIN"
   # Licences to renew.
   for i in $(seq 1 256); do
     curl -sf -X POST "$base/licenses" -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: seed-$i" \
