@@ -58,15 +58,22 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// The hash of an exported event: SHA-256 over the canonical encoding of
 /// every field but `hash`.
 pub fn event_hash(event: &Value) -> String {
-    let body = match event {
+    match event {
         Value::Object(map) if map.contains_key("hash") => {
             let mut without = map.clone();
             without.remove("hash");
-            canonical_json(&Value::Object(without))
+            canonical_and_hash(&Value::Object(without)).1
         }
-        other => canonical_json(other),
-    };
-    hex::encode(Sha256::digest(body.as_bytes()))
+        other => canonical_and_hash(other).1,
+    }
+}
+
+/// The canonical encoding of an event that has no `hash` yet, and its hash
+/// (as [`event_hash`] computes it): what the store writes, computed once.
+pub fn canonical_and_hash(unsealed: &Value) -> (String, String) {
+    let text = canonical_json(unsealed);
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    (text, hash)
 }
 
 /// Why a chain does not verify, at the first event that breaks it.
@@ -385,9 +392,7 @@ pub fn verify<'a>(events: impl IntoIterator<Item = &'a Value>) -> Report {
 /// Completes an event (every field but `hash`) with its hash.
 pub fn seal(mut event: serde_json::Map<String, Value>) -> (serde_json::Map<String, Value>, String) {
     event.remove("hash");
-    let hash = hex::encode(Sha256::digest(
-        canonical_json(&Value::Object(event.clone())).as_bytes(),
-    ));
+    let hash = event_hash(&Value::Object(event.clone()));
     event.insert("hash".into(), Value::String(hash.clone()));
     (event, hash)
 }

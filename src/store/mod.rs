@@ -944,9 +944,7 @@ fn append_event(
     map.insert("subject".into(), event.subject);
     map.insert("policy_version".into(), Value::from(policy_version));
     map.insert("prev_hash".into(), Value::from(head.hash.clone()));
-    let (sealed, hash) = audit::seal(map);
-    let mut unsealed = sealed;
-    unsealed.remove("hash");
+    let (text, hash) = audit::canonical_and_hash(&Value::Object(map));
     head.push_event(EventRow {
         seq,
         id,
@@ -954,7 +952,7 @@ fn append_event(
         action: event.action,
         outcome: event.outcome.map(|o| o.as_str()),
         reseller: event.reseller,
-        event: audit::canonical_json(&Value::Object(unsealed)),
+        event: text,
         prev_hash: head.hash.clone(),
         hash: hash.clone(),
     });
