@@ -254,11 +254,6 @@ impl Head {
         self.eager = eager;
     }
 
-    /// Whether writes are run one by one (after a batch failed).
-    pub fn eager(&self) -> bool {
-        self.eager
-    }
-
     /// Before a write: remembers what to go back to if it fails.
     pub(super) fn begin(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
         self.job = Job {

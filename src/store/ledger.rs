@@ -56,9 +56,9 @@ fn attempt(
 /// A write waiting in the queue: it can be run more than once (the last run
 /// counts), and is then settled: its caller is told how it ended.
 trait Write: Send {
-    /// Runs the write; whether it succeeded. An `Err` is the batch's own
+    /// Runs the write, keeping its result. An `Err` is the batch's own
     /// failure (the database refused a savepoint, say).
-    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<bool, StoreError>;
+    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<(), StoreError>;
     /// Tells the caller: `failure` is `None` when the batch committed.
     fn settle(self: Box<Self>, failure: Option<&str>);
 }
@@ -74,7 +74,7 @@ where
     T: Send,
     F: FnMut(&mut DbConn, &mut Head) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<bool, StoreError> {
+    fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<(), StoreError> {
         head.begin(conn)?;
         let mut result = (self.write)(conn, head);
         if result.is_ok() {
@@ -82,10 +82,9 @@ where
                 result = Err(e);
             }
         }
-        let ok = result.is_ok();
-        head.end(conn, ok)?;
+        head.end(conn, result.is_ok())?;
         self.result = Some(result);
-        Ok(ok)
+        Ok(())
     }
 
     fn settle(self: Box<Self>, failure: Option<&str>) {

@@ -4,7 +4,8 @@
 //! backends, so every query is written once. Backend-specific code is kept
 //! to the places marked `BACKEND-SPECIFIC`: connection set-up, migrations.
 //!
-//! Every write goes through [`Store::write`]: it opens a transaction, locks
+//! Every write goes through `locked` inside a transaction (the service's
+//! through the [`ledger::Ledger`], set-up's through `Store::write`): it locks
 //! the one-row `ledger_head` first (which serialises the audit hash chain and
 //! the catalogue version across threads, processes and replicas), and
 //! commits what it records together with its audit events, or nothing.
