@@ -17,3 +17,4 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod reviews;
+mod served;
