@@ -1,0 +1,2 @@
+//! Database faults on PostgreSQL under load, each reconciled against the
+//! database afterwards.

@@ -1,0 +1,1 @@
+//! Three `gatekeeper serve` processes on one PostgreSQL database, under load.
