@@ -78,8 +78,14 @@ impl Application {
     pub fn build(config: &Config) -> anyhow::Result<Application> {
         let auth = authenticator(config)?;
         let signer = Arc::new(license_signer(config)?);
-        let store = Store::connect(&config.database_url, config.db_pool_size)
-            .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
+        // A request waits on the database at most its timeout: a lock wait
+        // gives up at half of it, and the wait for the ledger at all of it.
+        let store = Store::connect_bounded(
+            &config.database_url,
+            config.db_pool_size,
+            config.request_timeout / 2,
+        )
+        .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
         let metrics = Metrics::new()?;
         let store = store.with_pool_wait(metrics.db_pool_wait_seconds.clone());
@@ -87,6 +93,7 @@ impl Application {
             store.clone(),
             config.ledger_batch,
             metrics.ledger_batch_size.clone(),
+            config.request_timeout,
         )?;
         let checkpointer = config
             .checkpoint_interval

@@ -100,9 +100,12 @@ impl Store {
             }
             sqlite => sqlite.clone(),
         };
-        Manager { url }
-            .connect()
-            .map_err(|e| StoreError::BatchFailed(format!("connecting: {e}")))
+        Manager {
+            url,
+            lock_timeout: self.lock_timeout,
+        }
+        .connect()
+        .map_err(|e| StoreError::BatchFailed(format!("connecting: {e}")))
     }
 }
 

@@ -8,10 +8,16 @@
 //! only then answers each caller. A write that fails is undone alone.
 //!
 //! If the batch fails before its commit, it is run once more in eager mode
-//! (each write in a savepoint of its own, its rows sent at its end), so that
-//! a write whose rows the database refuses fails alone and its batch-mates
-//! go on. If the commit fails, every write of the batch is told so, and none
-//! of it is in the database.
+//! (each write in a savepoint of its own, its rows sent at its end, on a new
+//! connection), so that a write whose rows the database refuses fails alone
+//! and its batch-mates go on; unless the batch already took as long as a
+//! lock may be waited for (the store's lock timeout), as when a table is
+//! locked elsewhere: running it again would wait as long again. If the
+//! commit fails, every write of the batch is told so, and none of it is in
+//! the database.
+//!
+//! A caller waits for its answer for a bounded time; a write whose caller
+//! has stopped waiting before its batch starts is dropped, never run.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -61,6 +67,8 @@ trait Write: Send {
     fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<(), StoreError>;
     /// Tells the caller: `failure` is `None` when the batch committed.
     fn settle(self: Box<Self>, failure: Option<&str>);
+    /// Whether the caller has stopped waiting for the answer.
+    fn abandoned(&self) -> bool;
 }
 
 struct Queued<T, F> {
@@ -95,6 +103,10 @@ where
         };
         let _ = self.reply.send(settled);
     }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 type Job = Box<dyn Write>;
@@ -104,6 +116,8 @@ pub struct Ledger {
     sender: Option<mpsc::SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     max_batch: usize,
+    /// How long a caller waits for its write's answer.
+    answer_within: std::time::Duration,
 }
 
 impl Drop for Ledger {
@@ -129,11 +143,13 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// Starts the writer thread. `max_batch` 1 turns batching off (one
-    /// transaction per write), for comparison.
+    /// transaction per write), for comparison. A caller waits at most
+    /// `answer_within` for its write's answer.
     pub fn start(
         store: Store,
         max_batch: usize,
         batch_sizes: Histogram,
+        answer_within: std::time::Duration,
     ) -> std::io::Result<Ledger> {
         let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
         let max_batch = max_batch.max(1);
@@ -144,6 +160,7 @@ impl Ledger {
             sender: Some(sender),
             writer: Some(writer),
             max_batch,
+            answer_within,
         })
     }
 
@@ -155,6 +172,11 @@ impl Ledger {
     /// returns its result once the batch has committed. An `Err` from
     /// `write` rolls back that write alone. `write` may be run twice (the
     /// batch run again eagerly): only its last run counts.
+    ///
+    /// With no answer within the ledger's bound, this fails: the write is
+    /// then either never run (its batch had not started) or in a batch that
+    /// may still commit, which is why a licence request is retried with the
+    /// same idempotency key.
     pub async fn submit<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -178,9 +200,15 @@ impl Ledger {
                     StoreError::BatchFailed("the ledger writer has stopped".into())
                 }
             })?;
-        answer
-            .await
-            .map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
+        match tokio::time::timeout(self.answer_within, answer).await {
+            Ok(answer) => {
+                answer.map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
+            }
+            Err(_) => Err(StoreError::BatchFailed(format!(
+                "no answer from the database within {} ms",
+                self.answer_within.as_millis()
+            ))),
+        }
     }
 }
 
@@ -204,12 +232,34 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
                 Err(_) => break,
             }
         }
+        // Writes whose callers gave up waiting (their answer was `503`) are
+        // not run: nothing is written that nobody was told of.
+        let queued = jobs.len();
+        jobs.retain(|job| !job.abandoned());
+        if jobs.len() < queued {
+            tracing::warn!(
+                dropped = queued - jobs.len(),
+                "dropped writes whose callers stopped waiting"
+            );
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         batch_sizes.observe(jobs.len() as f64);
+        let started = std::time::Instant::now();
         let mut failure = attempt(store, &mut own, &mut jobs, false).err();
         if let Some(why) = &failure {
-            tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
-            own = None;
-            failure = attempt(store, &mut own, &mut jobs, true).err();
+            // A batch that failed after waiting as long as a lock may (a
+            // table locked elsewhere) is not run again: that would wait as
+            // long again, past its callers' time.
+            let waited = store.lock_timeout().is_some_and(|t| started.elapsed() >= t);
+            if waited {
+                tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed after waiting for a lock");
+            } else {
+                tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
+                own = None;
+                failure = attempt(store, &mut own, &mut jobs, true).err();
+            }
         }
         if let Some(why) = &failure {
             tracing::warn!(error = %why, writes = jobs.len(), "a ledger batch failed");

@@ -52,6 +52,9 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 #[derive(Debug, Clone)]
 pub struct Manager {
     url: DatabaseUrl,
+    /// How long a PostgreSQL statement may wait for a lock before it fails
+    /// (`lock_timeout`); `None` waits as long as it takes.
+    lock_timeout: Option<Duration>,
 }
 
 impl ManageConnection for Manager {
@@ -61,9 +64,18 @@ impl ManageConnection for Manager {
     fn connect(&self) -> Result<DbConn, r2d2::Error> {
         // BACKEND-SPECIFIC: connection set-up.
         match &self.url {
-            DatabaseUrl::Postgres(url) => diesel::pg::PgConnection::establish(url)
-                .map(DbConn::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = diesel::pg::PgConnection::establish(url)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // A lock held elsewhere (a table locked by hand, a stuck
+                // replica) fails the statement in bounded time instead of
+                // holding the request that waits on it.
+                if let Some(wait) = self.lock_timeout {
+                    conn.batch_execute(&format!("SET lock_timeout = {}", wait.as_millis().max(1)))
+                        .map_err(r2d2::Error::QueryError)?;
+                }
+                Ok(DbConn::Postgres(conn))
+            }
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = diesel::sqlite::SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(r2d2::Error::ConnectionError)?;
@@ -296,6 +308,8 @@ pub struct Store {
     url: DatabaseUrl,
     /// Where the time spent waiting for a pooled connection is recorded.
     pool_wait: Option<prometheus::Histogram>,
+    /// PostgreSQL's `lock_timeout` on every connection the store opens.
+    lock_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -306,7 +320,26 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens a pool on the database. Fails if no connection can be made.
+    /// Statements wait for locks as long as it takes.
     pub fn connect(url: &DatabaseUrl, pool_size: u32) -> anyhow::Result<Store> {
+        Store::open(url, pool_size, None)
+    }
+
+    /// Opens a pool whose PostgreSQL statements give up waiting for a lock
+    /// after `lock_timeout` (the service's: requests answer in bounded time).
+    pub fn connect_bounded(
+        url: &DatabaseUrl,
+        pool_size: u32,
+        lock_timeout: Duration,
+    ) -> anyhow::Result<Store> {
+        Store::open(url, pool_size, Some(lock_timeout))
+    }
+
+    fn open(
+        url: &DatabaseUrl,
+        pool_size: u32,
+        lock_timeout: Option<Duration>,
+    ) -> anyhow::Result<Store> {
         if let DatabaseUrl::Sqlite(path) = url {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
@@ -314,16 +347,27 @@ impl Store {
         }
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            .connection_timeout(Duration::from_secs(5))
+            // A request waits for a connection no longer than for a lock.
+            .connection_timeout(lock_timeout.unwrap_or(Duration::from_secs(5)))
             // A connection is tested (`SELECT 1`) when checked out, so one
             // that died with a database restart is replaced, not handed out.
             .test_on_check_out(true)
-            .build(Manager { url: url.clone() })?;
+            .build(Manager {
+                url: url.clone(),
+                lock_timeout,
+            })?;
         Ok(Store {
             pool,
             url: url.clone(),
             pool_wait: None,
+            lock_timeout,
         })
+    }
+
+    /// How long a statement waits for a lock before it fails (`None`: as
+    /// long as it takes).
+    pub fn lock_timeout(&self) -> Option<Duration> {
+        self.lock_timeout
     }
 
     /// Records the time spent waiting for pooled connections in `histogram`.
@@ -347,10 +391,16 @@ impl Store {
         if self.migrations_applied().unwrap_or(false) {
             return self.seed();
         }
-        let mut conn = self.conn()?;
+        // A connection of its own with no lock timeout: a replica waits for
+        // another's migration however long it takes.
+        let mut conn = Manager {
+            url: self.url.clone(),
+            lock_timeout: None,
+        }
+        .connect()?;
         // BACKEND-SPECIFIC: migrations, and PostgreSQL's lock that keeps two
         // replicas from migrating at once.
-        match &mut *conn {
+        match &mut conn {
             DbConn::Postgres(pg) => {
                 pg.batch_execute("SELECT pg_advisory_lock(7474001)")?;
                 let result = pg

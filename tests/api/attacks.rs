@@ -379,6 +379,7 @@ async fn one_signer_at_a_time_and_another_takes_over() {
             .unwrap()
             .ledger_batch_size
             .clone(),
+        std::time::Duration::from_secs(30),
     )
     .unwrap();
     let change = gatekeeper::store::CatalogChange::PutOrganization(

@@ -31,7 +31,13 @@ async fn a_key_stored_elsewhere_mid_batch(backend: Backend) {
         .unwrap()
         .ledger_batch_size
         .clone();
-    let ledger = Ledger::start(store.clone(), 64, histogram).unwrap();
+    let ledger = Ledger::start(
+        store.clone(),
+        64,
+        histogram,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
     let stored_elsewhere = format!(
         "INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at, expires_at) \
          VALUES ('alpha', 'k0', 'f', 201, 'the other replica''s answer', '{}', '9999-01-01T00:00:00.000000Z')",
@@ -82,4 +88,54 @@ async fn a_key_stored_elsewhere_mid_batch_is_read_not_duplicated_sqlite() {
 #[actix_web::test]
 async fn a_key_stored_elsewhere_mid_batch_is_read_not_duplicated_postgres() {
     a_key_stored_elsewhere_mid_batch(Backend::Postgres).await;
+}
+
+/// A caller that stops waiting (its request answered `503`) before its
+/// write's batch starts: the write is never run, so nothing is recorded
+/// that the caller was told failed.
+#[actix_web::test]
+async fn a_write_whose_caller_stopped_waiting_is_never_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (_db, url) = TestDb::create(Backend::Sqlite).unwrap();
+    let store = Store::connect(&url, 2).unwrap();
+    store.migrate().unwrap();
+    let histogram = gatekeeper::metrics::Metrics::new()
+        .unwrap()
+        .ledger_batch_size
+        .clone();
+    let ledger = Ledger::start(store, 64, histogram, Duration::from_millis(200)).unwrap();
+    // The first write keeps the writer busy past the second caller's wait.
+    let slow = ledger.submit(|_, _| {
+        std::thread::sleep(Duration::from_millis(600));
+        Ok::<_, StoreError>(())
+    });
+    let ran = Arc::new(AtomicBool::new(false));
+    let late = {
+        let ran = Arc::clone(&ran);
+        async {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            ledger
+                .submit(move |_, _| {
+                    ran.store(true, Ordering::SeqCst);
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        }
+    };
+    let (slow, late) = futures_util::future::join(slow, late).await;
+    assert!(
+        matches!(&slow, Err(StoreError::BatchFailed(why)) if why.contains("no answer")),
+        "{slow:?}"
+    );
+    assert!(
+        matches!(&late, Err(StoreError::BatchFailed(why)) if why.contains("no answer")),
+        "{late:?}"
+    );
+    // Once the writer is free again, it skips the abandoned write.
+    actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+    ledger.submit(|_, _| Ok::<_, StoreError>(())).await.unwrap();
+    drop(ledger);
+    assert!(!ran.load(Ordering::SeqCst), "the abandoned write ran");
 }
