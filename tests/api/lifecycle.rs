@@ -345,6 +345,11 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
     }
     let report = store.verify_chain(&[], &[]).unwrap();
     assert!(report.ok, "{report:?}");
+    eprintln!(
+        "kill -9 under load: {} licences acknowledged, {} allowing events, each with its licence; chain verified",
+        issued.len(),
+        allowed.len()
+    );
 }
 
 #[actix_web::test]
@@ -481,6 +486,13 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
     );
     assert!(licences >= created.len());
     assert!(store.verify_chain(&[], &[]).unwrap().ok);
+    eprintln!(
+        "15 rounds of pg_terminate_backend under load: {} answers, {} 201 and {} 503; {} licences, each with one allowing event; chain verified",
+        log.len(),
+        created.len(),
+        log.len() - created.len(),
+        licences
+    );
     // And it still serves.
     let (code, _, _) = served.call("GET", "/readyz", "", None, &[]).await;
     assert_eq!(code, 200);
