@@ -338,6 +338,7 @@ impl Gate {
             StoreError::Database(_)
             | StoreError::Pool(_)
             | StoreError::BatchFailed(_)
+            | StoreError::TimedOut(_)
             | StoreError::Corrupt(_),
         ) = &result
         {

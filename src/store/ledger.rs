@@ -204,7 +204,7 @@ impl Ledger {
             Ok(answer) => {
                 answer.map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
             }
-            Err(_) => Err(StoreError::BatchFailed(format!(
+            Err(_) => Err(StoreError::TimedOut(format!(
                 "no answer from the database within {} ms",
                 self.answer_within.as_millis()
             ))),

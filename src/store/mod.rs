@@ -130,6 +130,10 @@ pub enum StoreError {
     /// The batch this write was part of did not commit.
     #[error("the write's batch failed: {0}")]
     BatchFailed(String),
+    /// No answer came in time; the write may still commit (its batch was
+    /// running) or never run (it had not started).
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// What the write was based on changed meanwhile (e.g. a licence was
     /// renewed by another request): read again and retry.
     #[error("a concurrent write changed what this one read")]
