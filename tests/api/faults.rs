@@ -119,6 +119,20 @@ fn reconcile(url: &str, log: &[Timed]) -> Vec<DateTime<Utc>> {
     allowed.into_iter().map(|(_, at)| at).collect()
 }
 
+/// Whether the load may stop: the fault ended at `over`, and ten licences
+/// were acknowledged for requests sent since (or `give_up` seconds passed
+/// with fewer, which the test then reports).
+fn recovered(log: &[Timed], over: Option<DateTime<Utc>>, give_up: i64) -> bool {
+    let Some(over) = over else {
+        return false;
+    };
+    let after = log
+        .iter()
+        .filter(|a| a.status == 201 && a.sent > over)
+        .count();
+    after >= 10 || Utc::now() - over > chrono::Duration::seconds(give_up)
+}
+
 /// Statuses other than 201 and 503, and 503s without `Retry-After`.
 fn unexpected(log: &[Timed]) -> Vec<&Timed> {
     log.iter()
@@ -303,16 +317,7 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
     };
     // Clients keep issuing until ten licences were acknowledged after the
     // server came back (or 20 s passed with none).
-    let until = |log: &[Timed]| {
-        let Some((_, restarting)) = *outage.lock().unwrap() else {
-            return false;
-        };
-        let after = log
-            .iter()
-            .filter(|a| a.status == 201 && a.sent > restarting)
-            .count();
-        after >= 10 || Utc::now() - restarting > chrono::Duration::seconds(20)
-    };
+    let until = |log: &[Timed]| recovered(log, outage.lock().unwrap().map(|(_, r)| r), 20);
     let load = async {
         let log = timed_load(&served, &reseller, 6, Duration::from_millis(200), &until).await;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -428,16 +433,7 @@ async fn a_table_locked_elsewhere_times_requests_out_in_bounded_time_and_half_wr
             *window.lock().unwrap() = Some((locked, released));
         }
     };
-    let until = |log: &[Timed]| {
-        let Some((_, released)) = *window.lock().unwrap() else {
-            return false;
-        };
-        let after = log
-            .iter()
-            .filter(|a| a.status == 201 && a.sent > released)
-            .count();
-        after >= 10 || Utc::now() - released > chrono::Duration::seconds(15)
-    };
+    let until = |log: &[Timed]| recovered(log, window.lock().unwrap().map(|(_, r)| r), 15);
     let (log, ()) = futures_util::future::join(
         timed_load(&served, &reseller, 6, Duration::from_millis(100), &until),
         locker,

@@ -17,6 +17,22 @@ fn record(body: &str) -> IdempotencyRecord {
     }
 }
 
+/// A migrated store at `url`, and a ledger writing to it (batches of up to
+/// 64) whose callers wait `answer_within` for their answers.
+fn ledger_on(
+    url: &gatekeeper::config::DatabaseUrl,
+    answer_within: std::time::Duration,
+) -> (Store, Ledger) {
+    let store = Store::connect(url, 4).unwrap();
+    store.migrate().unwrap();
+    let histogram = gatekeeper::metrics::Metrics::new()
+        .unwrap()
+        .ledger_batch_size
+        .clone();
+    let ledger = Ledger::start(store.clone(), 64, histogram, answer_within).unwrap();
+    (store, ledger)
+}
+
 /// Another replica stores key `k0` after this replica's request checked for
 /// it and before the batch commits. The batch's multi-row insert is then
 /// refused; the batch runs again write by write, the late write reads the
@@ -25,19 +41,7 @@ async fn a_key_stored_elsewhere_mid_batch(backend: Backend) {
     let Some((db, url)) = TestDb::create(backend) else {
         return;
     };
-    let store = Store::connect(&url, 4).unwrap();
-    store.migrate().unwrap();
-    let histogram = gatekeeper::metrics::Metrics::new()
-        .unwrap()
-        .ledger_batch_size
-        .clone();
-    let ledger = Ledger::start(
-        store.clone(),
-        64,
-        histogram,
-        std::time::Duration::from_secs(30),
-    )
-    .unwrap();
+    let (store, ledger) = ledger_on(&url, std::time::Duration::from_secs(30));
     let stored_elsewhere = format!(
         "INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at, expires_at) \
          VALUES ('alpha', 'k0', 'f', 201, 'the other replica''s answer', '{}', '9999-01-01T00:00:00.000000Z')",
@@ -99,13 +103,7 @@ async fn a_write_whose_caller_stopped_waiting_is_never_run() {
     use std::sync::Arc;
     use std::time::Duration;
     let (_db, url) = TestDb::create(Backend::Sqlite).unwrap();
-    let store = Store::connect(&url, 2).unwrap();
-    store.migrate().unwrap();
-    let histogram = gatekeeper::metrics::Metrics::new()
-        .unwrap()
-        .ledger_batch_size
-        .clone();
-    let ledger = Ledger::start(store, 64, histogram, Duration::from_millis(200)).unwrap();
+    let (_, ledger) = ledger_on(&url, Duration::from_millis(200));
     // The first write keeps the writer busy past the second caller's wait.
     let slow = ledger.submit(|_, _| {
         std::thread::sleep(Duration::from_millis(600));

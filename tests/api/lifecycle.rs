@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestDb};
-use crate::served::{acknowledged, assert_durable, fresh_database, issue_load, serve};
+use crate::served::{acknowledged, assert_durable, fresh_database, issue_load, serve, wait_exit};
 
 #[actix_web::test]
 async fn logs_carry_request_ids_and_never_tokens_or_customer_names() {
@@ -117,17 +117,7 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
         "only 201, or 503 and refused connections once the server stops"
     );
     let issued = acknowledged(&log);
-    let status = {
-        let mut child = served.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "no exit within the grace period");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let status = wait_exit(&mut served.child.take().unwrap());
     assert_eq!(
         status.code(),
         Some(0),

@@ -161,14 +161,19 @@ impl Served {
             .status()
             .unwrap();
         assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit within the grace period");
-            std::thread::sleep(Duration::from_millis(50));
+        wait_exit(&mut child)
+    }
+}
+
+/// Waits up to 30 s for `child` to exit; its exit status.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        assert!(Instant::now() < deadline, "no exit within the grace period");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
