@@ -338,7 +338,7 @@ impl Gate {
             StoreError::Database(_)
             | StoreError::Pool(_)
             | StoreError::BatchFailed(_)
-            | StoreError::TimedOut(_)
+            | StoreError::OutcomeUnknown(_)
             | StoreError::Corrupt(_),
         ) = &result
         {

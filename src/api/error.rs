@@ -67,9 +67,9 @@ pub enum ApiError {
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The database did not answer in time; the write may still commit.
-    #[error("timed out: {0}")]
-    TimedOut(String),
+    /// The database did not confirm the write; it may still be recorded.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// A bug or corrupt data; the cause goes to the log, never to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,7 +96,7 @@ impl ApiError {
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::ReviewResolved => "review_resolved",
             ApiError::RateLimited(_) => "rate_limited",
-            ApiError::Unavailable(_) | ApiError::TimedOut(_) => "service_unavailable",
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -154,9 +154,9 @@ impl ApiError {
                 "Service unavailable",
                 "The service cannot reach its database; nothing was recorded. Retry later.".into(),
             ),
-            ApiError::TimedOut(_) => (
+            ApiError::OutcomeUnknown(_) => (
                 "Service unavailable",
-                "The database did not answer in time; the request may still be recorded. Retry later, with the same Idempotency-Key for a licence, to get its result.".into(),
+                "The database did not confirm the request in time; it may still be recorded. Retry later, with the same Idempotency-Key for a licence, to get its result.".into(),
             ),
             ApiError::Internal(_) => (
                 "Internal error",
@@ -181,7 +181,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) | ApiError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -191,7 +193,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
-            ApiError::TimedOut(cause) => tracing::warn!(error = %cause, "database too slow"),
+            ApiError::OutcomeUnknown(cause) => tracing::warn!(error = %cause, "database too slow"),
             _ => {}
         }
         let (title, detail) = self.title_and_detail();
@@ -205,7 +207,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::Unavailable(_) | ApiError::TimedOut(_) | ApiError::IdempotencyKeyInFlight => {
+            ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
             }
             ApiError::MethodNotAllowed(allow) => {
@@ -252,7 +256,7 @@ impl From<StoreError> for ApiError {
             StoreError::Pool(e) => ApiError::Unavailable(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(m),
             StoreError::BatchFailed(m) => ApiError::Unavailable(m),
-            StoreError::TimedOut(m) => ApiError::TimedOut(m),
+            StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::Conflict => ApiError::Unavailable("the licence kept changing".into()),
             StoreError::ReviewNotOpen => ApiError::ReviewResolved,
         }

@@ -12,9 +12,11 @@
 //! connection), so that a write whose rows the database refuses fails alone
 //! and its batch-mates go on; unless the batch already took as long as a
 //! lock may be waited for (the store's lock timeout), as when a table is
-//! locked elsewhere: running it again would wait as long again. If the
-//! commit fails, every write of the batch is told so, and none of it is in
-//! the database.
+//! locked elsewhere: running it again would wait as long again, past its
+//! callers' time, and each of its writes then fails. If the commit fails,
+//! every write of the batch is told so: none of it is in the database. If the
+//! connection dies during the commit, the batch may or may not be in the
+//! database: its callers are told exactly that, and it is not run again.
 //!
 //! A caller waits for its answer for a bounded time; a write whose caller
 //! has stopped waiting before its batch starts is dropped, never run.
@@ -27,6 +29,14 @@ use prometheus::Histogram;
 
 use super::{locked, DbConn, Head, Store, StoreError};
 
+/// Why a batch did not commit. `unknown` when the writes ran but the
+/// commit's answer did not come (the connection died): the batch may be in
+/// the database, so it is neither run again nor reported as not recorded.
+struct Failure {
+    why: String,
+    unknown: bool,
+}
+
 /// Runs a batch in one transaction (opening the writer's connection if it
 /// has none); why it failed, if it did.
 fn attempt(
@@ -34,7 +44,8 @@ fn attempt(
     own: &mut Option<DbConn>,
     jobs: &mut [Job],
     eager: bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let mut committing = false;
     // A panic in a write must not take the writer down with it: the batch
     // is then abandoned (its callers get an error) and the next one runs.
     let settled = catch_unwind(AssertUnwindSafe(|| {
@@ -43,19 +54,37 @@ fn attempt(
             None => own.insert(store.dedicated_connection()?),
         };
         conn.transaction(|c| {
-            locked(c, |c, head| {
+            let ran = locked(c, |c, head| {
                 head.set_eager(eager);
                 for job in jobs.iter_mut() {
                     job.run(c, head)?;
                 }
                 Ok(())
-            })
+            });
+            committing = ran.is_ok();
+            ran
         })
     }));
     match settled {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("a write panicked".to_string()),
+        Ok(Err(e)) => {
+            use diesel::result::{DatabaseErrorKind as Kind, Error};
+            let lost = matches!(
+                e,
+                StoreError::Database(Error::DatabaseError(
+                    Kind::ClosedConnection | Kind::UnableToSendCommand,
+                    _
+                ))
+            );
+            Err(Failure {
+                why: e.to_string(),
+                unknown: committing && lost,
+            })
+        }
+        Err(_) => Err(Failure {
+            why: "a write panicked".to_string(),
+            unknown: false,
+        }),
     }
 }
 
@@ -66,7 +95,7 @@ trait Write: Send {
     /// failure (the database refused a savepoint, say).
     fn run(&mut self, conn: &mut DbConn, head: &mut Head) -> Result<(), StoreError>;
     /// Tells the caller: `failure` is `None` when the batch committed.
-    fn settle(self: Box<Self>, failure: Option<&str>);
+    fn settle(self: Box<Self>, failure: Option<&Failure>);
     /// Whether the caller has stopped waiting for the answer.
     fn abandoned(&self) -> bool;
 }
@@ -95,11 +124,12 @@ where
         Ok(())
     }
 
-    fn settle(self: Box<Self>, failure: Option<&str>) {
+    fn settle(self: Box<Self>, failure: Option<&Failure>) {
         let settled = match (failure, self.result) {
             (None, Some(result)) => result,
             (None, None) => Err(StoreError::BatchFailed("the write did not run".into())),
-            (Some(why), _) => Err(StoreError::BatchFailed(why.to_string())),
+            (Some(f), _) if f.unknown => Err(StoreError::OutcomeUnknown(f.why.clone())),
+            (Some(f), _) => Err(StoreError::BatchFailed(f.why.clone())),
         };
         let _ = self.reply.send(settled);
     }
@@ -204,7 +234,7 @@ impl Ledger {
             Ok(answer) => {
                 answer.map_err(|_| StoreError::BatchFailed("the batch could not start".into()))?
             }
-            Err(_) => Err(StoreError::TimedOut(format!(
+            Err(_) => Err(StoreError::OutcomeUnknown(format!(
                 "no answer from the database within {} ms",
                 self.answer_within.as_millis()
             ))),
@@ -248,25 +278,28 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
         batch_sizes.observe(jobs.len() as f64);
         let started = std::time::Instant::now();
         let mut failure = attempt(store, &mut own, &mut jobs, false).err();
-        if let Some(why) = &failure {
-            // A batch that failed after waiting as long as a lock may (a
-            // table locked elsewhere) is not run again: that would wait as
-            // long again, past its callers' time.
-            let waited = store.lock_timeout().is_some_and(|t| started.elapsed() >= t);
-            if waited {
-                tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed after waiting for a lock");
+        if let Some(first) = &failure {
+            // Not run again: a batch whose commit went unanswered (it may be
+            // in the database), and one that failed after as long as a lock
+            // may be waited for (a table locked elsewhere): running it again
+            // would wait as long again, past its callers' time.
+            let spent = store.lock_timeout().is_some_and(|t| started.elapsed() >= t);
+            if first.unknown || spent {
+                tracing::info!(error = %first.why, writes = jobs.len(), unknown = first.unknown, "a ledger batch failed; not running it again");
             } else {
-                tracing::info!(error = %why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
+                tracing::info!(error = %first.why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
                 own = None;
+                // Writes whose callers gave up meanwhile are dropped here too.
+                jobs.retain(|job| !job.abandoned());
                 failure = attempt(store, &mut own, &mut jobs, true).err();
             }
         }
-        if let Some(why) = &failure {
-            tracing::warn!(error = %why, writes = jobs.len(), "a ledger batch failed");
+        if let Some(failed) = &failure {
+            tracing::warn!(error = %failed.why, writes = jobs.len(), "a ledger batch failed");
             own = None;
         }
         for job in jobs {
-            job.settle(failure.as_deref());
+            job.settle(failure.as_ref());
         }
         if purged.elapsed() >= PURGE_EVERY {
             purged = std::time::Instant::now();

@@ -130,10 +130,11 @@ pub enum StoreError {
     /// The batch this write was part of did not commit.
     #[error("the write's batch failed: {0}")]
     BatchFailed(String),
-    /// No answer came in time; the write may still commit (its batch was
-    /// running) or never run (it had not started).
-    #[error("timed out: {0}")]
-    TimedOut(String),
+    /// The write may or may not be recorded: no answer came in time (its
+    /// batch may still commit), or the database's answer to the commit was
+    /// lost.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// What the write was based on changed meanwhile (e.g. a licence was
     /// renewed by another request): read again and retry.
     #[error("a concurrent write changed what this one read")]
@@ -351,8 +352,7 @@ impl Store {
         }
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            // A request waits for a connection no longer than for a lock.
-            .connection_timeout(lock_timeout.unwrap_or(Duration::from_secs(5)))
+            .connection_timeout(Duration::from_secs(5))
             // A connection is tested (`SELECT 1`) when checked out, so one
             // that died with a database restart is replaced, not handed out.
             .test_on_check_out(true)
@@ -382,7 +382,11 @@ impl Store {
 
     fn conn(&self) -> Result<PooledConn, StoreError> {
         let timer = self.pool_wait.as_ref().map(|h| h.start_timer());
-        let conn = self.pool.get();
+        // A request waits for a connection no longer than for a lock.
+        let conn = match self.lock_timeout {
+            Some(bound) => self.pool.get_timeout(bound),
+            None => self.pool.get(),
+        };
         drop(timer);
         Ok(conn?)
     }
@@ -396,7 +400,8 @@ impl Store {
             return self.seed();
         }
         // A connection of its own with no lock timeout: a replica waits for
-        // another's migration however long it takes.
+        // another's migration however long it takes (seeding a new
+        // database, below, is bounded like any write).
         let mut conn = Manager {
             url: self.url.clone(),
             lock_timeout: None,
@@ -457,6 +462,11 @@ impl Store {
         struct Seed {
             organizations: BTreeMap<OrgId, OrganizationSpec>,
             designations: BTreeMap<DesignationId, DesignationSpec>,
+        }
+        // Seeded already (read without a lock, so that a replica starts
+        // while another holds the ledger head for a while).
+        if self.catalog_version()? != 0 {
+            return Ok(());
         }
         let seed: Seed = serde_json::from_str(include_str!("seed.json"))?;
         let mut changes: Vec<CatalogChange> = seed

@@ -279,7 +279,14 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
     if !postgres_expected() {
         return;
     }
-    let cluster = Cluster::create().expect("PostgreSQL's server programs are installed");
+    let Some(cluster) = Cluster::create() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has PostgreSQL's server programs"
+        );
+        eprintln!("skipped: no PostgreSQL server programs under /usr/lib/postgresql");
+        return;
+    };
     let url = cluster.url();
     let mut served = serve(&url, &[("GATEKEEPER_REQUEST_TIMEOUT", "2")]).await;
     let (_, reseller) = served.setup().await;
@@ -332,6 +339,11 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
         "the service ran through it without a restart"
     );
     assert!(unexpected(&log).is_empty(), "{:?}", unexpected(&log));
+    let slowest = log.iter().map(|a| a.took).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(4500),
+        "every answer within the request timeout (2 s) and some slack: the slowest took {slowest:?}"
+    );
     let while_down: Vec<&Timed> = log
         .iter()
         .filter(|a| a.sent > stopped && a.answered() < restarting)
@@ -381,12 +393,13 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
     );
     let first_licence_after = recovered.iter().map(|a| a.answered()).min().unwrap();
     eprintln!(
-        "database stopped for {}s under load: {} answers ({} 201 before, {} 503 during, {} 201 after), readiness green again {} ms and first licence {} ms after the restart began; {} licences reconciled",
+        "database stopped for {}s under load: {} answers ({} 201 before, {} 503 during, {} 201 after; slowest {} ms), readiness green again {} ms and first licence {} ms after `pg_ctl start` began; {} licences reconciled",
         down_for.as_secs(),
         log.len(),
         before,
         while_down.len(),
         log.iter().filter(|a| a.status == 201 && a.sent > restarting).count(),
+        slowest.as_millis(),
         (green_again - restarting).num_milliseconds(),
         (first_licence_after - restarting).num_milliseconds(),
         issued_at.len()
@@ -454,7 +467,7 @@ async fn a_table_locked_elsewhere_times_requests_out_in_bounded_time_and_half_wr
         .filter(|a| a.sent > locked && a.answered() < released)
         .collect();
     assert!(
-        during.len() > 10 && during.iter().all(|a| a.status == 503),
+        during.len() > 3 && during.iter().all(|a| a.status == 503),
         "requests during the lock time out with 503: {during:?}"
     );
     let after = log
