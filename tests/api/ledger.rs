@@ -17,13 +17,19 @@ fn record(body: &str) -> IdempotencyRecord {
     }
 }
 
-/// A migrated store at `url`, and a ledger writing to it (batches of up to
-/// 64) whose callers wait `answer_within` for their answers.
+/// A migrated store at `url` (its lock waits bounded by `lock_timeout`), and
+/// a ledger writing to it (batches of up to 64) whose callers wait
+/// `answer_within` for their answers.
 fn ledger_on(
     url: &gatekeeper::config::DatabaseUrl,
+    lock_timeout: Option<std::time::Duration>,
     answer_within: std::time::Duration,
 ) -> (Store, Ledger) {
-    let store = Store::connect(url, 4).unwrap();
+    let store = match lock_timeout {
+        Some(bound) => Store::connect_bounded(url, 4, bound),
+        None => Store::connect(url, 4),
+    }
+    .unwrap();
     store.migrate().unwrap();
     let histogram = gatekeeper::metrics::Metrics::new()
         .unwrap()
@@ -41,7 +47,7 @@ async fn a_key_stored_elsewhere_mid_batch(backend: Backend) {
     let Some((db, url)) = TestDb::create(backend) else {
         return;
     };
-    let (store, ledger) = ledger_on(&url, std::time::Duration::from_secs(30));
+    let (store, ledger) = ledger_on(&url, None, std::time::Duration::from_secs(30));
     let stored_elsewhere = format!(
         "INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at, expires_at) \
          VALUES ('alpha', 'k0', 'f', 201, 'the other replica''s answer', '{}', '9999-01-01T00:00:00.000000Z')",
@@ -103,7 +109,7 @@ async fn a_write_whose_caller_stopped_waiting_is_never_run() {
     use std::sync::Arc;
     use std::time::Duration;
     let (_db, url) = TestDb::create(Backend::Sqlite).unwrap();
-    let (_, ledger) = ledger_on(&url, Duration::from_millis(200));
+    let (_, ledger) = ledger_on(&url, None, Duration::from_millis(200));
     // The first write keeps the writer busy past the second caller's wait.
     let started = Arc::new(AtomicBool::new(false));
     let slow = ledger.submit({
@@ -143,4 +149,58 @@ async fn a_write_whose_caller_stopped_waiting_is_never_run() {
     // the abandoned write.
     drop(ledger);
     assert!(!ran.load(Ordering::SeqCst), "the abandoned write ran");
+}
+
+/// A batch that failed after waiting a whole lock timeout (a table locked
+/// elsewhere) is not run again write by write: each write runs once and
+/// fails, in about one lock timeout, not two.
+#[actix_web::test]
+async fn a_batch_that_waited_out_a_lock_is_not_run_again() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let Some((_db, url)) = TestDb::create(Backend::Postgres) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL"
+        );
+        return;
+    };
+    let (_, ledger) = ledger_on(
+        &url,
+        Some(Duration::from_millis(300)),
+        Duration::from_secs(30),
+    );
+    let gatekeeper::config::DatabaseUrl::Postgres(pg) = &url else {
+        unreachable!()
+    };
+    let mut locker = diesel::pg::PgConnection::establish(pg).unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let writes = (0..4).map(|n| {
+        let runs = Arc::clone(&runs);
+        ledger.submit(move |_, head| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            head.save_idempotency("alpha", &format!("k{n}"), &record("r"), Utc::now());
+            Ok::<_, StoreError>(())
+        })
+    });
+    let results = join_all(writes).await;
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::BatchFailed(_)))),
+        "{results:?}"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "each write ran once: the batch was not run again"
+    );
+    drop(ledger);
 }
