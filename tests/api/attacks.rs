@@ -321,11 +321,7 @@ async fn one_signer_at_a_time_and_another_takes_over() {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let Some((db, url)) = crate::helpers::TestDb::create(Backend::Postgres) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this on PostgreSQL"
-        );
+    let Some((db, url)) = crate::helpers::postgres_db() else {
         return;
     };
     let store = gatekeeper::store::Store::connect(&url, 4).unwrap();

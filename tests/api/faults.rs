@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::Connection;
 use serde_json::json;
 
+use crate::helpers::postgres_expected;
 use crate::served::{assert_durable, fresh_database, serve, Served};
 
 /// One answer a load client kept: when its request was sent and answered,
@@ -131,6 +132,17 @@ fn recovered(log: &[Timed], over: Option<DateTime<Utc>>, give_up: i64) -> bool {
         .filter(|a| a.status == 201 && a.sent > over)
         .count();
     after >= 10 || Utc::now() - over > chrono::Duration::seconds(give_up)
+}
+
+/// The longest any answer took, asserted under `bound` (the request timeout
+/// and some slack for a loaded machine).
+fn slowest_within(log: &[Timed], bound: Duration) -> Duration {
+    let slowest = log.iter().map(|a| a.took).max().unwrap();
+    assert!(
+        slowest < bound,
+        "every answer within the request timeout and some slack ({bound:?}): the slowest took {slowest:?}"
+    );
+    slowest
 }
 
 /// Statuses other than 201 and 503, and 503s without `Retry-After`.
@@ -262,18 +274,6 @@ fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// PostgreSQL is needed; CI has it.
-fn postgres_expected() -> bool {
-    if std::env::var_os("TEST_DATABASE_URL").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this on PostgreSQL"
-        );
-        return false;
-    }
-    true
-}
-
 #[actix_web::test]
 async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_by_itself() {
     if !postgres_expected() {
@@ -339,11 +339,7 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
         "the service ran through it without a restart"
     );
     assert!(unexpected(&log).is_empty(), "{:?}", unexpected(&log));
-    let slowest = log.iter().map(|a| a.took).max().unwrap();
-    assert!(
-        slowest < Duration::from_millis(4500),
-        "every answer within the request timeout (2 s) and some slack: the slowest took {slowest:?}"
-    );
+    let slowest = slowest_within(&log, Duration::from_millis(4500));
     let while_down: Vec<&Timed> = log
         .iter()
         .filter(|a| a.sent > stopped && a.answered() < restarting)
@@ -455,13 +451,8 @@ async fn a_table_locked_elsewhere_times_requests_out_in_bounded_time_and_half_wr
     let (locked, released) = window.lock().unwrap().unwrap();
 
     assert!(unexpected(&log).is_empty(), "{:?}", unexpected(&log));
-    let slowest = log.iter().map(|a| a.took).max().unwrap();
-    // The bound is the request timeout; the slack is for a loaded machine.
     // Without the bound, requests would wait for the lock: 8 s.
-    assert!(
-        slowest < timeout + Duration::from_millis(2500),
-        "every answer within the request timeout: the slowest took {slowest:?}"
-    );
+    let slowest = slowest_within(&log, timeout + Duration::from_millis(2500));
     let during: Vec<&Timed> = log
         .iter()
         .filter(|a| a.sent > locked && a.answered() < released)

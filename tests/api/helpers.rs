@@ -32,6 +32,28 @@ pub enum TestDb {
     },
 }
 
+/// Whether PostgreSQL tests run: `TEST_DATABASE_URL` is set. CI always
+/// sets it, so there a missing URL fails the test instead of skipping it.
+pub fn postgres_expected() -> bool {
+    if std::env::var_os("TEST_DATABASE_URL").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL"
+        );
+        return false;
+    }
+    true
+}
+
+/// A fresh PostgreSQL database for a PostgreSQL-only test, or `None` (the
+/// test returns) when [`postgres_expected`] says so.
+pub fn postgres_db() -> Option<(TestDb, DatabaseUrl)> {
+    if !postgres_expected() {
+        return None;
+    }
+    TestDb::create(Backend::Postgres)
+}
+
 impl TestDb {
     /// A fresh database, or `None` for PostgreSQL when `TEST_DATABASE_URL`
     /// is not set.

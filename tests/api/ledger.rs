@@ -161,11 +161,7 @@ async fn a_batch_that_waited_out_a_lock_is_not_run_again() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
-    let Some((_db, url)) = TestDb::create(Backend::Postgres) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this on PostgreSQL"
-        );
+    let Some((_db, url)) = crate::helpers::postgres_db() else {
         return;
     };
     let (_, ledger) = ledger_on(

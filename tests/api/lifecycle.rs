@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::postgres_db;
 use crate::served::{acknowledged, assert_durable, fresh_database, issue_load, serve, wait_exit};
 
 #[actix_web::test]
@@ -195,20 +195,11 @@ impl Relay {
 
 #[actix_web::test]
 async fn readiness_follows_the_database_without_a_restart() {
-    let Some(admin_url) = std::env::var("TEST_DATABASE_URL").ok() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this on PostgreSQL"
-        );
+    let Some((db, _)) = postgres_db() else {
         return;
     };
-    let (db, url) = {
-        let (db, _) = TestDb::create(Backend::Postgres).unwrap();
-        let url = db.url();
-        (db, url)
-    };
-    let _keep = db;
-    let host = admin_url
+    let url = db.url();
+    let host = url
         .split('@')
         .nth(1)
         .and_then(|r| r.split('/').next())
@@ -411,14 +402,10 @@ async fn a_flooding_tenant_is_limited_and_others_are_not() {
 
 #[actix_web::test]
 async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
-    let Some(_) = std::env::var_os("TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this on PostgreSQL"
-        );
+    let Some((db, _)) = postgres_db() else {
         return;
     };
-    let (db, url) = fresh_database();
+    let url = db.url();
     let served = serve(&url, &[]).await;
     let (_, reseller) = served.setup().await;
     let database = url
