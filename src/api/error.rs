@@ -193,7 +193,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
-            ApiError::OutcomeUnknown(cause) => tracing::warn!(error = %cause, "database too slow"),
+            ApiError::OutcomeUnknown(cause) => {
+                tracing::warn!(error = %cause, "database did not confirm a write")
+            }
             _ => {}
         }
         let (title, detail) = self.title_and_detail();

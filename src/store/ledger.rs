@@ -249,6 +249,19 @@ const QUEUE: usize = 8192;
 /// How often the writer forgets idempotency keys past their 24 hours.
 const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Drops the writes whose callers gave up waiting (their answer was `503`):
+/// nothing is written that nobody was told of.
+fn drop_abandoned(jobs: &mut Vec<Job>) {
+    let queued = jobs.len();
+    jobs.retain(|job| !job.abandoned());
+    if jobs.len() < queued {
+        tracing::warn!(
+            dropped = queued - jobs.len(),
+            "dropped writes whose callers stopped waiting"
+        );
+    }
+}
+
 fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_sizes: &Histogram) {
     let mut purged = std::time::Instant::now();
     // The writer's own connection, outside the pool (readers never keep it
@@ -262,16 +275,7 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
                 Err(_) => break,
             }
         }
-        // Writes whose callers gave up waiting (their answer was `503`) are
-        // not run: nothing is written that nobody was told of.
-        let queued = jobs.len();
-        jobs.retain(|job| !job.abandoned());
-        if jobs.len() < queued {
-            tracing::warn!(
-                dropped = queued - jobs.len(),
-                "dropped writes whose callers stopped waiting"
-            );
-        }
+        drop_abandoned(&mut jobs);
         if jobs.is_empty() {
             continue;
         }
@@ -289,8 +293,7 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
             } else {
                 tracing::info!(error = %first.why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
                 own = None;
-                // Writes whose callers gave up meanwhile are dropped here too.
-                jobs.retain(|job| !job.abandoned());
+                drop_abandoned(&mut jobs);
                 failure = attempt(store, &mut own, &mut jobs, true).err();
             }
         }
