@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::Connection;
-use serde_json::json;
 
 use crate::helpers::postgres_expected;
 use crate::served::{assert_durable, fresh_database, serve, Served};
@@ -42,33 +41,19 @@ async fn timed_load(
     until: &(dyn Fn(&[Timed]) -> bool + Sync),
 ) -> Vec<Timed> {
     let log = std::sync::Mutex::new(Vec::<Timed>::new());
-    let runs = (0..clients).map(|c| {
+    let runs = (0..clients).map(|_| {
         let log = &log;
         async move {
-            for i in 0.. {
-                if until(&log.lock().unwrap()) {
-                    break;
-                }
-                let key = format!("fault-{c}-{i}-{}", uuid::Uuid::new_v4().simple());
-                let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
-                                  "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+            while !until(&log.lock().unwrap()) {
                 let sent = Utc::now();
                 let started = Instant::now();
-                let (status, body, headers) = served
-                    .call(
-                        "POST",
-                        "/v1/licenses",
-                        reseller,
-                        Some(body),
-                        &[("idempotency-key", key.as_str())],
-                    )
-                    .await;
+                let (status, licence, retry_after) = served.issue_one(reseller).await;
                 let answer = Timed {
                     sent,
                     took: started.elapsed(),
                     status,
-                    licence: body["license"]["id"].as_str().map(String::from),
-                    retry_after: headers.get("retry-after").is_some(),
+                    licence,
+                    retry_after,
                 };
                 log.lock().unwrap().push(answer);
                 if status != 201 {

@@ -11,8 +11,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -33,20 +31,6 @@ const WARM_UP: usize = 150;
 const COOL_DOWN: usize = 150;
 /// Catalogue changes that alter no decision, made during the load.
 const CHURN: usize = 8;
-
-/// A token minted, as an operator would, from the development keys in the
-/// replicas' shared data folder.
-fn token(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-        .arg("token")
-        .args(args)
-        .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
-        .env("GATEKEEPER_DATA_DIR", data_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A licence order of one seat for a customer in Germany, not a U.S. person.
 fn order(product: &str, customer: &str) -> Value {
@@ -209,9 +193,9 @@ async fn three_replicas_on_one_database_agree_on_the_catalogue_keys_and_chain() 
     let c = serve(&url, &env).await;
     let replicas = [&a, &b, &c];
 
-    let admin = token(keys.path(), &["--role", "admin"]);
-    let reseller = token(keys.path(), &["--role", "reseller", "--reseller", "alpha"]);
-    let compliance = token(keys.path(), &["--role", "compliance"]);
+    let admin = a.token(&["--role", "admin"]);
+    let reseller = a.token(&["--role", "reseller", "--reseller", "alpha"]);
+    let compliance = a.token(&["--role", "compliance"]);
     // The catalogue, written through all three.
     for (n, (path, body)) in [
         (

@@ -13,6 +13,9 @@ pub struct Served {
     pub child: Option<Child>,
     pub base: String,
     pub dir: tempfile::TempDir,
+    /// The `GATEKEEPER_DATA_DIR` it was given (replicas share one), where
+    /// its development keys are.
+    data_dir: Option<String>,
 }
 
 impl Drop for Served {
@@ -53,6 +56,10 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
         child: Some(child),
         base: format!("http://{base}"),
         dir,
+        data_dir: env
+            .iter()
+            .find(|(k, _)| *k == "GATEKEEPER_DATA_DIR")
+            .map(|(_, v)| v.to_string()),
     };
     let client = awc::Client::default();
     for _ in 0..200 {
@@ -70,15 +77,42 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
 }
 
 impl Served {
+    /// A token minted, as an operator would, from the server's development
+    /// keys.
     pub fn token(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatekeeper"));
+        command
             .arg("token")
             .args(args)
             .current_dir(self.dir.path())
-            .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
-            .output()
-            .unwrap();
+            .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE");
+        if let Some(data_dir) = &self.data_dir {
+            command.env("GATEKEEPER_DATA_DIR", data_dir);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Issues one VPN licence to a German customer, with a key of its own.
+    pub async fn issue_one(&self, reseller: &str) -> Answer {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
+                          "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+        let (status, body, headers) = self
+            .call(
+                "POST",
+                "/v1/licenses",
+                reseller,
+                Some(body),
+                &[("idempotency-key", key.as_str())],
+            )
+            .await;
+        (
+            status,
+            body["license"]["id"].as_str().map(String::from),
+            headers.get("retry-after").is_some(),
+        )
     }
 
     pub async fn call(
@@ -191,20 +225,12 @@ pub async fn issue_load(
     each: usize,
     stop_at_failure: bool,
 ) -> Vec<Answer> {
-    let runs = (0..clients).map(|c| async move {
+    let runs = (0..clients).map(|_| async move {
         let mut log = Vec::new();
-        for i in 0..each {
-            let key = format!("load-{c}-{i}-{}", uuid::Uuid::new_v4().simple());
-            let body = json!({"product": "ACME-VPN", "seats": 1, "term_days": 30,
-                              "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
-            let (status, body, headers) = served
-                .call("POST", "/v1/licenses", reseller, Some(body), &[("idempotency-key", key.as_str())])
-                .await;
-            log.push((
-                status,
-                body["license"]["id"].as_str().map(String::from),
-                headers.get("retry-after").is_some(),
-            ));
+        for _ in 0..each {
+            let answer = served.issue_one(reseller).await;
+            let status = answer.0;
+            log.push(answer);
             if stop_at_failure && status != 201 {
                 break;
             }
