@@ -160,6 +160,7 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
         }
         None => {
             let store = Store::connect(&config.database_url, 1)?;
+            keys.extend(store.license_keys()?);
             Ok(store.verify_chain(&checkpoints, &keys)?)
         }
     }

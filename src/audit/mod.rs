@@ -100,6 +100,13 @@ pub enum Fault {
     CheckpointBeyondChain,
     /// A checkpoint's signature does not verify with a published key.
     CheckpointSignature,
+    /// A column the service filters or lists events by (`seq`, `id`, `at`,
+    /// `action`, `outcome`, `reseller`, `prev_hash`) differs from the hashed
+    /// event: an edit that would hide the event from a filtered listing.
+    IndexMismatch,
+    /// The state the service acts on (a catalogue entry, a licence, a
+    /// decision, a review) is not what the chain records; `row` names it.
+    StateMismatch,
 }
 
 /// The result of checking a sequence of exported events.
@@ -113,6 +120,8 @@ pub struct Report {
     pub head: Option<(i64, String)>,
     pub first_invalid_seq: Option<i64>,
     pub fault: Option<Fault>,
+    /// The row at fault, as `table/key` (for [`Fault::StateMismatch`]).
+    pub row: Option<String>,
 }
 
 impl Report {
@@ -125,6 +134,7 @@ impl Report {
             "head": self.head.as_ref().map(|(seq, hash)| serde_json::json!({"seq": seq, "hash": hash})),
             "first_invalid_seq": self.first_invalid_seq,
             "reason": self.fault,
+            "row": self.row,
         })
     }
 }
@@ -269,6 +279,7 @@ impl Verifier {
                 head: None,
                 first_invalid_seq: None,
                 fault: None,
+                row: None,
             },
         }
     }
@@ -293,6 +304,22 @@ impl Verifier {
         self.report.ok = false;
         self.report.first_invalid_seq = Some(seq);
         self.report.fault = Some(fault);
+    }
+
+    /// Fails the chain for a reason found outside the events themselves (a
+    /// column beside an event, a row of state), unless it failed already.
+    pub fn reject(&mut self, seq: Option<i64>, fault: Fault, row: Option<String>) {
+        if self.report.ok {
+            self.report.ok = false;
+            self.report.first_invalid_seq = seq;
+            self.report.fault = Some(fault);
+            self.report.row = row;
+        }
+    }
+
+    /// Whether every event so far verified.
+    pub fn is_ok(&self) -> bool {
+        self.report.ok
     }
 
     /// Checks the next event; returns false once the chain is broken (later

@@ -133,7 +133,9 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
     // Every licence a client saw acknowledged is there with its audit event,
     // the chain verifies, and a last checkpoint covers its head.
     let store = assert_durable(&url, &issued);
-    let report = store.verify_chain(&[], &[]).unwrap();
+    let report = store
+        .verify_chain(&[], &store.license_keys().unwrap())
+        .unwrap();
     assert!(report.ok, "{report:?}");
     let (head, _) = store.head().unwrap();
     let last = store.checkpoints(Some(head - 1), 1).unwrap();
@@ -325,7 +327,9 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
             "event for licence {id} without the licence"
         );
     }
-    let report = store.verify_chain(&[], &[]).unwrap();
+    let report = store
+        .verify_chain(&[], &store.license_keys().unwrap())
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert!(
         report.checkpoints_checked > 0,
@@ -468,7 +472,12 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
         "one allowing event per licence, no more, no less"
     );
     assert!(licences >= created.len());
-    assert!(store.verify_chain(&[], &[]).unwrap().ok);
+    assert!(
+        store
+            .verify_chain(&[], &store.license_keys().unwrap())
+            .unwrap()
+            .ok
+    );
     eprintln!(
         "15 rounds of pg_terminate_backend under load: {} answers, {} 201 and {} 503; {} licences, each with one allowing event; chain verified",
         log.len(),

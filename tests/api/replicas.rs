@@ -493,7 +493,9 @@ async fn three_replicas_on_one_database_agree_on_the_catalogue_keys_and_chain() 
     assert_eq!(allowing, licences, "one allowing event per licence");
     assert_eq!(one_key_licences, 1, "one key, one licence");
     // One chain, verified by the store and by every replica.
-    let report = store.verify_chain(&[], &[]).unwrap();
+    let report = store
+        .verify_chain(&[], &store.license_keys().unwrap())
+        .unwrap();
     assert!(report.ok, "{report:?}");
     for r in replicas {
         let (status, body, _) = r
