@@ -233,6 +233,9 @@ pub struct Gate {
     signer: Arc<LicenseSigner>,
     /// Idempotency keys whose first request this process is handling.
     in_flight: Mutex<HashSet<(String, String)>>,
+    /// Why the stored catalogue is not served: the audit chain does not
+    /// vouch for it (`None` while it does).
+    unvouched: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -274,7 +277,17 @@ impl Gate {
         metrics: Metrics,
     ) -> Result<Gate, StoreError> {
         store.register_license_key(signer.kid(), signer.jwk())?;
-        let catalog = store.load_catalog()?;
+        // A catalogue the chain does not vouch for is not served: the
+        // service starts, not ready, and answers every decision with 503.
+        let (catalog, unvouched) = match store.load_catalog() {
+            Ok(catalog) => (catalog, None),
+            Err(StoreError::Unvouched(reason)) => {
+                tracing::error!(%reason, "not serving the stored catalogue");
+                let empty = Catalog::build(0, Default::default()).map_err(StoreError::Invalid)?;
+                (empty, Some(reason))
+            }
+            Err(e) => return Err(e),
+        };
         metrics.catalog_installed(catalog.version());
         Ok(Gate {
             store,
@@ -283,7 +296,22 @@ impl Gate {
             metrics,
             signer,
             in_flight: Mutex::new(HashSet::new()),
+            unvouched: Mutex::new(unvouched),
         })
+    }
+
+    /// Why the stored catalogue is not served, if it is not: the audit chain
+    /// does not vouch for it. Cleared only by a restart once it does.
+    pub fn unvouched(&self) -> Option<String> {
+        self.unvouched.lock().ok().and_then(|u| u.clone())
+    }
+
+    /// The snapshot to decide on, unless the stored catalogue is not served.
+    fn serving_catalog(&self) -> Result<Arc<Catalog>, StoreError> {
+        match self.unvouched() {
+            Some(reason) => Err(StoreError::Unvouched(reason)),
+            None => Ok(self.catalog()),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -305,7 +333,16 @@ impl Gate {
     /// Re-reads the committed catalogue and swaps it in if it is newer.
     pub async fn reload(&self) -> Result<Arc<Catalog>, StoreError> {
         let store = self.store.clone();
-        let fresh = blocking(move || store.load_catalog()).await?;
+        let fresh = match blocking(move || store.load_catalog()).await {
+            Err(StoreError::Unvouched(reason)) => {
+                tracing::error!(%reason, "not serving the stored catalogue");
+                if let Ok(mut unvouched) = self.unvouched.lock() {
+                    *unvouched = Some(reason.clone());
+                }
+                return Err(StoreError::Unvouched(reason));
+            }
+            other => other?,
+        };
         Ok(self.install(fresh))
     }
 
@@ -366,7 +403,7 @@ impl Gate {
     /// Whether a tenant is registered, looking again in the database before
     /// saying no (another replica may have registered it a moment ago).
     pub async fn is_registered(&self, reseller: &ResellerId) -> Result<bool, StoreError> {
-        if self.catalog().reseller(reseller).is_some() {
+        if self.serving_catalog()?.reseller(reseller).is_some() {
             return Ok(true);
         }
         Ok(self.fresh_catalog().await?.reseller(reseller).is_some())
@@ -381,7 +418,7 @@ impl Gate {
     /// The snapshot, reloaded first if another process committed a newer
     /// catalogue (one small read when nothing changed).
     pub async fn fresh_catalog(&self) -> Result<Arc<Catalog>, StoreError> {
-        let current = self.catalog();
+        let current = self.serving_catalog()?;
         let store = self.store.clone();
         let committed = blocking(move || store.catalog_version()).await?;
         if committed > current.version() {
@@ -434,7 +471,7 @@ impl Gate {
         question: &Question,
         closes: Option<&ReviewClose>,
     ) -> Result<(Value, Option<Value>), GateError> {
-        let mut catalog = self.catalog();
+        let mut catalog = self.serving_catalog()?;
         for _ in 0..RETRIES {
             let prepared = self.prepare(
                 &catalog,
@@ -514,7 +551,7 @@ impl Gate {
                 key: (tenant.clone(), key),
             });
         }
-        let mut catalog = self.catalog();
+        let mut catalog = self.serving_catalog()?;
         for _ in 0..RETRIES {
             match self.license_once(&catalog, &request, render).await {
                 Ok(Written::Fresh(status, body)) => {
@@ -658,10 +695,7 @@ impl Gate {
                     .signer
                     .sign(&row, &question.customer.id, now)
                     .map_err(|e| StoreError::Corrupt(format!("{e:#}")))?;
-                record.event.subject["license"] = json!({
-                    "id": row.id, "seats": row.seats,
-                    "starts_at": row.starts_at, "expires_at": row.expires_at,
-                });
+                record.event.subject["license"] = license_subject(&row);
                 Some(row)
             }
             _ => {
@@ -711,10 +745,7 @@ impl Gate {
                 let mut read_decision = None;
                 if let (Some(row), Some(plan)) = (license.as_mut(), &renewal) {
                     read_decision = Some(plan.apply(conn, head, row, now)?);
-                    record.event.subject["license"] = json!({
-                        "id": row.id, "seats": row.seats,
-                        "starts_at": row.starts_at, "expires_at": row.expires_at,
-                    });
+                    record.event.subject["license"] = license_subject(row);
                 }
                 let decision = record_decision(head, version, record)?;
                 let (status, body) = match (&license, read_decision) {
@@ -1063,6 +1094,17 @@ impl Renewal {
             .map_err(|e| StoreError::Corrupt(format!("{e:#}")))?;
         Ok(fresh.decision_id)
     }
+}
+
+/// The licence as its decision event records it: what verification holds
+/// the stored licence to (the token by its SHA-256).
+fn license_subject(row: &LicenseRow) -> Value {
+    use sha2::Digest as _;
+    json!({
+        "id": row.id, "seats": row.seats,
+        "starts_at": row.starts_at, "expires_at": row.expires_at,
+        "token_sha256": hex::encode(sha2::Sha256::digest(row.token.as_bytes())),
+    })
 }
 
 /// A field of a stored request.

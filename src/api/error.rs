@@ -261,6 +261,7 @@ impl From<StoreError> for ApiError {
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::Conflict => ApiError::Unavailable("the licence kept changing".into()),
             StoreError::ReviewNotOpen => ApiError::ReviewResolved,
+            StoreError::Unvouched(m) => ApiError::Unavailable(m),
         }
     }
 }

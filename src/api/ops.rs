@@ -13,11 +13,19 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: the database answers, migrations are applied and the
-/// catalogue is loaded.
+/// catalogue is loaded, and the audit chain vouches for it.
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     let st = Arc::clone(&state);
     let ready = web::block(move || st.gate.store().ready(PROBE_TIMEOUT)).await?;
-    state.metrics.set_ready(ready);
+    let unvouched = state.gate.unvouched();
+    state.metrics.set_ready(ready && unvouched.is_none());
+    if let Some(reason) = unvouched {
+        // Logged when found; the probe says only that it is not served.
+        tracing::warn!(%reason, "not ready: the stored catalogue is not served");
+        return Err(ApiError::Unavailable(
+            "the audit chain does not vouch for the stored catalogue".into(),
+        ));
+    }
     if ready {
         Ok(HttpResponse::Ok().json(json!({
             "status": "ready",

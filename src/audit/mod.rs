@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod state;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -320,6 +322,12 @@ impl Verifier {
     /// Whether every event so far verified.
     pub fn is_ok(&self) -> bool {
         self.report.ok
+    }
+
+    /// Whether the event at `seq` is the last one pushed and it verified
+    /// (an event pushed ahead of its turn is judged only by the next push).
+    pub fn verified(&self, seq: i64) -> bool {
+        self.report.ok && self.report.head.as_ref().is_some_and(|(s, _)| *s == seq)
     }
 
     /// Checks the next event; returns false once the chain is broken (later

@@ -143,6 +143,10 @@ pub enum StoreError {
     /// The review to resolve is not open (any more).
     #[error("the review is not open")]
     ReviewNotOpen,
+    /// The stored catalogue is not the one the audit chain records: it was
+    /// edited behind the service's back, and is neither served nor changed.
+    #[error("the audit chain does not vouch for the stored catalogue: {0}")]
+    Unvouched(String),
 }
 
 /// Who did something, as recorded in audit events.
@@ -490,10 +494,11 @@ impl Store {
         }
     }
 
-    /// Reads the committed catalogue and builds its snapshot.
     /// Reads the committed catalogue and builds its snapshot. The version
     /// and every table are read in one snapshot of the database, so a
-    /// change committing meanwhile is either wholly in or wholly out.
+    /// change committing meanwhile is either wholly in or wholly out. A
+    /// catalogue the audit chain does not vouch for is
+    /// [`StoreError::Unvouched`] (see [`verify::vouch_catalog`]).
     pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
         let mut pooled = self.conn()?;
         let conn: &mut DbConn = &mut pooled;
@@ -503,10 +508,16 @@ impl Store {
             if let DbConn::Postgres(pg) = conn {
                 pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
             }
-            let version = ledger_head::table
-                .select(ledger_head::catalog_version)
-                .first::<i64>(conn)?;
-            Ok::<_, StoreError>((version, load_catalog_data(conn)?))
+            let (seq, hash, version) = ledger_head::table
+                .select((
+                    ledger_head::seq,
+                    ledger_head::hash,
+                    ledger_head::catalog_version,
+                ))
+                .first::<(i64, String, i64)>(conn)?;
+            let data = load_catalog_data(conn)?;
+            verify::vouch_catalog(conn, (seq, &hash), version, &data)?;
+            Ok::<_, StoreError>((version, data))
         })?;
         build_catalog(version, data)
     }
@@ -700,15 +711,20 @@ pub fn apply_catalog_changes(
 ) -> Result<Applied, StoreError> {
     head.immediate(conn)?;
     let mut data = load_catalog_data(conn)?;
+    // A catalogue edited behind the service's back is not built on: the
+    // change would launder the edit into the chain.
+    verify::vouch_catalog(conn, (head.seq, &head.hash), head.catalog_version, &data)?;
     let mut created = Vec::with_capacity(changes.len());
+    let mut digests = Vec::with_capacity(changes.len());
     for change in changes {
         created.push(change.apply(&mut data)?);
+        digests.push(audit::state::catalog_digest(&data));
     }
     let version = head.catalog_version + 1;
     let catalog = Catalog::build(version, data).map_err(StoreError::Invalid)?;
     let now = Utc::now();
     let mut audit_seqs = Vec::with_capacity(changes.len());
-    for (change, was_created) in changes.iter().zip(&created) {
+    for ((change, was_created), digest) in changes.iter().zip(&created).zip(digests) {
         write_catalog_row(conn, change, now)?;
         let spec = change
             .spec_json()
@@ -724,6 +740,8 @@ pub fn apply_catalog_changes(
         if let Some(spec) = spec {
             subject["spec"] = spec;
         }
+        // The whole catalogue as it stands after this change.
+        subject["catalog_digest"] = Value::from(digest);
         let verb = if change_word == "delete" {
             "delete"
         } else {
@@ -771,6 +789,11 @@ pub fn record_decision(
         && decision.event.subject.get("what_if") != Some(&Value::Bool(true));
     let mut event = decision.event;
     event.decision = Some(body.clone());
+    // What a review's approval will act on (seats, term) is vouched for by
+    // the chain like the rest of the decision.
+    if reviewable {
+        event.subject["request"] = decision.request.clone();
+    }
     append_event(head, event, &catalog_version.to_string(), now)?;
     head.push_decision(DecisionRow {
         id: decision.id,
@@ -821,7 +844,7 @@ fn load_specs<T: serde::de::DeserializeOwned, K: Ord>(
         .collect()
 }
 
-fn load_catalog_data(conn: &mut DbConn) -> Result<CatalogData, StoreError> {
+pub(crate) fn load_catalog_data(conn: &mut DbConn) -> Result<CatalogData, StoreError> {
     use schema::{designations, organizations, products, relationships, resellers};
     let resellers = load_specs(
         resellers::table

@@ -190,15 +190,26 @@ async fn a_cut_tail_with_a_rewound_head_is_caught_by_a_checkpoint_kept_elsewhere
     // remove the checkpoint from the database too.
     let events = app.all_events().await;
     let new_head = &events[8];
-    bypassing_triggers(
-        &app,
-        &format!(
-            "DELETE FROM audit_events WHERE seq > 9; DELETE FROM audit_checkpoints; \
-             UPDATE ledger_head SET seq = 9, hash = '{}';",
-            new_head["hash"].as_str().unwrap()
-        ),
+    let cut = format!(
+        "DELETE FROM audit_events WHERE seq > 9; DELETE FROM audit_checkpoints; \
+         UPDATE ledger_head SET seq = 9, hash = '{}';",
+        new_head["hash"].as_str().unwrap()
     );
-    // On its own, the database looks whole: that is the attack.
+    bypassing_triggers(&app, &cut);
+    // The decisions the cut events recorded are still there: the state
+    // gives the cut away.
+    let db = database_verdict(&app).await;
+    assert_eq!(
+        (&db["ok"], &db["first_invalid_seq"], &db["reason"]),
+        (&json!(false), &json!(10), &json!("state_mismatch")),
+        "{db}"
+    );
+    let first_cut = events[9]["decision"]["id"].as_str().unwrap();
+    assert_eq!(db["row"], format!("decisions/{first_cut}"), "{db}");
+    // Cut those too, and on its own the database looks whole: that is the attack.
+    app.db
+        .execute("DELETE FROM decisions WHERE audit_seq > 9")
+        .unwrap();
     let db = database_verdict(&app).await;
     assert_eq!(db["ok"], true, "{db}");
     assert_eq!(db["events_checked"], 9);
@@ -246,18 +257,22 @@ async fn a_rewritten_chain_is_caught_by_a_checkpoint_kept_elsewhere(app: TestApp
         unsealed.remove("hash");
         let text = gatekeeper::audit::canonical_json(&Value::Object(unsealed)).replace('\'', "''");
         sql.push_str(&format!(
-            "UPDATE audit_events SET event = '{text}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};",
+            "UPDATE audit_events SET event = '{text}', outcome = {}, prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};",
+            e["outcome"].as_str().map_or("NULL".into(), |o| format!("'{o}'")),
             e["seq"]
         ));
         prev = hash;
     }
     sql.push_str(&format!("UPDATE ledger_head SET hash = '{prev}';"));
+    // And the decision row with it, or the state would give the edit away.
+    sql.push_str(&format!(
+        "UPDATE decisions SET outcome = 'allow', body = '{}' WHERE id = '{}';",
+        events[9]["decision"].to_string().replace('\'', "''"),
+        events[9]["decision"]["id"].as_str().unwrap()
+    ));
     bypassing_triggers(&app, &sql);
-    assert_eq!(
-        database_verdict(&app).await["ok"],
-        true,
-        "the rewritten chain links on its own"
-    );
+    let db = database_verdict(&app).await;
+    assert_eq!(db["ok"], true, "the rewritten chain links on its own: {db}");
     let (cli, _) = cli_verify(&app, &["--checkpoints", kept.to_str().unwrap()]);
     assert_eq!(
         verdict(&cli),
