@@ -23,7 +23,7 @@ async fn trail(app: &TestApp) {
 }
 
 /// Runs SQL with the append-only triggers out of the way.
-fn bypassing_triggers(app: &TestApp, sql: &str) {
+pub(crate) fn bypassing_triggers(app: &TestApp, sql: &str) {
     let wrapped = match app.backend {
         Backend::Sqlite => format!(
             "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
@@ -38,14 +38,14 @@ fn bypassing_triggers(app: &TestApp, sql: &str) {
 }
 
 /// What `GET /v1/audit/verify` says.
-async fn database_verdict(app: &TestApp) -> Value {
+pub(crate) async fn database_verdict(app: &TestApp) -> Value {
     let v = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(v.status, 200, "{}", v.text);
     v.body
 }
 
 /// Exports the trail as NDJSON through the API into `dir`.
-async fn export(app: &TestApp, dir: &Path) -> PathBuf {
+pub(crate) async fn export(app: &TestApp, dir: &Path) -> PathBuf {
     let mut resp = app
         .client
         .get(format!("{}/v1/audit", app.address))
@@ -84,7 +84,7 @@ async fn keep_checkpoints(app: &TestApp, dir: &Path) -> PathBuf {
 }
 
 /// `gatekeeper audit verify ARGS`: its report, and whether it exited 0.
-fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
+pub(crate) fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
         .args(["audit", "verify"])
         .args(args)
@@ -101,7 +101,7 @@ fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
     (report, out.status.success())
 }
 
-fn verdict(report: &Value) -> (Value, Value, Value) {
+pub(crate) fn verdict(report: &Value) -> (Value, Value, Value) {
     (
         report["ok"].clone(),
         report["first_invalid_seq"].clone(),

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::both;
 use crate::helpers::{Backend, Reply, TestApp};
 
-async fn issue(app: &TestApp, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
+pub(crate) async fn issue(app: &TestApp, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
     post(app, "/v1/licenses", reseller, key, body).await
 }
 
@@ -15,7 +15,7 @@ async fn post(app: &TestApp, path: &str, reseller: &str, key: Option<&str>, body
 }
 
 /// POSTs as `reseller` to the server at `base` (the app or one of its replicas).
-async fn post_at(
+pub(crate) async fn post_at(
     app: &TestApp,
     base: &str,
     path: &str,

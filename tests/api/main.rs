@@ -20,3 +20,4 @@ mod ops;
 mod replicas;
 mod reviews;
 mod served;
+mod tampering;
