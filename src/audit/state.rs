@@ -2,9 +2,11 @@
 //! over exported events that the store's verification and an auditor's
 //! tools share.
 //!
-//! - [`catalog_digest`]: the digest of a whole catalogue, which every
-//!   `catalog.*` event records (`subject.catalog_digest`) for the catalogue
-//!   as it stands after that event. The service refuses to serve a
+//! - [`catalog_digest`]: the digest of a whole catalogue, which the last
+//!   `catalog.*` event of every catalogue commit records
+//!   (`subject.catalog_digest`) for the catalogue as the commit leaves it
+//!   (a commit of several changes, such as the shipped seed, records it
+//!   once, on its last event). The service refuses to serve a
 //!   catalogue whose digest is not the one its latest catalogue event
 //!   records, so an edit of the catalogue tables behind its back is caught
 //!   at start-up at the cost of one pass over the catalogue.

@@ -715,16 +715,17 @@ pub fn apply_catalog_changes(
     // change would launder the edit into the chain.
     verify::vouch_catalog(conn, (head.seq, &head.hash), head.catalog_version, &data)?;
     let mut created = Vec::with_capacity(changes.len());
-    let mut digests = Vec::with_capacity(changes.len());
     for change in changes {
         created.push(change.apply(&mut data)?);
-        digests.push(audit::state::catalog_digest(&data));
     }
+    // The last event of the commit records the catalogue it leaves.
+    let digest = audit::state::catalog_digest(&data);
     let version = head.catalog_version + 1;
     let catalog = Catalog::build(version, data).map_err(StoreError::Invalid)?;
     let now = Utc::now();
     let mut audit_seqs = Vec::with_capacity(changes.len());
-    for ((change, was_created), digest) in changes.iter().zip(&created).zip(digests) {
+    let last = changes.len().saturating_sub(1);
+    for (i, (change, was_created)) in changes.iter().zip(&created).enumerate() {
         write_catalog_row(conn, change, now)?;
         let spec = change
             .spec_json()
@@ -740,8 +741,10 @@ pub fn apply_catalog_changes(
         if let Some(spec) = spec {
             subject["spec"] = spec;
         }
-        // The whole catalogue as it stands after this change.
-        subject["catalog_digest"] = Value::from(digest);
+        // The whole catalogue as the commit leaves it, on its last event.
+        if i == last {
+            subject["catalog_digest"] = Value::from(digest.as_str());
+        }
         let verb = if change_word == "delete" {
             "delete"
         } else {
