@@ -1,5 +1,5 @@
 //! The `gatekeeper` binary: `serve` (the default), `migrate`, `token`,
-//! `audit verify`.
+//! `audit verify`, `catalog import`.
 
 use std::process::ExitCode;
 
@@ -34,6 +34,31 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Catalogue tools.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Put many catalogue entries at once (GATEKEEPER_DATABASE_URL), in one
+    /// audited commit: one `catalog.*.put` event per entry, as the admin API
+    /// would write them. Reads NDJSON, one `{"kind", "id", "spec"}` a line
+    /// (`kind`: reseller, organization, relationship (id `source/target`),
+    /// product or designation; `spec`: the admin route's request body). An
+    /// invalid line or catalogue writes nothing.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The NDJSON file.
+    file: std::path::PathBuf,
+    /// Who imports, recorded as the events' actor (`cli:<sub>`, role admin).
+    #[arg(long, default_value = "operator")]
+    sub: String,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +144,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", token(&config, args)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Catalog {
+            command: CatalogCommand::Import(args),
+        } => {
+            println!("{}", import(&config, args)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => {
@@ -163,6 +194,55 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
             keys.extend(store.license_keys()?);
             Ok(store.verify_chain(&checkpoints, &keys)?)
         }
+    }
+}
+
+fn import(config: &Config, args: ImportArgs) -> anyhow::Result<serde_json::Value> {
+    use gatekeeper::store::{Actor, CatalogChange, StoreError};
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut changes = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", args.file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let change = serde_json::from_str::<serde_json::Value>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|entry| {
+                let text = |name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+                CatalogChange::put(&text("kind"), &text("id"), entry["spec"].clone())
+            })
+            .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        changes.push(change);
+    }
+    if changes.is_empty() {
+        bail!("{} holds no entries", args.file.display());
+    }
+    let store = Store::connect(&config.database_url, 1)?;
+    store.migrate()?;
+    let actor = Actor {
+        sub: format!("cli:{}", args.sub),
+        role: "admin".into(),
+        reseller: None,
+    };
+    match store.import_catalog(&actor, changes) {
+        Ok(applied) => Ok(serde_json::json!({
+            "imported": applied.created.len(),
+            "created": applied.created.iter().filter(|c| **c).count(),
+            "catalog_version": applied.catalog.version().to_string(),
+            "audit_seqs": [applied.audit_seqs.first(), applied.audit_seqs.last()],
+        })),
+        Err(StoreError::Invalid(issues)) => {
+            let shown: Vec<String> = issues.iter().take(20).map(|i| i.to_string()).collect();
+            bail!(
+                "the catalogue would be invalid ({} issues; nothing written):\n{}",
+                issues.len(),
+                shown.join("\n")
+            )
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

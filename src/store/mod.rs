@@ -180,6 +180,32 @@ pub enum CatalogChange {
 }
 
 impl CatalogChange {
+    /// A put of one entry from its `kind`, `id` and `spec` (the request body
+    /// of its admin route), as a catalogue event's subject holds them; an
+    /// invalid one is an error message.
+    pub fn put(kind: &str, id: &str, spec: Value) -> Result<CatalogChange, String> {
+        fn body<T: serde::de::DeserializeOwned>(spec: Value) -> Result<T, String> {
+            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))
+        }
+        Ok(match kind {
+            "reseller" => CatalogChange::PutReseller(ResellerId::parse(id)?, body(spec)?),
+            "organization" => CatalogChange::PutOrganization(OrgId::parse(id)?, body(spec)?),
+            "product" => CatalogChange::PutProduct(Sku::parse(id)?, body(spec)?),
+            "designation" => CatalogChange::PutDesignation(DesignationId::parse(id)?, body(spec)?),
+            "relationship" => {
+                let (source, target) = id
+                    .split_once('/')
+                    .ok_or_else(|| format!("a relationship's id is source/target, not {id:?}"))?;
+                CatalogChange::PutRelationship(
+                    OrgId::parse(source)?,
+                    OrgId::parse(target)?,
+                    body(spec)?,
+                )
+            }
+            other => return Err(format!("unknown kind {other:?}")),
+        })
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             CatalogChange::PutReseller(..) => "reseller",
@@ -528,6 +554,17 @@ impl Store {
         Ok(ledger_head::table
             .select(ledger_head::catalog_version)
             .first::<i64>(&mut *conn)?)
+    }
+
+    /// Commits catalogue changes as `actor` in one audited write, outside
+    /// the service (the CLI's `catalog import`): one event per change, and
+    /// the catalogue's digest on the last. Invalid changes write nothing.
+    pub fn import_catalog(
+        &self,
+        actor: &Actor,
+        changes: Vec<CatalogChange>,
+    ) -> Result<Applied, StoreError> {
+        self.apply_changes_if(actor, changes, |_| true)
     }
 
     fn apply_changes_if(

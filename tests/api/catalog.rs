@@ -324,3 +324,68 @@ async fn invalid_catalogue_changes_are_422_naming_the_field(app: TestApp) {
     )
     .await;
 }
+
+/// `gatekeeper catalog import FILE` on the app's database: its report, or
+/// its error, and whether it exited 0.
+fn import(app: &TestApp, lines: &[serde_json::Value]) -> (String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("entries.ndjson");
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["catalog", "import", file.to_str().unwrap(), "--sub", "ops"])
+        .env("GATEKEEPER_DATABASE_URL", app.db.url())
+        .output()
+        .unwrap();
+    let shown = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (shown, out.status.success())
+}
+
+both!(a_bulk_import_is_one_audited_commit_the_service_then_serves);
+async fn a_bulk_import_is_one_audited_commit_the_service_then_serves(app: TestApp) {
+    let before = app.all_events().await.len();
+    let entries = [
+        json!({"kind": "organization", "id": "oem-gmbh", "spec": {"name": "OEM GmbH", "country": "DE"}}),
+        json!({"kind": "relationship", "id": "oem-gmbh/ao-kaspersky-lab", "spec": {"kind": "subsidiary_of"}}),
+        json!({"kind": "product", "id": "OEM-AV", "spec": {"name": "OEM AV", "vendor": "oem-gmbh", "category": "antivirus"}}),
+    ];
+    // A bad line, or a catalogue that would not validate, writes nothing.
+    let mut bad = entries.to_vec();
+    bad.push(json!({"kind": "product", "id": "X", "spec": {"name": "X"}}));
+    let (said, ok) = import(&app, &bad);
+    assert!(!ok && said.contains("line 4"), "{said}");
+    let (said, ok) = import(&app, &entries[2..]);
+    assert!(
+        !ok && said.contains("unknown organization oem-gmbh"),
+        "{said}"
+    );
+    assert_eq!(app.all_events().await.len(), before);
+
+    let (said, ok) = import(&app, &entries);
+    assert!(ok, "{said}");
+    let report: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(report["imported"], 3);
+    let events = app.all_events().await;
+    let added = &events[before..];
+    assert_eq!(added.len(), 3);
+    assert!(added.iter().all(|e| e["actor"]["sub"] == "cli:ops"));
+    assert!(added[2]["subject"]["catalog_digest"].is_string());
+    // The running service picks it up, and the chain vouches for it.
+    let product = app.get("/v1/products/OEM-AV", &app.admin()).await;
+    assert_eq!(product.status, 200, "{}", product.text);
+    let verified = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.text);
+    let body = json!({"transaction": "issue", "product": "OEM-AV",
+                      "customer": {"id": "c", "name": "n", "country": "US"}});
+    app.register("alpha", "DE", false).await;
+    let decided = app.preflight("alpha", body).await;
+    assert_eq!(
+        decided.body["decision"]["outcome"], "deny",
+        "{}",
+        decided.text
+    );
+}
