@@ -7,10 +7,12 @@
 #   benches/growth.sh [DURATION_SECONDS] [CONNECTIONS]        (default 10 64)
 #
 # GROWTH_CATALOGS="1000 100000 1000000" and GROWTH_EVENTS="0 1000000 10000000"
-# pick the sizes. The generated catalogue and the filler events are written
-# with SQL straight into the tables (a fixture: the filler events are not a
-# verifiable chain, and the generated catalogue has no audit events); every
-# request measured goes through the real service.
+# pick the sizes. The generated catalogue goes in through `gatekeeper catalog
+# import` (one audited commit). The filler events are written with SQL
+# straight into the table, a fixture: they are not a verifiable chain (only
+# its ends link, and the last event is whole, which is what the service
+# checks when it starts); every request measured goes through the real
+# service.
 #
 # The catalogue: chains of 20 organisations (each a subsidiary of the one
 # before), every 50th chain under AO Kaspersky Lab (so covered by the shipped
@@ -40,28 +42,39 @@ export GATEKEEPER_DATABASE_URL="$PG/$DB" GATEKEEPER_LISTEN="127.0.0.1:$PORT" \
   GATEKEEPER_DATA_DIR="$WORK/data" GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn
 
 fresh_database() { # catalogue size, filler events
-  local size=$1 events=$2 half=$(( $1 / 2 )) at='2026-11-28T00:00:00.000000Z'
+  local size=$1 events=$2 half=$(( $1 / 2 ))
   psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
   "$BIN" migrate 2>>"$WORK/serve.log"
-  sql <<SQL
-INSERT INTO organizations (id, spec, updated_at)
-  SELECT 'g-' || i, json_build_object('name', 'Org ' || i, 'aliases', json_build_array())::text, '$at'
-  FROM generate_series(1, $half) i;
-INSERT INTO relationships (source, target, kind, updated_at)
-  SELECT 'g-' || i, 'g-' || (i - 1), 'subsidiary_of', '$at' FROM generate_series(2, $half) i WHERE i % 20 <> 1;
-INSERT INTO relationships (source, target, kind, updated_at)
-  SELECT 'g-' || i, 'ao-kaspersky-lab', 'subsidiary_of', '$at' FROM generate_series(1, $half) i WHERE i % 1000 = 1;
-INSERT INTO relationships (source, target, kind, updated_at)
-  SELECT 'g-' || i, 'g-' || (i + 7), 'minority_owned_by', '$at' FROM generate_series(1, $half - 7) i WHERE i % 20 = 5;
-INSERT INTO products (sku, spec, updated_at)
-  SELECT 'P-' || i,
-    (jsonb_build_object('name', 'Product ' || i, 'vendor', 'g-' || i, 'category', 'endpoint',
+  # The generated catalogue goes in through `gatekeeper catalog import`, one
+  # audited commit, so that the chain vouches for it as for any catalogue
+  # (the service serves no catalogue written behind its back).
+  sql >"$WORK/catalog.ndjson" <<SQL
+COPY (
+  SELECT json_build_object('kind', 'organization', 'id', 'g-' || i,
+           'spec', json_build_object('name', 'Org ' || i))::text
+    FROM generate_series(1, $half) i
+  UNION ALL
+  SELECT json_build_object('kind', 'relationship', 'id', 'g-' || i || '/g-' || (i - 1),
+           'spec', json_build_object('kind', 'subsidiary_of'))::text
+    FROM generate_series(2, $half) i WHERE i % 20 <> 1
+  UNION ALL
+  SELECT json_build_object('kind', 'relationship', 'id', 'g-' || i || '/ao-kaspersky-lab',
+           'spec', json_build_object('kind', 'subsidiary_of'))::text
+    FROM generate_series(1, $half) i WHERE i % 1000 = 1
+  UNION ALL
+  SELECT json_build_object('kind', 'relationship', 'id', 'g-' || i || '/g-' || (i + 7),
+           'spec', json_build_object('kind', 'minority_owned_by'))::text
+    FROM generate_series(1, $half - 7) i WHERE i % 20 = 5
+  UNION ALL
+  SELECT json_build_object('kind', 'product', 'id', 'P-' || i, 'spec',
+    jsonb_build_object('name', 'Product ' || i, 'vendor', 'g-' || i, 'category', 'endpoint',
        'components', CASE WHEN i % 10 = 0 THEN jsonb_build_array('P-' || (i - 1), 'P-' || (i - 2), 'P-' || (i - 3))
                           ELSE '[]'::jsonb END)
-     || CASE WHEN i % 50 = 25 THEN jsonb_build_object('white_label_of', 'P-' || (i - 5)) ELSE '{}'::jsonb END)::text,
-    '$at'
-  FROM generate_series(1, $half) i;
+     || CASE WHEN i % 50 = 25 THEN jsonb_build_object('white_label_of', 'P-' || (i - 5)) ELSE '{}'::jsonb END)::text
+    FROM generate_series(1, $half) i
+) TO STDOUT
 SQL
+  "$BIN" catalog import "$WORK/catalog.ndjson" --sub growth >/dev/null 2>>"$WORK/serve.log"
   if [ "$events" -gt 0 ]; then
     # Filler: events and decisions shaped like a preflight's, appended after
     # the seed's events, ids in time order as UUIDv7s are.
@@ -69,13 +82,29 @@ SQL
 INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_hash, hash)
   SELECT h.seq + s, '00000000-0000-7000-8000-' || lpad(s::text, 12, '0'),
     to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-    'decision.preflight', 'allow', 'filler-' || (s % 100), repeat('e', 900), md5(s::text) || md5(s::text), md5((s + 1)::text) || md5((s + 1)::text)
-  FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
+    'decision.preflight', 'allow', 'filler-' || (s % 100), repeat('e', 900),
+    CASE WHEN s = 1 THEN h.hash ELSE md5(s::text) || md5(s::text) END, md5((s + 1)::text) || md5((s + 1)::text)
+  FROM (SELECT seq, hash FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
 INSERT INTO decisions (id, reseller, transaction_kind, outcome, body, audit_seq, created_at, request, review_status)
   SELECT '00000000-0000-7000-9000-' || lpad(s::text, 12, '0'), 'filler-' || (s % 100), 'issue', 'allow',
     repeat('d', 500), h.seq + s, to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
     repeat('r', 200), NULL
   FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
+-- A last event that is whole (its hash is SHA-256 over its canonical JSON)
+-- and on the current catalogue version: the service checks the chain's head
+-- event, and the event after its latest catalogue change, when it starts.
+WITH last AS (SELECT max(seq) AS seq, (SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS prev,
+                     (SELECT catalog_version FROM ledger_head WHERE id = 1) AS version FROM audit_events),
+     e AS (SELECT seq + 1 AS seq, prev, '01900000-0000-7000-8000-ffffffffffff' AS id,
+                  '2026-06-01T00:00:00.000000Z' AS at,
+                  format('{"action":"decision.preflight","actor":{"reseller":null,"role":"system","sub":"filler"},'
+                         '"at":"2026-06-01T00:00:00.000000Z","id":"01900000-0000-7000-8000-ffffffffffff",'
+                         '"policy_version":"%s","prev_hash":"%s","seq":%s,"subject":{"kind":"filler"}}',
+                         version, prev, seq + 1) AS event
+           FROM last)
+INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_hash, hash)
+  SELECT seq, id, at, 'decision.preflight', NULL, NULL, event, prev,
+         encode(sha256(convert_to(event, 'UTF8')), 'hex') FROM e;
 UPDATE ledger_head SET seq = (SELECT max(seq) FROM audit_events),
   hash = (SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1) WHERE id = 1;
 SQL
