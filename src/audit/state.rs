@@ -15,12 +15,9 @@
 //! - [`Tenant::of`]: the tenant an event concerns, which the listing's
 //!   `reseller` filter reads from a column beside the event.
 
-use std::fmt::Write as _;
-
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical_json;
 use crate::domain::{DesignationId, OrgId, ResellerId, Sku};
 use crate::policy::{
     CatalogData, DesignationSpec, OrganizationSpec, ProductSpec, RelationshipSpec, ResellerSpec,
@@ -77,10 +74,18 @@ pub fn catalog_digest(data: &CatalogData) -> String {
 }
 
 /// Canonical JSON written straight into a SHA-256.
+///
+/// Each entry is serialised by serde_json from its `Value` (not from the
+/// struct, whose field order is its declaration's): member names come out
+/// sorted by their bytes, which for the specs' ASCII field names and the
+/// validated ASCII ids is RFC 8785's UTF-16 order; serde_json escapes
+/// strings exactly as RFC 8785 does (`"`, `\`, and U+0000-U+001F, with the
+/// short forms `\b \t \n \f \r`, all else literal UTF-8); and specs hold
+/// integers only. So no entry is re-sorted or copied on its way into the
+/// hash (the test below holds this to [`crate::audit::canonical_json`]).
 #[derive(Default)]
 struct Hasher {
     sha: Sha256,
-    scratch: String,
 }
 
 impl Hasher {
@@ -88,20 +93,19 @@ impl Hasher {
         self.sha.update(text.as_bytes());
     }
 
-    /// A member name and its colon. Ids are ASCII (their validated forms),
-    /// so their byte order, in which the maps hold them, is RFC 8785's
-    /// UTF-16 order.
+    /// A member name and its colon.
     fn key(&mut self, key: &str) {
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{}:", Value::String(key.to_owned()));
-        self.sha.update(self.scratch.as_bytes());
+        // Writing into a hash cannot fail; a failure would make the digest
+        // (and so the check) fail, never panic.
+        let _ = serde_json::to_writer(&mut self.sha, key);
+        self.put(":");
     }
 
     fn value<T: serde::Serialize>(&mut self, value: &T) {
         // A spec always serialises; a failure would be a bug, hashed as null
         // so that the digest (and so the check) fails rather than panics.
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.sha.update(canonical_json(&value).as_bytes());
+        let _ = serde_json::to_writer(&mut self.sha, &value);
     }
 
     fn object<'a, T: serde::Serialize + 'a>(
@@ -207,12 +211,13 @@ impl Tenant {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::audit::canonical_json;
     use crate::domain::RelKind;
     use serde_json::json;
 
     fn data() -> CatalogData {
         let mut data = CatalogData::default();
-        for (id, name) in [("a-co", "A \"Co\" é"), ("a", "A"), ("b", "B 🦀")] {
+        for (id, name) in [("a-co", "A \"Co\" é\\\u{1}\t"), ("a", "A"), ("b", "B 🦀")] {
             data.organizations.insert(
                 OrgId::parse(id).unwrap(),
                 serde_json::from_value(json!({"name": name})).unwrap(),
@@ -234,7 +239,7 @@ mod tests {
             "designations": {}, "products": {}, "resellers": {},
             "organizations": {
                 "a": {"name": "A", "aliases": []},
-                "a-co": {"name": "A \"Co\" é", "aliases": []},
+                "a-co": {"name": "A \"Co\" é\\\u{1}\t", "aliases": []},
                 "b": {"name": "B 🦀", "aliases": []},
             },
             "relationships": {
@@ -275,7 +280,7 @@ mod tests {
     #[test]
     fn catalogue_events_replay_into_the_catalogue() {
         let mut replayed = CatalogData::default();
-        for (id, name) in [("a", "A"), ("b", "B 🦀"), ("a-co", "A \"Co\" é")] {
+        for (id, name) in [("a", "A"), ("b", "B 🦀"), ("a-co", "A \"Co\" é\\\u{1}\t")] {
             let event = json!({"action": "catalog.organization.put",
                                "subject": {"kind": "organization", "id": id, "spec": {"name": name}}});
             apply_catalog_event(&mut replayed, &event).unwrap();
