@@ -10,9 +10,9 @@
 # pick the sizes. The generated catalogue goes in through `gatekeeper catalog
 # import` (one audited commit). The filler events are written with SQL
 # straight into the table, a fixture: they are not a verifiable chain (only
-# its ends link, and the last event is whole, which is what the service
-# checks when it starts); every request measured goes through the real
-# service.
+# the first and the last are whole events, and the first links to the
+# catalogue's last change: what the service checks when it starts); every
+# request measured goes through the real service.
 #
 # The catalogue: chains of 20 organisations (each a subsidiary of the one
 # before), every 50th chain under AO Kaspersky Lab (so covered by the shipped
@@ -79,12 +79,24 @@ SQL
     # Filler: events and decisions shaped like a preflight's, appended after
     # the seed's events, ids in time order as UUIDv7s are.
     sql <<SQL
+-- The first filler is whole and linked to the latest catalogue change (the
+-- service checks the event after it); the rest are filler.
+WITH h AS (SELECT seq, hash, catalog_version FROM ledger_head WHERE id = 1),
+     e AS (SELECT seq + 1 AS seq, hash AS prev,
+                  format('{"action":"decision.preflight","actor":{"reseller":null,"role":"system","sub":"filler"},'
+                         '"at":"2026-01-01T00:00:00.000000Z","id":"00000000-0000-7000-8000-000000000001",'
+                         '"policy_version":"%s","prev_hash":"%s","seq":%s,"subject":{"kind":"filler"}}',
+                         catalog_version, hash, seq + 1) AS event
+           FROM h)
+INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_hash, hash)
+  SELECT seq, '00000000-0000-7000-8000-000000000001', '2026-01-01T00:00:00.000000Z', 'decision.preflight',
+         NULL, NULL, event, prev, encode(sha256(convert_to(event, 'UTF8')), 'hex') FROM e;
 INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_hash, hash)
   SELECT h.seq + s, '00000000-0000-7000-8000-' || lpad(s::text, 12, '0'),
     to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
     'decision.preflight', 'allow', 'filler-' || (s % 100), repeat('e', 900),
-    CASE WHEN s = 1 THEN h.hash ELSE md5(s::text) || md5(s::text) END, md5((s + 1)::text) || md5((s + 1)::text)
-  FROM (SELECT seq, hash FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
+    md5(s::text) || md5(s::text), md5((s + 1)::text) || md5((s + 1)::text)
+  FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(2, $events) s;
 INSERT INTO decisions (id, reseller, transaction_kind, outcome, body, audit_seq, created_at, request, review_status)
   SELECT '00000000-0000-7000-9000-' || lpad(s::text, 12, '0'), 'filler-' || (s % 100), 'issue', 'allow',
     repeat('d', 500), h.seq + s, to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
