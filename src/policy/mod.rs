@@ -80,6 +80,9 @@ pub struct DesignationSpec {
     pub organizations: Vec<OrgId>,
     pub covers_affiliates: bool,
     pub jurisdiction: CountryCode,
+    /// Carved-out product categories: the designation does not apply along a path whose
+    /// supplied product (the last one, whose vendor is the covered organisation) is of one of
+    /// them; a product of any category that embeds or white-labels a covered one is covered.
     #[serde(default)]
     pub excluded_categories: Vec<Category>,
     pub rules: Vec<RuleSpec>,
@@ -1058,14 +1061,25 @@ impl<'a> Graph<'a> {
 
     /// Every product `d` applies to (by index), with its shortest path to a listed
     /// organisation: one breadth-first search from the listed organisations over reversed
-    /// edges, never entering a product of an excluded category nor (unless
-    /// `covers_affiliates`) a relationship edge. Ties between equally short paths go to the
-    /// smallest next node, then the smallest label.
+    /// edges. An edge is usable unless it is a relationship step of a designation that does not
+    /// `covers_affiliates`, or the `vendor` edge out of a product of an excluded category: a
+    /// carve-out shelters the supplied product (the last product on a path, whose vendor edge
+    /// leads to the organisations), so a product of an excluded category is still passed
+    /// through by its component and white-label edges, and a product of any category that
+    /// embeds or white-labels a covered one is covered. Paths are shortest over the usable
+    /// edges; ties between equally short paths go to the smallest next node, then the
+    /// smallest label.
     fn reach(&self, d: &DesignationSpec, scratch: &mut Scratch) -> Vec<(usize, LineagePath)> {
         let p = self.products.len();
         let excluded: BTreeSet<&Category> = d.excluded_categories.iter().collect();
-        let blocked = |node: usize| node < p && excluded.contains(self.categories[node]);
-        let usable = |e: &Edge| d.covers_affiliates || !e.label.is_relation();
+        // Whether the edge `from -> (label) -> ...` (in the lineage direction) may be walked.
+        let usable = |from: usize, label: Label| {
+            if label.is_relation() {
+                d.covers_affiliates
+            } else {
+                label != Label::Vendor || !(from < p && excluded.contains(self.categories[from]))
+            }
+        };
 
         let Scratch { dist, order } = scratch;
         for &x in order.iter() {
@@ -1084,8 +1098,9 @@ impl<'a> Graph<'a> {
         while let Some(&x) = order.get(head) {
             head += 1;
             let next = dist[x] + 1;
-            for e in self.reverse.of(x).iter().filter(|e| usable(e)) {
-                if dist[e.to] == UNREACHED && !blocked(e.to) {
+            // A reversed edge leads back to the node it comes from in the lineage direction.
+            for e in self.reverse.of(x).iter().filter(|e| usable(e.to, e.label)) {
+                if dist[e.to] == UNREACHED {
                     dist[e.to] = next;
                     order.push(e.to);
                 }
@@ -1093,7 +1108,8 @@ impl<'a> Graph<'a> {
         }
 
         let dist: &[usize] = dist;
-        // The next step from a reached node towards a listed organisation.
+        // The next step from a reached node towards a listed organisation, over the same usable
+        // edges as the search (so a path never leaves a carved-out product by its vendor).
         let hop = |y: usize| -> Option<(usize, Label)> {
             let dy = dist[y];
             if dy == 0 || dy == UNREACHED {
@@ -1102,7 +1118,7 @@ impl<'a> Graph<'a> {
             self.forward
                 .of(y)
                 .iter()
-                .filter(|e| usable(e) && dist[e.to] != UNREACHED && dist[e.to] + 1 == dy)
+                .filter(|e| usable(y, e.label) && dist[e.to] != UNREACHED && dist[e.to] + 1 == dy)
                 .map(|e| (e.to, e.label))
                 .min()
         };

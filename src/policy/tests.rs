@@ -221,6 +221,50 @@ fn world() -> CatalogData {
         None,
     );
     add_product(&mut d, "ACME-TI-ONLY", "acme", "siem", &["KTI"], None);
+    // A carve-out shelters the supplied product, not the label of the one that carries it: a
+    // third party's product of each carved-out category that embeds the engine, one that
+    // white-labels a Kaspersky product, and a suite whose TI module (Kaspersky's own, shipping
+    // the engine) is the only way in.
+    add_product(
+        &mut d,
+        "ACME-TI-K",
+        "acme",
+        "threat_intelligence",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "ACME-TRAIN-K",
+        "acme",
+        "security_training",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "ACME-CONSULT-K",
+        "acme",
+        "consulting",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "WL-TI",
+        "whitelabel-co",
+        "threat_intelligence",
+        &[],
+        Some("KAV"),
+    );
+    add_product(
+        &mut d,
+        "ACME-SUITE-KTI",
+        "acme",
+        "suite",
+        &["KTI-PLUS"],
+        None,
+    );
     add_product(
         &mut d,
         "ACME-MIXED",
@@ -786,6 +830,17 @@ const COVERED: &[(&str, &str)] = &[
     // OEM engine inside another vendor's product: the contract's example.
     ("ACME-FW-K", "ACME-FW-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
     ("WL-AV", "WL-AV > white_label_of:KAV > vendor:kaspersky-lab-inc"),
+    // Carve-outs shelter the supplied product alone: a product of a carved-out category that
+    // embeds or white-labels a covered product is covered, through it.
+    ("KTI-PLUS", "KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-TI-K", "ACME-TI-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-TRAIN-K", "ACME-TRAIN-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-CONSULT-K", "ACME-CONSULT-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("WL-TI", "WL-TI > white_label_of:KAV > vendor:kaspersky-lab-inc"),
+    (
+        "ACME-SUITE-KTI",
+        "ACME-SUITE-KTI > component:KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+    ),
     // Carved-out component beside a covered one: denied via the covered one.
     ("ACME-MIXED", "ACME-MIXED > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
     (
@@ -810,10 +865,6 @@ const NOT_COVERED: &[(&str, &str)] = &[
     ("ACME-FW", "unrelated vendor"),
     ("ACME-CORE", "unrelated vendor"),
     ("KTI", "threat-intelligence carve-out"),
-    (
-        "KTI-PLUS",
-        "carved-out start product, even embedding a covered engine",
-    ),
     ("KTRAIN", "security-training carve-out"),
     ("KCONSULT", "consulting carve-out"),
     ("ACME-TI-ONLY", "embeds only a carved-out component"),
@@ -1998,12 +2049,11 @@ enum Node {
 }
 
 /// A straightforward forward search from the product, independent of the engine: the length of
-/// the shortest path to a listed organisation, if any.
+/// the shortest path to a listed organisation, if any. A carve-out shelters the supplied
+/// product only: a product of an excluded category is walked through by its components and
+/// white label, never by its vendor.
 fn reference_distance(data: &CatalogData, d: &DesignationSpec, start: &Sku) -> Option<usize> {
     let excluded = |s: &Sku| d.excluded_categories.contains(&data.products[s].category);
-    if excluded(start) {
-        return None;
-    }
     let mut dist = BTreeMap::new();
     let mut queue = VecDeque::new();
     dist.insert(Node::P(start.clone()), 0usize);
@@ -2019,11 +2069,11 @@ fn reference_distance(data: &CatalogData, d: &DesignationSpec, start: &Sku) -> O
         match &node {
             Node::P(s) => {
                 let p = &data.products[s];
-                next.push(Node::O(p.vendor.clone()));
+                if !excluded(s) {
+                    next.push(Node::O(p.vendor.clone()));
+                }
                 for c in p.components.iter().chain(p.white_label_of.iter()) {
-                    if !excluded(c) {
-                        next.push(Node::P(c.clone()));
-                    }
+                    next.push(Node::P(c.clone()));
                 }
             }
             Node::O(o) if d.covers_affiliates => {
@@ -2117,14 +2167,20 @@ fn check_path(
             pair
         );
     }
-    for s in steps.iter().filter(|s| s.kind == NodeKind::Product) {
-        let category = &data.products[&sku(&s.id)].category;
-        prop_assert!(
-            !d.excluded_categories.contains(category),
-            "passes excluded {}",
-            s.id
-        );
-    }
+    // The supplied product (the one the vendor step leaves) is not carved out; products of
+    // excluded categories before it are walked through.
+    let vendor_steps: Vec<&[PathStep]> = steps
+        .windows(2)
+        .filter(|pair| pair[1].via.as_deref() == Some("vendor"))
+        .collect();
+    prop_assert_eq!(vendor_steps.len(), 1, "one vendor step: {:?}", steps);
+    let supplied = &vendor_steps[0][0];
+    let category = &data.products[&sku(&supplied.id)].category;
+    prop_assert!(
+        !d.excluded_categories.contains(category),
+        "supplies excluded {}",
+        supplied.id
+    );
     prop_assert_eq!(
         Some(steps.len() - 1),
         reference_distance(data, d, product),
@@ -2224,7 +2280,7 @@ proptest! {
     }
 
     /// (e) Every path starts at the product, ends at a listed organisation, walks real edges,
-    /// avoids excluded categories and is a shortest one; the closure agrees with an independent
+    /// supplies no product of an excluded category and is a shortest one; the closure agrees with an independent
     /// search; and verdicts are internally consistent.
     #[test]
     fn paths_are_real_shortest_and_verdicts_consistent(
