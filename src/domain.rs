@@ -261,7 +261,9 @@ snake_enum!(
 );
 
 impl RelKind {
-    /// Whether a designation of one side carries across to the other.
+    /// Whether a designation carries across the relationship at all: group kinds both ways,
+    /// succession kinds one way only (from the predecessor or assignor to the successor or
+    /// assignee), a minority stake not.
     pub fn carries(self) -> bool {
         !matches!(self, RelKind::MinorityOwnedBy)
     }

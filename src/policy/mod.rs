@@ -299,7 +299,9 @@ pub enum NodeKind {
 
 /// One node of a lineage path; `via` names the edge that led to it (absent on the first step):
 /// `vendor`, `component`, `white_label_of`, or a relationship as walked: `subsidiary_of`,
-/// `parent_of`, `affiliate_of`, `successor_of`, `predecessor_of`, `assignee_of`, `assignor_of`.
+/// `parent_of`, `affiliate_of`, `successor_of`, `assignee_of`. Succession is walked one way
+/// only, from the successor or assignee to the covered organisation, so there is no
+/// `predecessor_of` or `assignor_of` step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PathStep {
     pub kind: NodeKind,
@@ -787,10 +789,8 @@ fn cycles(adjacency: &Adjacency) -> Vec<Vec<usize>> {
 enum Label {
     AffiliateOf,
     AssigneeOf,
-    AssignorOf,
     Component,
     ParentOf,
-    PredecessorOf,
     SubsidiaryOf,
     SuccessorOf,
     Vendor,
@@ -799,13 +799,11 @@ enum Label {
 
 impl Label {
     #[cfg(test)]
-    const ALL: [Label; 10] = [
+    const ALL: [Label; 8] = [
         Label::AffiliateOf,
         Label::AssigneeOf,
-        Label::AssignorOf,
         Label::Component,
         Label::ParentOf,
-        Label::PredecessorOf,
         Label::SubsidiaryOf,
         Label::SuccessorOf,
         Label::Vendor,
@@ -816,10 +814,8 @@ impl Label {
         match self {
             Label::AffiliateOf => "affiliate_of",
             Label::AssigneeOf => "assignee_of",
-            Label::AssignorOf => "assignor_of",
             Label::Component => "component",
             Label::ParentOf => "parent_of",
-            Label::PredecessorOf => "predecessor_of",
             Label::SubsidiaryOf => "subsidiary_of",
             Label::SuccessorOf => "successor_of",
             Label::Vendor => "vendor",
@@ -893,12 +889,17 @@ struct Graph<'a> {
     reverse: Adjacency,
 }
 
-fn walked_labels(kind: RelKind) -> Option<(Label, Label)> {
+/// The lineage edges a relationship `source kind target` adds: `source -> target` labelled
+/// `ahead` (the source is covered when the target is), and, when `back` is given,
+/// `target -> source` labelled `back`. Group kinds carry both ways (parents, subsidiaries and
+/// affiliates of a covered organisation are covered); succession kinds only to the successor
+/// or assignee, never to the predecessor or assignor; a minority stake not at all.
+fn walked_labels(kind: RelKind) -> Option<(Label, Option<Label>)> {
     match kind {
-        RelKind::SubsidiaryOf => Some((Label::SubsidiaryOf, Label::ParentOf)),
-        RelKind::AffiliateOf => Some((Label::AffiliateOf, Label::AffiliateOf)),
-        RelKind::SuccessorOf => Some((Label::SuccessorOf, Label::PredecessorOf)),
-        RelKind::AssigneeOf => Some((Label::AssigneeOf, Label::AssignorOf)),
+        RelKind::SubsidiaryOf => Some((Label::SubsidiaryOf, Some(Label::ParentOf))),
+        RelKind::AffiliateOf => Some((Label::AffiliateOf, Some(Label::AffiliateOf))),
+        RelKind::SuccessorOf => Some((Label::SuccessorOf, None)),
+        RelKind::AssigneeOf => Some((Label::AssigneeOf, None)),
         RelKind::MinorityOwnedBy => None,
     }
 }
@@ -1017,7 +1018,9 @@ impl<'a> Graph<'a> {
             }
             if let Some((ahead, back)) = walked_labels(*rel) {
                 add(s, t, ahead);
-                add(t, s, back);
+                if let Some(back) = back {
+                    add(t, s, back);
+                }
             }
         }
 

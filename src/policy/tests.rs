@@ -139,6 +139,7 @@ fn world() -> CatalogData {
         ("kl-affiliate", "RU"),
         ("kl-sister", "GB"),
         ("kl-successor", "RU"),
+        ("succ-parent", "AE"),
         ("old-kaspersky", "RU"),
         ("kl-assignee", "GB"),
         ("kl-assignor", "RU"),
@@ -155,6 +156,7 @@ fn world() -> CatalogData {
     relate(&mut d, "kl-affiliate", AffiliateOf, "ooo-kaspersky-group");
     relate(&mut d, "kaspersky-labs-limited", AffiliateOf, "kl-sister");
     relate(&mut d, "kl-successor", SuccessorOf, "ao-kaspersky-lab");
+    relate(&mut d, "kl-successor", SubsidiaryOf, "succ-parent");
     relate(&mut d, "ooo-kaspersky-group", SuccessorOf, "old-kaspersky");
     relate(&mut d, "kl-assignee", AssigneeOf, "kaspersky-labs-limited");
     relate(&mut d, "ao-kaspersky-lab", AssigneeOf, "kl-assignor");
@@ -278,6 +280,14 @@ fn world() -> CatalogData {
     add_product(&mut d, "AFF-AV", "kl-affiliate", "antivirus", &[], None);
     add_product(&mut d, "SISTER-AV", "kl-sister", "antivirus", &[], None);
     add_product(&mut d, "SUCC-AV", "kl-successor", "antivirus", &[], None);
+    add_product(
+        &mut d,
+        "SUCC-PARENT-AV",
+        "succ-parent",
+        "antivirus",
+        &[],
+        None,
+    );
     add_product(&mut d, "PRED-AV", "old-kaspersky", "antivirus", &[], None);
     add_product(&mut d, "ASSIGN-AV", "kl-assignee", "antivirus", &[], None);
     add_product(&mut d, "ASSIGNOR-AV", "kl-assignor", "antivirus", &[], None);
@@ -854,10 +864,13 @@ const COVERED: &[(&str, &str)] = &[
     ("HOLD-AV", "HOLD-AV > vendor:kl-holding > parent_of:kaspersky-lab-inc"),
     ("AFF-AV", "AFF-AV > vendor:kl-affiliate > affiliate_of:ooo-kaspersky-group"),
     ("SISTER-AV", "SISTER-AV > vendor:kl-sister > affiliate_of:kaspersky-labs-limited"),
+    // Succession carries to the successor or assignee, and on through its group.
     ("SUCC-AV", "SUCC-AV > vendor:kl-successor > successor_of:ao-kaspersky-lab"),
-    ("PRED-AV", "PRED-AV > vendor:old-kaspersky > predecessor_of:ooo-kaspersky-group"),
+    (
+        "SUCC-PARENT-AV",
+        "SUCC-PARENT-AV > vendor:succ-parent > parent_of:kl-successor > successor_of:ao-kaspersky-lab",
+    ),
     ("ASSIGN-AV", "ASSIGN-AV > vendor:kl-assignee > assignee_of:kaspersky-labs-limited"),
-    ("ASSIGNOR-AV", "ASSIGNOR-AV > vendor:kl-assignor > assignor_of:ao-kaspersky-lab"),
 ];
 
 /// Products the shipped designation does not reach: carve-outs, minority stakes, others.
@@ -868,6 +881,15 @@ const NOT_COVERED: &[(&str, &str)] = &[
     ("KTRAIN", "security-training carve-out"),
     ("KCONSULT", "consulting carve-out"),
     ("ACME-TI-ONLY", "embeds only a carved-out component"),
+    // Succession runs one way: Kaspersky's predecessor and assignor are not covered by it.
+    (
+        "PRED-AV",
+        "predecessor: ooo-kaspersky-group is the successor of its vendor",
+    ),
+    (
+        "ASSIGNOR-AV",
+        "assignor: ao-kaspersky-lab is the assignee of its vendor",
+    ),
     (
         "MINOR-AV",
         "vendor is minority-owned by a designated company",
@@ -961,9 +983,8 @@ fn designation_without_affiliates_reaches_only_listed_organisations() {
         "AFF-AV",
         "SISTER-AV",
         "SUCC-AV",
-        "PRED-AV",
+        "SUCC-PARENT-AV",
         "ASSIGN-AV",
-        "ASSIGNOR-AV",
     ] {
         let v = decide_at(
             &catalog,
@@ -2076,12 +2097,17 @@ fn reference_distance(data: &CatalogData, d: &DesignationSpec, start: &Sku) -> O
                     next.push(Node::P(c.clone()));
                 }
             }
+            // `a kind b`: `a` is covered when `b` is, for every kind but a minority stake; `b`
+            // when `a` is only for group kinds (succession never reaches the predecessor or
+            // assignor).
             Node::O(o) if d.covers_affiliates => {
                 for ((a, b), kind) in &data.relationships {
-                    if kind.carries() && a == o {
+                    let group = matches!(kind, RelKind::SubsidiaryOf | RelKind::AffiliateOf);
+                    let succession = matches!(kind, RelKind::SuccessorOf | RelKind::AssigneeOf);
+                    if (group || succession) && a == o {
                         next.push(Node::O(b.clone()));
                     }
-                    if kind.carries() && b == o {
+                    if group && b == o {
                         next.push(Node::O(a.clone()));
                     }
                 }
@@ -2126,12 +2152,11 @@ fn is_real_edge(data: &CatalogData, d: &DesignationSpec, from: &PathStep, to: &P
                     RelKind::AssigneeOf => "assignee_of",
                     RelKind::MinorityOwnedBy => "-",
                 });
+            // Succession is never walked back, to the predecessor or assignor.
             let back = data.relationships.get(&(b, a)).map(|k| match k {
                 RelKind::SubsidiaryOf => "parent_of",
                 RelKind::AffiliateOf => "affiliate_of",
-                RelKind::SuccessorOf => "predecessor_of",
-                RelKind::AssigneeOf => "assignor_of",
-                RelKind::MinorityOwnedBy => "-",
+                RelKind::SuccessorOf | RelKind::AssigneeOf | RelKind::MinorityOwnedBy => "-",
             });
             d.covers_affiliates && (ahead == Some(via) || back == Some(via))
         }

@@ -537,3 +537,74 @@ async fn a_carve_out_shelters_the_supplied_product_not_the_label(app: TestApp) {
         assert_eq!(d["constraints"]["not_after"], Value::Null, "{product}");
     }
 }
+
+both!(succession_carries_to_the_successor_and_its_group_never_back);
+async fn succession_carries_to_the_successor_and_its_group_never_back(app: TestApp) {
+    app.register("eu-resale", "DE", false).await;
+    for (id, country) in [
+        ("kl-successor", "RU"),
+        ("succ-parent", "AE"),
+        ("kl-assignee", "GB"),
+        ("old-kaspersky", "RU"),
+        ("kl-assignor", "RU"),
+    ] {
+        app.admin_put(
+            &format!("/v1/organizations/{id}"),
+            json!({"name": format!("{id} name"), "country": country}),
+        )
+        .await;
+    }
+    for (source, kind, target) in [
+        ("kl-successor", "successor_of", "ao-kaspersky-lab"),
+        ("kl-successor", "subsidiary_of", "succ-parent"),
+        ("kl-assignee", "assignee_of", "kaspersky-labs-limited"),
+        // Kaspersky companies that succeeded or took an assignment from others.
+        ("ooo-kaspersky-group", "successor_of", "old-kaspersky"),
+        ("ao-kaspersky-lab", "assignee_of", "kl-assignor"),
+    ] {
+        app.admin_put(
+            &format!("/v1/organizations/{source}/relationships/{target}"),
+            json!({"kind": kind}),
+        )
+        .await;
+    }
+    for (sku, vendor) in [
+        ("SUCC-AV", "kl-successor"),
+        ("SUCC-PARENT-AV", "succ-parent"),
+        ("ASSIGN-AV", "kl-assignee"),
+        ("PRED-AV", "old-kaspersky"),
+        ("ASSIGNOR-AV", "kl-assignor"),
+    ] {
+        put_product(&app, sku, vendor, "antivirus", &[], None).await;
+    }
+
+    for (product, path) in [
+        (
+            "SUCC-AV",
+            "SUCC-AV > vendor:kl-successor > successor_of:ao-kaspersky-lab",
+        ),
+        (
+            "SUCC-PARENT-AV",
+            "SUCC-PARENT-AV > vendor:succ-parent > parent_of:kl-successor > successor_of:ao-kaspersky-lab",
+        ),
+        (
+            "ASSIGN-AV",
+            "ASSIGN-AV > vendor:kl-assignee > assignee_of:kaspersky-labs-limited",
+        ),
+    ] {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "deny", "{product}: {}", r.text);
+        assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+    }
+    for product in ["PRED-AV", "ASSIGNOR-AV"] {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
+        assert_eq!(d["reasons"], json!([]), "{product}");
+    }
+}
