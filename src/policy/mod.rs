@@ -249,7 +249,8 @@ pub struct UnknownProduct(pub Sku);
 pub struct Verdict {
     pub outcome: Outcome,
     pub reasons: Vec<Reason>,
-    /// The instant an allowed term must end by (an `ends_service` rule taking effect later).
+    /// The instant an allowed term must end by (an `ends_service` rule taking effect later for a
+    /// party with a nexus or one whose nexus cannot be decided).
     pub not_after: Option<DateTime<Utc>>,
 }
 
@@ -261,7 +262,8 @@ pub enum ReasonCode {
     DesignatedLineage,
     /// Review: as above, but a party's nexus cannot be decided.
     NexusUnknown,
-    /// Allow with `not_after`: an `ends_service` rule takes effect later.
+    /// Allow (or review) with `not_after`: an `ends_service` rule takes effect later for a
+    /// party with a nexus or one whose nexus cannot be decided.
     ServiceEnds,
 }
 
@@ -1147,6 +1149,10 @@ impl<'a> Graph<'a> {
 
 /// Decides `req` against `catalog` at instant `at`. Pure: one hash lookup plus rule checks;
 /// a reason shares its path with the snapshot rather than copying it.
+///
+/// For each designation that applies and each party: with a nexus, a rule in effect for the
+/// transaction denies; with a nexus that cannot be decided, it sends to review; and with
+/// either, an `ends_service` rule still ahead caps the term (`service_ends`, `not_after`).
 pub fn decide(
     catalog: &Catalog,
     req: &Request,
@@ -1195,17 +1201,20 @@ pub fn decide(
                     if let Some(rule) = in_effect {
                         denials.push(reason(ReasonCode::DesignatedLineage, rule, role));
                     }
-                    if let Some(rule) = ending {
-                        endings.push(reason(ReasonCode::ServiceEnds, rule, role));
-                        not_after = Some(not_after.map_or(rule.instant, |t| t.min(rule.instant)));
-                    }
                 }
                 Nexus::Unknown => {
                     if let Some(rule) = in_effect {
                         unknowns.push(reason(ReasonCode::NexusUnknown, rule, role));
                     }
                 }
-                Nexus::No => {}
+                Nexus::No => continue,
+            }
+            // A party with a nexus, or whose nexus cannot be decided, may not be served past a
+            // service end still ahead: the service cannot know it may (attesting
+            // `us_person: false` makes the nexus `No` and lifts the cap).
+            if let Some(rule) = ending {
+                endings.push(reason(ReasonCode::ServiceEnds, rule, role));
+                not_after = Some(not_after.map_or(rule.instant, |t| t.min(rule.instant)));
             }
         }
     }

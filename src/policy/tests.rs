@@ -778,21 +778,24 @@ fn nexus_of_customers_and_resellers() {
 #[rustfmt::skip]
 fn unknown_nexus_depends_on_the_date() {
     let catalog = build(world());
-    let c = |name, tx, at, outcome, reasons| Case {
-        name, tx, product: "KAV", customer: ("BR", None), reseller: DE_NO, at, outcome, not_after: None, reasons,
+    let c = |name, tx, at, outcome, not_after, reasons| Case {
+        name, tx, product: "KAV", customer: ("BR", None), reseller: DE_NO, at, outcome, not_after, reasons,
     };
     use Outcome::{Allow, Review};
+    let cut = Some(FULL_CUTOFF_UTC);
+    // Before a rule is in force the party is allowed, but capped at the full cut-off exactly as a
+    // U.S. person would be: the service cannot know it may serve past it.
     run_cases(&catalog, &[
-        c("issue before 20 July", ISSUE, "2024-07-20T03:59:59Z", Allow, &[]),
-        c("issue at 20 July", ISSUE, "2024-07-20T04:00:00Z", Review, &[(NU, "new-agreements", C)]),
-        c("renew between the dates: no rule for renew yet", RENEW, "2024-08-15T12:00:00Z", Allow, &[]),
-        c("renew after the full cut-off", RENEW, "2024-09-29T04:00:00Z", Review, &[(NU, "full-cutoff", C)]),
+        c("issue before 20 July", ISSUE, "2024-07-20T03:59:59Z", Allow, cut, &[(SE, "full-cutoff", C)]),
+        c("issue at 20 July", ISSUE, "2024-07-20T04:00:00Z", Review, cut, &[(NU, "new-agreements", C), (SE, "full-cutoff", C)]),
+        c("renew between the dates: no rule for renew yet", RENEW, "2024-08-15T12:00:00Z", Allow, cut, &[(SE, "full-cutoff", C)]),
+        c("renew after the full cut-off", RENEW, "2024-09-29T04:00:00Z", Review, None, &[(NU, "full-cutoff", C)]),
     ]);
 }
 
 #[test]
 #[rustfmt::skip]
-fn term_cap_comes_only_from_parties_with_nexus() {
+fn term_cap_comes_from_parties_with_a_nexus_or_an_unknown_one() {
     let catalog = build(world());
     let c = |name, customer, reseller, not_after, reasons| Case {
         name, tx: RENEW, product: "KAV", customer, reseller, at: "2024-08-15T12:00:00Z",
@@ -804,7 +807,10 @@ fn term_cap_comes_only_from_parties_with_nexus() {
         c("US reseller", DE_NO, ("US", Some(true)), cut, &[(SE, "full-cutoff", R)]),
         c("both", US, ("US", Some(true)), cut, &[(SE, "full-cutoff", C), (SE, "full-cutoff", R)]),
         c("no nexus: no cap", DE_NO, DE_NO, None, &[]),
-        c("unknown nexus: no cap", ("BR", None), DE_NO, None, &[]),
+        c("unknown nexus: capped like a known one", ("BR", None), DE_NO, cut, &[(SE, "full-cutoff", C)]),
+        c("unknown reseller nexus: capped", DE_NO, ("BR", None), cut, &[(SE, "full-cutoff", R)]),
+        c("unknown customer, U.S. reseller", ("BR", None), ("US", Some(true)), cut, &[(SE, "full-cutoff", C), (SE, "full-cutoff", R)]),
+        c("attesting us_person false lifts the cap", ("BR", Some(false)), DE_NO, None, &[]),
     ]);
 }
 
@@ -2354,6 +2360,29 @@ proptest! {
             let cap = v.reasons.iter().filter(|r| r.code == ReasonCode::ServiceEnds).map(|r| r.effective_from).min();
             if v.outcome != Outcome::Deny {
                 prop_assert_eq!(v.not_after, cap);
+            }
+            // Short of a denial, exactly the parties with a nexus or an undecidable one get a
+            // service end of each applying designation that has one still ahead (the earliest).
+            if v.outcome != Outcome::Deny {
+                for (id, d) in &data.designations {
+                    let next_end = d
+                        .rules
+                        .iter()
+                        .filter(|r| r.ends_service)
+                        .map(|r| resolve_local(r.effective_from, r.time_zone).unwrap())
+                        .filter(|instant| *instant > at)
+                        .min();
+                    let applies = reference_distance(&data, d, &product).is_some();
+                    for (role, p) in [(PartyRole::Customer, &customer), (PartyRole::Reseller, &reseller)] {
+                        let expected = next_end.filter(|_| applies && nexus(p, &d.jurisdiction) != Nexus::No);
+                        let got = v
+                            .reasons
+                            .iter()
+                            .find(|r| &r.designation == id && r.party == role && r.code == ReasonCode::ServiceEnds)
+                            .map(|r| r.effective_from);
+                        prop_assert_eq!(got, expected, "{} {:?}", id, role);
+                    }
+                }
             }
             let mut sorted = v.reasons.clone();
             sorted.sort_by(|x, y| (&x.designation, x.party).cmp(&(&y.designation, y.party)));

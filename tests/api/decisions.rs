@@ -608,3 +608,41 @@ async fn succession_carries_to_the_successor_and_its_group_never_back(app: TestA
         assert_eq!(d["reasons"], json!([]), "{product}");
     }
 }
+
+both!(an_unknown_nexus_is_capped_at_the_service_end_like_a_known_one);
+async fn an_unknown_nexus_is_capped_at_the_service_end_like_a_known_one(app: TestApp) {
+    app.register("eu-resale", "DE", false).await;
+    app.add_oem_firewall().await;
+    // Before the first ban date, a Brazilian customer whose U.S. status is unknown.
+    let as_of = Some("2024-07-01T00:00:00Z");
+    let r = app
+        .preflight("eu-resale", ask("issue", "ACME-FW-K", "BR", None, as_of))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "allow", "{d}");
+    assert_eq!(d["as_of"], "2024-07-01T00:00:00Z", "{d}");
+    assert_eq!(d["constraints"]["not_after"], "2024-09-29T04:00:00Z", "{d}");
+    let reasons = d["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{d}");
+    assert_eq!(reasons[0]["code"], "service_ends");
+    assert_eq!(reasons[0]["party"], "customer");
+    assert_eq!(reasons[0]["rule"], "full-cutoff");
+    assert_eq!(reasons[0]["effective_from"], "2024-09-29T04:00:00Z");
+    assert_eq!(
+        reasons[0]["path"],
+        path_json("ACME-FW-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab")
+    );
+
+    // The same customer attesting it is not a U.S. person: no nexus, no cap.
+    let r = app
+        .preflight(
+            "eu-resale",
+            ask("issue", "ACME-FW-K", "BR", Some(false), as_of),
+        )
+        .await;
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "allow", "{}", r.text);
+    assert_eq!(d["constraints"]["not_after"], Value::Null, "{d}");
+    assert_eq!(d["reasons"], json!([]), "{d}");
+}
