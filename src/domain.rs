@@ -261,10 +261,60 @@ snake_enum!(
 );
 
 impl RelKind {
-    /// Whether a designation of one side carries across to the other.
+    /// Whether a designation carries across the relationship at all: group kinds both ways,
+    /// succession kinds one way only (from the predecessor or assignor to the successor or
+    /// assignee), a minority stake not.
     pub fn carries(self) -> bool {
         !matches!(self, RelKind::MinorityOwnedBy)
     }
+}
+
+/// What an integer field takes, as told to a caller whose value was refused.
+pub const INTEGER_RULE: &str = "must be an integer (a number without a fractional part)";
+
+/// Serde for an integer field as JSON Schema reads one: any JSON number without a fractional
+/// part is an integer, so `3`, `3.0` and `3e0` are all 3. A fraction, a number outside the
+/// range of `i64`, a non-finite number or anything that is not a number is an error whose
+/// message says so (a `422` naming the field in a request body). Use it as
+/// `#[serde(deserialize_with = "crate::domain::json_integer")]`.
+pub fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Integer;
+
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer (a number without a fractional part)")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(out_of_range()))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63: every f64 in [-2^63, 2^63) with no fractional part is an i64 (NaN and the
+            // infinities are outside).
+            const BOUND: f64 = 9_223_372_036_854_775_808.0;
+            if !(-BOUND..BOUND).contains(&v) {
+                Err(E::custom(out_of_range()))
+            } else if v.fract() != 0.0 {
+                Err(E::custom(INTEGER_RULE))
+            } else {
+                // In range and integral, so the conversion is exact.
+                Ok(v as i64)
+            }
+        }
+    }
+
+    d.deserialize_any(Integer)
+}
+
+fn out_of_range() -> String {
+    format!("must be an integer from {} to {}", i64::MIN, i64::MAX)
 }
 
 snake_enum!(
@@ -448,6 +498,59 @@ mod tests {
         assert_eq!(PartyRole::Customer.as_str(), "customer");
         assert_eq!(PartyRole::Reseller.to_string(), "reseller");
         assert!(serde_json::from_str::<Transaction>("\"Issue\"").is_err());
+    }
+
+    #[test]
+    fn an_integer_field_takes_any_number_without_a_fractional_part() {
+        #[derive(Debug, Deserialize)]
+        struct Body {
+            #[serde(deserialize_with = "json_integer")]
+            n: i64,
+        }
+        let parse = |json: &str| {
+            serde_json::from_str::<Body>(&format!(r#"{{"n": {json}}}"#))
+                .map(|b| b.n)
+                .map_err(|e| e.to_string())
+        };
+        for (json, n) in [
+            ("3", 3),
+            ("3.0", 3),
+            ("-3.0", -3),
+            ("-0.0", 0),
+            ("3e0", 3),
+            ("1e3", 1000),
+            ("2.5e1", 25),
+            ("0.0", 0),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+            ("-9223372036854774784.0", -9_223_372_036_854_774_784),
+        ] {
+            assert_eq!(parse(json), Ok(n), "{json}");
+        }
+        let range = "must be an integer from -9223372036854775808 to 9223372036854775807";
+        for (json, message) in [
+            ("2.5", INTEGER_RULE),
+            ("-0.5", INTEGER_RULE),
+            ("3.000001", INTEGER_RULE),
+            ("1e-1", INTEGER_RULE),
+            ("9223372036854775808", range),
+            ("18446744073709551616", range),
+            ("9223372036854775808.0", range),
+            ("-9223372036854777856.0", range),
+            ("1e300", range),
+            ("\"3\"", "expected an integer"),
+            ("true", "expected an integer"),
+            ("null", "expected an integer"),
+        ] {
+            let err = parse(json).unwrap_err();
+            assert!(err.contains(message), "{json}: {err}");
+        }
+        // JSON has no non-finite numbers, but another deserializer might hand one over.
+        use serde::de::value::{Error, F64Deserializer};
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let err = json_integer(F64Deserializer::<Error>::new(v)).unwrap_err();
+            assert_eq!(err.to_string(), range, "{v}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::error::problem_body;
 use super::{next_cursor, parse_limit, tenant, ApiError, Body, FieldError, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::domain::Sku;
+use crate::domain::{json_integer, Sku};
 use crate::gate::{Customer, LicenseAction, LicenseOutcome, LicenseRequest, Reply};
 use crate::licenses::{license_json, MAX_SEATS, MAX_TERM_DAYS};
 
@@ -26,13 +26,16 @@ const MAX_KEY_LEN: usize = 255;
 pub(super) struct IssueBody {
     product: Sku,
     customer: Customer,
+    #[serde(deserialize_with = "json_integer")]
     seats: i64,
+    #[serde(deserialize_with = "json_integer")]
     term_days: i64,
 }
 
 #[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RenewBody {
+    #[serde(deserialize_with = "json_integer")]
     term_days: i64,
     #[serde(default)]
     customer: Option<Customer>,

@@ -175,8 +175,8 @@ impl FromRequest for Body {
 
 impl Body {
     /// Parses the body as `T`: not JSON is `400`; JSON of the wrong shape
-    /// (unknown or missing fields, wrong types, invalid values) is `422`
-    /// naming the field.
+    /// (unknown or missing fields, wrong types, invalid values, a number too
+    /// large for a double such as `1e400`) is `422` naming the field.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let mut de = serde_json::Deserializer::from_slice(&self.0);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -185,6 +185,11 @@ impl Body {
             let message = strip_position(&inner.to_string());
             match inner.classify() {
                 serde_json::error::Category::Data => {
+                    ApiError::field(field_of(&path, &message), message)
+                }
+                // Valid JSON (RFC 8259 sets no range) whose value cannot be held: serde_json
+                // reports it as a syntax error, which only its message tells apart.
+                serde_json::error::Category::Syntax if message == NUMBER_OUT_OF_RANGE => {
                     ApiError::field(field_of(&path, &message), message)
                 }
                 _ => ApiError::MalformedJson(message),
@@ -232,6 +237,9 @@ fn field_of(path: &str, message: &str) -> String {
         (parent, None) => parent.to_string(),
     }
 }
+
+/// serde_json's message for a number beyond the range of a double (`1e400`).
+const NUMBER_OUT_OF_RANGE: &str = "number out of range";
 
 fn strip_position(message: &str) -> String {
     match message.find(" at line ") {
@@ -309,5 +317,65 @@ async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiE
         Ok(id)
     } else {
         Err(ApiError::UnknownReseller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn fields(kind: FuzzBody, body: &str) -> Result<(), Vec<(String, String)>> {
+        parse_body_for_fuzzing(kind, body.as_bytes()).map_err(|e| match e {
+            ApiError::Validation(errors) => {
+                errors.into_iter().map(|e| (e.field, e.message)).collect()
+            }
+            other => panic!("{body}: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn integer_fields_take_numbers_without_a_fractional_part() {
+        let issue = |seats: &str, term_days: &str| {
+            fields(
+                FuzzBody::LicenseIssue,
+                &format!(
+                    r#"{{"product": "KAV", "customer": {{"id": "c", "name": "n", "country": "DE"}},
+                         "seats": {seats}, "term_days": {term_days}}}"#
+                ),
+            )
+        };
+        assert_eq!(issue("3", "30"), Ok(()));
+        assert_eq!(issue("3.0", "30.0"), Ok(()));
+        assert_eq!(issue("3e0", "3e1"), Ok(()));
+        for (seats, term_days, field) in [
+            ("2.5", "30", "seats"),
+            ("3", "30.5", "term_days"),
+            ("1e19", "30", "seats"),
+            ("9223372036854775808", "30", "seats"),
+            ("1e400", "30", "seats"),
+            ("3", "-1e400", "term_days"),
+            ("\"3\"", "30", "seats"),
+        ] {
+            let errors = issue(seats, term_days).unwrap_err();
+            assert_eq!(errors.len(), 1, "{seats} {term_days}: {errors:?}");
+            assert_eq!(errors[0].0, field, "{seats} {term_days}: {errors:?}");
+        }
+        let renew = |term_days: &str| {
+            fields(
+                FuzzBody::LicenseRenewal,
+                &format!(r#"{{"term_days": {term_days}}}"#),
+            )
+        };
+        assert_eq!(renew("30.0"), Ok(()));
+        let errors = renew("30.25").unwrap_err();
+        assert_eq!(errors[0].0, "term_days");
+        assert_eq!(errors[0].1, crate::domain::INTEGER_RULE);
+        // Malformed JSON is still 400.
+        assert!(matches!(
+            parse_body_for_fuzzing(FuzzBody::LicenseRenewal, b"{\"term_days\": 3.}"),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 }

@@ -80,6 +80,9 @@ pub struct DesignationSpec {
     pub organizations: Vec<OrgId>,
     pub covers_affiliates: bool,
     pub jurisdiction: CountryCode,
+    /// Carved-out product categories: the designation does not apply along a path whose
+    /// supplied product (the last one, whose vendor is the covered organisation) is of one of
+    /// them; a product of any category that embeds or white-labels a covered one is covered.
     #[serde(default)]
     pub excluded_categories: Vec<Category>,
     pub rules: Vec<RuleSpec>,
@@ -246,7 +249,8 @@ pub struct UnknownProduct(pub Sku);
 pub struct Verdict {
     pub outcome: Outcome,
     pub reasons: Vec<Reason>,
-    /// The instant an allowed term must end by (an `ends_service` rule taking effect later).
+    /// The instant an allowed term must end by (an `ends_service` rule taking effect later for a
+    /// party with a nexus or one whose nexus cannot be decided).
     pub not_after: Option<DateTime<Utc>>,
 }
 
@@ -258,7 +262,8 @@ pub enum ReasonCode {
     DesignatedLineage,
     /// Review: as above, but a party's nexus cannot be decided.
     NexusUnknown,
-    /// Allow with `not_after`: an `ends_service` rule takes effect later.
+    /// Allow (or review) with `not_after`: an `ends_service` rule takes effect later for a
+    /// party with a nexus or one whose nexus cannot be decided.
     ServiceEnds,
 }
 
@@ -296,7 +301,9 @@ pub enum NodeKind {
 
 /// One node of a lineage path; `via` names the edge that led to it (absent on the first step):
 /// `vendor`, `component`, `white_label_of`, or a relationship as walked: `subsidiary_of`,
-/// `parent_of`, `affiliate_of`, `successor_of`, `predecessor_of`, `assignee_of`, `assignor_of`.
+/// `parent_of`, `affiliate_of`, `successor_of`, `assignee_of`. Succession is walked one way
+/// only, from the successor or assignee to the covered organisation, so there is no
+/// `predecessor_of` or `assignor_of` step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PathStep {
     pub kind: NodeKind,
@@ -784,10 +791,8 @@ fn cycles(adjacency: &Adjacency) -> Vec<Vec<usize>> {
 enum Label {
     AffiliateOf,
     AssigneeOf,
-    AssignorOf,
     Component,
     ParentOf,
-    PredecessorOf,
     SubsidiaryOf,
     SuccessorOf,
     Vendor,
@@ -796,13 +801,11 @@ enum Label {
 
 impl Label {
     #[cfg(test)]
-    const ALL: [Label; 10] = [
+    const ALL: [Label; 8] = [
         Label::AffiliateOf,
         Label::AssigneeOf,
-        Label::AssignorOf,
         Label::Component,
         Label::ParentOf,
-        Label::PredecessorOf,
         Label::SubsidiaryOf,
         Label::SuccessorOf,
         Label::Vendor,
@@ -813,10 +816,8 @@ impl Label {
         match self {
             Label::AffiliateOf => "affiliate_of",
             Label::AssigneeOf => "assignee_of",
-            Label::AssignorOf => "assignor_of",
             Label::Component => "component",
             Label::ParentOf => "parent_of",
-            Label::PredecessorOf => "predecessor_of",
             Label::SubsidiaryOf => "subsidiary_of",
             Label::SuccessorOf => "successor_of",
             Label::Vendor => "vendor",
@@ -890,12 +891,17 @@ struct Graph<'a> {
     reverse: Adjacency,
 }
 
-fn walked_labels(kind: RelKind) -> Option<(Label, Label)> {
+/// The lineage edges a relationship `source kind target` adds: `source -> target` labelled
+/// `ahead` (the source is covered when the target is), and, when `back` is given,
+/// `target -> source` labelled `back`. Group kinds carry both ways (parents, subsidiaries and
+/// affiliates of a covered organisation are covered); succession kinds only to the successor
+/// or assignee, never to the predecessor or assignor; a minority stake not at all.
+fn walked_labels(kind: RelKind) -> Option<(Label, Option<Label>)> {
     match kind {
-        RelKind::SubsidiaryOf => Some((Label::SubsidiaryOf, Label::ParentOf)),
-        RelKind::AffiliateOf => Some((Label::AffiliateOf, Label::AffiliateOf)),
-        RelKind::SuccessorOf => Some((Label::SuccessorOf, Label::PredecessorOf)),
-        RelKind::AssigneeOf => Some((Label::AssigneeOf, Label::AssignorOf)),
+        RelKind::SubsidiaryOf => Some((Label::SubsidiaryOf, Some(Label::ParentOf))),
+        RelKind::AffiliateOf => Some((Label::AffiliateOf, Some(Label::AffiliateOf))),
+        RelKind::SuccessorOf => Some((Label::SuccessorOf, None)),
+        RelKind::AssigneeOf => Some((Label::AssigneeOf, None)),
         RelKind::MinorityOwnedBy => None,
     }
 }
@@ -1014,7 +1020,9 @@ impl<'a> Graph<'a> {
             }
             if let Some((ahead, back)) = walked_labels(*rel) {
                 add(s, t, ahead);
-                add(t, s, back);
+                if let Some(back) = back {
+                    add(t, s, back);
+                }
             }
         }
 
@@ -1058,14 +1066,25 @@ impl<'a> Graph<'a> {
 
     /// Every product `d` applies to (by index), with its shortest path to a listed
     /// organisation: one breadth-first search from the listed organisations over reversed
-    /// edges, never entering a product of an excluded category nor (unless
-    /// `covers_affiliates`) a relationship edge. Ties between equally short paths go to the
-    /// smallest next node, then the smallest label.
+    /// edges. An edge is usable unless it is a relationship step of a designation that does not
+    /// `covers_affiliates`, or the `vendor` edge out of a product of an excluded category: a
+    /// carve-out shelters the supplied product (the last product on a path, whose vendor edge
+    /// leads to the organisations), so a product of an excluded category is still passed
+    /// through by its component and white-label edges, and a product of any category that
+    /// embeds or white-labels a covered one is covered. Paths are shortest over the usable
+    /// edges; ties between equally short paths go to the smallest next node, then the
+    /// smallest label.
     fn reach(&self, d: &DesignationSpec, scratch: &mut Scratch) -> Vec<(usize, LineagePath)> {
         let p = self.products.len();
         let excluded: BTreeSet<&Category> = d.excluded_categories.iter().collect();
-        let blocked = |node: usize| node < p && excluded.contains(self.categories[node]);
-        let usable = |e: &Edge| d.covers_affiliates || !e.label.is_relation();
+        // Whether the edge `from -> (label) -> ...` (in the lineage direction) may be walked.
+        let usable = |from: usize, label: Label| {
+            if label.is_relation() {
+                d.covers_affiliates
+            } else {
+                label != Label::Vendor || !(from < p && excluded.contains(self.categories[from]))
+            }
+        };
 
         let Scratch { dist, order } = scratch;
         for &x in order.iter() {
@@ -1084,8 +1103,9 @@ impl<'a> Graph<'a> {
         while let Some(&x) = order.get(head) {
             head += 1;
             let next = dist[x] + 1;
-            for e in self.reverse.of(x).iter().filter(|e| usable(e)) {
-                if dist[e.to] == UNREACHED && !blocked(e.to) {
+            // A reversed edge leads back to the node it comes from in the lineage direction.
+            for e in self.reverse.of(x).iter().filter(|e| usable(e.to, e.label)) {
+                if dist[e.to] == UNREACHED {
                     dist[e.to] = next;
                     order.push(e.to);
                 }
@@ -1093,7 +1113,8 @@ impl<'a> Graph<'a> {
         }
 
         let dist: &[usize] = dist;
-        // The next step from a reached node towards a listed organisation.
+        // The next step from a reached node towards a listed organisation, over the same usable
+        // edges as the search (so a path never leaves a carved-out product by its vendor).
         let hop = |y: usize| -> Option<(usize, Label)> {
             let dy = dist[y];
             if dy == 0 || dy == UNREACHED {
@@ -1102,7 +1123,7 @@ impl<'a> Graph<'a> {
             self.forward
                 .of(y)
                 .iter()
-                .filter(|e| usable(e) && dist[e.to] != UNREACHED && dist[e.to] + 1 == dy)
+                .filter(|e| usable(y, e.label) && dist[e.to] != UNREACHED && dist[e.to] + 1 == dy)
                 .map(|e| (e.to, e.label))
                 .min()
         };
@@ -1128,6 +1149,10 @@ impl<'a> Graph<'a> {
 
 /// Decides `req` against `catalog` at instant `at`. Pure: one hash lookup plus rule checks;
 /// a reason shares its path with the snapshot rather than copying it.
+///
+/// For each designation that applies and each party: with a nexus, a rule in effect for the
+/// transaction denies; with a nexus that cannot be decided, it sends to review; and with
+/// either, an `ends_service` rule still ahead caps the term (`service_ends`, `not_after`).
 pub fn decide(
     catalog: &Catalog,
     req: &Request,
@@ -1176,17 +1201,20 @@ pub fn decide(
                     if let Some(rule) = in_effect {
                         denials.push(reason(ReasonCode::DesignatedLineage, rule, role));
                     }
-                    if let Some(rule) = ending {
-                        endings.push(reason(ReasonCode::ServiceEnds, rule, role));
-                        not_after = Some(not_after.map_or(rule.instant, |t| t.min(rule.instant)));
-                    }
                 }
                 Nexus::Unknown => {
                     if let Some(rule) = in_effect {
                         unknowns.push(reason(ReasonCode::NexusUnknown, rule, role));
                     }
                 }
-                Nexus::No => {}
+                Nexus::No => continue,
+            }
+            // A party with a nexus, or whose nexus cannot be decided, may not be served past a
+            // service end still ahead: the service cannot know it may (attesting
+            // `us_person: false` makes the nexus `No` and lifts the cap).
+            if let Some(rule) = ending {
+                endings.push(reason(ReasonCode::ServiceEnds, rule, role));
+                not_after = Some(not_after.map_or(rule.instant, |t| t.min(rule.instant)));
             }
         }
     }

@@ -139,6 +139,7 @@ fn world() -> CatalogData {
         ("kl-affiliate", "RU"),
         ("kl-sister", "GB"),
         ("kl-successor", "RU"),
+        ("succ-parent", "AE"),
         ("old-kaspersky", "RU"),
         ("kl-assignee", "GB"),
         ("kl-assignor", "RU"),
@@ -155,6 +156,7 @@ fn world() -> CatalogData {
     relate(&mut d, "kl-affiliate", AffiliateOf, "ooo-kaspersky-group");
     relate(&mut d, "kaspersky-labs-limited", AffiliateOf, "kl-sister");
     relate(&mut d, "kl-successor", SuccessorOf, "ao-kaspersky-lab");
+    relate(&mut d, "kl-successor", SubsidiaryOf, "succ-parent");
     relate(&mut d, "ooo-kaspersky-group", SuccessorOf, "old-kaspersky");
     relate(&mut d, "kl-assignee", AssigneeOf, "kaspersky-labs-limited");
     relate(&mut d, "ao-kaspersky-lab", AssigneeOf, "kl-assignor");
@@ -221,6 +223,50 @@ fn world() -> CatalogData {
         None,
     );
     add_product(&mut d, "ACME-TI-ONLY", "acme", "siem", &["KTI"], None);
+    // A carve-out shelters the supplied product, not the label of the one that carries it: a
+    // third party's product of each carved-out category that embeds the engine, one that
+    // white-labels a Kaspersky product, and a suite whose TI module (Kaspersky's own, shipping
+    // the engine) is the only way in.
+    add_product(
+        &mut d,
+        "ACME-TI-K",
+        "acme",
+        "threat_intelligence",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "ACME-TRAIN-K",
+        "acme",
+        "security_training",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "ACME-CONSULT-K",
+        "acme",
+        "consulting",
+        &["KAV-ENGINE"],
+        None,
+    );
+    add_product(
+        &mut d,
+        "WL-TI",
+        "whitelabel-co",
+        "threat_intelligence",
+        &[],
+        Some("KAV"),
+    );
+    add_product(
+        &mut d,
+        "ACME-SUITE-KTI",
+        "acme",
+        "suite",
+        &["KTI-PLUS"],
+        None,
+    );
     add_product(
         &mut d,
         "ACME-MIXED",
@@ -234,6 +280,14 @@ fn world() -> CatalogData {
     add_product(&mut d, "AFF-AV", "kl-affiliate", "antivirus", &[], None);
     add_product(&mut d, "SISTER-AV", "kl-sister", "antivirus", &[], None);
     add_product(&mut d, "SUCC-AV", "kl-successor", "antivirus", &[], None);
+    add_product(
+        &mut d,
+        "SUCC-PARENT-AV",
+        "succ-parent",
+        "antivirus",
+        &[],
+        None,
+    );
     add_product(&mut d, "PRED-AV", "old-kaspersky", "antivirus", &[], None);
     add_product(&mut d, "ASSIGN-AV", "kl-assignee", "antivirus", &[], None);
     add_product(&mut d, "ASSIGNOR-AV", "kl-assignor", "antivirus", &[], None);
@@ -724,21 +778,24 @@ fn nexus_of_customers_and_resellers() {
 #[rustfmt::skip]
 fn unknown_nexus_depends_on_the_date() {
     let catalog = build(world());
-    let c = |name, tx, at, outcome, reasons| Case {
-        name, tx, product: "KAV", customer: ("BR", None), reseller: DE_NO, at, outcome, not_after: None, reasons,
+    let c = |name, tx, at, outcome, not_after, reasons| Case {
+        name, tx, product: "KAV", customer: ("BR", None), reseller: DE_NO, at, outcome, not_after, reasons,
     };
     use Outcome::{Allow, Review};
+    let cut = Some(FULL_CUTOFF_UTC);
+    // Before a rule is in force the party is allowed, but capped at the full cut-off exactly as a
+    // U.S. person would be: the service cannot know it may serve past it.
     run_cases(&catalog, &[
-        c("issue before 20 July", ISSUE, "2024-07-20T03:59:59Z", Allow, &[]),
-        c("issue at 20 July", ISSUE, "2024-07-20T04:00:00Z", Review, &[(NU, "new-agreements", C)]),
-        c("renew between the dates: no rule for renew yet", RENEW, "2024-08-15T12:00:00Z", Allow, &[]),
-        c("renew after the full cut-off", RENEW, "2024-09-29T04:00:00Z", Review, &[(NU, "full-cutoff", C)]),
+        c("issue before 20 July", ISSUE, "2024-07-20T03:59:59Z", Allow, cut, &[(SE, "full-cutoff", C)]),
+        c("issue at 20 July", ISSUE, "2024-07-20T04:00:00Z", Review, cut, &[(NU, "new-agreements", C), (SE, "full-cutoff", C)]),
+        c("renew between the dates: no rule for renew yet", RENEW, "2024-08-15T12:00:00Z", Allow, cut, &[(SE, "full-cutoff", C)]),
+        c("renew after the full cut-off", RENEW, "2024-09-29T04:00:00Z", Review, None, &[(NU, "full-cutoff", C)]),
     ]);
 }
 
 #[test]
 #[rustfmt::skip]
-fn term_cap_comes_only_from_parties_with_nexus() {
+fn term_cap_comes_from_parties_with_a_nexus_or_an_unknown_one() {
     let catalog = build(world());
     let c = |name, customer, reseller, not_after, reasons| Case {
         name, tx: RENEW, product: "KAV", customer, reseller, at: "2024-08-15T12:00:00Z",
@@ -750,7 +807,10 @@ fn term_cap_comes_only_from_parties_with_nexus() {
         c("US reseller", DE_NO, ("US", Some(true)), cut, &[(SE, "full-cutoff", R)]),
         c("both", US, ("US", Some(true)), cut, &[(SE, "full-cutoff", C), (SE, "full-cutoff", R)]),
         c("no nexus: no cap", DE_NO, DE_NO, None, &[]),
-        c("unknown nexus: no cap", ("BR", None), DE_NO, None, &[]),
+        c("unknown nexus: capped like a known one", ("BR", None), DE_NO, cut, &[(SE, "full-cutoff", C)]),
+        c("unknown reseller nexus: capped", DE_NO, ("BR", None), cut, &[(SE, "full-cutoff", R)]),
+        c("unknown customer, U.S. reseller", ("BR", None), ("US", Some(true)), cut, &[(SE, "full-cutoff", C), (SE, "full-cutoff", R)]),
+        c("attesting us_person false lifts the cap", ("BR", Some(false)), DE_NO, None, &[]),
     ]);
 }
 
@@ -786,6 +846,17 @@ const COVERED: &[(&str, &str)] = &[
     // OEM engine inside another vendor's product: the contract's example.
     ("ACME-FW-K", "ACME-FW-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
     ("WL-AV", "WL-AV > white_label_of:KAV > vendor:kaspersky-lab-inc"),
+    // Carve-outs shelter the supplied product alone: a product of a carved-out category that
+    // embeds or white-labels a covered product is covered, through it.
+    ("KTI-PLUS", "KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-TI-K", "ACME-TI-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-TRAIN-K", "ACME-TRAIN-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("ACME-CONSULT-K", "ACME-CONSULT-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
+    ("WL-TI", "WL-TI > white_label_of:KAV > vendor:kaspersky-lab-inc"),
+    (
+        "ACME-SUITE-KTI",
+        "ACME-SUITE-KTI > component:KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+    ),
     // Carved-out component beside a covered one: denied via the covered one.
     ("ACME-MIXED", "ACME-MIXED > component:KAV-ENGINE > vendor:ao-kaspersky-lab"),
     (
@@ -799,10 +870,13 @@ const COVERED: &[(&str, &str)] = &[
     ("HOLD-AV", "HOLD-AV > vendor:kl-holding > parent_of:kaspersky-lab-inc"),
     ("AFF-AV", "AFF-AV > vendor:kl-affiliate > affiliate_of:ooo-kaspersky-group"),
     ("SISTER-AV", "SISTER-AV > vendor:kl-sister > affiliate_of:kaspersky-labs-limited"),
+    // Succession carries to the successor or assignee, and on through its group.
     ("SUCC-AV", "SUCC-AV > vendor:kl-successor > successor_of:ao-kaspersky-lab"),
-    ("PRED-AV", "PRED-AV > vendor:old-kaspersky > predecessor_of:ooo-kaspersky-group"),
+    (
+        "SUCC-PARENT-AV",
+        "SUCC-PARENT-AV > vendor:succ-parent > parent_of:kl-successor > successor_of:ao-kaspersky-lab",
+    ),
     ("ASSIGN-AV", "ASSIGN-AV > vendor:kl-assignee > assignee_of:kaspersky-labs-limited"),
-    ("ASSIGNOR-AV", "ASSIGNOR-AV > vendor:kl-assignor > assignor_of:ao-kaspersky-lab"),
 ];
 
 /// Products the shipped designation does not reach: carve-outs, minority stakes, others.
@@ -810,13 +884,18 @@ const NOT_COVERED: &[(&str, &str)] = &[
     ("ACME-FW", "unrelated vendor"),
     ("ACME-CORE", "unrelated vendor"),
     ("KTI", "threat-intelligence carve-out"),
-    (
-        "KTI-PLUS",
-        "carved-out start product, even embedding a covered engine",
-    ),
     ("KTRAIN", "security-training carve-out"),
     ("KCONSULT", "consulting carve-out"),
     ("ACME-TI-ONLY", "embeds only a carved-out component"),
+    // Succession runs one way: Kaspersky's predecessor and assignor are not covered by it.
+    (
+        "PRED-AV",
+        "predecessor: ooo-kaspersky-group is the successor of its vendor",
+    ),
+    (
+        "ASSIGNOR-AV",
+        "assignor: ao-kaspersky-lab is the assignee of its vendor",
+    ),
     (
         "MINOR-AV",
         "vendor is minority-owned by a designated company",
@@ -910,9 +989,8 @@ fn designation_without_affiliates_reaches_only_listed_organisations() {
         "AFF-AV",
         "SISTER-AV",
         "SUCC-AV",
-        "PRED-AV",
+        "SUCC-PARENT-AV",
         "ASSIGN-AV",
-        "ASSIGNOR-AV",
     ] {
         let v = decide_at(
             &catalog,
@@ -1998,12 +2076,11 @@ enum Node {
 }
 
 /// A straightforward forward search from the product, independent of the engine: the length of
-/// the shortest path to a listed organisation, if any.
+/// the shortest path to a listed organisation, if any. A carve-out shelters the supplied
+/// product only: a product of an excluded category is walked through by its components and
+/// white label, never by its vendor.
 fn reference_distance(data: &CatalogData, d: &DesignationSpec, start: &Sku) -> Option<usize> {
     let excluded = |s: &Sku| d.excluded_categories.contains(&data.products[s].category);
-    if excluded(start) {
-        return None;
-    }
     let mut dist = BTreeMap::new();
     let mut queue = VecDeque::new();
     dist.insert(Node::P(start.clone()), 0usize);
@@ -2019,19 +2096,24 @@ fn reference_distance(data: &CatalogData, d: &DesignationSpec, start: &Sku) -> O
         match &node {
             Node::P(s) => {
                 let p = &data.products[s];
-                next.push(Node::O(p.vendor.clone()));
+                if !excluded(s) {
+                    next.push(Node::O(p.vendor.clone()));
+                }
                 for c in p.components.iter().chain(p.white_label_of.iter()) {
-                    if !excluded(c) {
-                        next.push(Node::P(c.clone()));
-                    }
+                    next.push(Node::P(c.clone()));
                 }
             }
+            // `a kind b`: `a` is covered when `b` is, for every kind but a minority stake; `b`
+            // when `a` is only for group kinds (succession never reaches the predecessor or
+            // assignor).
             Node::O(o) if d.covers_affiliates => {
                 for ((a, b), kind) in &data.relationships {
-                    if kind.carries() && a == o {
+                    let group = matches!(kind, RelKind::SubsidiaryOf | RelKind::AffiliateOf);
+                    let succession = matches!(kind, RelKind::SuccessorOf | RelKind::AssigneeOf);
+                    if (group || succession) && a == o {
                         next.push(Node::O(b.clone()));
                     }
-                    if kind.carries() && b == o {
+                    if group && b == o {
                         next.push(Node::O(a.clone()));
                     }
                 }
@@ -2076,12 +2158,11 @@ fn is_real_edge(data: &CatalogData, d: &DesignationSpec, from: &PathStep, to: &P
                     RelKind::AssigneeOf => "assignee_of",
                     RelKind::MinorityOwnedBy => "-",
                 });
+            // Succession is never walked back, to the predecessor or assignor.
             let back = data.relationships.get(&(b, a)).map(|k| match k {
                 RelKind::SubsidiaryOf => "parent_of",
                 RelKind::AffiliateOf => "affiliate_of",
-                RelKind::SuccessorOf => "predecessor_of",
-                RelKind::AssigneeOf => "assignor_of",
-                RelKind::MinorityOwnedBy => "-",
+                RelKind::SuccessorOf | RelKind::AssigneeOf | RelKind::MinorityOwnedBy => "-",
             });
             d.covers_affiliates && (ahead == Some(via) || back == Some(via))
         }
@@ -2117,14 +2198,20 @@ fn check_path(
             pair
         );
     }
-    for s in steps.iter().filter(|s| s.kind == NodeKind::Product) {
-        let category = &data.products[&sku(&s.id)].category;
-        prop_assert!(
-            !d.excluded_categories.contains(category),
-            "passes excluded {}",
-            s.id
-        );
-    }
+    // The supplied product (the one the vendor step leaves) is not carved out; products of
+    // excluded categories before it are walked through.
+    let vendor_steps: Vec<&[PathStep]> = steps
+        .windows(2)
+        .filter(|pair| pair[1].via.as_deref() == Some("vendor"))
+        .collect();
+    prop_assert_eq!(vendor_steps.len(), 1, "one vendor step: {:?}", steps);
+    let supplied = &vendor_steps[0][0];
+    let category = &data.products[&sku(&supplied.id)].category;
+    prop_assert!(
+        !d.excluded_categories.contains(category),
+        "supplies excluded {}",
+        supplied.id
+    );
     prop_assert_eq!(
         Some(steps.len() - 1),
         reference_distance(data, d, product),
@@ -2224,7 +2311,7 @@ proptest! {
     }
 
     /// (e) Every path starts at the product, ends at a listed organisation, walks real edges,
-    /// avoids excluded categories and is a shortest one; the closure agrees with an independent
+    /// supplies no product of an excluded category and is a shortest one; the closure agrees with an independent
     /// search; and verdicts are internally consistent.
     #[test]
     fn paths_are_real_shortest_and_verdicts_consistent(
@@ -2273,6 +2360,29 @@ proptest! {
             let cap = v.reasons.iter().filter(|r| r.code == ReasonCode::ServiceEnds).map(|r| r.effective_from).min();
             if v.outcome != Outcome::Deny {
                 prop_assert_eq!(v.not_after, cap);
+            }
+            // Short of a denial, exactly the parties with a nexus or an undecidable one get a
+            // service end of each applying designation that has one still ahead (the earliest).
+            if v.outcome != Outcome::Deny {
+                for (id, d) in &data.designations {
+                    let next_end = d
+                        .rules
+                        .iter()
+                        .filter(|r| r.ends_service)
+                        .map(|r| resolve_local(r.effective_from, r.time_zone).unwrap())
+                        .filter(|instant| *instant > at)
+                        .min();
+                    let applies = reference_distance(&data, d, &product).is_some();
+                    for (role, p) in [(PartyRole::Customer, &customer), (PartyRole::Reseller, &reseller)] {
+                        let expected = next_end.filter(|_| applies && nexus(p, &d.jurisdiction) != Nexus::No);
+                        let got = v
+                            .reasons
+                            .iter()
+                            .find(|r| &r.designation == id && r.party == role && r.code == ReasonCode::ServiceEnds)
+                            .map(|r| r.effective_from);
+                        prop_assert_eq!(got, expected, "{} {:?}", id, role);
+                    }
+                }
             }
             let mut sorted = v.reasons.clone();
             sorted.sort_by(|x, y| (&x.designation, x.party).cmp(&(&y.designation, y.party)));

@@ -410,3 +410,239 @@ async fn replicas_on_one_database_honour_each_others_changes_at_once(app: TestAp
     let v = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(v.body["ok"], true);
 }
+
+/// PUTs a product as admin.
+async fn put_product(
+    app: &TestApp,
+    sku: &str,
+    vendor: &str,
+    category: &str,
+    components: &[&str],
+    white_label_of: Option<&str>,
+) {
+    let mut body = json!({"name": format!("{sku} product"), "vendor": vendor, "category": category,
+                          "components": components});
+    if let Some(w) = white_label_of {
+        body["white_label_of"] = json!(w);
+    }
+    app.admin_put(&format!("/v1/products/{sku}"), body).await;
+}
+
+/// A path as the API writes it, from `"A > component:B > vendor:org"`.
+fn path_json(s: &str) -> Value {
+    let mut steps = s.split(" > ");
+    let mut out = vec![json!({"kind": "product", "id": steps.next().unwrap()})];
+    for step in steps {
+        let (via, id) = step.split_once(':').unwrap();
+        let kind = match via {
+            "component" | "white_label_of" => "product",
+            _ => "organization",
+        };
+        out.push(json!({"kind": kind, "id": id, "via": via}));
+    }
+    Value::Array(out)
+}
+
+both!(a_carve_out_shelters_the_supplied_product_not_the_label);
+async fn a_carve_out_shelters_the_supplied_product_not_the_label(app: TestApp) {
+    app.register("eu-resale", "DE", false).await;
+    app.add_oem_firewall().await;
+    put_product(&app, "KAV", "kaspersky-lab-inc", "antivirus", &[], None).await;
+    put_product(
+        &app,
+        "KTI",
+        "ao-kaspersky-lab",
+        "threat_intelligence",
+        &[],
+        None,
+    )
+    .await;
+    put_product(
+        &app,
+        "KTI-PLUS",
+        "ao-kaspersky-lab",
+        "threat_intelligence",
+        &["KAV-ENGINE"],
+        None,
+    )
+    .await;
+    for category in ["threat_intelligence", "security_training", "consulting"] {
+        put_product(
+            &app,
+            &format!("ACME-{category}"),
+            "acme",
+            category,
+            &["KAV-ENGINE"],
+            None,
+        )
+        .await;
+    }
+    put_product(
+        &app,
+        "ACME-WL-TI",
+        "acme",
+        "threat_intelligence",
+        &[],
+        Some("KAV"),
+    )
+    .await;
+    put_product(&app, "ACME-SUITE", "acme", "suite", &["KTI-PLUS"], None).await;
+    put_product(&app, "ACME-SIEM", "acme", "siem", &["KTI"], None).await;
+
+    let denied = [
+        (
+            "ACME-threat_intelligence",
+            "ACME-threat_intelligence > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+        ),
+        (
+            "ACME-security_training",
+            "ACME-security_training > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+        ),
+        (
+            "ACME-consulting",
+            "ACME-consulting > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+        ),
+        (
+            "ACME-WL-TI",
+            "ACME-WL-TI > white_label_of:KAV > vendor:kaspersky-lab-inc",
+        ),
+        (
+            "KTI-PLUS",
+            "KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+        ),
+        (
+            "ACME-SUITE",
+            "ACME-SUITE > component:KTI-PLUS > component:KAV-ENGINE > vendor:ao-kaspersky-lab",
+        ),
+    ];
+    for (product, path) in denied {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "deny", "{product}: {d}");
+        assert_eq!(d["reasons"].as_array().unwrap().len(), 1, "{product}: {d}");
+        assert_eq!(d["reasons"][0]["code"], "designated_lineage", "{product}");
+        assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+    }
+    // Built only on the carved-out feed: allowed, and the designation does not apply at all.
+    for product in ["ACME-SIEM", "KTI"] {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
+        assert_eq!(d["reasons"], json!([]), "{product}");
+        assert_eq!(d["constraints"]["not_after"], Value::Null, "{product}");
+    }
+}
+
+both!(succession_carries_to_the_successor_and_its_group_never_back);
+async fn succession_carries_to_the_successor_and_its_group_never_back(app: TestApp) {
+    app.register("eu-resale", "DE", false).await;
+    for (id, country) in [
+        ("kl-successor", "RU"),
+        ("succ-parent", "AE"),
+        ("kl-assignee", "GB"),
+        ("old-kaspersky", "RU"),
+        ("kl-assignor", "RU"),
+    ] {
+        app.admin_put(
+            &format!("/v1/organizations/{id}"),
+            json!({"name": format!("{id} name"), "country": country}),
+        )
+        .await;
+    }
+    for (source, kind, target) in [
+        ("kl-successor", "successor_of", "ao-kaspersky-lab"),
+        ("kl-successor", "subsidiary_of", "succ-parent"),
+        ("kl-assignee", "assignee_of", "kaspersky-labs-limited"),
+        // Kaspersky companies that succeeded or took an assignment from others.
+        ("ooo-kaspersky-group", "successor_of", "old-kaspersky"),
+        ("ao-kaspersky-lab", "assignee_of", "kl-assignor"),
+    ] {
+        app.admin_put(
+            &format!("/v1/organizations/{source}/relationships/{target}"),
+            json!({"kind": kind}),
+        )
+        .await;
+    }
+    for (sku, vendor) in [
+        ("SUCC-AV", "kl-successor"),
+        ("SUCC-PARENT-AV", "succ-parent"),
+        ("ASSIGN-AV", "kl-assignee"),
+        ("PRED-AV", "old-kaspersky"),
+        ("ASSIGNOR-AV", "kl-assignor"),
+    ] {
+        put_product(&app, sku, vendor, "antivirus", &[], None).await;
+    }
+
+    for (product, path) in [
+        (
+            "SUCC-AV",
+            "SUCC-AV > vendor:kl-successor > successor_of:ao-kaspersky-lab",
+        ),
+        (
+            "SUCC-PARENT-AV",
+            "SUCC-PARENT-AV > vendor:succ-parent > parent_of:kl-successor > successor_of:ao-kaspersky-lab",
+        ),
+        (
+            "ASSIGN-AV",
+            "ASSIGN-AV > vendor:kl-assignee > assignee_of:kaspersky-labs-limited",
+        ),
+    ] {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "deny", "{product}: {}", r.text);
+        assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+    }
+    for product in ["PRED-AV", "ASSIGNOR-AV"] {
+        let r = app
+            .preflight("eu-resale", ask("issue", product, "US", None, None))
+            .await;
+        let d = &r.body["decision"];
+        assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
+        assert_eq!(d["reasons"], json!([]), "{product}");
+    }
+}
+
+both!(an_unknown_nexus_is_capped_at_the_service_end_like_a_known_one);
+async fn an_unknown_nexus_is_capped_at_the_service_end_like_a_known_one(app: TestApp) {
+    app.register("eu-resale", "DE", false).await;
+    app.add_oem_firewall().await;
+    // Before the first ban date, a Brazilian customer whose U.S. status is unknown.
+    let as_of = Some("2024-07-01T00:00:00Z");
+    let r = app
+        .preflight("eu-resale", ask("issue", "ACME-FW-K", "BR", None, as_of))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "allow", "{d}");
+    assert_eq!(d["as_of"], "2024-07-01T00:00:00Z", "{d}");
+    assert_eq!(d["constraints"]["not_after"], "2024-09-29T04:00:00Z", "{d}");
+    let reasons = d["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{d}");
+    assert_eq!(reasons[0]["code"], "service_ends");
+    assert_eq!(reasons[0]["party"], "customer");
+    assert_eq!(reasons[0]["rule"], "full-cutoff");
+    assert_eq!(reasons[0]["effective_from"], "2024-09-29T04:00:00Z");
+    assert_eq!(
+        reasons[0]["path"],
+        path_json("ACME-FW-K > component:KAV-ENGINE > vendor:ao-kaspersky-lab")
+    );
+
+    // The same customer attesting it is not a U.S. person: no nexus, no cap.
+    let r = app
+        .preflight(
+            "eu-resale",
+            ask("issue", "ACME-FW-K", "BR", Some(false), as_of),
+        )
+        .await;
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "allow", "{}", r.text);
+    assert_eq!(d["constraints"]["not_after"], Value::Null, "{d}");
+    assert_eq!(d["reasons"], json!([]), "{d}");
+}

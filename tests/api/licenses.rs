@@ -952,3 +952,76 @@ async fn tenants_never_see_or_touch_each_other() {
     assert_eq!(b_now.body, b_licence.body["license"]);
     assert_eq!(app.all_events().await.len(), events + 1);
 }
+
+both!(an_integer_field_takes_a_number_without_a_fractional_part);
+async fn an_integer_field_takes_a_number_without_a_fractional_part(app: TestApp) {
+    setup(&app).await;
+    let mut body = order("ACME-VPN", "DE", Some(false), 0, 0);
+    body["seats"] = json!(3.0);
+    body["term_days"] = json!(30.0);
+    assert!(body.to_string().contains("\"seats\":3.0"), "{body}");
+    let k = key();
+    let r = issue(&app, "alpha", Some(&k), &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["license"]["seats"], json!(3));
+    assert!(r.body["license"]["seats"].is_i64(), "{}", r.text);
+    let id = r.body["license"]["id"].as_str().unwrap().to_string();
+    // `3` is the same body as `3.0`: the same key replays the first response.
+    let again = issue(
+        &app,
+        "alpha",
+        Some(&k),
+        &order("ACME-VPN", "DE", Some(false), 3, 30),
+    )
+    .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert!(replayed(&again));
+    assert_eq!(again.body["license"]["id"], id.as_str());
+
+    let renewed = post(
+        &app,
+        &format!("/v1/licenses/{id}/renewals"),
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 7.0}),
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+
+    let before = app.all_events().await.len();
+    let mut cases = Vec::new();
+    let mut fraction = order("ACME-VPN", "DE", Some(false), 3, 30);
+    fraction["seats"] = json!(2.5);
+    cases.push(("/v1/licenses".to_string(), fraction, "seats"));
+    let mut term = order("ACME-VPN", "DE", Some(false), 3, 30);
+    term["term_days"] = json!(30.5);
+    cases.push(("/v1/licenses".to_string(), term, "term_days"));
+    let mut huge = order("ACME-VPN", "DE", Some(false), 3, 30);
+    huge["seats"] = json!(1e19);
+    cases.push(("/v1/licenses".to_string(), huge, "seats"));
+    cases.push((
+        format!("/v1/licenses/{id}/renewals"),
+        json!({"term_days": 0.5}),
+        "term_days",
+    ));
+    for (path, body, field) in cases {
+        let r = post(&app, &path, "alpha", Some(&key()), &body).await;
+        r.assert_problem(422, "validation_failed");
+        assert_eq!(r.fields(), vec![field], "{body}: {}", r.text);
+    }
+    // A number beyond a double's range is valid JSON too: 422 on the field, not 400.
+    let raw = br#"{"product": "ACME-VPN", "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}, "seats": 1e400, "term_days": 30}"#;
+    let r = app
+        .client
+        .post(format!("{}/v1/licenses", app.address))
+        .insert_header(("authorization", format!("Bearer {}", app.reseller("alpha"))))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("idempotency-key", key()))
+        .send_body(&raw[..])
+        .await
+        .expect("the server answers");
+    let r = Reply::read(r).await;
+    r.assert_problem(422, "validation_failed");
+    assert_eq!(r.fields(), vec!["seats"], "{}", r.text);
+    assert_eq!(app.all_events().await.len(), before, "nothing recorded");
+}
