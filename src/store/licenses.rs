@@ -33,7 +33,8 @@ pub struct IdempotencyRecord {
     pub body: String,
 }
 
-type Row = (
+/// A licence row as stored, its instants and customer still text.
+pub(super) type Row = (
     String,
     String,
     String,
@@ -105,6 +106,17 @@ pub fn idempotency_in(
         status: u16::try_from(status).unwrap_or(500),
         body,
     }))
+}
+
+/// A page of licence rows as stored, in id order after `after` (for
+/// verification, which compares them with the chain as they are).
+pub(super) fn raw_page(conn: &mut DbConn, after: &str, limit: i64) -> Result<Vec<Row>, StoreError> {
+    Ok(licenses::table
+        .filter(licenses::id.gt(after))
+        .order(licenses::id.asc())
+        .limit(limit)
+        .select(license_columns!())
+        .load::<Row>(conn)?)
 }
 
 /// One licence, read inside a write.

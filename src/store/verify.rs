@@ -32,7 +32,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::schema::{audit_events, decisions, ledger_head, licenses};
+use super::schema::{audit_events, decisions, ledger_head};
 use super::{load_catalog_data, DbConn, Store, StoreError};
 use crate::audit::state::{apply_catalog_event, catalog_digest, Tenant, CATALOG_ACTIONS};
 use crate::audit::{self, Fault, Report};
@@ -77,6 +77,27 @@ fn event_at(conn: &mut DbConn, seq: i64) -> Result<Option<Value>, StoreError> {
 fn events_at(conn: &mut DbConn, seqs: Vec<i64>) -> Result<HashMap<i64, Value>, StoreError> {
     Ok(audit_events::table
         .filter(audit_events::seq.eq_any(seqs))
+        .select((audit_events::seq, audit_events::event, audit_events::hash))
+        .load::<(i64, String, String)>(conn)?
+        .into_iter()
+        .map(|(seq, event, hash)| (seq, exported(&event, &hash)))
+        .collect())
+}
+
+/// A page of the events with one of `actions`, in `seq` order after
+/// `after` (and at most `until`), as exported with their `seq`.
+fn events_page(
+    conn: &mut DbConn,
+    actions: &[&str],
+    after: i64,
+    until: i64,
+) -> Result<Vec<(i64, Value)>, StoreError> {
+    Ok(audit_events::table
+        .filter(audit_events::action.eq_any(actions))
+        .filter(audit_events::seq.gt(after))
+        .filter(audit_events::seq.le(until))
+        .order(audit_events::seq.asc())
+        .limit(PAGE)
         .select((audit_events::seq, audit_events::event, audit_events::hash))
         .load::<(i64, String, String)>(conn)?
         .into_iter()
@@ -180,19 +201,11 @@ pub(crate) fn vouch_catalog(
             let mut replayed = CatalogData::default();
             let mut after = 0;
             loop {
-                let page = audit_events::table
-                    .filter(audit_events::action.eq_any(CATALOG_ACTIONS))
-                    .filter(audit_events::seq.gt(after))
-                    .filter(audit_events::seq.le(seq))
-                    .order(audit_events::seq.asc())
-                    .limit(PAGE)
-                    .select((audit_events::seq, audit_events::event, audit_events::hash))
-                    .load::<(i64, String, String)>(conn)?;
-                let Some(&(end, _, _)) = page.last() else {
+                let page = events_page(conn, &CATALOG_ACTIONS, after, seq)?;
+                let Some(&(end, _)) = page.last() else {
                     break;
                 };
-                for (at, event, hash) in page {
-                    let event = exported(&event, &hash);
+                for (at, event) in page {
                     if !intact(&event) {
                         return unvouched(format!("catalogue event {at} was edited"));
                     }
@@ -497,35 +510,9 @@ fn license_mismatch(
     conn: &mut DbConn,
     expected: &mut Expected,
 ) -> Result<Option<Mismatch>, StoreError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        String,
-        String,
-        String,
-        String,
-    );
     let mut after = String::new();
     loop {
-        let page = licenses::table
-            .filter(licenses::id.gt(&after))
-            .order(licenses::id.asc())
-            .limit(PAGE)
-            .select((
-                licenses::id,
-                licenses::reseller,
-                licenses::product,
-                licenses::customer,
-                licenses::seats,
-                licenses::starts_at,
-                licenses::expires_at,
-                licenses::decision_id,
-                licenses::token,
-            ))
-            .load::<Row>(conn)?;
+        let page = super::licenses::raw_page(conn, &after, PAGE)?;
         let Some(last) = page.last().map(|r| r.0.clone()) else {
             break;
         };
@@ -673,22 +660,14 @@ fn decision_mismatch(
     let actions = ["decision.issue", "decision.preflight", "decision.renew"];
     let mut after = 0;
     loop {
-        let page = audit_events::table
-            .filter(audit_events::action.eq_any(actions))
-            .filter(audit_events::seq.gt(after))
-            .order(audit_events::seq.asc())
-            .limit(PAGE)
-            .select((audit_events::seq, audit_events::event, audit_events::hash))
-            .load::<(i64, String, String)>(conn)?;
-        let Some(&(end, _, _)) = page.last() else {
+        let page = events_page(conn, &actions, after, i64::MAX)?;
+        let Some(&(end, _)) = page.last() else {
             // Not found by action: name no row, but say so.
             return Ok(Some(("decisions".into(), None)));
         };
         let ids: Vec<(i64, String)> = page
             .iter()
-            .filter_map(|(seq, event, hash)| {
-                text(&exported(event, hash), "/decision/id").map(|id| (*seq, id.to_owned()))
-            })
+            .filter_map(|(seq, event)| text(event, "/decision/id").map(|id| (*seq, id.to_owned())))
             .collect();
         let present: std::collections::HashSet<String> = decisions::table
             .filter(decisions::id.eq_any(ids.iter().map(|(_, id)| id.clone())))
