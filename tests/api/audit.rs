@@ -226,7 +226,7 @@ async fn concurrent_writers_keep_one_gapless_chain(app: TestApp) {
 }
 
 /// GET /v1/audit with an `Accept` of an export format: the whole body.
-async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
+pub(crate) async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
     let mut resp = app
         .client
         .get(format!("{}/v1/audit{query}", app.address))

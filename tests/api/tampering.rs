@@ -58,16 +58,7 @@ async fn refusal(app: &TestApp) -> (i64, String) {
 
 /// The audit listing or export filtered to refusals, as compliance.
 async fn refusals(app: &TestApp, accept: &str) -> String {
-    let mut resp = app
-        .client
-        .get(format!("{}/v1/audit?outcome=deny", app.address))
-        .insert_header(("authorization", format!("Bearer {}", app.compliance())))
-        .insert_header(("accept", accept))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
+    crate::audit::export(app, "?outcome=deny", accept).await.1
 }
 
 both!(an_edited_index_column_is_caught_though_it_hides_the_event);
