@@ -1,24 +1,31 @@
 //! The audit hash chain, as pure code over JSON values.
 //!
 //! An event is exported as a JSON object. Its `hash` is the SHA-256, in lower
-//! case hex, of the canonical encoding of every other field of the exported
-//! object, `prev_hash` included; `prev_hash` is the `hash` of the event before
-//! it (64 zeros for the first). The canonical encoding is JSON with object
-//! keys sorted by their UTF-8 bytes, no insignificant white space, and
-//! strings escaped as serde_json escapes them; events hold integers, never
-//! floats. So an exported event carries all that is needed to check it, and
-//! the same functions compute the chain when writing and check it when
-//! reading.
+//! case hex, of the RFC 8785 (JSON Canonicalization Scheme, JCS) canonical
+//! JSON of every other field of the exported object, `prev_hash` included;
+//! `prev_hash` is the `hash` of the event before it (64 zeros for the
+//! first). So any JCS implementation can check an export, and the same
+//! functions compute the chain when writing and check it when reading.
+//!
+//! [`canonical_json`] is JCS: no insignificant white space; object members
+//! sorted by their keys' UTF-16 code units (not their UTF-8 bytes: the two
+//! differ between U+E000–U+FFFF and characters above U+FFFF); strings with
+//! only `"`, `\` and U+0000–U+001F escaped (`\b`, `\t`, `\n`, `\f`, `\r`,
+//! else `\u00xx` in lower case) and everything else as literal UTF-8; numbers
+//! as ECMAScript writes a double. Events hold integers only, all well within
+//! the ±2^53 that a double holds exactly, so their numbers are plain digits.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Writes `value` in the canonical encoding.
+/// Writes `value` in the RFC 8785 (JCS) canonical encoding.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
@@ -27,20 +34,11 @@ pub fn canonical_json(value: &Value) -> String {
 
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -51,7 +49,197 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Value::Object(map) => write_object(map, None, out),
+    }
+}
+
+/// Writes an object's members in JCS order, leaving out the member `skip`.
+fn write_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    let mut member = |key: &String, item: &Value| {
+        if skip == Some(key.as_str()) {
+            return;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_string(key, out);
+        out.push(':');
+        write_canonical(item, out);
+    };
+    // The map iterates in code point (UTF-8 byte) order, which is UTF-16
+    // order unless a key holds a character at or above U+E000 (a lead byte
+    // of 0xEE or more): only then sort again.
+    if map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|a, b| utf16_order(a.0, b.0));
+        entries.into_iter().for_each(|(k, v)| member(k, v));
+    } else {
+        map.iter().for_each(|(k, v)| member(k, v));
+    }
+    out.push('}');
+}
+
+/// RFC 8785 3.2.3: keys compare as arrays of UTF-16 code units.
+fn utf16_order(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// RFC 8785 3.2.2.2: `"`, `\` and the C0 controls escaped (short forms where
+/// JSON has them, else `\u00xx` in lower case); everything else literal.
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // Every escaped byte is ASCII, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Every integer of at most this magnitude is exactly a double.
+const EXACT_INTEGERS: u64 = 1 << 53;
+
+/// RFC 8785 3.2.2.3: a number as ECMAScript's `Number.prototype.toString`
+/// writes the double it is. Integers a double holds exactly (every number in
+/// an event) are their digits.
+fn write_number(n: &Number, out: &mut String) {
+    if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() <= EXACT_INTEGERS {
+            let _ = write!(out, "{i}");
+            return;
+        }
+    } else if let Some(u) = n.as_u64() {
+        if u <= EXACT_INTEGERS {
+            let _ = write!(out, "{u}");
+            return;
+        }
+    }
+    write_double(n.as_f64().unwrap_or(f64::NAN), out);
+}
+
+/// The shortest digits of `x` (`digits` × 10^(`exponent` + 1 − their
+/// count), as Rust writes them) and `n`, the position of the decimal point,
+/// with ECMAScript's tie-break: when `x` lies exactly halfway between two
+/// shortest candidates, the even one (Rust rounds such a tie up).
+fn ties_to_even(x: f64, digits: String, exponent: i32) -> (String, i32) {
+    let k = digits.len() as i32;
+    let scale = exponent - (k - 1); // value = digits × 10^scale
+    let unchanged = |digits: String| (digits, scale + k);
+    let Ok(d) = digits.parse::<u64>() else {
+        return unchanged(digits);
+    };
+    if d % 2 == 0 {
+        return unchanged(digits);
+    }
+    // The exact decimal value of x: every double has at most 767
+    // significant digits, so 800 leave nothing out.
+    let exact = format!("{x:.800e}");
+    let Some((mantissa, exact_exp)) = exact.split_once('e') else {
+        return unchanged(digits);
+    };
+    let Ok(exact_exp) = exact_exp.parse::<i32>() else {
+        return unchanged(digits);
+    };
+    let exact = normal(mantissa.replace('.', ""), exact_exp - 800);
+    for neighbour in [d - 1, d + 1] {
+        // Halfway between d and its neighbour: (d + neighbour) × 5 × 10^(scale − 1).
+        let midpoint = normal(
+            ((u128::from(d) + u128::from(neighbour)) * 5).to_string(),
+            scale - 1,
+        );
+        let reads_back = format!("{neighbour}e{scale}").parse::<f64>() == Ok(x);
+        if neighbour > 0 && midpoint == exact && reads_back {
+            let (text, shift) = normal(neighbour.to_string(), scale);
+            return (text.clone(), shift + text.len() as i32);
+        }
+    }
+    unchanged(digits)
+}
+
+/// A decimal `digits` × 10^`scale` without trailing zeros: equal values are
+/// equal pairs.
+fn normal(mut digits: String, mut scale: i32) -> (String, i32) {
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        scale += 1;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    let digits = if trimmed.is_empty() {
+        "0".to_string()
+    } else {
+        trimmed.to_string()
+    };
+    (digits, scale)
+}
+
+/// ECMAScript's `Number::toString(x)` for a finite double (JSON has no
+/// others; a NaN, which cannot occur, is written `null` as ECMAScript's
+/// `JSON.stringify` would).
+fn write_double(x: f64, out: &mut String) {
+    if !x.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    if x == 0.0 {
+        out.push('0'); // and -0 too
+        return;
+    }
+    if x < 0.0 {
+        out.push('-');
+    }
+    // Rust writes the shortest digits that read back as the same double,
+    // the nearest such when there are several: ECMAScript's digits too.
+    let scientific = format!("{:e}", x.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits = ties_to_even(x.abs(), digits, exponent);
+    let (digits, n) = (digits.0, digits.1);
+    let k = digits.len() as i32;
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        (0..n - k).for_each(|_| out.push('0'));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        (0..-n).for_each(|_| out.push('0'));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(
+            out,
+            "e{}{}",
+            if n - 1 < 0 { '-' } else { '+' },
+            (n - 1).abs()
+        );
     }
 }
 
@@ -59,10 +247,10 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// every field but `hash`.
 pub fn event_hash(event: &Value) -> String {
     match event {
-        Value::Object(map) if map.contains_key("hash") => {
-            let mut without = map.clone();
-            without.remove("hash");
-            canonical_and_hash(&Value::Object(without)).1
+        Value::Object(map) => {
+            let mut text = String::new();
+            write_object(map, Some("hash"), &mut text);
+            hex::encode(Sha256::digest(text.as_bytes()))
         }
         other => canonical_and_hash(other).1,
     }
@@ -451,6 +639,124 @@ mod tests {
         let v: Value =
             serde_json::from_str(r#"{ "b": {"z": 1, "a": "é\n"}, "a": [2, 1] }"#).unwrap();
         assert_eq!(canonical_json(&v), r#"{"a":[2,1],"b":{"a":"é\n","z":1}}"#);
+    }
+
+    /// RFC 8785 section 3.2.2: literals, numbers and a string with escapes.
+    #[test]
+    fn canonical_json_matches_the_rfc_8785_example() {
+        let v: Value = serde_json::from_str(
+            r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+                "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+                "literals": [null, true, false]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    /// RFC 8785 section 3.2.3: keys sort by UTF-16 code units, so the emoji
+    /// (U+1F600, surrogates D83D DE00) comes before U+FB33, although its
+    /// UTF-8 bytes (F0 ...) come after those of U+FB33 (EF ...).
+    #[test]
+    fn keys_sort_by_utf16_code_units_not_utf8_bytes() {
+        let v: Value = serde_json::from_str(
+            r#"{"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+                "1": "One", "\ud83d\ude00": "Emoji: Grinning Face", "\u0080": "Control",
+                "\u00f6": "Latin Small Letter O With Diaeresis"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\
+             \"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\
+             \"😀\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        );
+    }
+
+    /// RFC 8785 appendix B: doubles as ECMAScript writes them.
+    #[test]
+    fn numbers_are_written_as_ecmascript_writes_doubles() {
+        let vectors = [
+            (0x0000000000000000u64, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in vectors {
+            let v = json!(f64::from_bits(bits));
+            assert_eq!(canonical_json(&v), expected, "{bits:016x}");
+        }
+        // Integers: digits while a double holds them exactly, then as the double.
+        assert_eq!(
+            canonical_json(&json!([0, -7, 9007199254740992i64])),
+            "[0,-7,9007199254740992]"
+        );
+        assert_eq!(canonical_json(&json!(u64::MAX)), "18446744073709552000");
+        assert_eq!(canonical_json(&json!(i64::MIN)), "-9223372036854776000");
+    }
+
+    /// RFC 8785 section 3.2.2.2: only `"`, `\` and U+0000 to U+001F are
+    /// escaped, with the short forms JSON has and lower-case `\u00xx`.
+    #[test]
+    fn strings_escape_only_what_jcs_escapes() {
+        let all_controls: String = (0u8..0x20).map(char::from).collect();
+        assert_eq!(
+            canonical_json(&json!(all_controls)),
+            r#""\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r\u000e\u000f\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001a\u001b\u001c\u001d\u001e\u001f""#
+        );
+        let literal = "\"q\" \\ / \u{7f} \u{80} \u{2028} \u{2029} \u{feff} é 😀";
+        assert_eq!(
+            canonical_json(&json!(literal)),
+            "\"\\\"q\\\" \\\\ / \u{7f} \u{80} \u{2028} \u{2029} \u{feff} é 😀\""
+        );
+    }
+
+    /// An event's `hash` is the SHA-256 of the RFC 8785 canonical JSON of the
+    /// event without `hash`. The expected text and hash were computed with an
+    /// independent JCS implementation (Python's `rfc8785` 0.1.4).
+    #[test]
+    fn the_hash_is_sha256_of_the_jcs_form_without_hash() {
+        let event = json!({
+            "seq": 7, "action": "catalog.organization.put", "prev_hash": GENESIS_HASH,
+            "subject": {"name": "Zoë \"Q\" \\ back\u{1}\t\n\u{1f}\u{7f}\u{2028} 😀",
+                        "\u{fb33}": 1, "😀": 2, "z": [true, null, -3]},
+            "hash": "not part of the hash",
+        });
+        let mut without = event.clone();
+        without.as_object_mut().unwrap().remove("hash");
+        assert_eq!(
+            canonical_json(&without),
+            "{\"action\":\"catalog.organization.put\",\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"seq\":7,\"subject\":{\"name\":\"Zoë \\\"Q\\\" \\\\ back\\u0001\\t\\n\\u001f\u{7f}\u{2028} 😀\",\"z\":[true,null,-3],\"😀\":2,\"\u{fb33}\":1}}"
+        );
+        let expected = "75657f11ef6584d96b399c38bbf27aa6934dcd976aed8405068daaf325e1f01c";
+        assert_eq!(event_hash(&event), expected);
+        assert_eq!(canonical_and_hash(&without).1, expected);
+        let Value::Object(map) = event else {
+            unreachable!()
+        };
+        assert_eq!(seal(map).1, expected);
     }
 
     #[test]
