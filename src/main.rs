@@ -46,11 +46,13 @@ enum AuditCommand {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// An NDJSON export (GET /v1/audit with Accept: application/x-ndjson) to
-    /// verify offline, without a database.
+    /// verify offline, without a database. Each line must be exactly its
+    /// event's RFC 8785 canonical JSON, at most 16 MiB; an empty file fails.
     #[arg(long)]
     file: Option<std::path::PathBuf>,
     /// Signed checkpoints kept elsewhere (the body of GET /v1/audit/checkpoints,
-    /// a JSON array, or one per line): the chain must agree with each.
+    /// a JSON array, or one per line; at most 64 MiB): the chain must agree
+    /// with each.
     #[arg(long)]
     checkpoints: Option<std::path::PathBuf>,
     /// The public keys (JWKS, as GET /v1/keys returns it) that signed them,
@@ -124,6 +126,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let report = verify(&config, args)?;
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            if report.fault == Some(gatekeeper::audit::Fault::Empty) {
+                eprintln!(
+                    "gatekeeper: the export holds no event, so there is no chain to verify \
+                     (export with GET /v1/audit and Accept: application/x-ndjson, unfiltered)"
+                );
+            }
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
@@ -139,7 +147,10 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
     };
     let (checkpoints, mut keys) = match &args.checkpoints {
         Some(path) => {
-            gatekeeper::audit::parse_checkpoints(&read(path)?).map_err(anyhow::Error::msg)?
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            gatekeeper::audit::read_checkpoints(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => (Vec::new(), Vec::new()),
     };

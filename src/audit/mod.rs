@@ -14,6 +14,11 @@
 //! else `\u00xx` in lower case) and everything else as literal UTF-8; numbers
 //! as ECMAScript writes a double. Events hold integers only, all well within
 //! the ±2^53 that a double holds exactly, so their numbers are plain digits.
+//!
+//! The offline verifier ([`verify_ndjson`]) is strict: each line of an
+//! export must be exactly the canonical JSON of its whole event (`hash`
+//! included), which is what `GET /v1/audit` streams, and at most
+//! [`MAX_LINE_BYTES`] long.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -295,6 +300,13 @@ pub enum Fault {
     /// The state the service acts on (a catalogue entry, a licence, a
     /// decision, a review) is not what the chain records; `row` names it.
     StateMismatch,
+    /// A line of an export is JSON but not exactly the canonical JSON of
+    /// its event: keys repeated (a parser keeps one of them) or reordered,
+    /// white space, a CRLF line end, an escape or number written otherwise.
+    /// Two readers could see two events in it, so it is refused whole.
+    NotCanonical,
+    /// The export holds no event: there is no chain to verify.
+    Empty,
 }
 
 /// The result of checking a sequence of exported events.
@@ -327,6 +339,92 @@ impl Report {
     }
 }
 
+/// The longest line [`verify_ndjson`] reads: 16 MiB. A legitimate event is
+/// far shorter: a catalogue change holds a request body of at most 64 KiB,
+/// and a decision one reason per designation and party that applies, each
+/// with its lineage path (a few hundred bytes for the shipped catalogue).
+/// A longer line is reported `malformed` at its position, and never read
+/// whole.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest checkpoints file [`read_checkpoints`] reads: 64 MiB, about
+/// 280,000 checkpoints (six months at one a minute). A checkpoint vouches for
+/// the whole chain up to its `seq`, so a longer archive is verified as well
+/// with its newest checkpoints (`tail -n 100000 archive.ndjson`).
+pub const MAX_CHECKPOINTS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One line read by [`read_line`].
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (its end, `\n`, left out) is in the buffer.
+    Whole,
+    /// The line is longer than the bound: the buffer holds its start, the
+    /// rest is unread.
+    TooLong,
+}
+
+/// Reads up to the next `\n` into `buf`, at most `max` bytes of it; `None`
+/// at the end of the input. A last line without `\n` counts; `\r` is kept.
+fn read_line(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut started = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(started.then_some(Line::Whole));
+        }
+        started = true;
+        let (take, end) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (available.len(), false),
+        };
+        let needed = buf.len() + take;
+        if needed > max {
+            return Ok(Some(Line::TooLong));
+        }
+        if needed > buf.capacity() {
+            // Grow as a Vec would, but never past the bound.
+            let target = needed.max(buf.capacity() * 2).min(max);
+            buf.reserve_exact(target - buf.len());
+        }
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take + usize::from(end));
+        if end {
+            return Ok(Some(Line::Whole));
+        }
+    }
+}
+
+/// Reads a checkpoints file of at most [`MAX_CHECKPOINTS_BYTES`] (see
+/// [`parse_checkpoints`] for its forms).
+pub fn read_checkpoints(
+    reader: impl std::io::Read,
+) -> Result<(Vec<Checkpoint>, Vec<Value>), String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_CHECKPOINTS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the checkpoints: {e}"))?;
+    if bytes.len() as u64 > MAX_CHECKPOINTS_BYTES {
+        return Err(format!(
+            "the checkpoints file is larger than {} MiB; each checkpoint vouches for the whole \
+             chain up to its seq, so verify with the newest ones (e.g. the last 100,000 lines)",
+            MAX_CHECKPOINTS_BYTES / (1024 * 1024)
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("checkpoints: not UTF-8: {e}"))?;
+    parse_checkpoints(text)
+}
+
 /// Reads checkpoints kept elsewhere: the body of `GET /v1/audit/checkpoints`
 /// (`{"checkpoints": [...], "keys": [...]}`), a JSON array of checkpoints, or
 /// one checkpoint per line. Returns the checkpoints and any keys beside them.
@@ -336,22 +434,20 @@ pub fn parse_checkpoints(text: &str) -> Result<(Vec<Checkpoint>, Vec<Value>), St
         let list = serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"))?;
         return Ok((list, Vec::new()));
     }
-    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) {
-        if let Some(list) = map.get("checkpoints") {
-            let list =
-                serde_json::from_value(list.clone()).map_err(|e| format!("checkpoints: {e}"))?;
-            let keys = map
-                .get("keys")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+    if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(trimmed) {
+        if let Some(list) = map.remove("checkpoints") {
+            let list = serde_json::from_value(list).map_err(|e| format!("checkpoints: {e}"))?;
+            let keys = match map.remove("keys") {
+                Some(Value::Array(keys)) => keys,
+                _ => Vec::new(),
+            };
             return Ok((list, keys));
         }
     }
     let list = text
         .lines()
-        .filter(|l| !l.trim().is_empty())
         .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|e| format!("checkpoints line {}: {e}", i + 1))
         })
@@ -360,22 +456,34 @@ pub fn parse_checkpoints(text: &str) -> Result<(Vec<Checkpoint>, Vec<Value>), St
 }
 
 /// Verifies an NDJSON export (one event per line, as `GET /v1/audit`
-/// streams it), line by line in constant memory, against `checkpoints`.
+/// streams it), line by line in memory bounded by [`MAX_LINE_BYTES`],
+/// against `checkpoints`, whose signatures must verify with `keys`. Each
+/// line must be exactly the canonical JSON of its event
+/// ([`Fault::NotCanonical`]); an export without events is
+/// [`Fault::Empty`].
 pub fn verify_ndjson(
-    reader: impl std::io::BufRead,
+    mut reader: impl std::io::BufRead,
     checkpoints: &[Checkpoint],
     keys: &[Value],
 ) -> std::io::Result<Report> {
     let mut verifier = Verifier::with_checkpoints(checkpoints, keys);
-    for line in reader.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut line = Vec::new();
+    let mut lines = 0u64;
+    while verifier.is_ok() {
+        match read_line(&mut reader, &mut line, MAX_LINE_BYTES)? {
+            None => break,
+            Some(Line::TooLong) => {
+                let seq = verifier.expected_seq;
+                verifier.fail(seq, Fault::Malformed);
+            }
+            Some(Line::Whole) => {
+                verifier.push_line(&line);
+            }
         }
-        let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-        if !verifier.push(&event) {
-            break;
-        }
+        lines += 1;
+    }
+    if lines == 0 && verifier.is_ok() {
+        verifier.fail(1, Fault::Empty);
     }
     Ok(verifier.finish())
 }
@@ -508,6 +616,24 @@ impl Verifier {
     /// Whether every event so far verified.
     pub fn is_ok(&self) -> bool {
         self.report.ok
+    }
+
+    /// Checks the next line of an export: JSON that is exactly the canonical
+    /// JSON of its event, then the event as [`Verifier::push`] does.
+    pub fn push_line(&mut self, line: &[u8]) -> bool {
+        if !self.report.ok {
+            return false;
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(line) else {
+            self.fail(self.expected_seq, Fault::Malformed);
+            return false;
+        };
+        if canonical_json(&event).as_bytes() != line {
+            let seq = event.get("seq").and_then(Value::as_i64);
+            self.fail(seq.unwrap_or(self.expected_seq), Fault::NotCanonical);
+            return false;
+        }
+        self.push(&event)
     }
 
     /// Checks the next event; returns false once the chain is broken (later
@@ -923,6 +1049,199 @@ mod tests {
         let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
         let report = Verifier::with_checkpoints(&[sign(&events, 3, &other, "k1")], &keys).finish();
         assert_eq!(report.fault, Some(Fault::CheckpointSignature));
+    }
+
+    /// An export of `events`, one canonical line each, as `GET /v1/audit` streams it.
+    fn export(events: &[Value]) -> String {
+        events.iter().map(|e| canonical_json(e) + "\n").collect()
+    }
+
+    fn verify_text(text: &str) -> Report {
+        verify_ndjson(text.as_bytes(), &[], &[]).unwrap()
+    }
+
+    #[test]
+    fn an_export_of_canonical_lines_verifies() {
+        let events = chain(4);
+        let text = export(&events);
+        let report = verify_text(&text);
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.events_checked, 4);
+        // A last line without its line end is still the same bytes.
+        assert!(verify_text(text.trim_end_matches('\n')).ok);
+    }
+
+    /// A line whose first `outcome` says allow and whose last says deny:
+    /// serde_json keeps the last, another parser the first. It used to
+    /// verify, since the hash covers what serde_json kept.
+    #[test]
+    fn a_line_with_a_repeated_key_is_not_canonical() {
+        let mut events = chain(3);
+        events[1]["outcome"] = json!("deny");
+        let Value::Object(map) = events[1].clone() else {
+            unreachable!()
+        };
+        events[1] = Value::Object(seal(map).0);
+        events[2]["prev_hash"] = events[1]["hash"].clone();
+        let Value::Object(map) = events[2].clone() else {
+            unreachable!()
+        };
+        events[2] = Value::Object(seal(map).0);
+        let clean = export(&events);
+        assert!(verify_text(&clean).ok);
+        let line = canonical_json(&events[1]);
+        let doubled = line.replacen('{', r#"{"outcome":"allow","#, 1);
+        assert_eq!(
+            serde_json::from_str::<Value>(&doubled).unwrap(),
+            events[1],
+            "serde_json reads the same event"
+        );
+        let text = clean.replacen(&line, &doubled, 1);
+        let report = verify_text(&text);
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(2), Some(Fault::NotCanonical))
+        );
+        assert_eq!(report.events_checked, 1);
+    }
+
+    #[test]
+    fn crlf_white_space_reordered_keys_and_other_escapes_are_not_canonical() {
+        let events = chain(3);
+        let clean = export(&events);
+        let line = canonical_json(&events[1]);
+        let pretty = serde_json::to_string_pretty(&events[1])
+            .unwrap()
+            .replace('\n', "");
+        let reordered = {
+            // `seq` first: the same members in another order.
+            let Value::Object(map) = &events[1] else {
+                unreachable!()
+            };
+            let rest: Vec<String> = map
+                .iter()
+                .filter(|(k, _)| *k != "seq")
+                .map(|(k, v)| format!("{}:{}", canonical_json(&json!(k)), canonical_json(v)))
+                .collect();
+            format!(r#"{{"seq":2,{}}}"#, rest.join(","))
+        };
+        let escaped = line.replace(r#""x""#, r#""\u0078""#);
+        assert_ne!(escaped, line);
+        for (what, variant) in [
+            ("CRLF", format!("{line}\r")),
+            ("a space", line.replacen(':', ": ", 1)),
+            ("leading white space", format!(" {line}")),
+            ("pretty-printed", pretty),
+            ("reordered keys", reordered),
+            ("an escaped letter", escaped),
+        ] {
+            let parsed: Value = serde_json::from_str(&variant).unwrap();
+            assert_eq!(parsed, events[1], "{what}: the same event");
+            let report = verify_text(&clean.replacen(&line, &variant, 1));
+            assert_eq!(
+                (report.first_invalid_seq, report.fault),
+                (Some(2), Some(Fault::NotCanonical)),
+                "{what}"
+            );
+        }
+        // CRLF on every line, as a Windows tool would write it.
+        let report = verify_text(&clean.replace('\n', "\r\n"));
+        assert_eq!(report.fault, Some(Fault::NotCanonical));
+    }
+
+    #[test]
+    fn blank_lines_and_lines_that_are_not_json_are_malformed() {
+        let events = chain(3);
+        let line = canonical_json(&events[1]);
+        for bad in ["", "not json", "\u{feff}{}", "{\"seq\": 2"] {
+            let text = export(&events).replacen(&format!("{line}\n"), &format!("{bad}\n"), 1);
+            let report = verify_text(&text);
+            assert_eq!(
+                (report.first_invalid_seq, report.fault),
+                (Some(2), Some(Fault::Malformed)),
+                "{bad:?}"
+            );
+        }
+        let mut bytes = export(&events).into_bytes();
+        bytes.splice(0..0, [0xff, b'\n']);
+        let report = verify_ndjson(&bytes[..], &[], &[]).unwrap();
+        assert_eq!(report.fault, Some(Fault::Malformed), "not UTF-8");
+    }
+
+    #[test]
+    fn an_empty_export_is_not_a_verified_chain() {
+        let report = verify_text("");
+        assert!(!report.ok);
+        assert_eq!(
+            (
+                report.first_invalid_seq,
+                report.fault,
+                report.events_checked
+            ),
+            (Some(1), Some(Fault::Empty), 0)
+        );
+        assert_eq!(report.to_json()["reason"], "empty");
+        let report = verify_text("\n");
+        assert_eq!(
+            report.fault,
+            Some(Fault::Malformed),
+            "a blank line is not an event"
+        );
+    }
+
+    /// An endless line is refused at the bound, without reading it all.
+    #[test]
+    fn an_over_long_line_is_malformed_at_its_position_and_never_read_whole() {
+        let events = chain(2);
+        let text = export(&events);
+        let endless = std::io::Read::chain(text.as_bytes(), std::io::repeat(b'x'));
+        let report = verify_ndjson(std::io::BufReader::new(endless), &[], &[]).unwrap();
+        assert_eq!(
+            (
+                report.first_invalid_seq,
+                report.fault,
+                report.events_checked
+            ),
+            (Some(3), Some(Fault::Malformed), 2)
+        );
+
+        let mut buf = Vec::new();
+        let mut reader = std::io::BufReader::new(std::io::repeat(b'x'));
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 1000).unwrap(),
+            Some(Line::TooLong)
+        );
+        assert!(buf.capacity() <= 1000, "{}", buf.capacity());
+        let mut reader = std::io::BufReader::with_capacity(7, &b"abc\r\n\nlast"[..]);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut reader, &mut buf, 4).unwrap() {
+            lines.push((line, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            lines,
+            [
+                (Line::Whole, "abc\r".to_string()),
+                (Line::Whole, String::new()),
+                (Line::Whole, "last".to_string())
+            ]
+        );
+        let mut reader = &b"12345\n"[..];
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 4).unwrap(),
+            Some(Line::TooLong)
+        );
+    }
+
+    #[test]
+    fn checkpoints_files_are_bounded() {
+        let err = read_checkpoints(std::io::repeat(b' ')).unwrap_err();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let events = chain(2);
+        let checkpoint = sign(&events, 2, &key, "k1");
+        let line = serde_json::to_string(&checkpoint).unwrap();
+        let (list, _) = read_checkpoints(format!("{line}\n\n{line}\n").as_bytes()).unwrap();
+        assert_eq!(list, [checkpoint.clone(), checkpoint]);
     }
 
     #[test]

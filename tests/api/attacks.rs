@@ -85,20 +85,27 @@ async fn keep_checkpoints(app: &TestApp, dir: &Path) -> PathBuf {
 
 /// `gatekeeper audit verify ARGS`: its report, and whether it exited 0.
 fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
+    let (report, ok, _) = cli_verify_with_stderr(app, args);
+    (report, ok)
+}
+
+/// `gatekeeper audit verify ARGS`: its report, whether it exited 0, and
+/// what it wrote to standard error.
+fn cli_verify_with_stderr(app: &TestApp, args: &[&str]) -> (Value, bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
         .args(["audit", "verify"])
         .args(args)
         .env("GATEKEEPER_DATABASE_URL", app.db.url())
         .output()
         .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
     assert_eq!(
         out.status.success(),
         report["ok"] == true,
         "exit status follows the verdict"
     );
-    (report, out.status.success())
+    (report, out.status.success(), stderr)
 }
 
 fn verdict(report: &Value) -> (Value, Value, Value) {
@@ -149,6 +156,111 @@ async fn a_clean_trail_verifies_the_same_everywhere(app: TestApp) {
         "the export and the database agree on the head"
     );
     assert_eq!(offline["checkpoints_checked"], 1);
+}
+
+both!(a_malicious_export_is_refused_offline);
+async fn a_malicious_export_is_refused_offline(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = export(&app, dir.path()).await;
+    let (report, ok) = cli_verify(&app, &["--file", file.to_str().unwrap()]);
+    assert!(ok, "the export as streamed verifies: {report}");
+    assert_eq!(report["events_checked"], 12);
+    let clean = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = clean.lines().collect();
+    let refusal = lines[9];
+    assert!(refusal.contains(r#""outcome":"deny""#), "{refusal}");
+    let offline = |name: &str, text: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        cli_verify_with_stderr(&app, &["--file", path.to_str().unwrap()])
+    };
+    let again = |line: &str| clean.replacen(refusal, line, 1);
+    // The refusal at seq 10 read as an allow by a parser that keeps the
+    // first of two keys; serde_json keeps the last, which the hash covers.
+    let doubled = refusal.replacen('{', r#"{"outcome":"allow","#, 1);
+    let reordered = {
+        let (head, rest) = refusal.split_at(1);
+        let seq = r#","seq":10"#;
+        assert!(rest.contains(seq));
+        format!(r#"{head}"seq":10,{}"#, rest.replacen(seq, "", 1))
+    };
+    for (what, text, seq) in [
+        ("a repeated key", again(&doubled), 10),
+        ("CRLF line ends", clean.replace('\n', "\r\n"), 1),
+        (
+            "a space after a colon",
+            again(&refusal.replacen(':', ": ", 1)),
+            10,
+        ),
+        ("reordered keys", again(&reordered), 10),
+    ] {
+        let event: Value = serde_json::from_str(text.lines().nth(seq - 1).unwrap()).unwrap();
+        assert_eq!(
+            event,
+            serde_json::from_str::<Value>(lines[seq - 1]).unwrap(),
+            "{what}: serde_json reads the same event"
+        );
+        let (report, ok, _) = offline("variant.ndjson", text.as_bytes());
+        assert!(!ok, "{what}");
+        assert_eq!(
+            verdict(&report),
+            (json!(false), json!(seq), json!("not_canonical")),
+            "{what}: {report}"
+        );
+    }
+    // A line twice the bound: refused as malformed where it stands.
+    let mut long = clean.clone().into_bytes();
+    long.resize(long.len() + 2 * gatekeeper::audit::MAX_LINE_BYTES, b'x');
+    long.push(b'\n');
+    let (report, ok, _) = offline("long.ndjson", &long);
+    assert!(!ok);
+    assert_eq!(
+        verdict(&report),
+        (json!(false), json!(13), json!("malformed")),
+        "{report}"
+    );
+    assert_eq!(report["events_checked"], 12);
+    // No events: not a verified chain.
+    let (report, ok, stderr) = offline("empty.ndjson", b"");
+    assert!(!ok);
+    assert_eq!(verdict(&report), (json!(false), json!(1), json!("empty")));
+    assert!(stderr.contains("holds no event"), "{stderr}");
+}
+
+/// An endless line (a pipe that never ends it) is refused at the bound:
+/// the verifier never reads a line whole.
+#[test]
+fn an_endless_line_is_refused_without_reading_it_whole() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["audit", "verify", "--file", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0usize;
+        // Stops when the verifier closes the pipe, or after 1 GiB.
+        while written < 1 << 30 && stdin.write_all(&chunk).is_ok() {
+            written += chunk.len();
+        }
+        written
+    });
+    let out = child.wait_with_output().unwrap();
+    let written = writer.join().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict(&report),
+        (json!(false), json!(1), json!("malformed")),
+        "{report}"
+    );
+    assert!(
+        written < 1 << 30,
+        "the verifier stopped reading at the bound ({written} bytes written)"
+    );
 }
 
 both!(an_edited_event_is_caught);
