@@ -55,8 +55,11 @@ struct VerifyArgs {
     /// with each.
     #[arg(long)]
     checkpoints: Option<std::path::PathBuf>,
-    /// The public keys (JWKS, as GET /v1/keys returns it) that signed them,
-    /// if not in the checkpoints file.
+    /// The public keys to trust (a JWKS, as GET /v1/keys returns it, kept
+    /// apart from the checkpoints): the only keys a checkpoint may be signed
+    /// with. Required with --file and --checkpoints; on the database,
+    /// without it, the keys the service's configuration names (as `serve`
+    /// reads it) are trusted. Keys inside the checkpoints file never are.
     #[arg(long)]
     keys: Option<std::path::PathBuf>,
 }
@@ -142,25 +145,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit::Report> {
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-    };
-    let (checkpoints, mut keys) = match &args.checkpoints {
+    // Keys beside the checkpoints in their file are not trusted: whoever
+    // wrote the checkpoints could have written the keys.
+    let checkpoints = match &args.checkpoints {
         Some(path) => {
             let file =
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             gatekeeper::audit::read_checkpoints(file)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
-        None => (Vec::new(), Vec::new()),
+        None => Vec::new(),
     };
-    if let Some(path) = &args.keys {
-        let jwks: serde_json::Value =
-            serde_json::from_str(&read(path)?).context("the --keys file is not JSON")?;
-        keys.extend(jwks["keys"].as_array().cloned().unwrap_or_default());
-    }
+    let keys = match &args.keys {
+        Some(path) => gatekeeper::licenses::read_jwks_file(path).context("--keys")?,
+        None => Vec::new(),
+    };
     match &args.file {
         Some(path) => {
+            if args.checkpoints.is_some() && args.keys.is_none() {
+                bail!(
+                    "--checkpoints with --file needs --keys: the JWKS of the keys you trust \
+                     (GET /v1/keys, kept apart from the checkpoints); keys in the checkpoints \
+                     file are not trusted"
+                );
+            }
             let file =
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             Ok(gatekeeper::audit::verify_ndjson(
@@ -170,8 +178,23 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
             )?)
         }
         None => {
+            // The database: the keys given, else those the service's own
+            // configuration names (never rows of the database).
+            let keys = match args.keys {
+                Some(_) => keys,
+                None => {
+                    let configured = gatekeeper::startup::configured_keys(config)?;
+                    if configured.is_empty() {
+                        eprintln!(
+                            "gatekeeper: no licence key is configured (GATEKEEPER_LICENSE_KEY_FILE, \
+                             GATEKEEPER_LICENSE_RETIRED_KEYS_FILE) or in the data folder, so no \
+                             checkpoint can verify; pass --keys with the JWKS you trust"
+                        );
+                    }
+                    configured
+                }
+            };
             let store = Store::connect(&config.database_url, 1)?;
-            keys.extend(store.license_keys()?);
             Ok(store.verify_chain(&checkpoints, &keys)?)
         }
     }

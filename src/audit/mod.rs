@@ -405,9 +405,7 @@ fn read_line(
 
 /// Reads a checkpoints file of at most [`MAX_CHECKPOINTS_BYTES`] (see
 /// [`parse_checkpoints`] for its forms).
-pub fn read_checkpoints(
-    reader: impl std::io::Read,
-) -> Result<(Vec<Checkpoint>, Vec<Value>), String> {
+pub fn read_checkpoints(reader: impl std::io::Read) -> Result<Vec<Checkpoint>, String> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     reader
@@ -426,33 +424,27 @@ pub fn read_checkpoints(
 }
 
 /// Reads checkpoints kept elsewhere: the body of `GET /v1/audit/checkpoints`
-/// (`{"checkpoints": [...], "keys": [...]}`), a JSON array of checkpoints, or
-/// one checkpoint per line. Returns the checkpoints and any keys beside them.
-pub fn parse_checkpoints(text: &str) -> Result<(Vec<Checkpoint>, Vec<Value>), String> {
+/// (`{"checkpoints": [...], "keys": [...], "next": ...}`), a JSON array of
+/// checkpoints, or one checkpoint per line. Keys beside the checkpoints are
+/// ignored: whoever wrote the checkpoints could have written them, so the
+/// keys a verifier trusts come from elsewhere (`audit verify --keys`).
+pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let list = serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"))?;
-        return Ok((list, Vec::new()));
+        return serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"));
     }
     if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(trimmed) {
         if let Some(list) = map.remove("checkpoints") {
-            let list = serde_json::from_value(list).map_err(|e| format!("checkpoints: {e}"))?;
-            let keys = match map.remove("keys") {
-                Some(Value::Array(keys)) => keys,
-                _ => Vec::new(),
-            };
-            return Ok((list, keys));
+            return serde_json::from_value(list).map_err(|e| format!("checkpoints: {e}"));
         }
     }
-    let list = text
-        .lines()
+    text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|e| format!("checkpoints line {}: {e}", i + 1))
         })
-        .collect::<Result<Vec<Checkpoint>, String>>()?;
-    Ok((list, Vec::new()))
+        .collect()
 }
 
 /// Verifies an NDJSON export (one event per line, as `GET /v1/audit`
@@ -1240,8 +1232,14 @@ mod tests {
         let events = chain(2);
         let checkpoint = sign(&events, 2, &key, "k1");
         let line = serde_json::to_string(&checkpoint).unwrap();
-        let (list, _) = read_checkpoints(format!("{line}\n\n{line}\n").as_bytes()).unwrap();
-        assert_eq!(list, [checkpoint.clone(), checkpoint]);
+        let list = read_checkpoints(format!("{line}\n\n{line}\n").as_bytes()).unwrap();
+        assert_eq!(list, [checkpoint.clone(), checkpoint.clone()]);
+        // The listing's keys are not returned: they are not to be trusted.
+        let listing = json!({"checkpoints": [checkpoint], "keys": [{"kid": "k1"}], "next": null});
+        assert_eq!(
+            parse_checkpoints(&listing.to_string()).unwrap(),
+            [checkpoint]
+        );
     }
 
     #[test]
