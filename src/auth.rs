@@ -316,12 +316,34 @@ impl DevKeys {
         }
     }
 
-    /// Loads the pair, creating it on first use. Returns whether it was created.
+    /// Loads the pair, creating it on first use. Returns whether it was
+    /// created. A private key already there is never replaced (a missing
+    /// public half is written again from it): a development key never
+    /// rotates, so what it signed keeps verifying.
     pub fn ensure(&self) -> anyhow::Result<bool> {
         if self.private_pem_path.exists() && self.public_pem_path.exists() {
             return Ok(false);
         }
-        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodePublicKey};
+        use ed25519_dalek::pkcs8::{
+            spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey, EncodePublicKey,
+        };
+        if self.private_pem_path.exists() {
+            let pem = String::from_utf8(self.private_pem()?)
+                .context("the development private key is not PEM text")?;
+            let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).with_context(|| {
+                format!(
+                    "{} is not a PKCS#8 Ed25519 private key",
+                    self.private_pem_path.display()
+                )
+            })?;
+            let public = signing
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .context("encoding the development public key")?;
+            std::fs::write(&self.public_pem_path, public.as_bytes())
+                .with_context(|| format!("writing {}", self.public_pem_path.display()))?;
+            return Ok(false);
+        }
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let private = signing
             .to_pkcs8_pem(LineEnding::LF)
@@ -404,6 +426,19 @@ mod tests {
         let keys = DevKeys::in_dir(dir.path());
         assert!(keys.ensure().unwrap());
         assert!(!keys.ensure().unwrap(), "a second call keeps the pair");
+        let private = keys.private_pem().unwrap();
+        let public = keys.public_pem().unwrap();
+        std::fs::remove_file(&keys.public_pem_path).unwrap();
+        assert!(
+            !keys.ensure().unwrap(),
+            "a lost public half is not a new pair"
+        );
+        assert_eq!(
+            keys.private_pem().unwrap(),
+            private,
+            "the key never rotates"
+        );
+        assert_eq!(keys.public_pem().unwrap(), public);
         let auth =
             Authenticator::from_public_pem(&keys.public_pem().unwrap(), "iss", "aud").unwrap();
         let now = chrono::Utc::now().timestamp();

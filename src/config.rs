@@ -60,6 +60,11 @@ pub struct Config {
     /// PKCS#8 PEM Ed25519 private key that signs licences; `None` is
     /// development mode (a key generated in `data_dir`).
     pub license_key_file: Option<PathBuf>,
+    /// A JWKS file of retired licence keys (Ed25519 public keys) that the
+    /// service still publishes at `GET /v1/keys` and trusts for its
+    /// checkpoints, beside the current key: the only keys it publishes or
+    /// trusts besides that one. Checked at start-up.
+    pub license_retired_keys_file: Option<PathBuf>,
     /// Most writes committed in one transaction by the ledger writer
     /// (1 turns group commit off).
     pub ledger_batch: usize,
@@ -158,6 +163,9 @@ impl Config {
             license_key_file: lookup("GATEKEEPER_LICENSE_KEY_FILE")
                 .filter(|v| !v.trim().is_empty())
                 .map(PathBuf::from),
+            license_retired_keys_file: lookup("GATEKEEPER_LICENSE_RETIRED_KEYS_FILE")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from),
             ledger_batch,
             checkpoint_interval: (checkpoint_interval > 0)
                 .then(|| std::time::Duration::from_secs(checkpoint_interval)),
@@ -193,7 +201,30 @@ mod tests {
         assert_eq!(c.jwt_issuer, "gatekeeper-dev");
         assert_eq!(c.jwt_audience, "gatekeeper");
         assert_eq!(c.license_key_file, None);
+        assert_eq!(c.license_retired_keys_file, None);
         assert_eq!(c.ledger_batch, 256);
+    }
+
+    #[test]
+    fn licence_key_files_are_read() {
+        let c = config(&[
+            ("GATEKEEPER_LICENSE_KEY_FILE", "/etc/gatekeeper/license.pem"),
+            (
+                "GATEKEEPER_LICENSE_RETIRED_KEYS_FILE",
+                "/etc/gatekeeper/retired.jwks",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.license_key_file,
+            Some(PathBuf::from("/etc/gatekeeper/license.pem"))
+        );
+        assert_eq!(
+            c.license_retired_keys_file,
+            Some(PathBuf::from("/etc/gatekeeper/retired.jwks"))
+        );
+        let blank = config(&[("GATEKEEPER_LICENSE_RETIRED_KEYS_FILE", "  ")]).unwrap();
+        assert_eq!(blank.license_retired_keys_file, None, "blank is unset");
     }
 
     #[test]

@@ -231,6 +231,9 @@ pub struct Gate {
     catalog: ArcSwap<Catalog>,
     metrics: Metrics,
     signer: Arc<LicenseSigner>,
+    /// The licence keys published at `GET /v1/keys` and trusted for signed
+    /// checkpoints: the configured ones only.
+    keys: Vec<serde_json::Value>,
     /// Idempotency keys whose first request this process is handling.
     in_flight: Mutex<HashSet<(String, String)>>,
     /// Why the stored catalogue is not served: the audit chain does not
@@ -269,14 +272,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Gate {
-    /// Loads the committed catalogue and publishes the licence key.
+    /// Loads the committed catalogue. `keys` are the licence keys the
+    /// configuration names (see [`crate::startup::published_keys`]).
     pub fn open(
         store: Store,
         ledger: Ledger,
         signer: Arc<LicenseSigner>,
+        keys: Vec<serde_json::Value>,
         metrics: Metrics,
     ) -> Result<Gate, StoreError> {
-        store.register_license_key(signer.kid(), signer.jwk())?;
         // A catalogue the chain does not vouch for is not served: the
         // service starts, not ready, and answers every decision with 503.
         let (catalog, unvouched) = match store.load_catalog() {
@@ -295,6 +299,7 @@ impl Gate {
             catalog: ArcSwap::from_pointee(catalog),
             metrics,
             signer,
+            keys,
             in_flight: Mutex::new(HashSet::new()),
             unvouched: Mutex::new(unvouched),
         })
@@ -316,6 +321,12 @@ impl Gate {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The licence keys the service publishes and trusts: those its
+    /// configuration names, never rows of the database.
+    pub fn keys(&self) -> &[serde_json::Value] {
+        &self.keys
     }
 
     /// Signs a checkpoint over the chain's head now (or returns the one

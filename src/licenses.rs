@@ -1,5 +1,5 @@
-//! Licences: the term arithmetic, the JSON shape callers see, and the
-//! signed token a product verifies offline.
+//! Licences: the term arithmetic, the JSON shape callers see, the signed
+//! token a product verifies offline, and the public keys that verify it.
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -47,6 +47,104 @@ pub fn license_json(l: &LicenseRow, now: DateTime<Utc>) -> Value {
     })
 }
 
+/// The public JWK of an Ed25519 licence key, as `GET /v1/keys` publishes
+/// it. Its `kid` is the RFC 7638 thumbprint of the key, so the same key
+/// always has the same id.
+pub fn public_jwk(key: &ed25519_dalek::VerifyingKey) -> Value {
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes());
+    let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(thumbprint_input.as_bytes()));
+    json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"})
+}
+
+/// The largest JWKS file [`read_jwks_file`] reads: 1 MiB, thousands of keys.
+pub const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+
+/// Reads a JWKS file of licence-verification keys (see [`parse_jwks`]): the
+/// retired keys an operator configures, or the keys `audit verify --keys`
+/// trusts.
+pub fn read_jwks_file(path: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_JWKS_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {} (a JWKS is UTF-8 JSON)", path.display()))?;
+    if text.len() as u64 > MAX_JWKS_BYTES {
+        anyhow::bail!(
+            "{} is larger than {} KiB: not a key set",
+            path.display(),
+            MAX_JWKS_BYTES / 1024
+        );
+    }
+    parse_jwks(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Reads a JSON Web Key Set of Ed25519 public keys (`{"keys": [...]}`, as
+/// `GET /v1/keys` returns it) and returns its keys as the service publishes
+/// them. Each key must be an Ed25519 public key (`kty` `OKP`, `crv`
+/// `Ed25519`, `x`) with no private part (`d`), whose `kid` is its RFC 7638
+/// thumbprint (as every key the service made has); `alg` and `use`, when
+/// given, must be `EdDSA` and `sig`. Anything else is an error naming the key.
+pub fn parse_jwks(text: &str) -> Result<Vec<Value>, String> {
+    let set: Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
+    let Some(keys) = set.get("keys").and_then(Value::as_array) else {
+        return Err(r#"not a JSON Web Key Set: it needs {"keys": [...]}"#.into());
+    };
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| public_key(key).map_err(|e| format!("key {} of the set: {e}", i + 1)))
+        .collect()
+}
+
+fn public_key(key: &Value) -> Result<Value, String> {
+    let field = |name: &str| key.get(name).and_then(Value::as_str);
+    if !key.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if key.get("d").is_some() {
+        return Err("holds a private key (`d`); give public keys only".into());
+    }
+    if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
+        return Err(r#"not an Ed25519 key ("kty": "OKP", "crv": "Ed25519")"#.into());
+    }
+    if key.get("alg").is_some_and(|a| a != "EdDSA") || key.get("use").is_some_and(|u| u != "sig") {
+        return Err(r#"not a signing key ("alg": "EdDSA", "use": "sig")"#.into());
+    }
+    let verifying = field("x")
+        .and_then(|x| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(x)
+                .ok()
+        })
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+        .ok_or("`x` is not an Ed25519 public key (32 bytes, base64url)")?;
+    let jwk = public_jwk(&verifying);
+    match field("kid") {
+        Some(kid) if jwk["kid"] == kid => Ok(jwk),
+        Some(kid) => Err(format!(
+            "its kid {kid:?} is not the key's RFC 7638 thumbprint {}",
+            jwk["kid"]
+        )),
+        None => Err(format!("it has no kid (its thumbprint is {})", jwk["kid"])),
+    }
+}
+
+/// The keys the service publishes at `GET /v1/keys` and trusts for its
+/// checkpoints: the retired keys the operator configured, oldest first as
+/// given, then the current one (once, if also listed as retired).
+pub fn key_set(current: Option<&Value>, retired: Vec<Value>) -> Vec<Value> {
+    let mut keys: Vec<Value> = Vec::with_capacity(retired.len() + 1);
+    for key in retired.into_iter().chain(current.cloned()) {
+        keys.retain(|k| k["kid"] != key["kid"]);
+        keys.push(key);
+    }
+    keys
+}
+
 /// The claims of a licence token.
 #[derive(Debug, Clone, Serialize)]
 pub struct LicenseClaims<'a> {
@@ -88,12 +186,8 @@ impl LicenseSigner {
         let text = std::str::from_utf8(pem).context("the licence key is not PEM text")?;
         let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(text)
             .context("the licence key is not a PKCS#8 Ed25519 private key")?;
-        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(signing.verifying_key().as_bytes());
-        let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(Sha256::digest(thumbprint_input.as_bytes()));
-        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"});
+        let jwk = public_jwk(&signing.verifying_key());
+        let kid = jwk["kid"].as_str().unwrap_or_default().to_string();
         let key = EncodingKey::from_ed_pem(pem).context("loading the licence key")?;
         Ok(LicenseSigner {
             kid,
@@ -176,6 +270,70 @@ mod tests {
             term_end(from, 7, Some(at("2024-09-29T04:00:00Z"))),
             at("2024-09-08T00:00:00Z")
         );
+    }
+
+    const RFC8037_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_key_set_reads_back_as_published_and_refuses_anything_else() {
+        let signer = LicenseSigner::from_pkcs8_pem(RFC8037_PEM.as_bytes()).unwrap();
+        let jwk = signer.jwk().clone();
+        let published = json!({ "keys": [jwk] }).to_string();
+        assert_eq!(parse_jwks(&published).unwrap(), std::slice::from_ref(&jwk));
+        // Only what identifies the key is needed; the rest is filled in.
+        let bare =
+            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": jwk["x"], "kid": jwk["kid"]}]});
+        assert_eq!(
+            parse_jwks(&bare.to_string()).unwrap(),
+            std::slice::from_ref(&jwk)
+        );
+        assert_eq!(parse_jwks(r#"{"keys": []}"#).unwrap(), Vec::<Value>::new());
+
+        let with = |name: &str, value: Value| {
+            let mut key = jwk.clone();
+            key[name] = value;
+            json!({ "keys": [key] }).to_string()
+        };
+        let mut without_kid = jwk.clone();
+        without_kid.as_object_mut().unwrap().remove("kid");
+        for (text, expected) in [
+            ("not json".to_string(), "not a JSON Web Key Set"),
+            (json!([jwk]).to_string(), "needs {\"keys\""),
+            (
+                json!({"keys": [1]}).to_string(),
+                "key 1 of the set: not a JSON object",
+            ),
+            (with("d", json!("c2VjcmV0")), "private key"),
+            (with("kty", json!("RSA")), "not an Ed25519 key"),
+            (with("crv", json!("X25519")), "not an Ed25519 key"),
+            (with("use", json!("enc")), "not a signing key"),
+            (with("alg", json!("ES256")), "not a signing key"),
+            (with("x", json!("AAAA")), "`x` is not an Ed25519 public key"),
+            (with("x", json!(12)), "`x` is not an Ed25519 public key"),
+            (
+                with("kid", json!("someone-else")),
+                "not the key's RFC 7638 thumbprint",
+            ),
+            (json!({ "keys": [without_kid] }).to_string(), "has no kid"),
+        ] {
+            let err = parse_jwks(&text).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_set_lists_retired_keys_then_the_current_one_once() {
+        let current = LicenseSigner::from_pkcs8_pem(RFC8037_PEM.as_bytes()).unwrap();
+        let old = public_jwk(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key());
+        let current = current.jwk().clone();
+        assert_eq!(
+            key_set(
+                Some(&current),
+                vec![old.clone(), current.clone(), old.clone()]
+            ),
+            [old.clone(), current.clone()]
+        );
+        assert_eq!(key_set(None, vec![old.clone()]), [old]);
     }
 
     #[test]

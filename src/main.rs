@@ -71,15 +71,20 @@ enum AuditCommand {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// An NDJSON export (GET /v1/audit with Accept: application/x-ndjson) to
-    /// verify offline, without a database.
+    /// verify offline, without a database. Each line must be exactly its
+    /// event's RFC 8785 canonical JSON, at most 16 MiB; an empty file fails.
     #[arg(long)]
     file: Option<std::path::PathBuf>,
     /// Signed checkpoints kept elsewhere (the body of GET /v1/audit/checkpoints,
-    /// a JSON array, or one per line): the chain must agree with each.
+    /// a JSON array, or one per line; at most 64 MiB): the chain must agree
+    /// with each.
     #[arg(long)]
     checkpoints: Option<std::path::PathBuf>,
-    /// The public keys (JWKS, as GET /v1/keys returns it) that signed them,
-    /// if not in the checkpoints file.
+    /// The public keys to trust (a JWKS, as GET /v1/keys returns it, kept
+    /// apart from the checkpoints): the only keys a checkpoint may be signed
+    /// with. Required with --file and --checkpoints; on the database,
+    /// without it, the keys the service's configuration names (as `serve`
+    /// reads it) are trusted. Keys inside the checkpoints file never are.
     #[arg(long)]
     keys: Option<std::path::PathBuf>,
 }
@@ -155,6 +160,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let report = verify(&config, args)?;
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            if report.fault == Some(gatekeeper::audit::Fault::Empty) {
+                eprintln!(
+                    "gatekeeper: the export holds no event, so there is no chain to verify \
+                     (export with GET /v1/audit and Accept: application/x-ndjson, unfiltered)"
+                );
+            }
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
@@ -165,22 +176,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit::Report> {
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-    };
-    let (checkpoints, mut keys) = match &args.checkpoints {
+    // Keys beside the checkpoints in their file are not trusted: whoever
+    // wrote the checkpoints could have written the keys.
+    let checkpoints = match &args.checkpoints {
         Some(path) => {
-            gatekeeper::audit::parse_checkpoints(&read(path)?).map_err(anyhow::Error::msg)?
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            gatekeeper::audit::read_checkpoints(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
-        None => (Vec::new(), Vec::new()),
+        None => Vec::new(),
     };
-    if let Some(path) = &args.keys {
-        let jwks: serde_json::Value =
-            serde_json::from_str(&read(path)?).context("the --keys file is not JSON")?;
-        keys.extend(jwks["keys"].as_array().cloned().unwrap_or_default());
-    }
+    let keys = match &args.keys {
+        Some(path) => gatekeeper::licenses::read_jwks_file(path).context("--keys")?,
+        None => Vec::new(),
+    };
     match &args.file {
         Some(path) => {
+            if args.checkpoints.is_some() && args.keys.is_none() {
+                bail!(
+                    "--checkpoints with --file needs --keys: the JWKS of the keys you trust \
+                     (GET /v1/keys, kept apart from the checkpoints); keys in the checkpoints \
+                     file are not trusted"
+                );
+            }
             let file =
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             Ok(gatekeeper::audit::verify_ndjson(
@@ -190,8 +209,23 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
             )?)
         }
         None => {
+            // The database: the keys given, else those the service's own
+            // configuration names (never rows of the database).
+            let keys = match args.keys {
+                Some(_) => keys,
+                None => {
+                    let configured = gatekeeper::startup::configured_keys(config)?;
+                    if configured.is_empty() {
+                        eprintln!(
+                            "gatekeeper: no licence key is configured (GATEKEEPER_LICENSE_KEY_FILE, \
+                             GATEKEEPER_LICENSE_RETIRED_KEYS_FILE) or in the data folder, so no \
+                             checkpoint can verify; pass --keys with the JWKS you trust"
+                        );
+                    }
+                    configured
+                }
+            };
             let store = Store::connect(&config.database_url, 1)?;
-            keys.extend(store.license_keys()?);
             Ok(store.verify_chain(&checkpoints, &keys)?)
         }
     }

@@ -62,6 +62,54 @@ pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
     LicenseSigner::from_pkcs8_pem(&pem)
 }
 
+/// The retired licence keys the operator configured
+/// (`GATEKEEPER_LICENSE_RETIRED_KEYS_FILE`), checked; none when unset.
+pub fn retired_license_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>> {
+    match &config.license_retired_keys_file {
+        Some(path) => crate::licenses::read_jwks_file(path).context(
+            "GATEKEEPER_LICENSE_RETIRED_KEYS_FILE must name a JWKS of Ed25519 public keys",
+        ),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The keys the service publishes at `GET /v1/keys` and trusts for signed
+/// checkpoints: the retired ones configured, then `signer`'s. Only
+/// configuration names them, never a row of the database.
+pub fn published_keys(
+    config: &Config,
+    signer: &LicenseSigner,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(crate::licenses::key_set(
+        Some(signer.jwk()),
+        retired_license_keys(config)?,
+    ))
+}
+
+/// The same keys for a tool that reads the configuration of `serve` without
+/// signing (`audit verify` on the database): the current licence key as
+/// configured (read to derive its public key), or in development mode the
+/// one in the data folder, if the service has made it (it is never made
+/// here), and the retired ones.
+pub fn configured_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>> {
+    let current = match (&config.license_key_file, &config.jwt_public_key_file) {
+        (Some(_), _) => Some(license_signer(config)?),
+        (None, None) => {
+            let keys = DevKeys::license_in_dir(&config.data_dir);
+            if keys.private_pem_path.exists() {
+                Some(LicenseSigner::from_pkcs8_pem(&keys.private_pem()?)?)
+            } else {
+                None
+            }
+        }
+        (None, Some(_)) => Some(license_signer(config)?),
+    };
+    Ok(crate::licenses::key_set(
+        current.as_ref().map(LicenseSigner::jwk),
+        retired_license_keys(config)?,
+    ))
+}
+
 /// A migrated, bound, not yet running service.
 pub struct Application {
     port: u16,
@@ -78,6 +126,7 @@ impl Application {
     pub fn build(config: &Config) -> anyhow::Result<Application> {
         let auth = authenticator(config)?;
         let signer = Arc::new(license_signer(config)?);
+        let keys = published_keys(config, &signer)?;
         // A request waits on the database at most its timeout: a lock wait
         // gives up at half of it, and the wait for the ledger at all of it.
         let store = Store::connect_bounded(
@@ -99,7 +148,7 @@ impl Application {
             .checkpoint_interval
             .map(|every| Checkpointer::start(store.clone(), Arc::clone(&signer), every))
             .transpose()?;
-        let gate = Gate::open(store, ledger, Arc::clone(&signer), metrics.clone())
+        let gate = Gate::open(store, ledger, Arc::clone(&signer), keys, metrics.clone())
             .context("loading the catalogue")?;
         let state = Arc::new(AppState {
             gate,

@@ -1,26 +1,38 @@
 //! The audit hash chain, as pure code over JSON values.
 //!
 //! An event is exported as a JSON object. Its `hash` is the SHA-256, in lower
-//! case hex, of the canonical encoding of every other field of the exported
-//! object, `prev_hash` included; `prev_hash` is the `hash` of the event before
-//! it (64 zeros for the first). The canonical encoding is JSON with object
-//! keys sorted by their UTF-8 bytes, no insignificant white space, and
-//! strings escaped as serde_json escapes them; events hold integers, never
-//! floats. So an exported event carries all that is needed to check it, and
-//! the same functions compute the chain when writing and check it when
-//! reading.
+//! case hex, of the RFC 8785 (JSON Canonicalization Scheme, JCS) canonical
+//! JSON of every other field of the exported object, `prev_hash` included;
+//! `prev_hash` is the `hash` of the event before it (64 zeros for the
+//! first). So any JCS implementation can check an export, and the same
+//! functions compute the chain when writing and check it when reading.
+//!
+//! [`canonical_json`] is JCS: no insignificant white space; object members
+//! sorted by their keys' UTF-16 code units (not their UTF-8 bytes: the two
+//! differ between U+E000–U+FFFF and characters above U+FFFF); strings with
+//! only `"`, `\` and U+0000–U+001F escaped (`\b`, `\t`, `\n`, `\f`, `\r`,
+//! else `\u00xx` in lower case) and everything else as literal UTF-8; numbers
+//! as ECMAScript writes a double. Events hold integers only, all well within
+//! the ±2^53 that a double holds exactly, so their numbers are plain digits.
+//!
+//! The offline verifier ([`verify_ndjson`]) is strict: each line of an
+//! export must be exactly the canonical JSON of its whole event (`hash`
+//! included), which is what `GET /v1/audit` streams, and at most
+//! [`MAX_LINE_BYTES`] long.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 pub mod state;
 
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Writes `value` in the canonical encoding.
+/// Writes `value` in the RFC 8785 (JCS) canonical encoding.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
@@ -29,20 +41,11 @@ pub fn canonical_json(value: &Value) -> String {
 
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -53,7 +56,197 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Value::Object(map) => write_object(map, None, out),
+    }
+}
+
+/// Writes an object's members in JCS order, leaving out the member `skip`.
+fn write_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    let mut member = |key: &String, item: &Value| {
+        if skip == Some(key.as_str()) {
+            return;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_string(key, out);
+        out.push(':');
+        write_canonical(item, out);
+    };
+    // The map iterates in code point (UTF-8 byte) order, which is UTF-16
+    // order unless a key holds a character at or above U+E000 (a lead byte
+    // of 0xEE or more): only then sort again.
+    if map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|a, b| utf16_order(a.0, b.0));
+        entries.into_iter().for_each(|(k, v)| member(k, v));
+    } else {
+        map.iter().for_each(|(k, v)| member(k, v));
+    }
+    out.push('}');
+}
+
+/// RFC 8785 3.2.3: keys compare as arrays of UTF-16 code units.
+fn utf16_order(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// RFC 8785 3.2.2.2: `"`, `\` and the C0 controls escaped (short forms where
+/// JSON has them, else `\u00xx` in lower case); everything else literal.
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // Every escaped byte is ASCII, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Every integer of at most this magnitude is exactly a double.
+const EXACT_INTEGERS: u64 = 1 << 53;
+
+/// RFC 8785 3.2.2.3: a number as ECMAScript's `Number.prototype.toString`
+/// writes the double it is. Integers a double holds exactly (every number in
+/// an event) are their digits.
+fn write_number(n: &Number, out: &mut String) {
+    if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() <= EXACT_INTEGERS {
+            let _ = write!(out, "{i}");
+            return;
+        }
+    } else if let Some(u) = n.as_u64() {
+        if u <= EXACT_INTEGERS {
+            let _ = write!(out, "{u}");
+            return;
+        }
+    }
+    write_double(n.as_f64().unwrap_or(f64::NAN), out);
+}
+
+/// The shortest digits of `x` (`digits` × 10^(`exponent` + 1 − their
+/// count), as Rust writes them) and `n`, the position of the decimal point,
+/// with ECMAScript's tie-break: when `x` lies exactly halfway between two
+/// shortest candidates, the even one (Rust rounds such a tie up).
+fn ties_to_even(x: f64, digits: String, exponent: i32) -> (String, i32) {
+    let k = digits.len() as i32;
+    let scale = exponent - (k - 1); // value = digits × 10^scale
+    let unchanged = |digits: String| (digits, scale + k);
+    let Ok(d) = digits.parse::<u64>() else {
+        return unchanged(digits);
+    };
+    if d % 2 == 0 {
+        return unchanged(digits);
+    }
+    // The exact decimal value of x: every double has at most 767
+    // significant digits, so 800 leave nothing out.
+    let exact = format!("{x:.800e}");
+    let Some((mantissa, exact_exp)) = exact.split_once('e') else {
+        return unchanged(digits);
+    };
+    let Ok(exact_exp) = exact_exp.parse::<i32>() else {
+        return unchanged(digits);
+    };
+    let exact = normal(mantissa.replace('.', ""), exact_exp - 800);
+    for neighbour in [d - 1, d + 1] {
+        // Halfway between d and its neighbour: (d + neighbour) × 5 × 10^(scale − 1).
+        let midpoint = normal(
+            ((u128::from(d) + u128::from(neighbour)) * 5).to_string(),
+            scale - 1,
+        );
+        let reads_back = format!("{neighbour}e{scale}").parse::<f64>() == Ok(x);
+        if neighbour > 0 && midpoint == exact && reads_back {
+            let (text, shift) = normal(neighbour.to_string(), scale);
+            return (text.clone(), shift + text.len() as i32);
+        }
+    }
+    unchanged(digits)
+}
+
+/// A decimal `digits` × 10^`scale` without trailing zeros: equal values are
+/// equal pairs.
+fn normal(mut digits: String, mut scale: i32) -> (String, i32) {
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        scale += 1;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    let digits = if trimmed.is_empty() {
+        "0".to_string()
+    } else {
+        trimmed.to_string()
+    };
+    (digits, scale)
+}
+
+/// ECMAScript's `Number::toString(x)` for a finite double (JSON has no
+/// others; a NaN, which cannot occur, is written `null` as ECMAScript's
+/// `JSON.stringify` would).
+fn write_double(x: f64, out: &mut String) {
+    if !x.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    if x == 0.0 {
+        out.push('0'); // and -0 too
+        return;
+    }
+    if x < 0.0 {
+        out.push('-');
+    }
+    // Rust writes the shortest digits that read back as the same double,
+    // the nearest such when there are several: ECMAScript's digits too.
+    let scientific = format!("{:e}", x.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits = ties_to_even(x.abs(), digits, exponent);
+    let (digits, n) = (digits.0, digits.1);
+    let k = digits.len() as i32;
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        (0..n - k).for_each(|_| out.push('0'));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        (0..-n).for_each(|_| out.push('0'));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(
+            out,
+            "e{}{}",
+            if n - 1 < 0 { '-' } else { '+' },
+            (n - 1).abs()
+        );
     }
 }
 
@@ -61,10 +254,10 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// every field but `hash`.
 pub fn event_hash(event: &Value) -> String {
     match event {
-        Value::Object(map) if map.contains_key("hash") => {
-            let mut without = map.clone();
-            without.remove("hash");
-            canonical_and_hash(&Value::Object(without)).1
+        Value::Object(map) => {
+            let mut text = String::new();
+            write_object(map, Some("hash"), &mut text);
+            hex::encode(Sha256::digest(text.as_bytes()))
         }
         other => canonical_and_hash(other).1,
     }
@@ -109,6 +302,13 @@ pub enum Fault {
     /// The state the service acts on (a catalogue entry, a licence, a
     /// decision, a review) is not what the chain records; `row` names it.
     StateMismatch,
+    /// A line of an export is JSON but not exactly the canonical JSON of
+    /// its event: keys repeated (a parser keeps one of them) or reordered,
+    /// white space, a CRLF line end, an escape or number written otherwise.
+    /// Two readers could see two events in it, so it is refused whole.
+    NotCanonical,
+    /// The export holds no event: there is no chain to verify.
+    Empty,
 }
 
 /// The result of checking a sequence of exported events.
@@ -141,55 +341,143 @@ impl Report {
     }
 }
 
-/// Reads checkpoints kept elsewhere: the body of `GET /v1/audit/checkpoints`
-/// (`{"checkpoints": [...], "keys": [...]}`), a JSON array of checkpoints, or
-/// one checkpoint per line. Returns the checkpoints and any keys beside them.
-pub fn parse_checkpoints(text: &str) -> Result<(Vec<Checkpoint>, Vec<Value>), String> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let list = serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"))?;
-        return Ok((list, Vec::new()));
-    }
-    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) {
-        if let Some(list) = map.get("checkpoints") {
-            let list =
-                serde_json::from_value(list.clone()).map_err(|e| format!("checkpoints: {e}"))?;
-            let keys = map
-                .get("keys")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            return Ok((list, keys));
+/// The longest line [`verify_ndjson`] reads: 16 MiB. A legitimate event is
+/// far shorter: a catalogue change holds a request body of at most 64 KiB,
+/// and a decision one reason per designation and party that applies, each
+/// with its lineage path (a few hundred bytes for the shipped catalogue).
+/// A longer line is reported `malformed` at its position, and never read
+/// whole.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest checkpoints file [`read_checkpoints`] reads: 64 MiB, about
+/// 280,000 checkpoints (six months at one a minute). A checkpoint vouches for
+/// the whole chain up to its `seq`, so a longer archive is verified as well
+/// with its newest checkpoints (`tail -n 100000 archive.ndjson`).
+pub const MAX_CHECKPOINTS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One line read by [`read_line`].
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (its end, `\n`, left out) is in the buffer.
+    Whole,
+    /// The line is longer than the bound: the buffer holds its start, the
+    /// rest is unread.
+    TooLong,
+}
+
+/// Reads up to the next `\n` into `buf`, at most `max` bytes of it; `None`
+/// at the end of the input. A last line without `\n` counts; `\r` is kept.
+fn read_line(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut started = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(started.then_some(Line::Whole));
+        }
+        started = true;
+        let (take, end) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (available.len(), false),
+        };
+        let needed = buf.len() + take;
+        if needed > max {
+            return Ok(Some(Line::TooLong));
+        }
+        if needed > buf.capacity() {
+            // Grow as a Vec would, but never past the bound.
+            let target = needed.max(buf.capacity() * 2).min(max);
+            buf.reserve_exact(target - buf.len());
+        }
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take + usize::from(end));
+        if end {
+            return Ok(Some(Line::Whole));
         }
     }
-    let list = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+}
+
+/// Reads a checkpoints file of at most [`MAX_CHECKPOINTS_BYTES`] (see
+/// [`parse_checkpoints`] for its forms).
+pub fn read_checkpoints(reader: impl std::io::Read) -> Result<Vec<Checkpoint>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_CHECKPOINTS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the checkpoints: {e}"))?;
+    if bytes.len() as u64 > MAX_CHECKPOINTS_BYTES {
+        return Err(format!(
+            "the checkpoints file is larger than {} MiB; each checkpoint vouches for the whole \
+             chain up to its seq, so verify with the newest ones (e.g. the last 100,000 lines)",
+            MAX_CHECKPOINTS_BYTES / (1024 * 1024)
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("checkpoints: not UTF-8: {e}"))?;
+    parse_checkpoints(text)
+}
+
+/// Reads checkpoints kept elsewhere: the body of `GET /v1/audit/checkpoints`
+/// (`{"checkpoints": [...], "keys": [...], "next": ...}`), a JSON array of
+/// checkpoints, or one checkpoint per line. Keys beside the checkpoints are
+/// ignored: whoever wrote the checkpoints could have written them, so the
+/// keys a verifier trusts come from elsewhere (`audit verify --keys`).
+pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str(trimmed).map_err(|e| format!("checkpoints: {e}"));
+    }
+    if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(trimmed) {
+        if let Some(list) = map.remove("checkpoints") {
+            return serde_json::from_value(list).map_err(|e| format!("checkpoints: {e}"));
+        }
+    }
+    text.lines()
         .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|e| format!("checkpoints line {}: {e}", i + 1))
         })
-        .collect::<Result<Vec<Checkpoint>, String>>()?;
-    Ok((list, Vec::new()))
+        .collect()
 }
 
 /// Verifies an NDJSON export (one event per line, as `GET /v1/audit`
-/// streams it), line by line in constant memory, against `checkpoints`.
+/// streams it), line by line in memory bounded by [`MAX_LINE_BYTES`],
+/// against `checkpoints`, whose signatures must verify with `keys`. Each
+/// line must be exactly the canonical JSON of its event
+/// ([`Fault::NotCanonical`]); an export without events is
+/// [`Fault::Empty`].
 pub fn verify_ndjson(
-    reader: impl std::io::BufRead,
+    mut reader: impl std::io::BufRead,
     checkpoints: &[Checkpoint],
     keys: &[Value],
 ) -> std::io::Result<Report> {
     let mut verifier = Verifier::with_checkpoints(checkpoints, keys);
-    for line in reader.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut line = Vec::new();
+    let mut lines = 0u64;
+    while verifier.is_ok() {
+        match read_line(&mut reader, &mut line, MAX_LINE_BYTES)? {
+            None => break,
+            Some(Line::TooLong) => {
+                let seq = verifier.expected_seq;
+                verifier.fail(seq, Fault::Malformed);
+            }
+            Some(Line::Whole) => {
+                verifier.push_line(&line);
+            }
         }
-        let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-        if !verifier.push(&event) {
-            break;
-        }
+        lines += 1;
+    }
+    if lines == 0 && verifier.is_ok() {
+        verifier.fail(1, Fault::Empty);
     }
     Ok(verifier.finish())
 }
@@ -330,6 +618,24 @@ impl Verifier {
         self.report.ok && self.report.head.as_ref().is_some_and(|(s, _)| *s == seq)
     }
 
+    /// Checks the next line of an export: JSON that is exactly the canonical
+    /// JSON of its event, then the event as [`Verifier::push`] does.
+    pub fn push_line(&mut self, line: &[u8]) -> bool {
+        if !self.report.ok {
+            return false;
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(line) else {
+            self.fail(self.expected_seq, Fault::Malformed);
+            return false;
+        };
+        if canonical_json(&event).as_bytes() != line {
+            let seq = event.get("seq").and_then(Value::as_i64);
+            self.fail(seq.unwrap_or(self.expected_seq), Fault::NotCanonical);
+            return false;
+        }
+        self.push(&event)
+    }
+
     /// Checks the next event; returns false once the chain is broken (later
     /// events are not checked).
     pub fn push(&mut self, event: &Value) -> bool {
@@ -459,6 +765,124 @@ mod tests {
         let v: Value =
             serde_json::from_str(r#"{ "b": {"z": 1, "a": "é\n"}, "a": [2, 1] }"#).unwrap();
         assert_eq!(canonical_json(&v), r#"{"a":[2,1],"b":{"a":"é\n","z":1}}"#);
+    }
+
+    /// RFC 8785 section 3.2.2: literals, numbers and a string with escapes.
+    #[test]
+    fn canonical_json_matches_the_rfc_8785_example() {
+        let v: Value = serde_json::from_str(
+            r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+                "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+                "literals": [null, true, false]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    /// RFC 8785 section 3.2.3: keys sort by UTF-16 code units, so the emoji
+    /// (U+1F600, surrogates D83D DE00) comes before U+FB33, although its
+    /// UTF-8 bytes (F0 ...) come after those of U+FB33 (EF ...).
+    #[test]
+    fn keys_sort_by_utf16_code_units_not_utf8_bytes() {
+        let v: Value = serde_json::from_str(
+            r#"{"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+                "1": "One", "\ud83d\ude00": "Emoji: Grinning Face", "\u0080": "Control",
+                "\u00f6": "Latin Small Letter O With Diaeresis"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\
+             \"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\
+             \"😀\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        );
+    }
+
+    /// RFC 8785 appendix B: doubles as ECMAScript writes them.
+    #[test]
+    fn numbers_are_written_as_ecmascript_writes_doubles() {
+        let vectors = [
+            (0x0000000000000000u64, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in vectors {
+            let v = json!(f64::from_bits(bits));
+            assert_eq!(canonical_json(&v), expected, "{bits:016x}");
+        }
+        // Integers: digits while a double holds them exactly, then as the double.
+        assert_eq!(
+            canonical_json(&json!([0, -7, 9007199254740992i64])),
+            "[0,-7,9007199254740992]"
+        );
+        assert_eq!(canonical_json(&json!(u64::MAX)), "18446744073709552000");
+        assert_eq!(canonical_json(&json!(i64::MIN)), "-9223372036854776000");
+    }
+
+    /// RFC 8785 section 3.2.2.2: only `"`, `\` and U+0000 to U+001F are
+    /// escaped, with the short forms JSON has and lower-case `\u00xx`.
+    #[test]
+    fn strings_escape_only_what_jcs_escapes() {
+        let all_controls: String = (0u8..0x20).map(char::from).collect();
+        assert_eq!(
+            canonical_json(&json!(all_controls)),
+            r#""\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r\u000e\u000f\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001a\u001b\u001c\u001d\u001e\u001f""#
+        );
+        let literal = "\"q\" \\ / \u{7f} \u{80} \u{2028} \u{2029} \u{feff} é 😀";
+        assert_eq!(
+            canonical_json(&json!(literal)),
+            "\"\\\"q\\\" \\\\ / \u{7f} \u{80} \u{2028} \u{2029} \u{feff} é 😀\""
+        );
+    }
+
+    /// An event's `hash` is the SHA-256 of the RFC 8785 canonical JSON of the
+    /// event without `hash`. The expected text and hash were computed with an
+    /// independent JCS implementation (Python's `rfc8785` 0.1.4).
+    #[test]
+    fn the_hash_is_sha256_of_the_jcs_form_without_hash() {
+        let event = json!({
+            "seq": 7, "action": "catalog.organization.put", "prev_hash": GENESIS_HASH,
+            "subject": {"name": "Zoë \"Q\" \\ back\u{1}\t\n\u{1f}\u{7f}\u{2028} 😀",
+                        "\u{fb33}": 1, "😀": 2, "z": [true, null, -3]},
+            "hash": "not part of the hash",
+        });
+        let mut without = event.clone();
+        without.as_object_mut().unwrap().remove("hash");
+        assert_eq!(
+            canonical_json(&without),
+            "{\"action\":\"catalog.organization.put\",\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"seq\":7,\"subject\":{\"name\":\"Zoë \\\"Q\\\" \\\\ back\\u0001\\t\\n\\u001f\u{7f}\u{2028} 😀\",\"z\":[true,null,-3],\"😀\":2,\"\u{fb33}\":1}}"
+        );
+        let expected = "75657f11ef6584d96b399c38bbf27aa6934dcd976aed8405068daaf325e1f01c";
+        assert_eq!(event_hash(&event), expected);
+        assert_eq!(canonical_and_hash(&without).1, expected);
+        let Value::Object(map) = event else {
+            unreachable!()
+        };
+        assert_eq!(seal(map).1, expected);
     }
 
     #[test]
@@ -625,6 +1049,205 @@ mod tests {
         let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
         let report = Verifier::with_checkpoints(&[sign(&events, 3, &other, "k1")], &keys).finish();
         assert_eq!(report.fault, Some(Fault::CheckpointSignature));
+    }
+
+    /// An export of `events`, one canonical line each, as `GET /v1/audit` streams it.
+    fn export(events: &[Value]) -> String {
+        events.iter().map(|e| canonical_json(e) + "\n").collect()
+    }
+
+    fn verify_text(text: &str) -> Report {
+        verify_ndjson(text.as_bytes(), &[], &[]).unwrap()
+    }
+
+    #[test]
+    fn an_export_of_canonical_lines_verifies() {
+        let events = chain(4);
+        let text = export(&events);
+        let report = verify_text(&text);
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.events_checked, 4);
+        // A last line without its line end is still the same bytes.
+        assert!(verify_text(text.trim_end_matches('\n')).ok);
+    }
+
+    /// A line whose first `outcome` says allow and whose last says deny:
+    /// serde_json keeps the last, another parser the first. It used to
+    /// verify, since the hash covers what serde_json kept.
+    #[test]
+    fn a_line_with_a_repeated_key_is_not_canonical() {
+        let mut events = chain(3);
+        events[1]["outcome"] = json!("deny");
+        let Value::Object(map) = events[1].clone() else {
+            unreachable!()
+        };
+        events[1] = Value::Object(seal(map).0);
+        events[2]["prev_hash"] = events[1]["hash"].clone();
+        let Value::Object(map) = events[2].clone() else {
+            unreachable!()
+        };
+        events[2] = Value::Object(seal(map).0);
+        let clean = export(&events);
+        assert!(verify_text(&clean).ok);
+        let line = canonical_json(&events[1]);
+        let doubled = line.replacen('{', r#"{"outcome":"allow","#, 1);
+        assert_eq!(
+            serde_json::from_str::<Value>(&doubled).unwrap(),
+            events[1],
+            "serde_json reads the same event"
+        );
+        let text = clean.replacen(&line, &doubled, 1);
+        let report = verify_text(&text);
+        assert_eq!(
+            (report.first_invalid_seq, report.fault),
+            (Some(2), Some(Fault::NotCanonical))
+        );
+        assert_eq!(report.events_checked, 1);
+    }
+
+    #[test]
+    fn crlf_white_space_reordered_keys_and_other_escapes_are_not_canonical() {
+        let events = chain(3);
+        let clean = export(&events);
+        let line = canonical_json(&events[1]);
+        let pretty = serde_json::to_string_pretty(&events[1])
+            .unwrap()
+            .replace('\n', "");
+        let reordered = {
+            // `seq` first: the same members in another order.
+            let Value::Object(map) = &events[1] else {
+                unreachable!()
+            };
+            let rest: Vec<String> = map
+                .iter()
+                .filter(|(k, _)| *k != "seq")
+                .map(|(k, v)| format!("{}:{}", canonical_json(&json!(k)), canonical_json(v)))
+                .collect();
+            format!(r#"{{"seq":2,{}}}"#, rest.join(","))
+        };
+        let escaped = line.replace(r#""x""#, r#""\u0078""#);
+        assert_ne!(escaped, line);
+        for (what, variant) in [
+            ("CRLF", format!("{line}\r")),
+            ("a space", line.replacen(':', ": ", 1)),
+            ("leading white space", format!(" {line}")),
+            ("pretty-printed", pretty),
+            ("reordered keys", reordered),
+            ("an escaped letter", escaped),
+        ] {
+            let parsed: Value = serde_json::from_str(&variant).unwrap();
+            assert_eq!(parsed, events[1], "{what}: the same event");
+            let report = verify_text(&clean.replacen(&line, &variant, 1));
+            assert_eq!(
+                (report.first_invalid_seq, report.fault),
+                (Some(2), Some(Fault::NotCanonical)),
+                "{what}"
+            );
+        }
+        // CRLF on every line, as a Windows tool would write it.
+        let report = verify_text(&clean.replace('\n', "\r\n"));
+        assert_eq!(report.fault, Some(Fault::NotCanonical));
+    }
+
+    #[test]
+    fn blank_lines_and_lines_that_are_not_json_are_malformed() {
+        let events = chain(3);
+        let line = canonical_json(&events[1]);
+        for bad in ["", "not json", "\u{feff}{}", "{\"seq\": 2"] {
+            let text = export(&events).replacen(&format!("{line}\n"), &format!("{bad}\n"), 1);
+            let report = verify_text(&text);
+            assert_eq!(
+                (report.first_invalid_seq, report.fault),
+                (Some(2), Some(Fault::Malformed)),
+                "{bad:?}"
+            );
+        }
+        let mut bytes = export(&events).into_bytes();
+        bytes.splice(0..0, [0xff, b'\n']);
+        let report = verify_ndjson(&bytes[..], &[], &[]).unwrap();
+        assert_eq!(report.fault, Some(Fault::Malformed), "not UTF-8");
+    }
+
+    #[test]
+    fn an_empty_export_is_not_a_verified_chain() {
+        let report = verify_text("");
+        assert!(!report.ok);
+        assert_eq!(
+            (
+                report.first_invalid_seq,
+                report.fault,
+                report.events_checked
+            ),
+            (Some(1), Some(Fault::Empty), 0)
+        );
+        assert_eq!(report.to_json()["reason"], "empty");
+        let report = verify_text("\n");
+        assert_eq!(
+            report.fault,
+            Some(Fault::Malformed),
+            "a blank line is not an event"
+        );
+    }
+
+    /// An endless line is refused at the bound, without reading it all.
+    #[test]
+    fn an_over_long_line_is_malformed_at_its_position_and_never_read_whole() {
+        let events = chain(2);
+        let text = export(&events);
+        let endless = std::io::Read::chain(text.as_bytes(), std::io::repeat(b'x'));
+        let report = verify_ndjson(std::io::BufReader::new(endless), &[], &[]).unwrap();
+        assert_eq!(
+            (
+                report.first_invalid_seq,
+                report.fault,
+                report.events_checked
+            ),
+            (Some(3), Some(Fault::Malformed), 2)
+        );
+
+        let mut buf = Vec::new();
+        let mut reader = std::io::BufReader::new(std::io::repeat(b'x'));
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 1000).unwrap(),
+            Some(Line::TooLong)
+        );
+        assert!(buf.capacity() <= 1000, "{}", buf.capacity());
+        let mut reader = std::io::BufReader::with_capacity(7, &b"abc\r\n\nlast"[..]);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut reader, &mut buf, 4).unwrap() {
+            lines.push((line, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            lines,
+            [
+                (Line::Whole, "abc\r".to_string()),
+                (Line::Whole, String::new()),
+                (Line::Whole, "last".to_string())
+            ]
+        );
+        let mut reader = &b"12345\n"[..];
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 4).unwrap(),
+            Some(Line::TooLong)
+        );
+    }
+
+    #[test]
+    fn checkpoints_files_are_bounded() {
+        let err = read_checkpoints(std::io::repeat(b' ')).unwrap_err();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let events = chain(2);
+        let checkpoint = sign(&events, 2, &key, "k1");
+        let line = serde_json::to_string(&checkpoint).unwrap();
+        let list = read_checkpoints(format!("{line}\n\n{line}\n").as_bytes()).unwrap();
+        assert_eq!(list, [checkpoint.clone(), checkpoint.clone()]);
+        // The listing's keys are not returned: they are not to be trusted.
+        let listing = json!({"checkpoints": [checkpoint], "keys": [{"kid": "k1"}], "next": null});
+        assert_eq!(
+            parse_checkpoints(&listing.to_string()).unwrap(),
+            [checkpoint]
+        );
     }
 
     #[test]

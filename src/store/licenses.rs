@@ -1,10 +1,12 @@
-//! Licences, idempotency records and licence-signing keys.
+//! Licences and idempotency records. (The `license_keys` table that once
+//! listed licence-signing keys is no longer written or read: the keys the
+//! service publishes and trusts come from its configuration only.)
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::schema::{idempotency_keys, license_keys, licenses};
+use super::schema::{idempotency_keys, licenses};
 use super::{format_instant, parse_json, DbConn, Store, StoreError};
 
 /// How long an idempotency key is remembered.
@@ -181,46 +183,5 @@ impl Store {
                 .filter(idempotency_keys::expires_at.le(format_instant(Utc::now()))),
         )
         .execute(&mut *conn)?)
-    }
-
-    /// Publishes a licence-signing public key (kept after rotation).
-    pub fn register_license_key(&self, kid: &str, jwk: &Value) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let known = license_keys::table
-            .filter(license_keys::kid.eq(kid))
-            .count()
-            .get_result::<i64>(&mut *conn)?;
-        if known == 0 {
-            let inserted = diesel::insert_into(license_keys::table)
-                .values((
-                    license_keys::kid.eq(kid),
-                    license_keys::jwk.eq(jwk.to_string()),
-                    license_keys::created_at.eq(format_instant(Utc::now())),
-                ))
-                .execute(&mut *conn);
-            // Another replica may have registered it a moment ago.
-            if let Err(e) = inserted {
-                let again = license_keys::table
-                    .filter(license_keys::kid.eq(kid))
-                    .count()
-                    .get_result::<i64>(&mut *conn)?;
-                if again == 0 {
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every published licence-signing key, oldest first, as JWKs.
-    pub fn license_keys(&self) -> Result<Vec<Value>, StoreError> {
-        let mut conn = self.conn()?;
-        license_keys::table
-            .select(license_keys::jwk)
-            .order(license_keys::created_at.asc())
-            .load::<String>(&mut *conn)?
-            .iter()
-            .map(|j| parse_json(j))
-            .collect()
     }
 }

@@ -65,7 +65,18 @@ pub(crate) async fn export(app: &TestApp, dir: &Path) -> PathBuf {
     path
 }
 
-/// Saves the signed checkpoints (and their keys) as an auditor would, outside the database.
+/// Saves the published keys (`GET /v1/keys`) as an auditor would, apart
+/// from the checkpoints.
+async fn keep_keys(app: &TestApp, dir: &Path) -> PathBuf {
+    let keys = app.send("GET", "/v1/keys", None, None).await;
+    assert_eq!(keys.status, 200, "{}", keys.text);
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, keys.text).unwrap();
+    path
+}
+
+/// Saves the signed checkpoints (the listing, keys and all) as an auditor
+/// would, outside the database.
 async fn keep_checkpoints(app: &TestApp, dir: &Path) -> PathBuf {
     let signed = app
         .send(
@@ -85,20 +96,32 @@ async fn keep_checkpoints(app: &TestApp, dir: &Path) -> PathBuf {
 
 /// `gatekeeper audit verify ARGS`: its report, and whether it exited 0.
 pub(crate) fn cli_verify(app: &TestApp, args: &[&str]) -> (Value, bool) {
+    let (report, ok, _) = cli_verify_with_stderr(app, args);
+    (report, ok)
+}
+
+/// `gatekeeper audit verify ARGS`: its report, whether it exited 0, and
+/// what it wrote to standard error.
+fn cli_verify_with_stderr(app: &TestApp, args: &[&str]) -> (Value, bool, String) {
+    // The service's own configuration: its licence key file.
+    let license_key = app.config.license_key_file.as_ref().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
         .args(["audit", "verify"])
         .args(args)
         .env("GATEKEEPER_DATABASE_URL", app.db.url())
+        .env("GATEKEEPER_LICENSE_KEY_FILE", license_key)
+        .env("GATEKEEPER_DATA_DIR", &app.config.data_dir)
+        .env_remove("GATEKEEPER_LICENSE_RETIRED_KEYS_FILE")
         .output()
         .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
     assert_eq!(
         out.status.success(),
         report["ok"] == true,
         "exit status follows the verdict"
     );
-    (report, out.status.success())
+    (report, out.status.success(), stderr)
 }
 
 pub(crate) fn verdict(report: &Value) -> (Value, Value, Value) {
@@ -134,6 +157,7 @@ async fn a_clean_trail_verifies_the_same_everywhere(app: TestApp) {
     assert_eq!(db["checkpoints_checked"], 1);
     let file = export(&app, dir.path()).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 12);
+    let keys = keep_keys(&app, dir.path()).await;
     let (offline, ok) = cli_verify(
         &app,
         &[
@@ -141,6 +165,8 @@ async fn a_clean_trail_verifies_the_same_everywhere(app: TestApp) {
             file.to_str().unwrap(),
             "--checkpoints",
             checkpoints.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
         ],
     );
     assert!(ok, "{offline}");
@@ -149,6 +175,242 @@ async fn a_clean_trail_verifies_the_same_everywhere(app: TestApp) {
         "the export and the database agree on the head"
     );
     assert_eq!(offline["checkpoints_checked"], 1);
+}
+
+both!(a_malicious_export_is_refused_offline);
+async fn a_malicious_export_is_refused_offline(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = export(&app, dir.path()).await;
+    let (report, ok) = cli_verify(&app, &["--file", file.to_str().unwrap()]);
+    assert!(ok, "the export as streamed verifies: {report}");
+    assert_eq!(report["events_checked"], 12);
+    let clean = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = clean.lines().collect();
+    let refusal = lines[9];
+    assert!(refusal.contains(r#""outcome":"deny""#), "{refusal}");
+    let offline = |name: &str, text: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        cli_verify_with_stderr(&app, &["--file", path.to_str().unwrap()])
+    };
+    let again = |line: &str| clean.replacen(refusal, line, 1);
+    // The refusal at seq 10 read as an allow by a parser that keeps the
+    // first of two keys; serde_json keeps the last, which the hash covers.
+    let doubled = refusal.replacen('{', r#"{"outcome":"allow","#, 1);
+    let reordered = {
+        let (head, rest) = refusal.split_at(1);
+        let seq = r#","seq":10"#;
+        assert!(rest.contains(seq));
+        format!(r#"{head}"seq":10,{}"#, rest.replacen(seq, "", 1))
+    };
+    for (what, text, seq) in [
+        ("a repeated key", again(&doubled), 10),
+        ("CRLF line ends", clean.replace('\n', "\r\n"), 1),
+        (
+            "a space after a colon",
+            again(&refusal.replacen(':', ": ", 1)),
+            10,
+        ),
+        ("reordered keys", again(&reordered), 10),
+    ] {
+        let event: Value = serde_json::from_str(text.lines().nth(seq - 1).unwrap()).unwrap();
+        assert_eq!(
+            event,
+            serde_json::from_str::<Value>(lines[seq - 1]).unwrap(),
+            "{what}: serde_json reads the same event"
+        );
+        let (report, ok, _) = offline("variant.ndjson", text.as_bytes());
+        assert!(!ok, "{what}");
+        assert_eq!(
+            verdict(&report),
+            (json!(false), json!(seq), json!("not_canonical")),
+            "{what}: {report}"
+        );
+    }
+    // A line twice the bound: refused as malformed where it stands.
+    let mut long = clean.clone().into_bytes();
+    long.resize(long.len() + 2 * gatekeeper::audit::MAX_LINE_BYTES, b'x');
+    long.push(b'\n');
+    let (report, ok, _) = offline("long.ndjson", &long);
+    assert!(!ok);
+    assert_eq!(
+        verdict(&report),
+        (json!(false), json!(13), json!("malformed")),
+        "{report}"
+    );
+    assert_eq!(report["events_checked"], 12);
+    // No events: not a verified chain.
+    let (report, ok, stderr) = offline("empty.ndjson", b"");
+    assert!(!ok);
+    assert_eq!(verdict(&report), (json!(false), json!(1), json!("empty")));
+    assert!(stderr.contains("holds no event"), "{stderr}");
+}
+
+/// An endless line (a pipe that never ends it) is refused at the bound:
+/// the verifier never reads a line whole.
+#[test]
+fn an_endless_line_is_refused_without_reading_it_whole() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["audit", "verify", "--file", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0usize;
+        // Stops when the verifier closes the pipe, or after 1 GiB.
+        while written < 1 << 30 && stdin.write_all(&chunk).is_ok() {
+            written += chunk.len();
+        }
+        written
+    });
+    let out = child.wait_with_output().unwrap();
+    let written = writer.join().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict(&report),
+        (json!(false), json!(1), json!("malformed")),
+        "{report}"
+    );
+    assert!(
+        written < 1 << 30,
+        "the verifier stopped reading at the bound ({written} bytes written)"
+    );
+}
+
+/// A key pair of someone else's: an intruder's, or a key retired long ago.
+pub fn key_pair() -> gatekeeper::licenses::LicenseSigner {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = gatekeeper::auth::DevKeys::license_in_dir(dir.path());
+    pair.ensure().unwrap();
+    gatekeeper::licenses::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap()
+}
+
+/// Inserts `checkpoint` into the database behind the service's back.
+pub fn insert_checkpoint(app: &TestApp, checkpoint: &gatekeeper::audit::Checkpoint) {
+    app.db
+        .execute(&format!(
+            "INSERT INTO audit_checkpoints (seq, hash, at, kid, signature) \
+             VALUES ({}, '{}', '{}', '{}', '{}')",
+            checkpoint.seq, checkpoint.hash, checkpoint.at, checkpoint.kid, checkpoint.signature
+        ))
+        .unwrap();
+}
+
+both!(a_key_added_to_the_database_is_neither_published_nor_trusted);
+/// An intruder with write access to the database adds a key of its own to
+/// `license_keys` and a checkpoint signed by it: the key is not published,
+/// and its checkpoint fails verification everywhere but where the
+/// auditor's own key set is the trust.
+async fn a_key_added_to_the_database_is_neither_published_nor_trusted(app: TestApp) {
+    trail(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = keep_checkpoints(&app, dir.path()).await;
+    let keys = keep_keys(&app, dir.path()).await;
+    let published: Value = serde_json::from_slice(&std::fs::read(&keys).unwrap()).unwrap();
+    assert_eq!(published["keys"].as_array().unwrap().len(), 1);
+    // One more event: a head for the intruder to sign.
+    let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                      "customer": {"id": "c", "name": "n", "country": "DE", "us_person": false}});
+    assert_eq!(app.preflight("alpha", body).await.status, 200);
+    let events = app.all_events().await;
+    assert_eq!(events.len(), 13);
+    let intruder = key_pair();
+    let forged =
+        intruder.sign_checkpoint(13, events[12]["hash"].as_str().unwrap(), chrono::Utc::now());
+    app.db
+        .execute(&format!(
+            "INSERT INTO license_keys (kid, jwk, created_at) VALUES ('{}', '{}', '2026-01-01T00:00:00.000000Z')",
+            intruder.kid(),
+            intruder.jwk()
+        ))
+        .unwrap();
+    insert_checkpoint(&app, &forged);
+
+    // Not published: not at GET /v1/keys, nor beside the checkpoints.
+    let now = app.send("GET", "/v1/keys", None, None).await;
+    assert_eq!(now.body, published, "the configured key only");
+    let listing = app.get("/v1/audit/checkpoints", &app.compliance()).await;
+    assert_eq!(listing.body["keys"], published["keys"]);
+    assert_eq!(listing.body["checkpoints"].as_array().unwrap().len(), 2);
+
+    // Not trusted: the database, and the CLI on it with the service's
+    // configuration or with the auditor's keys, refuse its checkpoint.
+    let expected = (json!(false), json!(13), json!("checkpoint_signature"));
+    let db = database_verdict(&app).await;
+    assert_eq!(verdict(&db), expected, "database: {db}");
+    let (cli, _) = cli_verify(&app, &[]);
+    assert_eq!(
+        verdict(&cli),
+        expected,
+        "CLI on the database, configured keys: {cli}"
+    );
+    let keys = keys.to_str().unwrap();
+    let (cli, _) = cli_verify(&app, &["--keys", keys]);
+    assert_eq!(
+        verdict(&cli),
+        expected,
+        "CLI on the database, --keys: {cli}"
+    );
+
+    // Offline, the export verifies against the checkpoint kept elsewhere
+    // and the real key set.
+    let file = export(&app, dir.path()).await;
+    let file = file.to_str().unwrap();
+    let kept = kept.to_str().unwrap();
+    let (offline, ok) = cli_verify(
+        &app,
+        &["--file", file, "--checkpoints", kept, "--keys", keys],
+    );
+    assert!(ok, "{offline}");
+    assert_eq!(offline["events_checked"], 13);
+    assert_eq!(offline["checkpoints_checked"], 1);
+    // A checkpoints file that brings its own keys proves nothing: the
+    // intruder's checkpoint beside the intruder's key is refused...
+    let own = dir.path().join("intruder.json");
+    std::fs::write(
+        &own,
+        json!({"checkpoints": [forged], "keys": [intruder.jwk()], "next": null}).to_string(),
+    )
+    .unwrap();
+    let own = own.to_str().unwrap();
+    let (offline, _) = cli_verify(
+        &app,
+        &["--file", file, "--checkpoints", own, "--keys", keys],
+    );
+    assert_eq!(verdict(&offline), expected, "CLI on the export: {offline}");
+    // ...and the real checkpoints beside the intruder's key still verify
+    // with the real keys: the keys beside them play no part.
+    let mut swapped: Value = serde_json::from_slice(&std::fs::read(kept).unwrap()).unwrap();
+    swapped["keys"] = json!([intruder.jwk()]);
+    let swapped_path = dir.path().join("swapped.json");
+    std::fs::write(&swapped_path, swapped.to_string()).unwrap();
+    let swapped_path = swapped_path.to_str().unwrap();
+    let (offline, ok) = cli_verify(
+        &app,
+        &[
+            "--file",
+            file,
+            "--checkpoints",
+            swapped_path,
+            "--keys",
+            keys,
+        ],
+    );
+    assert!(ok, "{offline}");
+    // Without --keys, the offline verifier does not guess.
+    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["audit", "verify", "--file", file, "--checkpoints", own])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs --keys"), "{stderr}");
 }
 
 both!(an_edited_event_is_caught);
@@ -223,9 +485,17 @@ async fn a_cut_tail_with_a_rewound_head_is_caught_by_a_checkpoint_kept_elsewhere
         "{cli}"
     );
     let file = export(&app, dir.path()).await;
+    let keys = keep_keys(&app, dir.path()).await;
     let (offline, _) = cli_verify(
         &app,
-        &["--file", file.to_str().unwrap(), "--checkpoints", kept],
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--checkpoints",
+            kept,
+            "--keys",
+            keys.to_str().unwrap(),
+        ],
     );
     assert_eq!(
         verdict(&offline),
@@ -347,9 +617,6 @@ async fn one_signer_at_a_time_and_another_takes_over() {
     let signer = Arc::new(
         gatekeeper::licenses::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap(),
     );
-    store
-        .register_license_key(signer.kid(), signer.jwk())
-        .unwrap();
 
     let mut probe = diesel::PgConnection::establish(&db.url()).unwrap();
     let holders = |conn: &mut diesel::PgConnection| -> i64 {

@@ -226,6 +226,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         data_dir: keys_dir.path().join("data"),
         db_pool_size: 4,
         license_key_file: Some(license_keys.private_pem_path.clone()),
+        license_retired_keys_file: None,
         ledger_batch: 256,
         checkpoint_interval: None,
         log_format: "text".into(),

@@ -717,12 +717,16 @@ async fn a_rotated_licence_key_stays_published(app: TestApp) {
         .unwrap()
         .kid
         .unwrap();
-    // Restart (here: a second server) with a new licence key.
+    // Restart (here: a second server) with a new licence key, and the old
+    // one's public key (as GET /v1/keys gave it) configured as retired.
     let dir = tempfile::tempdir().unwrap();
     let new_key = gatekeeper::auth::DevKeys::license_in_dir(dir.path());
     new_key.ensure().unwrap();
+    let retired = dir.path().join("retired.jwks");
+    std::fs::write(&retired, app.send("GET", "/v1/keys", None, None).await.text).unwrap();
     let mut config = app.config.clone();
     config.license_key_file = Some(new_key.private_pem_path.clone());
+    config.license_retired_keys_file = Some(retired);
     let rotated = crate::helpers::start(&config);
     let after = post_at(
         &app,
@@ -739,7 +743,7 @@ async fn a_rotated_licence_key_stays_published(app: TestApp) {
         .kid
         .unwrap();
     assert_ne!(new_kid, old_kid, "licences are signed with the new key");
-    let jwks = app.send("GET", "/v1/keys", None, None).await;
+    let jwks = app.via(&rotated).send("GET", "/v1/keys", "", None).await;
     let kids: Vec<&str> = jwks.body["keys"]
         .as_array()
         .unwrap()

@@ -133,9 +133,7 @@ async fn sigterm_during_load_leaves_every_answered_request_durable() {
     // Every licence a client saw acknowledged is there with its audit event,
     // the chain verifies, and a last checkpoint covers its head.
     let store = assert_durable(&url, &issued);
-    let report = store
-        .verify_chain(&[], &store.license_keys().unwrap())
-        .unwrap();
+    let report = store.verify_chain(&[], &served.license_keys()).unwrap();
     assert!(report.ok, "{report:?}");
     let (head, _) = store.head().unwrap();
     let last = store.checkpoints(Some(head - 1), 1).unwrap();
@@ -298,8 +296,9 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
         issued.len()
     );
 
-    // Restarted on the same database, it serves again.
-    let restarted = serve(&url, &[]).await;
+    // Restarted on the same database and keys, it serves again.
+    let data_dir = served.data_dir().to_string_lossy().to_string();
+    let restarted = serve(&url, &[("GATEKEEPER_DATA_DIR", &data_dir)]).await;
     let (code, _, _) = restarted.call("GET", "/readyz", "", None, &[]).await;
     assert_eq!(code, 200);
 
@@ -327,9 +326,7 @@ async fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
             "event for licence {id} without the licence"
         );
     }
-    let report = store
-        .verify_chain(&[], &store.license_keys().unwrap())
-        .unwrap();
+    let report = store.verify_chain(&[], &served.license_keys()).unwrap();
     assert!(report.ok, "{report:?}");
     assert!(
         report.checkpoints_checked > 0,
@@ -472,12 +469,7 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
         "one allowing event per licence, no more, no less"
     );
     assert!(licences >= created.len());
-    assert!(
-        store
-            .verify_chain(&[], &store.license_keys().unwrap())
-            .unwrap()
-            .ok
-    );
+    assert!(store.verify_chain(&[], &served.license_keys()).unwrap().ok);
     eprintln!(
         "15 rounds of pg_terminate_backend under load: {} answers, {} 201 and {} 503; {} licences, each with one allowing event; chain verified",
         log.len(),

@@ -12,6 +12,7 @@ mod cli;
 mod decisions;
 mod errors;
 mod faults;
+mod keys;
 mod ledger;
 mod licenses;
 mod lifecycle;

@@ -77,6 +77,27 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
 }
 
 impl Served {
+    /// Its data folder: where its development keys are.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        match &self.data_dir {
+            Some(dir) => dir.into(),
+            None => self.dir.path().join(".gatekeeper"),
+        }
+    }
+
+    /// The licence keys its configuration names (as `audit verify` on its
+    /// database reads them): what it publishes and trusts.
+    pub fn license_keys(&self) -> Vec<Value> {
+        let data_dir = self.data_dir().to_string_lossy().to_string();
+        let config = gatekeeper::config::Config::from_lookup(|name| {
+            (name == "GATEKEEPER_DATA_DIR").then(|| data_dir.clone())
+        })
+        .unwrap();
+        let keys = gatekeeper::startup::configured_keys(&config).unwrap();
+        assert_eq!(keys.len(), 1, "its development licence key");
+        keys
+    }
+
     /// A token minted, as an operator would, from the server's development
     /// keys.
     pub fn token(&self, args: &[&str]) -> String {

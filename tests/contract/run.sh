@@ -9,7 +9,12 @@
 #
 #   tests/contract/run.sh [path/to/gatekeeper]   (default: target/debug/gatekeeper)
 #
-# Creates a virtualenv under target/ with a pinned schemathesis (from PyPI).
+# Then checks every exported audit event's hash, and the export's lines, with an independent
+# RFC 8785 (JCS) implementation (jcs_check.py beside this file), on the fuzzed data and on names
+# with non-ASCII letters, quotes, backslashes, control characters and emoji; it fails loudly on
+# any difference.
+#
+# Creates a virtualenv under target/ with a pinned schemathesis and rfc8785 (from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -19,6 +24,9 @@ EXAMPLES=${CONTRACT_EXAMPLES:-25}
 if [[ ! -x $VENV/bin/st ]]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
+fi
+if ! "$VENV/bin/python" -c 'import rfc8785' 2>/dev/null; then
+  "$VENV/bin/pip" install -q 'rfc8785==0.1.4'
 fi
 
 WORK=$(mktemp -d)
@@ -53,4 +61,10 @@ for role in "reseller --reseller acme" compliance admin; do
     grep -E "Test cases|passed|failures|warning" "$WORK/st.log" | tail -3
   fi
 done
+echo "==> RFC 8785: every exported hash checked with Python's rfc8785"
+if ! ADMIN_TOKEN=$ADMIN RESELLER_TOKEN=$(token --role reseller --reseller acme) \
+    COMPLIANCE_TOKEN=$(token --role compliance) \
+    "$VENV/bin/python" "$ROOT/tests/contract/jcs_check.py" "http://127.0.0.1:$PORT" "$BIN"; then
+  failed=1
+fi
 exit $failed
