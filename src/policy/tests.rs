@@ -2223,7 +2223,8 @@ fn check_path(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// (a) Adding a carrying relationship never turns a deny into allow or review.
+    /// (a) Adding a carrying relationship (or one in place of a minority stake) never turns a
+    /// deny into allow or review.
     #[test]
     fn adding_a_carrying_relationship_never_lifts_a_denial(
         w in world_strategy(),
@@ -2233,6 +2234,14 @@ proptest! {
     ) {
         let (a, b) = (a % w.orgs, b % w.orgs);
         prop_assume!(a != b);
+        // Adding, not replacing: turning a group kind into a succession kind takes a direction
+        // away (succession carries one way). Only a stake without control, which carries
+        // nothing, may be replaced.
+        // (Not a rejection: too many of those abort the run.)
+        let existing = w.relationships.iter().find(|(x, y, _)| (*x, *y) == (a, b)).map(|r| r.2);
+        if existing.is_some_and(|k| k != RelKind::MinorityOwnedBy) {
+            return Ok(());
+        }
         let before = build(materialize(&w, None));
         let mut more = w.clone();
         more.relationships.retain(|(x, y, _)| (*x, *y) != (a, b));
