@@ -311,6 +311,16 @@ impl Gate {
         self.unvouched.lock().ok().and_then(|u| u.clone())
     }
 
+    /// Stops serving the stored catalogue, which the chain does not vouch
+    /// for: logged, and readiness red from now on.
+    fn refuse_catalog(&self, reason: String) -> StoreError {
+        tracing::error!(%reason, "not serving the stored catalogue");
+        if let Ok(mut unvouched) = self.unvouched.lock() {
+            *unvouched = Some(reason.clone());
+        }
+        StoreError::Unvouched(reason)
+    }
+
     /// The snapshot to decide on, unless the stored catalogue is not served.
     fn serving_catalog(&self) -> Result<Arc<Catalog>, StoreError> {
         match self.unvouched() {
@@ -345,13 +355,7 @@ impl Gate {
     pub async fn reload(&self) -> Result<Arc<Catalog>, StoreError> {
         let store = self.store.clone();
         let fresh = match blocking(move || store.load_catalog()).await {
-            Err(StoreError::Unvouched(reason)) => {
-                tracing::error!(%reason, "not serving the stored catalogue");
-                if let Ok(mut unvouched) = self.unvouched.lock() {
-                    *unvouched = Some(reason.clone());
-                }
-                return Err(StoreError::Unvouched(reason));
-            }
+            Err(StoreError::Unvouched(reason)) => return Err(self.refuse_catalog(reason)),
             other => other?,
         };
         Ok(self.install(fresh))
@@ -401,9 +405,13 @@ impl Gate {
         actor: Actor,
         changes: Vec<CatalogChange>,
     ) -> Result<Vec<bool>, StoreError> {
-        let applied = self
+        let applied = match self
             .commit(move |conn, head| apply_catalog_changes(conn, head, &actor, &changes))
-            .await?;
+            .await
+        {
+            Err(StoreError::Unvouched(reason)) => return Err(self.refuse_catalog(reason)),
+            other => other?,
+        };
         if let Some(seq) = applied.audit_seqs.last() {
             self.metrics.audit_head_seq.set(*seq);
         }

@@ -18,16 +18,18 @@ pub const LICENSE_ISSUER: &str = "license-gatekeeper";
 pub const MAX_SEATS: i64 = 1_000_000;
 pub const MAX_TERM_DAYS: i64 = 3650;
 
-/// When a term of `term_days` from `from` ends, cut at `not_after`.
+/// When a term of `term_days` from `from` ends, cut at `not_after`; to the
+/// microsecond, as every stored instant (a rule may name a finer instant).
 pub fn term_end(
     from: DateTime<Utc>,
     term_days: i64,
     not_after: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
     let end = from + Duration::days(term_days);
     match not_after {
-        Some(limit) if limit < end => limit,
-        _ => end,
+        Some(limit) if limit < end => limit.trunc_subsecs(6),
+        _ => end.trunc_subsecs(6),
     }
 }
 

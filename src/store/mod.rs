@@ -541,7 +541,12 @@ impl Store {
                     ledger_head::catalog_version,
                 ))
                 .first::<(i64, String, i64)>(conn)?;
-            let data = load_catalog_data(conn)?;
+            // A catalogue row that does not even parse was edited behind
+            // the service's back: not served, like any other such edit.
+            let data = load_catalog_data(conn).map_err(|e| match e {
+                StoreError::Corrupt(what) => StoreError::Unvouched(what),
+                other => other,
+            })?;
             verify::vouch_catalog(conn, (seq, &hash), version, &data)?;
             Ok::<_, StoreError>((version, data))
         })?;

@@ -179,7 +179,8 @@ pub(crate) fn vouch_catalog(
     let linked = if seq == head_seq {
         hash == head_hash
     } else {
-        event_at(conn, seq + 1)?.is_some_and(|next| text(&next, "/prev_hash") == Some(hash))
+        event_at(conn, seq.saturating_add(1))?
+            .is_some_and(|next| text(&next, "/prev_hash") == Some(hash))
     };
     if !linked {
         return unvouched(format!(

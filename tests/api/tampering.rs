@@ -321,10 +321,11 @@ async fn a_catalogue_the_chain_does_not_vouch_for_is_not_served(app: TestApp) {
         )
         .await;
     assert_eq!(change.status, 503, "{}", change.text);
-    // The snapshot it loaded while the chain vouched for it still refuses.
-    issue(&app, "alpha", Some("during"), &us_sale)
-        .await
-        .assert_problem(403, "prohibited_transaction");
+    // Having found the edit, it stops serving too: not ready, no licence.
+    let ready = app.send("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    let sold = issue(&app, "alpha", Some("during"), &us_sale).await;
+    assert_eq!(sold.status, 503, "{}", sold.text);
 
     // Restored, a new replica serves again.
     app.db
@@ -339,4 +340,12 @@ async fn a_catalogue_the_chain_does_not_vouch_for_is_not_served(app: TestApp) {
     assert_eq!(view.send("GET", "/readyz", &token, None).await.status, 200);
     let asked = view.send("POST", "/v1/decisions", &token, Some(body)).await;
     assert_eq!(asked.body["decision"]["outcome"], "deny", "{}", asked.text);
+
+    // A row that does not even parse: the service still starts, not ready.
+    app.db
+        .execute("UPDATE products SET spec = '{}' WHERE sku = 'KAV-ENGINE'")
+        .unwrap();
+    let replica = app.replica();
+    let ready = app.via(&replica).send("GET", "/readyz", &token, None).await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
 }
