@@ -658,13 +658,7 @@ impl Store {
         let rows = query.load::<(i64, String, String)>(&mut *conn)?;
         Ok(rows
             .into_iter()
-            .map(|(seq, event, hash)| {
-                let mut value = serde_json::from_str(&event).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut value {
-                    map.insert("hash".into(), Value::String(hash));
-                }
-                (seq, value)
-            })
+            .map(|(seq, event, hash)| (seq, verify::exported(&event, &hash)))
             .collect())
     }
 

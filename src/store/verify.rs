@@ -54,8 +54,9 @@ type EventColumns = (
 );
 
 /// An event as exported (its stored JSON with `hash`), or `null` when the
-/// stored text is not JSON (the verifier then calls it malformed).
-fn exported(event: &str, hash: &str) -> Value {
+/// stored text is not JSON (the verifier then calls it malformed). Every
+/// read of the trail (listings, exports, verification) goes through it.
+pub(super) fn exported(event: &str, hash: &str) -> Value {
     let mut value = serde_json::from_str(event).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.insert("hash".into(), Value::String(hash.to_owned()));

@@ -516,26 +516,37 @@ async fn a_carve_out_shelters_the_supplied_product_not_the_label(app: TestApp) {
         ),
     ];
     for (product, path) in denied {
-        let r = app
-            .preflight("eu-resale", ask("issue", product, "US", None, None))
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let d = &r.body["decision"];
-        assert_eq!(d["outcome"], "deny", "{product}: {d}");
-        assert_eq!(d["reasons"].as_array().unwrap().len(), 1, "{product}: {d}");
-        assert_eq!(d["reasons"][0]["code"], "designated_lineage", "{product}");
-        assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+        denied_for_a_us_customer(&app, product, path).await;
     }
     // Built only on the carved-out feed: allowed, and the designation does not apply at all.
     for product in ["ACME-SIEM", "KTI"] {
-        let r = app
-            .preflight("eu-resale", ask("issue", product, "US", None, None))
-            .await;
-        let d = &r.body["decision"];
-        assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
-        assert_eq!(d["reasons"], json!([]), "{product}");
-        assert_eq!(d["constraints"]["not_after"], Value::Null, "{product}");
+        not_reached(&app, product).await;
     }
+}
+
+/// A U.S. customer's issue of `product` through `eu-resale`: denied by one
+/// `designated_lineage` reason with `path`.
+async fn denied_for_a_us_customer(app: &TestApp, product: &str, path: &str) {
+    let r = app
+        .preflight("eu-resale", ask("issue", product, "US", None, None))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "deny", "{product}: {d}");
+    assert_eq!(d["reasons"].as_array().unwrap().len(), 1, "{product}: {d}");
+    assert_eq!(d["reasons"][0]["code"], "designated_lineage", "{product}");
+    assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+}
+
+/// The same for a product no designation reaches: allowed, no reason, no cap.
+async fn not_reached(app: &TestApp, product: &str) {
+    let r = app
+        .preflight("eu-resale", ask("issue", product, "US", None, None))
+        .await;
+    let d = &r.body["decision"];
+    assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
+    assert_eq!(d["reasons"], json!([]), "{product}");
+    assert_eq!(d["constraints"]["not_after"], Value::Null, "{product}");
 }
 
 both!(succession_carries_to_the_successor_and_its_group_never_back);
@@ -592,20 +603,10 @@ async fn succession_carries_to_the_successor_and_its_group_never_back(app: TestA
             "ASSIGN-AV > vendor:kl-assignee > assignee_of:kaspersky-labs-limited",
         ),
     ] {
-        let r = app
-            .preflight("eu-resale", ask("issue", product, "US", None, None))
-            .await;
-        let d = &r.body["decision"];
-        assert_eq!(d["outcome"], "deny", "{product}: {}", r.text);
-        assert_eq!(d["reasons"][0]["path"], path_json(path), "{product}");
+        denied_for_a_us_customer(&app, product, path).await;
     }
     for product in ["PRED-AV", "ASSIGNOR-AV"] {
-        let r = app
-            .preflight("eu-resale", ask("issue", product, "US", None, None))
-            .await;
-        let d = &r.body["decision"];
-        assert_eq!(d["outcome"], "allow", "{product}: {}", r.text);
-        assert_eq!(d["reasons"], json!([]), "{product}");
+        not_reached(&app, product).await;
     }
 }
 
