@@ -83,9 +83,26 @@ pub struct Config {
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
     pub rate_limit: Option<crate::api::limits::Limit>,
-    /// How long a client may take to send a request's head before the
-    /// connection is closed (`408`): slow clients cannot hold workers.
+    /// How long a client may take to send a request's head, and then its
+    /// body, before it is answered `408` and the connection closed: slow
+    /// clients cannot hold workers. Also bounds each wait on the database.
     pub request_timeout: std::time::Duration,
+    /// Failed authentications an address may make (`GATEKEEPER_AUTH_FAILURE_LIMIT`
+    /// a second, `0` off; `GATEKEEPER_AUTH_FAILURE_BURST` at once). Past it,
+    /// the address's requests are refused (`429`) before their token is
+    /// verified.
+    pub auth_failure_limit: Option<crate::api::limits::Limit>,
+    /// Client connections held open at once, over all workers
+    /// (`GATEKEEPER_MAX_CONNECTIONS`); `None` derives it from the process's
+    /// open-file limit, leaving room for the database's files and sockets.
+    pub max_connections: Option<usize>,
+    /// `/v1` requests handled at once (`GATEKEEPER_MAX_IN_FLIGHT`); past it a
+    /// request is answered `503 overloaded` at once.
+    pub max_in_flight: usize,
+    /// How often the gauges read from the database (review queue, checkpoint
+    /// age, licences without their audit event) are refreshed
+    /// (`GATEKEEPER_METRICS_REFRESH`); a scrape only renders them.
+    pub metrics_refresh: std::time::Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -131,18 +148,39 @@ impl Config {
             .context(
                 "GATEKEEPER_SHUTDOWN_GRACE must be a whole number of seconds from 1 to 3600",
             )?;
-        let rate = get("GATEKEEPER_RATE_LIMIT", "1000")
-            .parse::<f64>()
+        let rate_limit = limit(
+            &get,
+            ("GATEKEEPER_RATE_LIMIT", "1000"),
+            "GATEKEEPER_RATE_BURST",
+        )?;
+        let auth_failure_limit = limit(
+            &get,
+            ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),
+            "GATEKEEPER_AUTH_FAILURE_BURST",
+        )?;
+        let max_connections = match get("GATEKEEPER_MAX_CONNECTIONS", "").as_str() {
+            "" => None,
+            n => Some(
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .context(
+                        "GATEKEEPER_MAX_CONNECTIONS must be a whole number from 1 to 1000000",
+                    )?,
+            ),
+        };
+        let max_in_flight = get("GATEKEEPER_MAX_IN_FLIGHT", "1024")
+            .parse::<usize>()
             .ok()
-            .filter(|n| n.is_finite() && *n >= 0.0)
+            .filter(|n| (1..=1_000_000).contains(n))
+            .context("GATEKEEPER_MAX_IN_FLIGHT must be a whole number from 1 to 1000000")?;
+        let metrics_refresh = get("GATEKEEPER_METRICS_REFRESH", "10")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=3600).contains(n))
             .context(
-                "GATEKEEPER_RATE_LIMIT must be a number of requests a second (0 turns it off)",
+                "GATEKEEPER_METRICS_REFRESH must be a whole number of seconds from 1 to 3600",
             )?;
-        let burst = get("GATEKEEPER_RATE_BURST", &(rate * 2.0).max(1.0).to_string())
-            .parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite() && *n >= 1.0)
-            .context("GATEKEEPER_RATE_BURST must be a number of requests, at least 1")?;
         let request_timeout = get("GATEKEEPER_REQUEST_TIMEOUT", "5")
             .parse::<u64>()
             .ok()
@@ -172,10 +210,36 @@ impl Config {
             log_format: get("GATEKEEPER_LOG_FORMAT", "text"),
             shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
             metrics_listen: lookup("GATEKEEPER_METRICS_LISTEN").filter(|v| !v.trim().is_empty()),
-            rate_limit: (rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }),
+            rate_limit,
             request_timeout: std::time::Duration::from_secs(request_timeout),
+            auth_failure_limit,
+            max_connections,
+            max_in_flight,
+            metrics_refresh: std::time::Duration::from_secs(metrics_refresh),
         })
     }
+}
+
+/// A limit from a rate variable (requests a second, `0` off; `default`
+/// when unset) and a burst variable (at least 1; twice the rate when unset).
+fn limit(
+    get: &impl Fn(&str, &str) -> String,
+    (rate_var, default): (&str, &str),
+    burst_var: &str,
+) -> anyhow::Result<Option<crate::api::limits::Limit>> {
+    let rate = get(rate_var, default)
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .with_context(|| {
+            format!("{rate_var} must be a number of requests a second (0 turns it off)")
+        })?;
+    let burst = get(burst_var, &(rate * 2.0).max(1.0).to_string())
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 1.0)
+        .with_context(|| format!("{burst_var} must be a number of requests, at least 1"))?;
+    Ok((rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }))
 }
 
 #[cfg(test)]
@@ -203,6 +267,41 @@ mod tests {
         assert_eq!(c.license_key_file, None);
         assert_eq!(c.license_retired_keys_file, None);
         assert_eq!(c.ledger_batch, 256);
+    }
+
+    #[test]
+    fn the_edges_limits_have_defaults_and_can_be_turned_off() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.auth_failure_limit,
+            Some(crate::api::limits::Limit {
+                rate: 10.0,
+                burst: 20.0
+            })
+        );
+        assert_eq!(c.max_connections, None, "derived from the open-file limit");
+        assert_eq!(c.max_in_flight, 1024);
+        assert_eq!(c.metrics_refresh, std::time::Duration::from_secs(10));
+        let c = config(&[
+            ("GATEKEEPER_AUTH_FAILURE_LIMIT", "0"),
+            ("GATEKEEPER_MAX_CONNECTIONS", "500"),
+            ("GATEKEEPER_MAX_IN_FLIGHT", "64"),
+            ("GATEKEEPER_METRICS_REFRESH", "30"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth_failure_limit, None);
+        assert_eq!(c.max_connections, Some(500));
+        assert_eq!(c.max_in_flight, 64);
+        assert_eq!(c.metrics_refresh, std::time::Duration::from_secs(30));
+        for (name, bad) in [
+            ("GATEKEEPER_AUTH_FAILURE_BURST", "0.5"),
+            ("GATEKEEPER_MAX_CONNECTIONS", "0"),
+            ("GATEKEEPER_MAX_IN_FLIGHT", "many"),
+            ("GATEKEEPER_METRICS_REFRESH", "0"),
+        ] {
+            let e = config(&[(name, bad)]).unwrap_err().to_string();
+            assert!(e.contains(name), "{name}={bad}: {e}");
+        }
     }
 
     #[test]

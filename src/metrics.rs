@@ -16,13 +16,14 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// What the database says at scrape time (read by the `/metrics` handler).
+/// What the database says, read on a timer (never by a scrape: see
+/// `startup`'s refresher), so that a scrape costs no query.
 #[derive(Debug, Clone, Default)]
 pub struct DatabaseStats {
     pub ready: bool,
     pub review_queue_depth: i64,
-    /// Seconds since the newest signed checkpoint, if there is one.
-    pub checkpoint_age_seconds: Option<f64>,
+    /// Unix milliseconds of the newest signed checkpoint, if there is one.
+    pub checkpoint_at_ms: Option<i64>,
     /// Licences whose decision (and so its audit event) is missing.
     pub license_audit_mismatch: i64,
 }
@@ -46,8 +47,13 @@ pub struct Metrics {
     pub db_pool_connections: IntGaugeVec,
     pub db_pool_wait_seconds: Histogram,
     checkpoint_age_seconds: Gauge,
+    /// Unix milliseconds of the newest checkpoint (-1: none), from the last
+    /// refresh; its age is computed at each scrape.
+    checkpoint_at_ms: Arc<AtomicI64>,
     license_audit_mismatch: IntGauge,
     ready: IntGauge,
+    pub auth_failures_total: IntCounterVec,
+    pub db_stats_refresh_seconds: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
@@ -139,6 +145,18 @@ impl Metrics {
             "gatekeeper_ready",
             "1 when the database answers and migrations are applied, else 0.",
         )?;
+        let auth_failures_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_auth_failures_total",
+                "Requests refused before any work for want of a valid token, by reason (missing_token, malformed_header, invalid_token, address_limited).",
+            ),
+            &["reason"],
+        )?;
+        let db_stats_refresh_seconds = histogram(
+            "gatekeeper_db_stats_refresh_seconds",
+            "Time to read the gauges that come from the database (on a timer, GATEKEEPER_METRICS_REFRESH; never per scrape).",
+            LATENCY_BUCKETS.to_vec(),
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("gatekeeper_build_info", "Build information; always 1."),
             &["version"],
@@ -162,6 +180,8 @@ impl Metrics {
         registry.register(Box::new(checkpoint_age_seconds.clone()))?;
         registry.register(Box::new(license_audit_mismatch.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(auth_failures_total.clone()))?;
+        registry.register(Box::new(db_stats_refresh_seconds.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -180,8 +200,11 @@ impl Metrics {
             db_pool_connections,
             db_pool_wait_seconds,
             checkpoint_age_seconds,
+            checkpoint_at_ms: Arc::new(AtomicI64::new(-1)),
             license_audit_mismatch,
             ready,
+            auth_failures_total,
+            db_stats_refresh_seconds,
         })
     }
 
@@ -199,14 +222,23 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
-    /// Fills the gauges read at scrape time.
-    pub fn observe_database(&self, stats: &DatabaseStats, pool: (u32, u32)) {
+    /// Counts a request refused for want of a valid token.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures_total.with_label_values(&[reason]).inc();
+    }
+
+    /// Fills the gauges that come from the database (by the refresher).
+    pub fn observe_database(&self, stats: &DatabaseStats) {
         self.set_ready(stats.ready);
         self.review_queue_depth.set(stats.review_queue_depth);
-        self.checkpoint_age_seconds
-            .set(stats.checkpoint_age_seconds.unwrap_or(-1.0));
+        self.checkpoint_at_ms
+            .store(stats.checkpoint_at_ms.unwrap_or(-1), Ordering::Relaxed);
         self.license_audit_mismatch
             .set(stats.license_audit_mismatch);
+    }
+
+    /// Fills the pool gauges (in memory; at each scrape).
+    pub fn observe_pool(&self, pool: (u32, u32)) {
         let (connections, idle) = pool;
         self.db_pool_connections
             .with_label_values(&["in_use"])
@@ -220,6 +252,12 @@ impl Metrics {
         let since = self.catalog_since.load(Ordering::Relaxed);
         self.catalog_age_seconds
             .set((chrono::Utc::now().timestamp() - since).max(0) as f64);
+        let checkpoint_at = self.checkpoint_at_ms.load(Ordering::Relaxed);
+        self.checkpoint_age_seconds.set(if checkpoint_at < 0 {
+            -1.0
+        } else {
+            (chrono::Utc::now().timestamp_millis() - checkpoint_at).max(0) as f64 / 1000.0
+        });
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

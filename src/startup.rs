@@ -4,12 +4,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::dev::{Server, Service};
+use actix_web::dev::{Server, Service, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 
+use crate::api::limits::{self, InFlight, RateLimiter};
 use crate::api::{self, AppState};
 use crate::auth::{Authenticator, DevKeys};
 use crate::checkpoints::Checkpointer;
@@ -18,6 +20,7 @@ use crate::gate::Gate;
 use crate::licenses::LicenseSigner;
 use crate::metrics::Metrics;
 use crate::store::ledger::Ledger;
+use crate::store::stats::StatsRefresher;
 use crate::store::Store;
 use crate::telemetry::{self, RequestId, Spans};
 
@@ -117,7 +120,45 @@ pub struct Application {
     metrics_server: Option<Server>,
     state: Arc<AppState>,
     checkpointer: Option<Checkpointer>,
+    refresher: StatsRefresher,
     signer: Arc<LicenseSigner>,
+}
+
+/// Connections the metrics listener holds at once.
+const METRICS_CONNECTIONS: usize = 64;
+
+/// Client connections the main listener holds at once, over all workers:
+/// `GATEKEEPER_MAX_CONNECTIONS`, or what the open-file limit leaves once the
+/// database's files and sockets, the metrics listener and the process's own
+/// are counted. The soft limit is first raised to the hard one (as Go's
+/// runtime does). Past the cap, new connections wait in the listen backlog
+/// until one closes; the service never runs out of file descriptors, which
+/// would also stop it opening database connections (and, on SQLite, its
+/// files).
+fn connection_cap(config: &Config, workers: usize) -> usize {
+    let reserve = 64 + METRICS_CONNECTIONS + 4 * (config.db_pool_size as usize + 4);
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => usize::try_from(files).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let room = files.saturating_sub(reserve).max(workers);
+    match config.max_connections {
+        Some(wanted) if wanted <= room => wanted,
+        Some(wanted) => {
+            tracing::warn!(
+                wanted,
+                cap = room,
+                open_files = files,
+                "GATEKEEPER_MAX_CONNECTIONS is more than the open-file limit leaves room for; \
+                 holding at most the cap"
+            );
+            room
+        }
+        None => room,
+    }
 }
 
 impl Application {
@@ -150,20 +191,56 @@ impl Application {
             .transpose()?;
         let gate = Gate::open(store, ledger, Arc::clone(&signer), keys, metrics.clone())
             .context("loading the catalogue")?;
+        let refresher = StatsRefresher::start(
+            gate.store().clone(),
+            metrics.clone(),
+            config.metrics_refresh,
+            config.request_timeout,
+        )?;
         let state = Arc::new(AppState {
             gate,
             auth,
             metrics,
-            limiter: config.rate_limit.map(crate::api::limits::RateLimiter::new),
+            limiter: config
+                .rate_limit
+                .map(|l| RateLimiter::new(limits::TENANT, l)),
+            auth_failures: config
+                .auth_failure_limit
+                .map(|l| RateLimiter::new(limits::ADDRESS_FAILURES, l)),
+            in_flight: InFlight::new(config.max_in_flight),
+            request_timeout: config.request_timeout,
+            auth_failure_log: Default::default(),
+            readiness: Default::default(),
         });
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_connections = connection_cap(config, workers);
         let listener = TcpListener::bind(&config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::new(Arc::clone(&state));
         let server = HttpServer::new(move || {
             let metrics = data.metrics.clone();
+            let in_flight = data.in_flight.clone();
             App::new()
                 .app_data(data.clone())
+                .wrap_fn(move |req, srv| {
+                    // At most `GATEKEEPER_MAX_IN_FLIGHT` API requests at once;
+                    // probes and metrics are never turned away.
+                    let permit = match req.path().starts_with("/v1/") {
+                        true => match in_flight.enter() {
+                            Some(permit) => Some(permit),
+                            None => {
+                                let refused = req.error_response(api::ApiError::Overloaded);
+                                return Either::Left(std::future::ready(Ok(refused)));
+                            }
+                        },
+                        false => None,
+                    };
+                    Either::Right(srv.call(req).map(move |res| {
+                        drop(permit);
+                        res.map(ServiceResponse::map_into_boxed_body)
+                    }))
+                })
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
                     let method = req.method().to_string();
@@ -201,6 +278,8 @@ impl Application {
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))
         })
+        .workers(workers)
+        .max_connections(max_connections.div_ceil(workers))
         .shutdown_timeout(config.shutdown_grace.as_secs())
         .client_request_timeout(config.request_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(1))
@@ -218,6 +297,7 @@ impl Application {
                             .configure(api::metrics_only)
                     })
                     .workers(1)
+                    .max_connections(METRICS_CONNECTIONS)
                     .shutdown_timeout(config.shutdown_grace.as_secs())
                     .listen(listener)?
                     .run(),
@@ -231,6 +311,7 @@ impl Application {
             metrics_server,
             state,
             checkpointer,
+            refresher,
             signer,
         })
     }
@@ -254,6 +335,7 @@ impl Application {
             None => self.server.await,
         };
         drop(self.checkpointer);
+        drop(self.refresher);
         let store = self.state.gate.store().clone();
         match crate::checkpoints::sign_now(&store, &self.signer) {
             Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the last checkpoint"),

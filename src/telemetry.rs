@@ -120,3 +120,55 @@ pub fn init(format: &str) {
         builder.init();
     }
 }
+
+/// A log line that is written at most once every [`Sampled::EVERY`], for
+/// events that an attacker can make happen thousands of times a second
+/// (failed authentications): the line says how many went unlogged.
+#[derive(Default)]
+pub struct Sampled {
+    last: std::sync::Mutex<Option<Instant>>,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Sampled {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// `Some(events not logged since the last line)` when a line is due;
+    /// otherwise counts this event as not logged.
+    pub fn due(&self) -> Option<u64> {
+        self.due_at(Instant::now())
+    }
+
+    fn due_at(&self, now: Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().ok()?;
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < Self::EVERY => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.suppressed.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_sampled_line_is_due_once_per_interval_and_counts_the_rest() {
+        let sampled = Sampled::default();
+        let t0 = Instant::now();
+        assert_eq!(sampled.due_at(t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(sampled.due_at(t0 + Sampled::EVERY / 2), None);
+        }
+        assert_eq!(sampled.due_at(t0 + Sampled::EVERY), Some(5));
+        assert_eq!(sampled.due_at(t0 + Sampled::EVERY), None);
+    }
+}

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, Body, FieldError, State};
+use super::{ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::{DesignationId, OrgId, ResellerId, Sku};
 use crate::policy::{
@@ -164,12 +164,12 @@ pub async fn put<E: Entry>(
     state: State,
     principal: Principal,
     path: web::Path<String>,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(WRITERS)?;
     let raw_id = path.into_inner();
     let id = E::parse_id(&raw_id).map_err(|m| ApiError::field(E::ID_FIELD, m))?;
-    let spec: E = body.json()?;
+    let spec: E = body.json().await?;
     let created = commit(
         &state,
         &principal,
@@ -231,11 +231,11 @@ pub async fn put_relationship(
     state: State,
     principal: Principal,
     path: web::Path<(String, String)>,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(WRITERS)?;
     let (source, target) = relationship_ids(path.into_inner())?;
-    let spec: RelationshipSpec = body.json()?;
+    let spec: RelationshipSpec = body.json().await?;
     let change = CatalogChange::PutRelationship(source.clone(), target.clone(), spec.clone());
     let created = commit(
         &state,

@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{tenant, ApiError, Body, FieldError, State};
+use super::{tenant, ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::{Sku, Transaction};
 use crate::gate::{Customer, Question};
@@ -28,10 +28,10 @@ pub(super) struct PreflightBody {
 pub async fn create(
     state: State,
     principal: Principal,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant(&state, &principal).await?;
-    let req: PreflightBody = body.json()?;
+    let req: PreflightBody = body.json().await?;
     let problems = req.customer.problems("customer");
     if !problems.is_empty() {
         return Err(ApiError::Validation(

@@ -64,6 +64,12 @@ pub enum ApiError {
     /// The tenant's request rate is over its limit.
     #[error("rate limited")]
     RateLimited(super::limits::Refused),
+    /// The body did not arrive within the request timeout.
+    #[error("request body timed out")]
+    BodyTimeout(std::time::Duration),
+    /// Too many requests in flight in this process: try again.
+    #[error("overloaded")]
+    Overloaded,
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -96,6 +102,8 @@ impl ApiError {
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::ReviewResolved => "review_resolved",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -135,12 +143,30 @@ impl ApiError {
                 "Idempotency key reused",
                 "This Idempotency-Key was used for a different request; use a new key for a new request.".into(),
             ),
+            ApiError::RateLimited(r) if r.policy == super::limits::ADDRESS_FAILURES => (
+                "Too many requests",
+                format!(
+                    "Too many failed authentications from your address (the limit is {} a second, bursts of {}); retry after the time in Retry-After with a valid token.",
+                    r.limit.rate, r.limit.burst
+                ),
+            ),
             ApiError::RateLimited(r) => (
                 "Too many requests",
                 format!(
                     "Your requests are over the limit of {} a second (bursts of {}); retry after the time in Retry-After.",
                     r.limit.rate, r.limit.burst
                 ),
+            ),
+            ApiError::BodyTimeout(t) => (
+                "Request timeout",
+                format!(
+                    "The request body did not arrive within {} s; nothing was recorded.",
+                    t.as_secs()
+                ),
+            ),
+            ApiError::Overloaded => (
+                "Service overloaded",
+                "The service is handling as many requests as it takes at once; nothing was recorded. Retry shortly.".into(),
             ),
             ApiError::ReviewResolved => (
                 "Review resolved already",
@@ -175,13 +201,14 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInFlight | ApiError::ReviewResolved => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => {
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -214,6 +241,13 @@ impl ResponseError for ApiError {
             | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
             }
+            ApiError::Overloaded => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::BodyTimeout(_) => {
+                // The rest of the body may still be on its way: do not read it.
+                response.insert_header((header::CONNECTION, "close"));
+            }
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));
             }
@@ -222,11 +256,11 @@ impl ResponseError for ApiError {
                 // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left.
                 response.insert_header((
                     "RateLimit-Policy",
-                    format!("\"tenant\";q={};w=1", r.limit.burst),
+                    format!("\"{}\";q={};w=1", r.policy, r.limit.burst),
                 ));
                 response.insert_header((
                     "RateLimit",
-                    format!("\"tenant\";r=0;t={}", r.retry_after_secs),
+                    format!("\"{}\";r=0;t={}", r.policy, r.retry_after_secs),
                 ));
             }
             _ => {}

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
-use super::{next_cursor, parse_limit, tenant, ApiError, Body, FieldError, State};
+use super::{next_cursor, parse_limit, tenant, ApiError, FieldError, PendingBody, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::domain::{json_integer, Sku};
@@ -154,11 +154,11 @@ pub async fn issue(
     state: State,
     principal: Principal,
     req: HttpRequest,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant(&state, &principal).await?;
     let key = idempotency_key(&req)?;
-    let body: IssueBody = body.json()?;
+    let body: IssueBody = body.json().await?;
     check_terms(Some(body.seats), body.term_days, Some(&body.customer))?;
     let request = LicenseRequest {
         actor: principal.actor(),
@@ -182,11 +182,11 @@ pub async fn renew(
     principal: Principal,
     req: HttpRequest,
     path: web::Path<String>,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant(&state, &principal).await?;
     let key = idempotency_key(&req)?;
-    let body: RenewBody = body.json()?;
+    let body: RenewBody = body.json().await?;
     check_terms(None, body.term_days, body.customer.as_ref())?;
     let license_id = path.into_inner();
     let request = LicenseRequest {

@@ -10,8 +10,6 @@ pub mod limits;
 mod ops;
 mod reviews;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -35,6 +33,17 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-tenant request limits; `None` when off.
     pub limiter: Option<limits::RateLimiter>,
+    /// Per-address limits on failed authentications; `None` when off.
+    pub auth_failures: Option<limits::RateLimiter>,
+    /// The `/v1` requests being handled, and the cap on them.
+    pub in_flight: limits::InFlight,
+    /// How long a request body may take to arrive (`408` past it).
+    pub request_timeout: std::time::Duration,
+    /// One warning line now and then for failed authentications, not one
+    /// each.
+    pub auth_failure_log: crate::telemetry::Sampled,
+    /// The database's last readiness answer, reused briefly.
+    pub readiness: ops::Readiness,
 }
 
 pub type State = web::Data<Arc<AppState>>;
@@ -141,12 +150,24 @@ pub fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Opt
         .flatten()
 }
 
-/// A request body, read up to [`MAX_BODY_BYTES`] (`413` past that).
+/// A request body, read: what [`PendingBody::read`] returns.
 pub struct Body(pub web::Bytes);
 
-impl FromRequest for Body {
+/// A request body not yet read. Handlers read it only after they have
+/// authorised the caller and taken from its tenant's limit, so that a caller
+/// that may not make the request, or has made too many, never holds a
+/// connection open by sending its body slowly. Reading takes at most
+/// `GATEKEEPER_REQUEST_TIMEOUT` (`408` past it) and [`MAX_BODY_BYTES`]
+/// (`413` past that, at once when `Content-Length` says so).
+pub struct PendingBody {
+    payload: Payload,
+    declared: Option<usize>,
+    timeout: std::time::Duration,
+}
+
+impl FromRequest for PendingBody {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Body, ApiError>>>>;
+    type Future = std::future::Ready<Result<PendingBody, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let declared = req
@@ -154,13 +175,32 @@ impl FromRequest for Body {
             .get(actix_web::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-                return Err(ApiError::PayloadTooLarge);
-            }
+        let timeout = req
+            .app_data::<State>()
+            .map(|s| s.request_timeout)
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        std::future::ready(Ok(PendingBody {
+            payload: payload.take(),
+            declared,
+            timeout,
+        }))
+    }
+}
+
+/// The body timeout where no application state says otherwise.
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl PendingBody {
+    /// Reads the whole body: `413` past [`MAX_BODY_BYTES`], `408` when it
+    /// has not arrived within the request timeout.
+    pub async fn read(mut self) -> Result<Body, ApiError> {
+        if self.declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let timeout = self.timeout;
+        let read = async move {
             let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
+            while let Some(chunk) = self.payload.next().await {
                 let chunk =
                     chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
@@ -169,7 +209,15 @@ impl FromRequest for Body {
                 body.extend_from_slice(&chunk);
             }
             Ok(Body(body.freeze()))
-        })
+        };
+        actix_web::rt::time::timeout(timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout(timeout))?
+    }
+
+    /// Reads the body and parses it as `T` ([`Body::json`]).
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        self.read().await?.json()
     }
 }
 
@@ -257,14 +305,56 @@ impl FromRequest for Principal {
     }
 }
 
+/// Verifies the caller's token. An address whose failed authentications
+/// are over their limit is refused (`429`) before its token is looked at;
+/// each failure is counted in `gatekeeper_auth_failures_total{reason}` and
+/// logged now and then, never once per request (a flood of bad tokens must
+/// not be a flood of log lines).
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<State>()
         .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+    let address = req.peer_addr().map(|a| a.ip().to_string());
+    if let (Some(limiter), Some(address)) = (&state.auth_failures, &address) {
+        if let Some(refused) = limiter.refused(address) {
+            state.metrics.auth_failure("address_limited");
+            return Err(ApiError::RateLimited(refused));
+        }
+    }
+    verify_bearer(state, req).inspect_err(|(reason, error)| {
+        state.metrics.auth_failure(reason);
+        if let (Some(limiter), Some(address)) = (&state.auth_failures, &address) {
+            let _ = limiter.take(address);
+        }
+        if let Some(suppressed) = state.auth_failure_log.due() {
+            tracing::warn!(
+                reason,
+                address = address.as_deref().unwrap_or("unknown"),
+                error = %error,
+                suppressed,
+                "authentication failed (one line every {}s; `suppressed` counts the failures not logged since the last)",
+                crate::telemetry::Sampled::EVERY.as_secs()
+            );
+        }
+    })
+    .map_err(|(_, error)| error)
+}
+
+/// The bearer token's principal, or why there is none (a reason for the
+/// metric, and the `401`).
+fn verify_bearer(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Principal, (&'static str, ApiError)> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization header is missing".into()))?;
+        .ok_or_else(|| {
+            (
+                "missing_token",
+                ApiError::Unauthorized("the Authorization header is missing".into()),
+            )
+        })?;
     let token = header
         .to_str()
         .ok()
@@ -274,12 +364,15 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         })
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+            (
+                "malformed_header",
+                ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into()),
+            )
         })?;
     state
         .auth
         .verify(token)
-        .map_err(|e| ApiError::Unauthorized(e.0))
+        .map_err(|e| ("invalid_token", ApiError::Unauthorized(e.0)))
 }
 
 impl Principal {

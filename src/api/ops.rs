@@ -12,11 +12,20 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the database answers, migrations are applied and the
-/// catalogue is loaded, and the audit chain vouches for it.
+/// `GET /readyz`: the database answers and takes writes, migrations are
+/// applied, the catalogue is loaded, and the audit chain vouches for it.
+/// The database's answer is reused for [`Readiness::FRESH`], so that probes
+/// (which need no token) cost at most a couple of queries a second.
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
-    let st = Arc::clone(&state);
-    let ready = web::block(move || st.gate.store().ready(PROBE_TIMEOUT)).await?;
+    let ready = match state.readiness.fresh() {
+        Some(ready) => ready,
+        None => {
+            let st = Arc::clone(&state);
+            let ready = web::block(move || st.gate.store().ready(PROBE_TIMEOUT)).await?;
+            state.readiness.record(ready);
+            ready
+        }
+    };
     let unvouched = state.gate.unvouched();
     state.metrics.set_ready(ready && unvouched.is_none());
     if let Some(reason) = unvouched {
@@ -33,26 +42,41 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
         })))
     } else {
         Err(ApiError::Unavailable(
-            "the database does not answer, or migrations are pending".into(),
+            "the database does not answer or does not take writes, or migrations are pending"
+                .into(),
         ))
     }
 }
 
-/// How long a probe or a scrape waits for the database.
+/// How long a probe waits for the database.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /metrics`: Prometheus text format.
+/// The last readiness answer of the database, and when it was had.
+#[derive(Default)]
+pub struct Readiness(std::sync::Mutex<Option<(std::time::Instant, bool)>>);
+
+impl Readiness {
+    /// How long an answer is reused.
+    pub const FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+    fn fresh(&self) -> Option<bool> {
+        let last = *self.0.lock().ok()?;
+        last.filter(|(at, _)| at.elapsed() < Self::FRESH)
+            .map(|(_, ready)| ready)
+    }
+
+    fn record(&self, ready: bool) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((std::time::Instant::now(), ready));
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format. Renders what is in memory: the
+/// gauges that come from the database are read on a timer
+/// (`store::stats::StatsRefresher`), never by a scrape.
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
-    let st = Arc::clone(&state);
-    let (stats, pool) = web::block(move || {
-        let store = st.gate.store();
-        (
-            store.stats(PROBE_TIMEOUT).unwrap_or_default(),
-            store.pool_state(),
-        )
-    })
-    .await?;
-    state.metrics.observe_database(&stats, pool);
+    state.metrics.observe_pool(state.gate.store().pool_state());
     let text = state
         .metrics
         .render()

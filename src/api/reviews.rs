@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{next_cursor, parse_limit, ApiError, Body, FieldError, State};
+use super::{next_cursor, parse_limit, ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::gate::{Customer, Resolution, ReviewResolution};
 use crate::store::StoredDecision;
@@ -90,10 +90,10 @@ pub async fn resolve(
     state: State,
     principal: Principal,
     path: web::Path<String>,
-    body: Body,
+    body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
-    let body: ResolveBody = body.json()?;
+    let body: ResolveBody = body.json().await?;
     let mut errors = Vec::new();
     if body.note.trim().is_empty() {
         errors.push(FieldError::new(

@@ -16,7 +16,7 @@ pub mod ledger;
 pub mod licenses;
 pub mod reviews;
 pub mod schema;
-mod stats;
+pub mod stats;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -45,6 +45,9 @@ pub enum DbConn {
     Postgres(diesel::pg::PgConnection),
     Sqlite(diesel::sqlite::SqliteConnection),
 }
+
+/// How long a SQLite writer queues for the lock before it fails.
+pub(crate) const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 10000;";
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -84,11 +87,14 @@ impl ManageConnection for Manager {
                 // commit durable before it is acknowledged; the busy timeout
                 // makes concurrent writers queue for the lock instead of failing.
                 // LIKE is case-sensitive, as on PostgreSQL.
-                conn.batch_execute(
-                    "PRAGMA case_sensitive_like = ON; PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON;",
-                )
-                .map_err(r2d2::Error::QueryError)?;
+                conn.batch_execute(SQLITE_BUSY_TIMEOUT)
+                    .and_then(|()| {
+                        conn.batch_execute(
+                            "PRAGMA case_sensitive_like = ON; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                        )
+                    })
+                    .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
             }
         }

@@ -1,4 +1,5 @@
-//! What the metrics read from the database at scrape time.
+//! What the metrics read from the database (on the refresher's timer, never
+//! per scrape), and the readiness probe.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use diesel::dsl::{exists, not};
 use diesel::prelude::*;
 
 use super::schema::{audit_checkpoints, decisions, licenses};
-use super::{Store, StoreError};
+use super::{DbConn, Store, StoreError, SQLITE_BUSY_TIMEOUT};
 use crate::metrics::DatabaseStats;
 
 impl Store {
@@ -17,19 +18,15 @@ impl Store {
         (state.connections, state.idle_connections)
     }
 
-    /// Whether the database answers within `timeout` and migrations are
-    /// applied.
+    /// Whether the database answers within `timeout`, takes writes, and
+    /// has its migrations applied.
     pub fn ready(&self, timeout: Duration) -> bool {
-        let answers = self
+        let writable = self
             .pool
             .get_timeout(timeout)
             .ok()
-            .map(|mut conn| {
-                use diesel::connection::SimpleConnection;
-                conn.batch_execute("SELECT 1").is_ok()
-            })
-            .unwrap_or(false);
-        answers && self.migrations_applied().unwrap_or(false)
+            .is_some_and(|mut conn| writable(&mut conn, timeout));
+        writable && self.migrations_applied().unwrap_or(false)
     }
 
     /// The gauges the metrics read at scrape time.
@@ -47,9 +44,9 @@ impl Store {
             .order(audit_checkpoints::seq.desc())
             .first(&mut *conn)
             .optional()?;
-        let checkpoint_age_seconds = newest
+        let checkpoint_at_ms = newest
             .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
-            .map(|at| (Utc::now() - at.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0);
+            .map(|at| at.with_timezone(&Utc).timestamp_millis());
         let license_audit_mismatch = licenses::table
             .filter(not(exists(
                 decisions::table.filter(decisions::id.eq(licenses::decision_id)),
@@ -59,8 +56,99 @@ impl Store {
         Ok(DatabaseStats {
             ready: true,
             review_queue_depth,
-            checkpoint_age_seconds,
+            checkpoint_at_ms,
             license_audit_mismatch,
         })
+    }
+}
+
+/// Whether a write could begin on `conn` now. A database that answers reads
+/// but refuses every write (a standby after a failover, a database set
+/// read-only, a read-only file) is not ready.
+fn writable(conn: &mut DbConn, timeout: Duration) -> bool {
+    use diesel::connection::SimpleConnection;
+    // BACKEND-SPECIFIC: how each database says it would refuse a write.
+    match conn {
+        DbConn::Postgres(pg) => {
+            #[derive(QueryableByName)]
+            struct ReadOnly {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                read_only: bool,
+            }
+            // A standby is in recovery; `default_transaction_read_only`
+            // (set by an operator, or by a provider when storage is full)
+            // makes every transaction read-only.
+            diesel::sql_query(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' \
+                 AS read_only",
+            )
+            .get_result::<ReadOnly>(pg)
+            .is_ok_and(|r| !r.read_only)
+        }
+        DbConn::Sqlite(lite) => {
+            // Taking the write lock fails on a read-only file, or when
+            // another writer holds it past the probe's timeout; nothing is
+            // written.
+            let probe = format!("PRAGMA busy_timeout = {};", timeout.as_millis());
+            let began =
+                lite.batch_execute(&probe).is_ok() && lite.batch_execute("BEGIN IMMEDIATE").is_ok();
+            if began {
+                let _ = lite.batch_execute("ROLLBACK");
+            }
+            let _ = lite.batch_execute(SQLITE_BUSY_TIMEOUT);
+            began
+        }
+    }
+}
+
+/// The background reader of the gauges that come from the database. A
+/// scrape of `/metrics` only renders what it last read, so scrapes cost no
+/// query, however many licences there are and however often Prometheus (or
+/// anyone: `/metrics` needs no token) asks. Dropping it stops it.
+pub struct StatsRefresher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StatsRefresher {
+    /// Reads the gauges now and then every `every`, each read bounded by
+    /// `timeout`.
+    pub fn start(
+        store: Store,
+        metrics: crate::metrics::Metrics,
+        every: Duration,
+        timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("stats-refresher".into())
+            .spawn(move || loop {
+                let started = std::time::Instant::now();
+                let stats = store.stats(timeout).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not read the database's gauges");
+                    DatabaseStats::default()
+                });
+                metrics
+                    .db_stats_refresh_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.observe_database(&stats);
+                match stopped.recv_timeout(every) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            })?;
+        Ok(StatsRefresher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StatsRefresher {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

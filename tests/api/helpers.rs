@@ -171,6 +171,14 @@ impl Reply {
         }
     }
 
+    /// A response header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    }
+
     /// Asserts a problem+json error with this status and code.
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
@@ -234,6 +242,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         metrics_listen: None,
         rate_limit: None,
         request_timeout: std::time::Duration::from_secs(5),
+        auth_failure_limit: None,
+        max_connections: None,
+        max_in_flight: 1024,
+        metrics_refresh: std::time::Duration::from_secs(1),
     };
     let address = start(&config);
     Some(TestApp {

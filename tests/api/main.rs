@@ -10,6 +10,7 @@ mod auth;
 mod catalog;
 mod cli;
 mod decisions;
+mod edges;
 mod errors;
 mod faults;
 mod keys;

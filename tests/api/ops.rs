@@ -22,9 +22,12 @@ async fn metrics_count_what_happens_without_caller_values_in_labels(app: TestApp
                           "customer": {"id": "secret-customer-id", "name": "Zebediah Quux", "country": country}});
         assert_eq!(app.preflight("alpha", body).await.status, 200);
     }
-    let m = app.send("GET", "/metrics", None, None).await;
-    assert_eq!(m.status, 200);
-    let text = &m.text;
+    // The gauges read from the database are refreshed on a timer (1 s here).
+    let m = metrics_when(&app, |text| {
+        sample(text, "gatekeeper_review_queue_depth") == Some(1.0)
+    })
+    .await;
+    let text = &m;
     assert_eq!(
         sample(
             text,
@@ -87,9 +90,27 @@ async fn metrics_count_what_happens_without_caller_values_in_labels(app: TestApp
         None,
     )
     .await;
-    let text = app.send("GET", "/metrics", None, None).await.text;
+    let text = metrics_when(&app, |text| {
+        sample(text, "gatekeeper_checkpoint_age_seconds").is_some_and(|age| age >= 0.0)
+    })
+    .await;
     let age = sample(&text, "gatekeeper_checkpoint_age_seconds").unwrap();
     assert!((0.0..60.0).contains(&age), "{age}");
+}
+
+/// The metrics text once `ready` holds of it (within 10 s).
+async fn metrics_when(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        let m = app.send("GET", "/metrics", None, None).await;
+        assert_eq!(m.status, 200);
+        text = m.text;
+        if ready(&text) {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    text
 }
 
 both!(health_and_readiness_answer_without_a_token);

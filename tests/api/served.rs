@@ -36,10 +36,32 @@ pub fn free_port() -> u16 {
 }
 
 pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
+    serve_with_open_files(database_url, env, None).await
+}
+
+/// [`serve`], with the process's open-file limit (soft and hard) set to
+/// `open_files` when given (`ulimit -n`).
+pub async fn serve_with_open_files(
+    database_url: &str,
+    env: &[(&str, &str)],
+    open_files: Option<u32>,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let base = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+    let binary = env!("CARGO_BIN_EXE_gatekeeper");
+    let mut command = match open_files {
+        None => Command::new(binary),
+        Some(n) => {
+            let mut shell = Command::new("sh");
+            shell
+                .arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(binary);
+            shell
+        }
+    };
+    let child = command
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
