@@ -191,12 +191,6 @@ impl Application {
             .transpose()?;
         let gate = Gate::open(store, ledger, Arc::clone(&signer), keys, metrics.clone())
             .context("loading the catalogue")?;
-        let refresher = StatsRefresher::start(
-            gate.store().clone(),
-            metrics.clone(),
-            config.metrics_refresh,
-            config.request_timeout,
-        )?;
         let state = Arc::new(AppState {
             gate,
             auth,
@@ -212,6 +206,14 @@ impl Application {
             auth_failure_log: Default::default(),
             readiness: Default::default(),
         });
+        let serving = Arc::clone(&state);
+        let refresher = StatsRefresher::start(
+            state.gate.store().clone(),
+            state.metrics.clone(),
+            config.metrics_refresh,
+            config.request_timeout,
+            move || serving.gate.unvouched().is_none(),
+        )?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = connection_cap(config, workers);
         let listener = TcpListener::bind(&config.listen)

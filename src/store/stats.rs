@@ -112,22 +112,25 @@ pub struct StatsRefresher {
 
 impl StatsRefresher {
     /// Reads the gauges now and then every `every`, each read bounded by
-    /// `timeout`.
+    /// `timeout`; `serving` says whether the service serves its catalogue
+    /// (else `gatekeeper_ready` is 0 whatever the database says).
     pub fn start(
         store: Store,
         metrics: crate::metrics::Metrics,
         every: Duration,
         timeout: Duration,
+        serving: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("stats-refresher".into())
             .spawn(move || loop {
                 let started = std::time::Instant::now();
-                let stats = store.stats(timeout).unwrap_or_else(|e| {
+                let mut stats = store.stats(timeout).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "could not read the database's gauges");
                     DatabaseStats::default()
                 });
+                stats.ready &= serving();
                 metrics
                     .db_stats_refresh_seconds
                     .observe(started.elapsed().as_secs_f64());

@@ -389,3 +389,48 @@ async fn readiness_turns_red_while_the_database_refuses_writes_and_back(app: Tes
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// A flood of bad tokens is counted, and logged a line now and then with the
+/// count of those not logged; never a warning a request.
+#[actix_web::test]
+async fn bad_tokens_are_counted_and_logged_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+    // The address limit off, so that every bad token reaches verification.
+    let served = crate::served::serve(&url, &[("GATEKEEPER_AUTH_FAILURE_LIMIT", "0")]).await;
+    const BAD: usize = 200;
+    for i in 0..BAD {
+        let (status, _, _) = served
+            .call("GET", "/v1/licenses", &format!("bad.token.{i}"), None, &[])
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (_, _, _) = served.call("GET", "/healthz", "", None, &[]).await;
+    let metrics = awc::Client::default()
+        .get(format!("{}/metrics", served.base))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(
+        sample(
+            &metrics,
+            "gatekeeper_auth_failures_total{reason=\"invalid_token\"}"
+        ),
+        Some(BAD as f64)
+    );
+    let log = served.log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    let sampled = warnings
+        .iter()
+        .filter(|l| l.contains("authentication failed"))
+        .count();
+    assert_eq!(sampled, 1, "one sampled line in 10 s: {warnings:#?}");
+    assert!(
+        warnings.len() <= 3,
+        "{BAD} bad tokens must not be {BAD} warnings: {warnings:#?}"
+    );
+}
