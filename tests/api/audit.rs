@@ -5,7 +5,7 @@ use gatekeeper::audit;
 use serde_json::json;
 
 use crate::both;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, AUDIENCE, ISSUER};
 
 both!(every_decision_and_catalogue_change_is_a_chained_event);
 async fn every_decision_and_catalogue_change_is_a_chained_event(app: TestApp) {
@@ -328,4 +328,63 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
         }
     }
     rows
+}
+
+/// Whether a spreadsheet could run `cell`: it starts with a formula
+/// character (or its full-width form), TAB, CR or LF, or with white space
+/// before one.
+fn runnable(cell: &str) -> bool {
+    let triggers = ['=', '+', '-', '@', '＝', '＋', '－', '＠', '\t', '\r', '\n'];
+    cell.starts_with(triggers) || cell.trim_start().starts_with(triggers)
+}
+
+both!(csv_cells_a_spreadsheet_could_run_are_neutralised);
+async fn csv_cells_a_spreadsheet_could_run_are_neutralised(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    // Customer references and token subjects land in cells of their own.
+    let ids = [" =1+1", "  @SUM(A1)", "＝1+1", "＠x", "－1+2", "+1+1"];
+    let subs = ["\t=cmd", "\r@x", "\n=1", " -2+3"];
+    let preflight = |id: &str, token: String| {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": id, "name": "n", "country": "DE"}});
+        let app = &app;
+        async move { app.post("/v1/decisions", &token, body).await }
+    };
+    for id in ids {
+        let r = preflight(id, app.reseller("alpha")).await;
+        assert_eq!(r.status, 200, "{id:?}: {}", r.text);
+    }
+    for sub in subs {
+        let now = chrono::Utc::now().timestamp();
+        let token = gatekeeper::auth::mint(
+            &app.private_pem(),
+            &gatekeeper::auth::MintClaims {
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+                sub: sub.into(),
+                role: gatekeeper::auth::Role::Reseller,
+                reseller: Some("alpha".into()),
+                iat: now,
+                exp: now + 600,
+            },
+        )
+        .unwrap();
+        let r = preflight("plain", token).await;
+        assert_eq!(r.status, 200, "{sub:?}: {}", r.text);
+    }
+    let (_, csv) = export(&app, "?action=decision.preflight", "text/csv").await;
+    let mut rows = csv_rows(&csv);
+    let header = rows.remove(0);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let column = |name: &str| {
+        rows.iter()
+            .map(|r| r[col(name)].clone())
+            .collect::<Vec<_>>()
+    };
+    let neutralised = |values: &[&str]| values.iter().map(|v| format!("'{v}")).collect::<Vec<_>>();
+    assert_eq!(column("customer_id")[..ids.len()], neutralised(&ids)[..]);
+    assert_eq!(column("actor_sub")[ids.len()..], neutralised(&subs)[..]);
+    let runnable_cells: Vec<&String> = rows.iter().flatten().filter(|c| runnable(c)).collect();
+    assert!(runnable_cells.is_empty(), "{runnable_cells:?}");
 }
