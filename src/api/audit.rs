@@ -45,6 +45,11 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
                 "allow" | "deny" | "review" => filter.outcome = Some(value.clone()),
                 _ => errors.push(FieldError::new("outcome", "must be allow, deny or review")),
             },
+            "what_if" => match value.as_str() {
+                "true" => filter.what_if = Some(true),
+                "false" => filter.what_if = Some(false),
+                _ => errors.push(FieldError::new("what_if", "must be true or false")),
+            },
             "reseller" => match crate::domain::ResellerId::parse(value) {
                 Ok(_) => filter.reseller = Some(value.clone()),
                 Err(m) => errors.push(FieldError::new("reseller", m)),
@@ -53,6 +58,11 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
             "to" => filter.to = instant("to", value, &mut errors),
             other => errors.push(FieldError::new(other, "is not a filter of this listing")),
         }
+    }
+    // Counting outcomes counts transactions: a what-if question is not one,
+    // so it is left out unless `what_if` is asked for.
+    if filter.outcome.is_some() && filter.what_if.is_none() {
+        filter.what_if = Some(false);
     }
     if errors.is_empty() {
         Ok((filter, limit))
@@ -163,7 +173,7 @@ fn stream(store: Store, filter: AuditFilter, format: Export) -> HttpResponse {
         .streaming(body)
 }
 
-const CSV_HEADER: &str = "seq,id,at,action,actor_sub,actor_role,actor_reseller,outcome,\
+const CSV_HEADER: &str = "seq,id,at,action,actor_sub,actor_role,actor_reseller,outcome,what_if,\
 subject_kind,subject_id,product,customer_id,customer_country,customer_us_person,\
 decision_id,transaction,reasons,not_after,license_id,policy_version,prev_hash,hash,subject,decision";
 
@@ -201,6 +211,12 @@ fn csv_row(e: &Value) -> String {
         text(&e["actor"]["role"]),
         text(&e["actor"]["reseller"]),
         text(&e["outcome"]),
+        // `true` for a what-if decision, `false` for another, empty for an
+        // event that records no decision.
+        match e.get("decision") {
+            Some(_) => crate::audit::state::is_what_if(e).to_string(),
+            None => String::new(),
+        },
         text(&e["subject"]["kind"]),
         text(&e["subject"]["id"]),
         text(&e["subject"]["product"]),
