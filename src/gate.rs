@@ -853,6 +853,11 @@ impl Gate {
         body.insert("transaction".into(), json!(question.transaction));
         body.insert("outcome".into(), json!(verdict.outcome));
         body.insert("as_of".into(), json!(at));
+        // A what-if question is marked wherever its decision is shown; a
+        // decision at the server's own instant carries no mark (as before).
+        if question.as_of.is_some() {
+            body.insert("what_if".into(), json!(true));
+        }
         body.insert("reasons".into(), json!(verdict.reasons));
         body.insert(
             "constraints".into(),

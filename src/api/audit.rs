@@ -45,6 +45,11 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
                 "allow" | "deny" | "review" => filter.outcome = Some(value.clone()),
                 _ => errors.push(FieldError::new("outcome", "must be allow, deny or review")),
             },
+            "what_if" => match value.as_str() {
+                "true" => filter.what_if = Some(true),
+                "false" => filter.what_if = Some(false),
+                _ => errors.push(FieldError::new("what_if", "must be true or false")),
+            },
             "reseller" => match crate::domain::ResellerId::parse(value) {
                 Ok(_) => filter.reseller = Some(value.clone()),
                 Err(m) => errors.push(FieldError::new("reseller", m)),
@@ -53,6 +58,11 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
             "to" => filter.to = instant("to", value, &mut errors),
             other => errors.push(FieldError::new(other, "is not a filter of this listing")),
         }
+    }
+    // Counting outcomes counts transactions: a what-if question is not one,
+    // so it is left out unless `what_if` is asked for.
+    if filter.outcome.is_some() && filter.what_if.is_none() {
+        filter.what_if = Some(false);
     }
     if errors.is_empty() {
         Ok((filter, limit))
@@ -163,7 +173,7 @@ fn stream(store: Store, filter: AuditFilter, format: Export) -> HttpResponse {
         .streaming(body)
 }
 
-const CSV_HEADER: &str = "seq,id,at,action,actor_sub,actor_role,actor_reseller,outcome,\
+const CSV_HEADER: &str = "seq,id,at,action,actor_sub,actor_role,actor_reseller,outcome,what_if,\
 subject_kind,subject_id,product,customer_id,customer_country,customer_us_person,\
 decision_id,transaction,reasons,not_after,license_id,policy_version,prev_hash,hash,subject,decision";
 
@@ -201,6 +211,12 @@ fn csv_row(e: &Value) -> String {
         text(&e["actor"]["role"]),
         text(&e["actor"]["reseller"]),
         text(&e["outcome"]),
+        // `true` for a what-if decision, `false` for another, empty for an
+        // event that records no decision.
+        match e.get("decision") {
+            Some(_) => crate::audit::state::is_what_if(e).to_string(),
+            None => String::new(),
+        },
         text(&e["subject"]["kind"]),
         text(&e["subject"]["id"]),
         text(&e["subject"]["product"]),
@@ -226,9 +242,9 @@ fn csv_row(e: &Value) -> String {
 }
 
 /// RFC 4180: quote a field holding a comma, quote or line break. A field
-/// that a spreadsheet would run as a formula is prefixed with `'`.
+/// that a spreadsheet could run as a formula is prefixed with `'`.
 fn csv_field(field: &str) -> String {
-    let field = if field.starts_with(['=', '+', '-', '@']) && field.parse::<f64>().is_err() {
+    let field = if formula_like(field) {
         format!("'{field}")
     } else {
         field.to_string()
@@ -238,6 +254,37 @@ fn csv_field(field: &str) -> String {
     } else {
         field
     }
+}
+
+/// Whether a spreadsheet might read `field` as a formula (OWASP's CSV
+/// injection list, and more): it begins with `=`, `+`, `-`, `@`, their
+/// full-width forms (`＝ ＋ － ＠`), TAB, CR or LF, or with other white space
+/// before one of those. A plain decimal number (`-1`, `+2.5`) is data.
+fn formula_like(field: &str) -> bool {
+    const TRIGGERS: [char; 11] = [
+        '=', '+', '-', '@', '\t', '\r', '\n', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+    ];
+    let Some(first) = field.chars().next() else {
+        return false;
+    };
+    if first.is_whitespace() || TRIGGERS.contains(&first) {
+        let rest = field.trim_start_matches(char::is_whitespace);
+        let triggered = field.starts_with(['\t', '\r', '\n']) || rest.starts_with(TRIGGERS);
+        triggered && !plain_number(field)
+    } else {
+        false
+    }
+}
+
+/// An optional sign, digits and an optional fraction: nothing a
+/// spreadsheet runs.
+fn plain_number(field: &str) -> bool {
+    let unsigned = field.strip_prefix(['-', '+']).unwrap_or(field);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `GET /v1/audit/verify`: checks the whole chain against the recorded head
@@ -286,5 +333,56 @@ pub async fn sign_checkpoint(state: State, principal: Principal) -> Result<HttpR
     match state.gate.checkpoint().await? {
         Some(checkpoint) => Ok(HttpResponse::Created().json(json!({ "checkpoint": checkpoint }))),
         None => Err(ApiError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_a_spreadsheet_could_run_is_neutralised() {
+        let formulas = [
+            "=1+1",
+            "+1+1",
+            "-1+1",
+            "@SUM(A1)",
+            "\t=cmd",
+            "\t",
+            "\r@x",
+            "\n=1",
+            " =1+1",
+            "  +1",
+            "\u{a0}-1+1",
+            "\u{3000}@x",
+            " \t=1",
+            "＝1+1",
+            "＋1",
+            "－1",
+            "＠x",
+            " ＝1",
+            "=",
+            "-",
+            " -1",
+            "-1.",
+            "-inf",
+            "+NaN",
+        ];
+        for cell in formulas {
+            assert!(formula_like(cell), "{cell:?}");
+            let out = csv_field(cell);
+            let inner = out
+                .strip_prefix('"')
+                .and_then(|o| o.strip_suffix('"'))
+                .unwrap_or(&out);
+            assert!(inner.starts_with('\''), "{cell:?} -> {out:?}");
+        }
+        for cell in [
+            "", "plain", " plain", "a=b", "a-b", "x@y", "1", "-1", "+2.5", "-0.25", "'=x",
+        ] {
+            assert!(!formula_like(cell), "{cell:?}");
+        }
+        assert_eq!(csv_field("\r@x"), "\"'\r@x\"", "quoted too");
+        assert_eq!(csv_field("-1"), "-1");
     }
 }

@@ -296,8 +296,8 @@ pub enum Fault {
     /// A checkpoint's signature does not verify with a published key.
     CheckpointSignature,
     /// A column the service filters or lists events by (`seq`, `id`, `at`,
-    /// `action`, `outcome`, `reseller`, `prev_hash`) differs from the hashed
-    /// event: an edit that would hide the event from a filtered listing.
+    /// `action`, `outcome`, `reseller`, `prev_hash`, `what_if`) differs from
+    /// the hashed event: an edit that would hide the event from a filtered listing.
     IndexMismatch,
     /// The state the service acts on (a catalogue entry, a licence, a
     /// decision, a review) is not what the chain records; `row` names it.

@@ -14,6 +14,9 @@
 //!   verification rebuilds the catalogue the chain vouches for.
 //! - [`Tenant::of`]: the tenant an event concerns, which the listing's
 //!   `reseller` filter reads from a column beside the event.
+//! - [`is_what_if`]: whether an event records a what-if decision, which
+//!   the listing's `what_if` filter (and the `outcome` filter's default)
+//!   reads from a column beside the event.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -205,6 +208,14 @@ impl Tenant {
             Tenant::Named(None)
         }
     }
+}
+
+/// Whether `event` records a what-if decision (a preflight evaluated at
+/// another instant, `as_of`): its decision says `"what_if": true`, or, for
+/// events written before decisions carried the mark, its subject does.
+pub fn is_what_if(event: &Value) -> bool {
+    let marked = |pointer: &str| event.pointer(pointer) == Some(&Value::Bool(true));
+    marked("/decision/what_if") || marked("/subject/what_if")
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub(super) struct EventRow {
     pub event: String,
     pub prev_hash: String,
     pub hash: String,
+    pub what_if: bool,
 }
 
 #[derive(Debug, Insertable)]

@@ -329,6 +329,9 @@ pub struct AuditFilter {
     pub until: Option<i64>,
     pub action: Option<String>,
     pub outcome: Option<String>,
+    /// Only what-if decisions (`true`), or only events that are not one
+    /// (`false`).
+    pub what_if: Option<bool>,
     pub reseller: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
@@ -651,6 +654,9 @@ impl Store {
         }
         if let Some(outcome) = &filter.outcome {
             query = query.filter(audit_events::outcome.eq(outcome.clone()));
+        }
+        if let Some(what_if) = filter.what_if {
+            query = query.filter(audit_events::what_if.eq(what_if));
         }
         if let Some(reseller) = &filter.reseller {
             query = query.filter(audit_events::reseller.eq(reseller.clone()));
@@ -1032,7 +1038,9 @@ fn append_event(
     map.insert("subject".into(), event.subject);
     map.insert("policy_version".into(), Value::from(policy_version));
     map.insert("prev_hash".into(), Value::from(head.hash.clone()));
-    let (text, hash) = audit::canonical_and_hash(&Value::Object(map));
+    let event_value = Value::Object(map);
+    let what_if = audit::state::is_what_if(&event_value);
+    let (text, hash) = audit::canonical_and_hash(&event_value);
     head.push_event(EventRow {
         seq,
         id,
@@ -1043,6 +1051,7 @@ fn append_event(
         event: text,
         prev_hash: head.hash.clone(),
         hash: hash.clone(),
+        what_if,
     });
     head.seq = seq;
     head.hash = hash;

@@ -77,6 +77,7 @@ diesel::table! {
         event -> Text,
         prev_hash -> Text,
         hash -> Text,
+        what_if -> Bool,
     }
 }
 

@@ -4,7 +4,8 @@
 //! - The chain itself: its links, that it ends at the recorded head, and
 //!   that it agrees with signed checkpoints ([`audit::Verifier`]).
 //! - The columns beside each event that listings and exports filter by
-//!   (`seq`, `id`, `at`, `action`, `outcome`, `reseller`, `prev_hash`): each
+//!   (`seq`, `id`, `at`, `action`, `outcome`, `reseller`, `prev_hash`,
+//!   `what_if`): each
 //!   must say what the hashed event says, or an edit of one could hide an
 //!   event from a filtered listing while the chain verifies
 //!   (`index_mismatch`).
@@ -34,7 +35,9 @@ use sha2::{Digest, Sha256};
 
 use super::schema::{audit_events, decisions, ledger_head};
 use super::{load_catalog_data, DbConn, Store, StoreError};
-use crate::audit::state::{apply_catalog_event, catalog_digest, Tenant, CATALOG_ACTIONS};
+use crate::audit::state::{
+    apply_catalog_event, catalog_digest, is_what_if, Tenant, CATALOG_ACTIONS,
+};
 use crate::audit::{self, Fault, Report};
 use crate::policy::CatalogData;
 
@@ -51,6 +54,7 @@ type EventColumns = (
     String,
     String,
     String,
+    bool,
 );
 
 /// An event as exported (its stored JSON with `hash`), or `null` when the
@@ -259,8 +263,7 @@ impl Expected {
         if let Some(decision) = event.get("decision") {
             self.decisions += 1;
             let outcome = text(event, "/outcome");
-            let what_if = event.pointer("/subject/what_if") == Some(&Value::Bool(true));
-            if outcome == Some("review") && !what_if {
+            if outcome == Some("review") && !is_what_if(event) {
                 if let (Some(id), Some(tenant)) = (
                     decision.get("id").and_then(Value::as_str),
                     text(event, "/subject/reseller/id"),
@@ -293,7 +296,7 @@ fn index_mismatch(
     event: &Value,
     reviewable: &HashMap<String, String>,
 ) -> Option<&'static str> {
-    let (seq, id, at, action, outcome, reseller, _, prev_hash, _) = row;
+    let (seq, id, at, action, outcome, reseller, _, prev_hash, _, what_if) = row;
     let tenant = match Tenant::of(event) {
         Tenant::Named(t) => t,
         Tenant::OfDecision(d) => reviewable.get(&d).cloned(),
@@ -312,6 +315,8 @@ fn index_mismatch(
         Some("reseller")
     } else if text(event, "/prev_hash") != Some(prev_hash) {
         Some("prev_hash")
+    } else if is_what_if(event) != *what_if {
+        Some("what_if")
     } else {
         None
     }
@@ -396,6 +401,7 @@ fn verify_in(
                 audit_events::event,
                 audit_events::prev_hash,
                 audit_events::hash,
+                audit_events::what_if,
             ))
             .load::<EventColumns>(conn)?;
         let Some(last) = page.last().map(|row| row.0) else {

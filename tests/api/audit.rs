@@ -5,7 +5,7 @@ use gatekeeper::audit;
 use serde_json::json;
 
 use crate::both;
-use crate::helpers::TestApp;
+use crate::helpers::{Backend, TestApp, AUDIENCE, ISSUER};
 
 both!(every_decision_and_catalogue_change_is_a_chained_event);
 async fn every_decision_and_catalogue_change_is_a_chained_event(app: TestApp) {
@@ -274,7 +274,7 @@ async fn exports_stream_ndjson_and_csv_with_the_same_filters(app: TestApp) {
     let mut reader = csv_rows(&csv);
     let header = reader.remove(0);
     assert_eq!(header[0], "seq");
-    assert_eq!(header.len(), 24);
+    assert_eq!(header.len(), 25);
     assert_eq!(reader.len(), lines.len(), "one row per event");
     assert!(
         reader.iter().all(|r| r.len() == header.len()),
@@ -328,4 +328,236 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
         }
     }
     rows
+}
+
+/// A what-if preflight (`as_of`) and a plain one, both allowed, as
+/// `(what_if, plain)` decisions.
+async fn a_what_if_and_a_plain_allow(app: &TestApp) -> (serde_json::Value, serde_json::Value) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    let ask = |as_of: Option<&str>| {
+        let mut body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                              "customer": {"id": "c-1", "name": "Jane Roe", "country": "DE", "us_person": false}});
+        if let Some(t) = as_of {
+            body["as_of"] = json!(t);
+        }
+        body
+    };
+    let what_if = app
+        .preflight("alpha", ask(Some("2024-07-01T00:00:00Z")))
+        .await;
+    assert_eq!(what_if.status, 200, "{}", what_if.text);
+    let plain = app.preflight("alpha", ask(None)).await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
+    let (what_if, plain) = (
+        what_if.body["decision"].clone(),
+        plain.body["decision"].clone(),
+    );
+    assert_eq!(what_if["outcome"], "allow", "{what_if}");
+    assert_eq!(plain["outcome"], "allow", "{plain}");
+    (what_if, plain)
+}
+
+/// The decision ids in a listing's page, its NDJSON export and its CSV
+/// export with `query`, which must agree.
+async fn decision_ids(app: &TestApp, query: &str) -> Vec<String> {
+    let page = app
+        .get(&format!("/v1/audit{query}"), &app.compliance())
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let ids = |events: Vec<serde_json::Value>| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| e["decision"]["id"].as_str().map(String::from))
+            .collect()
+    };
+    let listed = ids(page.body["events"].as_array().cloned().unwrap());
+    let (_, ndjson) = export(app, query, "application/x-ndjson").await;
+    let exported = ids(ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect());
+    assert_eq!(listed, exported, "the NDJSON export of {query}");
+    let (_, csv) = export(app, query, "text/csv").await;
+    let mut rows = csv_rows(&csv);
+    let header = rows.remove(0);
+    let col = header.iter().position(|h| h == "decision_id").unwrap();
+    let in_csv: Vec<String> = rows
+        .into_iter()
+        .map(|r| r[col].clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(listed, in_csv, "the CSV export of {query}");
+    listed
+}
+
+both!(a_what_if_decision_is_marked_and_left_out_of_outcome_filters);
+async fn a_what_if_decision_is_marked_and_left_out_of_outcome_filters(app: TestApp) {
+    let (what_if, plain) = a_what_if_and_a_plain_allow(&app).await;
+    let (w, p) = (
+        what_if["id"].as_str().unwrap().to_string(),
+        plain["id"].as_str().unwrap().to_string(),
+    );
+    // Marked in the API; a decision at the server's instant is as before.
+    assert_eq!(what_if["what_if"], true, "{what_if}");
+    assert!(plain.get("what_if").is_none(), "{plain}");
+    let read = app
+        .get(&format!("/v1/decisions/{w}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(read.body["decision"]["what_if"], true, "{}", read.text);
+    assert_eq!(read.body["decision"], what_if);
+    let read = app
+        .get(&format!("/v1/decisions/{p}"), &app.compliance())
+        .await;
+    assert_eq!(read.body["decision"], plain, "{}", read.text);
+    // Marked in its audit event.
+    let events = app.all_events().await;
+    let event_of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["decision"]["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(event_of(&w)["decision"]["what_if"], true);
+    assert_eq!(event_of(&w)["subject"]["what_if"], true);
+    assert!(event_of(&p)["decision"].get("what_if").is_none());
+    // Marked in the CSV export: `true`, `false`, or empty for an event
+    // that records no decision.
+    let (_, csv) = export(&app, "", "text/csv").await;
+    let mut rows = csv_rows(&csv);
+    let header = rows.remove(0);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let mark = |id: &str| {
+        rows.iter()
+            .find(|r| r[col("decision_id")] == id)
+            .map(|r| r[col("what_if")].clone())
+            .unwrap()
+    };
+    assert_eq!((mark(&w).as_str(), mark(&p).as_str()), ("true", "false"));
+    assert!(rows
+        .iter()
+        .filter(|r| r[col("action")].starts_with("catalog."))
+        .all(|r| r[col("what_if")].is_empty()));
+
+    // Outcome filters count transactions: the what-if is left out unless
+    // asked for, and `what_if=true` selects what-ifs only.
+    assert_eq!(decision_ids(&app, "?outcome=allow").await, vec![p.clone()]);
+    assert_eq!(
+        decision_ids(&app, "?outcome=allow&what_if=false").await,
+        vec![p.clone()]
+    );
+    assert_eq!(
+        decision_ids(&app, "?outcome=allow&what_if=true").await,
+        vec![w.clone()]
+    );
+    assert_eq!(decision_ids(&app, "?what_if=true").await, vec![w.clone()]);
+    assert_eq!(
+        decision_ids(&app, "?outcome=deny&what_if=true").await,
+        Vec::<String>::new()
+    );
+    // Unfiltered, the trail is whole.
+    assert_eq!(decision_ids(&app, "").await, vec![w.clone(), p.clone()]);
+    assert_eq!(
+        decision_ids(&app, "?action=decision.preflight").await,
+        vec![w, p]
+    );
+    let bad = app.get("/v1/audit?what_if=yes", &app.compliance()).await;
+    bad.assert_problem(422, "validation_failed");
+    assert_eq!(bad.fields(), vec!["what_if"]);
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
+
+both!(the_what_if_column_is_backfilled_from_the_stored_events);
+async fn the_what_if_column_is_backfilled_from_the_stored_events(app: TestApp) {
+    let (what_if, plain) = a_what_if_and_a_plain_allow(&app).await;
+    // A database from before the column: its migration reverted, then run
+    // again over the events already stored.
+    let (down, up) = match app.backend {
+        Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/2026-11-28-000001_audit_what_if/down.sql"),
+            include_str!("../../migrations/sqlite/2026-11-28-000001_audit_what_if/up.sql"),
+        ),
+        Backend::Postgres => (
+            include_str!("../../migrations/postgres/2026-11-28-000001_audit_what_if/down.sql"),
+            include_str!("../../migrations/postgres/2026-11-28-000001_audit_what_if/up.sql"),
+        ),
+    };
+    app.db.execute(down).unwrap();
+    app.db.execute(up).unwrap();
+    assert_eq!(
+        decision_ids(&app, "?outcome=allow").await,
+        vec![plain["id"].as_str().unwrap().to_string()]
+    );
+    assert_eq!(
+        decision_ids(&app, "?what_if=true").await,
+        vec![what_if["id"].as_str().unwrap().to_string()]
+    );
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+    // And the events are append-only again.
+    let refused = app
+        .db
+        .execute("UPDATE audit_events SET what_if = FALSE WHERE what_if");
+    assert!(refused.is_err(), "the trigger is back");
+}
+
+/// Whether a spreadsheet could run `cell`: it starts with a formula
+/// character (or its full-width form), TAB, CR or LF, or with white space
+/// before one.
+fn runnable(cell: &str) -> bool {
+    let triggers = ['=', '+', '-', '@', '＝', '＋', '－', '＠', '\t', '\r', '\n'];
+    cell.starts_with(triggers) || cell.trim_start().starts_with(triggers)
+}
+
+both!(csv_cells_a_spreadsheet_could_run_are_neutralised);
+async fn csv_cells_a_spreadsheet_could_run_are_neutralised(app: TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.add_oem_firewall().await;
+    // Customer references and token subjects land in cells of their own.
+    let ids = [" =1+1", "  @SUM(A1)", "＝1+1", "＠x", "－1+2", "+1+1"];
+    let subs = ["\t=cmd", "\r@x", "\n=1", " -2+3"];
+    let preflight = |id: &str, token: String| {
+        let body = json!({"transaction": "issue", "product": "ACME-FW-K",
+                          "customer": {"id": id, "name": "n", "country": "DE"}});
+        let app = &app;
+        async move { app.post("/v1/decisions", &token, body).await }
+    };
+    for id in ids {
+        let r = preflight(id, app.reseller("alpha")).await;
+        assert_eq!(r.status, 200, "{id:?}: {}", r.text);
+    }
+    for sub in subs {
+        let now = chrono::Utc::now().timestamp();
+        let token = gatekeeper::auth::mint(
+            &app.private_pem(),
+            &gatekeeper::auth::MintClaims {
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+                sub: sub.into(),
+                role: gatekeeper::auth::Role::Reseller,
+                reseller: Some("alpha".into()),
+                iat: now,
+                exp: now + 600,
+            },
+        )
+        .unwrap();
+        let r = preflight("plain", token).await;
+        assert_eq!(r.status, 200, "{sub:?}: {}", r.text);
+    }
+    let (_, csv) = export(&app, "?action=decision.preflight", "text/csv").await;
+    let mut rows = csv_rows(&csv);
+    let header = rows.remove(0);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let column = |name: &str| {
+        rows.iter()
+            .map(|r| r[col(name)].clone())
+            .collect::<Vec<_>>()
+    };
+    let neutralised = |values: &[&str]| values.iter().map(|v| format!("'{v}")).collect::<Vec<_>>();
+    assert_eq!(column("customer_id")[..ids.len()], neutralised(&ids)[..]);
+    assert_eq!(column("actor_sub")[ids.len()..], neutralised(&subs)[..]);
+    let runnable_cells: Vec<&String> = rows.iter().flatten().filter(|c| runnable(c)).collect();
+    assert!(runnable_cells.is_empty(), "{runnable_cells:?}");
 }

@@ -91,6 +91,30 @@ async fn an_edited_index_column_is_caught_though_it_hides_the_event(app: TestApp
         .unwrap();
     assert_eq!(caught(&app).await.0, Value::Null, "restored");
 
+    // The refusal, marked a what-if beside its event: outcome filters leave
+    // it out just the same.
+    let what_if = |value: &str| {
+        app.db
+            .execute(&format!(
+                "UPDATE audit_events SET what_if = {value} WHERE seq = {seq}"
+            ))
+            .unwrap()
+    };
+    what_if("TRUE");
+    assert!(!refusals(&app, "application/json").await.contains(&decision));
+    assert!(!refusals(&app, "text/csv").await.contains(&decision));
+    assert_eq!(
+        caught(&app).await,
+        (
+            json!("index_mismatch"),
+            json!(format!("audit_events/{seq}/what_if")),
+            json!(seq)
+        )
+    );
+    what_if("FALSE");
+    assert_eq!(caught(&app).await.0, Value::Null, "restored");
+    assert!(refusals(&app, "text/csv").await.contains(&decision));
+
     // Every other column a listing reads.
     for (column, forged) in [
         ("action", "'decision.issue'"),
