@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::domain::{CountryCode, Outcome, ResellerId, Sku, Transaction};
-use crate::licenses::{license_json, term_end, LicenseSigner};
+use crate::licenses::{capped_term_end, license_json, LicenseSigner};
 use crate::metrics::Metrics;
 use crate::policy::{self, Catalog, Party, Verdict};
 use crate::store::ledger::Ledger;
@@ -206,6 +206,16 @@ pub enum GateError {
     ReviewResolved,
     #[error("the attested facts still leave the customer's nexus unknown")]
     StillInReview,
+    /// A renewal, or a reviewer's attested facts, name another customer
+    /// than the licence's (or the reviewed request's): a licence never
+    /// moves to another customer; that is a new issue, screened as one.
+    #[error("a licence keeps its customer")]
+    CustomerChanged,
+    /// The licence would expire more than [`crate::licenses::MAX_EXPIRY_YEARS`]
+    /// years after the request; `max_days` is the longest term that would
+    /// not (0: none).
+    #[error("the term would end the licence too late")]
+    TermTooLong { max_days: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -222,6 +232,11 @@ impl GateError {
 enum Written {
     Fresh(u16, Value),
     Existing(IdempotencyRecord),
+    /// Nothing: the renewal, extended from the licence as it then stood,
+    /// would have run past the cap (at most `max_days` more).
+    TooLong {
+        max_days: i64,
+    },
 }
 
 /// The catalogue snapshot, the store, and the ledger writer.
@@ -583,6 +598,9 @@ impl Gate {
                 Ok(Written::Existing(found)) => {
                     return replay(found, &request.fingerprint, &self.metrics)
                 }
+                Ok(Written::TooLong { max_days }) => {
+                    return Err(GateError::TermTooLong { max_days })
+                }
                 Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
                 Err(GateError::Store(StoreError::Conflict)) => continue,
                 Err(GateError::Store(StoreError::ReviewNotOpen)) => {
@@ -635,10 +653,13 @@ impl Gate {
                     .await?
                     .filter(|l| l.reseller == tenant)
                     .ok_or(GateError::NotFound)?;
+                let stored: Customer = serde_json::from_value(current.customer.clone())
+                    .map_err(|e| StoreError::Corrupt(format!("licence customer: {e}")))?;
+                // Updated facts about the same customer, never another one.
                 let customer = match customer {
+                    Some(c) if c.id != stored.id => return Err(GateError::CustomerChanged),
                     Some(c) => c.clone(),
-                    None => serde_json::from_value(current.customer.clone())
-                        .map_err(|e| StoreError::Corrupt(format!("licence customer: {e}")))?,
+                    None => stored,
                 };
                 let product = Sku::parse(&current.product).map_err(StoreError::Corrupt)?;
                 (
@@ -688,16 +709,16 @@ impl Gate {
         // The licence this decision would write, if it allows.
         let license = match verdict.outcome {
             Outcome::Allow => {
-                let (starts_at, expires_at) = match &current {
-                    None => (now, term_end(now, term_days, verdict.not_after)),
-                    // From the later of now and the current expiry, and never
-                    // past the decision's `not_after` (which may cut a licence
-                    // that already ran past a service end decided since).
-                    Some(c) => (
-                        c.starts_at,
-                        term_end(c.expires_at.max(now), term_days, verdict.not_after),
-                    ),
+                // From now, or for a renewal from the later of now and the
+                // current expiry; never past the decision's `not_after`
+                // (which may cut a licence that already ran past a service
+                // end decided since), and refused past the cap.
+                let (starts_at, from) = match &current {
+                    None => (now, now),
+                    Some(c) => (c.starts_at, c.expires_at.max(now)),
                 };
+                let expires_at = capped_term_end(from, term_days, verdict.not_after, now)
+                    .map_err(|max_days| GateError::TermTooLong { max_days })?;
                 let mut row = LicenseRow {
                     id: license_id.clone(),
                     reseller: tenant.clone(),
@@ -738,6 +759,7 @@ impl Gate {
             ),
             term_days,
             not_after: verdict.not_after,
+            requested_at: now,
             customer_id: question.customer.id.clone(),
             signer: Arc::clone(&self.signer),
         });
@@ -763,13 +785,17 @@ impl Gate {
                 let (mut record, mut license) = (record.clone(), license.clone());
                 let mut read_decision = None;
                 if let (Some(row), Some(plan)) = (license.as_mut(), &renewal) {
-                    read_decision = Some(plan.apply(conn, head, row, now)?);
+                    match plan.apply(conn, head, row, now)? {
+                        Ok(read) => read_decision = Some(read),
+                        // Nothing is written: no decision, no licence.
+                        Err(max_days) => return Ok(Written::TooLong { max_days }),
+                    }
                     record.event.subject["license"] = license_subject(row);
                 }
                 let decision = record_decision(head, version, record)?;
                 let (status, body) = match (&license, read_decision) {
                     (Some(row), None) => {
-                        head.insert_license(row);
+                        head.insert_license(row)?;
                         let license = license_json(row, now);
                         render(LicenseOutcome::Issued {
                             license: &license,
@@ -777,7 +803,7 @@ impl Gate {
                         })
                     }
                     (Some(row), Some(read)) => {
-                        head.renew_license(row, &read);
+                        head.renew_license(row, &read)?;
                         let license = license_json(row, now);
                         render(LicenseOutcome::Renewed {
                             license: &license,
@@ -946,10 +972,33 @@ impl Gate {
             .request
             .clone()
             .ok_or_else(|| StoreError::Corrupt("a review without its request".into()))?;
-        let mut customer: Option<Customer> = match &input.customer {
-            Some(c) => Some(c.clone()),
-            None => field(&request, "customer")?,
+        let kind = request.get("kind").and_then(Value::as_str);
+        // The licence a renewal under review would renew.
+        let renewed = match kind {
+            Some("license.renew") => {
+                let store = self.store.clone();
+                let license_id: String = field(&request, "license_id")?;
+                Some(
+                    blocking(move || store.license(&license_id))
+                        .await?
+                        .ok_or(GateError::NotFound)?,
+                )
+            }
+            _ => None,
         };
+        let asked: Option<Customer> = field(&request, "customer")?;
+        // The attested facts are about the customer under review (the
+        // renewed licence's, or the one asked about), never another one.
+        let reviewed_id = match &renewed {
+            Some(license) => license.customer.get("id").and_then(Value::as_str),
+            None => asked.as_ref().map(|c| c.id.as_str()),
+        };
+        if let Some(attested) = &input.customer {
+            if reviewed_id != Some(attested.id.as_str()) {
+                return Err(GateError::CustomerChanged);
+            }
+        }
+        let mut customer: Option<Customer> = input.customer.clone().or(asked);
         let base = json!({
             "resolution": input.resolution,
             "note": input.note,
@@ -984,13 +1033,8 @@ impl Gate {
             Resolution::Approve => {
                 // Nothing is written when the attested facts would leave the
                 // decision in review again.
-                let (transaction, product) = match request.get("kind").and_then(Value::as_str) {
-                    Some("license.renew") => {
-                        let store = self.store.clone();
-                        let license_id: String = field(&request, "license_id")?;
-                        let license = blocking(move || store.license(&license_id))
-                            .await?
-                            .ok_or(GateError::NotFound)?;
+                let (transaction, product) = match (kind, &renewed) {
+                    (Some("license.renew"), Some(license)) => {
                         if customer.is_none() {
                             // Renewed without new facts: the licence's own.
                             customer = Some(field(&json!({"c": license.customer}), "c")?);
@@ -1000,7 +1044,7 @@ impl Gate {
                             Sku::parse(&license.product).map_err(StoreError::Corrupt)?,
                         )
                     }
-                    Some("license.issue") => (Transaction::Issue, field(&request, "product")?),
+                    (Some("license.issue"), _) => (Transaction::Issue, field(&request, "product")?),
                     _ => (field(&request, "transaction")?, field(&request, "product")?),
                 };
                 let customer = customer.ok_or(GateError::NotFound)?;
@@ -1010,7 +1054,7 @@ impl Gate {
                     customer: customer.clone(),
                     as_of: None,
                 };
-                match request.get("kind").and_then(Value::as_str) {
+                match kind {
                     Some("preflight") => {
                         let (decision, review) = self
                             .preflight_closing(&input.reviewer, &tenant, &question, Some(&closes))
@@ -1083,40 +1127,54 @@ struct Renewal {
     customer_given: bool,
     term_days: i64,
     not_after: Option<DateTime<Utc>>,
+    /// The request's instant, which the expiry may run at most
+    /// [`crate::licenses::MAX_EXPIRY_YEARS`] years past.
+    requested_at: DateTime<Utc>,
     customer_id: String,
     signer: Arc<LicenseSigner>,
 }
 
 impl Renewal {
     /// Extends `row` from the licence as it now stands (under the ledger
-    /// lock); returns the decision id it replaces.
+    /// lock); returns the decision id it replaces, or (`Err`) the longest
+    /// term that would have kept it under the cap when this one does not.
     fn apply(
         &self,
         conn: &mut crate::store::DbConn,
         head: &crate::store::Head,
         row: &mut LicenseRow,
         now: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
+    ) -> Result<Result<String, i64>, StoreError> {
         let fresh = head.license(conn, &row.id)?.ok_or(StoreError::Conflict)?;
         if !self.customer_given && fresh.customer != row.customer {
             // Another renewal changed the facts this one was decided on.
             return Err(StoreError::Conflict);
         }
+        if fresh.customer.get("id").and_then(Value::as_str) != Some(self.customer_id.as_str()) {
+            // Not the licence's customer (any more?): decide again, from the
+            // licence as it stands.
+            return Err(StoreError::Conflict);
+        }
         row.starts_at = fresh.starts_at;
         row.seats = fresh.seats;
-        // From the later of now and the current expiry, and never past the
+        // From the later of now and the current expiry (which concurrent
+        // renewals may have moved since the decision), never past the
         // decision's `not_after` (which may cut a licence that already ran
-        // past a service end decided since).
-        row.expires_at = term_end(
+        // past a service end decided since), and never past the cap.
+        row.expires_at = match capped_term_end(
             fresh.expires_at.max(now.trunc_subsecs(6)),
             self.term_days,
             self.not_after,
-        );
+            self.requested_at,
+        ) {
+            Ok(end) => end,
+            Err(max_days) => return Ok(Err(max_days)),
+        };
         row.token = self
             .signer
             .sign(row, &self.customer_id, now)
             .map_err(|e| StoreError::Corrupt(format!("{e:#}")))?;
-        Ok(fresh.decision_id)
+        Ok(Ok(fresh.decision_id))
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub decisions_total: IntCounterVec,
     pub refusals_total: IntCounterVec,
     pub idempotent_replays_total: IntCounter,
+    /// Stored rows a listing left out because they do not read back.
+    pub unreadable_rows_total: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub audit_append_seconds: Histogram,
     pub audit_append_failures_total: IntCounter,
@@ -80,6 +82,13 @@ impl Metrics {
         let idempotent_replays_total = IntCounter::new(
             "gatekeeper_idempotent_replays_total",
             "Licence requests answered with the stored first response to their idempotency key.",
+        )?;
+        let unreadable_rows_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_unreadable_rows_total",
+                "Stored rows left out of a listing because they do not read back (edited or corrupt; must stay 0), by table.",
+            ),
+            &["table"],
         )?;
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -167,6 +176,7 @@ impl Metrics {
         registry.register(Box::new(decisions_total.clone()))?;
         registry.register(Box::new(refusals_total.clone()))?;
         registry.register(Box::new(idempotent_replays_total.clone()))?;
+        registry.register(Box::new(unreadable_rows_total.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(audit_append_seconds.clone()))?;
         registry.register(Box::new(audit_append_failures_total.clone()))?;
@@ -188,6 +198,7 @@ impl Metrics {
             decisions_total,
             refusals_total,
             idempotent_replays_total,
+            unreadable_rows_total,
             http_request_duration,
             audit_append_seconds,
             audit_append_failures_total,

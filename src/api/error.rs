@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::gate::GateError;
+use crate::licenses::MAX_EXPIRY_YEARS;
 use crate::policy::CatalogIssue;
 use crate::store::StoreError;
 
@@ -314,6 +315,25 @@ impl From<GateError> for ApiError {
             GateError::StillInReview => ApiError::field(
                 "customer.us_person",
                 "attest whether the customer is a U.S. person: with these facts the decision is still a review",
+            ),
+            GateError::CustomerChanged => ApiError::field(
+                "customer.id",
+                "must stay the customer of the licence (or of the request under review): facts about \
+                 the same customer may be updated, never its id; a licence for another customer is a \
+                 new issue",
+            ),
+            GateError::TermTooLong { max_days } => ApiError::field(
+                "term_days",
+                match max_days {
+                    0 => format!(
+                        "would make the licence expire more than {MAX_EXPIRY_YEARS} years from now; \
+                         it cannot be extended further yet"
+                    ),
+                    n => format!(
+                        "would make the licence expire more than {MAX_EXPIRY_YEARS} years from now; \
+                         at most {n} days can be added now"
+                    ),
+                },
             ),
             GateError::Store(e) => e.into(),
         }

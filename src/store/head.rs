@@ -24,7 +24,7 @@ use diesel::prelude::*;
 
 use super::licenses::{IdempotencyRecord, LicenseRow, IDEMPOTENCY_TTL_HOURS};
 use super::schema::{audit_events, decisions, idempotency_keys, licenses};
-use super::{format_instant, DbConn, StoreError};
+use super::{format_instant, format_storable, DbConn, StoreError};
 
 /// Sends one multi-row `INSERT`. BACKEND-SPECIFIC: diesel's multi-backend
 /// connection does not build batch inserts, so each backend builds its own.
@@ -332,8 +332,9 @@ impl Head {
         self.pending.decisions.push(row);
     }
 
-    /// Writes a new licence with the batch.
-    pub fn insert_license(&mut self, license: &LicenseRow) {
+    /// Writes a new licence with the batch; refuses one whose instants would
+    /// not read back (see [`super::format_storable`]).
+    pub fn insert_license(&mut self, license: &LicenseRow) -> Result<(), StoreError> {
         let now = format_instant(Utc::now());
         self.pending.licenses.push(LicenseInsert {
             id: license.id.clone(),
@@ -341,23 +342,31 @@ impl Head {
             product: license.product.clone(),
             customer: license.customer.to_string(),
             seats: license.seats,
-            starts_at: format_instant(license.starts_at),
-            expires_at: format_instant(license.expires_at),
+            starts_at: format_storable(license.starts_at)?,
+            expires_at: format_storable(license.expires_at)?,
             decision_id: license.decision_id.clone(),
             token: license.token.clone(),
             created_at: now.clone(),
             updated_at: now,
         });
+        Ok(())
     }
 
     /// Writes a renewal with the batch, if the licence is still as it was
-    /// read: the same decision behind it (else [`StoreError::Conflict`]).
-    pub fn renew_license(&mut self, license: &LicenseRow, read_decision: &str) {
+    /// read: the same decision behind it (else [`StoreError::Conflict`]);
+    /// refuses an expiry that would not read back.
+    pub fn renew_license(
+        &mut self,
+        license: &LicenseRow,
+        read_decision: &str,
+    ) -> Result<(), StoreError> {
+        format_storable(license.expires_at)?;
         self.pending.renewals.push(Renewed {
             license: license.clone(),
             read_decision: read_decision.to_string(),
             at: format_instant(Utc::now()),
         });
+        Ok(())
     }
 
     /// A licence as this batch leaves it: renewed earlier in the batch, or

@@ -1,13 +1,26 @@
 //! Licences and idempotency records. (The `license_keys` table that once
 //! listed licence-signing keys is no longer written or read: the keys the
 //! service publishes and trusts come from its configuration only.)
+//!
+//! A licence's instants are written only in a form they read back in (see
+//! [`super::format_storable`]). A row that still does not read back (edited
+//! by hand, or written by an older release: a term run past the year 9999
+//! was once stored as `+10001-…`) is not served, and does not take anyone
+//! else's licences with it: a listing leaves it out of its page, logs it
+//! (an `ERROR` naming the licence and why) and counts it in
+//! `gatekeeper_unreadable_rows_total{table="licenses"}`, and its `next`
+//! cursor still moves past it, so every readable licence after it is still
+//! listed. Reading that one licence (`GET /v1/licenses/{id}`, or renewing
+//! it) is a `500` with the cause in the log, and `GET /v1/audit/verify`
+//! names it (`state_mismatch`): the chain holds what it should say, for
+//! the operator to restore it.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
 use super::schema::{idempotency_keys, licenses};
-use super::{format_instant, parse_json, DbConn, Store, StoreError};
+use super::{format_instant, parse_instant, parse_json, DbConn, Store, StoreError};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
@@ -35,6 +48,56 @@ pub struct IdempotencyRecord {
     pub body: String,
 }
 
+/// A page of a listing: the rows that read back, and where the next page
+/// starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    /// The id of the page's last stored row when the page is full (read
+    /// back or not): the cursor of the next page. `None` at the end.
+    pub next: Option<String>,
+    /// How many stored rows of the page did not read back (left out).
+    pub unreadable: u64,
+}
+
+impl<T> Page<T> {
+    /// Reads a page of stored rows (at most `limit`) with `read`, leaving
+    /// out and logging each row that does not read back (named by `id`):
+    /// one bad row never fails the page, nor ends the listing early.
+    pub(super) fn read<R>(
+        table: &'static str,
+        stored: Vec<R>,
+        limit: i64,
+        id: impl Fn(&R) -> String,
+        read: impl Fn(R) -> Result<T, StoreError>,
+    ) -> Page<T> {
+        let full = i64::try_from(stored.len()).is_ok_and(|n| n == limit);
+        let next = stored.last().filter(|_| full).map(&id);
+        let mut rows = Vec::with_capacity(stored.len());
+        let mut unreadable = 0;
+        for row in stored {
+            let row_id = id(&row);
+            match read(row) {
+                Ok(row) => rows.push(row),
+                Err(error) => {
+                    unreadable += 1;
+                    tracing::error!(
+                        table,
+                        id = %row_id,
+                        %error,
+                        "a stored row does not read back: left out of the listing"
+                    );
+                }
+            }
+        }
+        Page {
+            rows,
+            next,
+            unreadable,
+        }
+    }
+}
+
 /// A licence row as stored, its instants and customer still text.
 pub(super) type Row = (
     String,
@@ -47,12 +110,6 @@ pub(super) type Row = (
     String,
     String,
 );
-
-fn parse_instant(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
-}
 
 fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
     let (id, reseller, product, customer, seats, starts_at, expires_at, decision_id, token) = row;
@@ -139,13 +196,14 @@ impl Store {
     }
 
     /// A page of licences in id (= creation) order, after the cursor `after`;
-    /// one tenant's, or every tenant's for `None`.
+    /// one tenant's, or every tenant's for `None`. A row that does not read
+    /// back is left out and logged (see the module docs).
     pub fn licenses(
         &self,
         reseller: Option<&str>,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<LicenseRow>, StoreError> {
+    ) -> Result<Page<LicenseRow>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = licenses::table
             .select(license_columns!())
@@ -158,11 +216,14 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(licenses::id.gt(after.to_string()));
         }
-        query
-            .load::<Row>(&mut *conn)?
-            .into_iter()
-            .map(from_row)
-            .collect()
+        let rows = query.load::<Row>(&mut *conn)?;
+        Ok(Page::read(
+            "licenses",
+            rows,
+            limit,
+            |r| r.0.clone(),
+            from_row,
+        ))
     }
 
     /// The live record of an idempotency key.

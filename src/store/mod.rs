@@ -341,9 +341,52 @@ pub use head::Head;
 use head::{DecisionRow, EventRow};
 
 /// Timestamps are stored as RFC 3339 text in UTC with microseconds, which
-/// sorts correctly and reads the same on both backends.
+/// sorts correctly and reads the same on both backends. RFC 3339 has
+/// four-digit years: only instants of the years 0000 to 9999 (see
+/// [`storable`]) come out in a form [`parse_instant`] reads back, so an
+/// instant that comes from a request (a licence's term) is written through
+/// [`format_storable`], which refuses the others; clock readings are well
+/// inside.
 pub fn format_instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The latest instant the store writes and reads back:
+/// 9999-12-31T23:59:59.999999Z.
+pub fn latest_storable() -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .and_then(|t| t.checked_add_signed(chrono::Duration::microseconds(999_999)))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Whether [`format_instant`] writes `at` in a form [`parse_instant`] reads
+/// back: its year is 0000 to 9999.
+pub fn storable(at: DateTime<Utc>) -> bool {
+    use chrono::Datelike as _;
+    (0..=9999).contains(&at.year())
+}
+
+/// [`format_instant`], for an instant that must read back: one outside the
+/// years 0000 to 9999 is refused (a bug upstream: the gate caps terms long
+/// before that), never written.
+pub fn format_storable(at: DateTime<Utc>) -> Result<String, StoreError> {
+    if storable(at) {
+        Ok(format_instant(at))
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "refusing to store the instant {at:?}: outside the years 0000 to 9999, it would not read back"
+        )))
+    }
+}
+
+/// Reads an instant as [`format_instant`] writes it (any RFC 3339 text).
+/// Anything else is [`StoreError::Corrupt`]: a bug, or a hand edit.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
 }
 
 /// The shared handle to the database.
@@ -1056,4 +1099,50 @@ fn append_event(
     head.seq = seq;
     head.hash = hash;
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use chrono::{Duration, TimeZone};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn every_instant_written_reads_back_and_no_other_is_written() {
+        let first = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap();
+        let last = latest_storable();
+        assert_eq!(format_instant(last), "9999-12-31T23:59:59.999999Z");
+        for at in [
+            first,
+            last,
+            Utc.with_ymd_and_hms(2025, 2, 28, 1, 2, 3).unwrap(),
+        ] {
+            let text = format_storable(at).unwrap();
+            assert_eq!(parse_instant(&text).unwrap(), at, "{text}");
+        }
+        // Past either end the text would not read back: never written.
+        for at in [
+            last + Duration::microseconds(1),
+            first - Duration::microseconds(1),
+        ] {
+            assert!(!storable(at));
+            assert!(parse_instant(&format_instant(at)).is_err());
+            assert!(matches!(format_storable(at), Err(StoreError::Corrupt(_))));
+        }
+        assert!(parse_instant("+10001-01-01T00:00:00Z").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn format_and_parse_are_symmetric_over_the_years_0000_to_9999(
+            micros in 0..=(latest_storable().timestamp_micros()
+                - Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap().timestamp_micros()),
+        ) {
+            let at = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap() + Duration::microseconds(micros);
+            let text = format_storable(at).unwrap();
+            prop_assert_eq!(parse_instant(&text).unwrap(), at);
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! The review queue: decisions whose outcome was `review`, and how each
-//! review was resolved.
+//! review was resolved. A stored review that does not read back is left out
+//! of the queue's page and logged, as a licence is (see
+//! [`super::licenses`]): one bad row never takes the queue down.
 
 use chrono::Utc;
 use diesel::prelude::*;
 use serde_json::Value;
 
+use super::licenses::Page;
 use super::schema::decisions;
 use super::{append_event, parse_json, DbConn, Head, NewEvent, Store, StoreError, StoredDecision};
 
@@ -53,7 +56,7 @@ impl Store {
         status: Option<&str>,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<StoredDecision>, StoreError> {
+    ) -> Result<Page<StoredDecision>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = decisions::table
             .filter(decisions::review_status.is_not_null())
@@ -67,11 +70,14 @@ impl Store {
         if let Some(after) = after {
             query = query.filter(decisions::id.gt(after.to_string()));
         }
-        query
-            .load::<DecisionRow>(&mut *conn)?
-            .into_iter()
-            .map(from_row)
-            .collect()
+        let rows = query.load::<DecisionRow>(&mut *conn)?;
+        Ok(Page::read(
+            "decisions",
+            rows,
+            limit,
+            |r| r.0.clone(),
+            from_row,
+        ))
     }
 }
 

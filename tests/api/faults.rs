@@ -88,7 +88,7 @@ fn reconcile(url: &str, log: &[Timed]) -> Vec<DateTime<Utc>> {
             true
         })
         .unwrap();
-    let licences = store.licenses(None, None, 1_000_000).unwrap();
+    let licences = store.licenses(None, None, 1_000_000).unwrap().rows;
     assert_eq!(
         allowed.len(),
         licences.len(),

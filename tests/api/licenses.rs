@@ -1029,3 +1029,280 @@ async fn an_integer_field_takes_a_number_without_a_fractional_part(app: TestApp)
     assert_eq!(r.fields(), vec!["seats"], "{}", r.text);
     assert_eq!(app.all_events().await.len(), before, "nothing recorded");
 }
+
+/// A staged designation of `shady` (KP): new agreements banned since 2024,
+/// the full cut-off (renewals too, ending service) only in 2029.
+async fn staged_ban(app: &TestApp) {
+    app.register("alpha", "DE", false).await;
+    app.admin_put(
+        "/v1/organizations/shady",
+        json!({"name": "Shady Soft", "country": "KP"}),
+    )
+    .await;
+    app.admin_put(
+        "/v1/products/SHADY-AV",
+        json!({"name": "Shady AV", "vendor": "shady", "category": "antivirus"}),
+    )
+    .await;
+    app.admin_put(
+        "/v1/designations/staged-ban",
+        json!({"title": "Staged ban", "authority": "BIS", "citation": "99 FR 2", "organizations": ["shady"],
+               "covers_affiliates": true, "jurisdiction": "US",
+               "rules": [{"id": "new-agreements", "transactions": ["issue"],
+                          "effective_from": "2024-01-01T00:00:00", "time_zone": "America/New_York"},
+                         {"id": "full-cutoff", "transactions": ["issue", "renew"], "ends_service": true,
+                          "effective_from": "2029-01-01T00:00:00", "time_zone": "America/New_York"}]}),
+    )
+    .await;
+}
+
+both!(a_renewal_keeps_its_customer);
+async fn a_renewal_keeps_its_customer(app: TestApp) {
+    staged_ban(&app).await;
+    let german =
+        json!({"id": "de-kunde-1", "name": "Kunde GmbH", "country": "DE", "us_person": false});
+    let newco = json!({"id": "us-newco", "name": "NewCo Inc", "country": "US", "us_person": true});
+    let issued = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &json!({"product": "SHADY-AV", "customer": german, "seats": 5, "term_days": 30}),
+    )
+    .await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    let licence = issued.body["license"].clone();
+    let id = licence["id"].as_str().unwrap();
+    let renewals = format!("/v1/licenses/{id}/renewals");
+
+    // The same sale to the new U.S. company, as an issue: refused.
+    issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &json!({"product": "SHADY-AV", "customer": newco, "seats": 500, "term_days": 1200}),
+    )
+    .await
+    .assert_problem(403, "prohibited_transaction");
+
+    // As a "renewal" of the German customer's licence: 422, nothing changed.
+    let events = app.all_events().await.len();
+    let swapped = post(
+        &app,
+        &renewals,
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 1200, "customer": newco}),
+    )
+    .await;
+    swapped.assert_problem(422, "validation_failed");
+    assert_eq!(swapped.fields(), vec!["customer.id"], "{}", swapped.text);
+    let message = swapped.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("never its id"), "{message}");
+    assert!(
+        !swapped.text.contains("us-newco"),
+        "no customer value echoed"
+    );
+    assert_eq!(app.all_events().await.len(), events, "nothing recorded");
+    let now = app
+        .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(now.body, licence, "the licence still names its customer");
+    assert_eq!(now.body["customer"]["id"], "de-kunde-1");
+
+    // Updated facts about the same customer are a renewal.
+    let mut moved = german.clone();
+    moved["name"] = json!("Kunde AG");
+    let renewed = post(
+        &app,
+        &renewals,
+        "alpha",
+        Some(&key()),
+        &json!({"term_days": 30, "customer": moved}),
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    assert_eq!(renewed.body["license"]["customer"], moved);
+}
+
+/// Renews `id` for `term_days` as alpha.
+async fn renew(app: &TestApp, id: &str, term_days: i64) -> Reply {
+    post(
+        app,
+        &format!("/v1/licenses/{id}/renewals"),
+        "alpha",
+        Some(&key()),
+        &json!({ "term_days": term_days }),
+    )
+    .await
+}
+
+/// Every page of a listing, `limit` at a time: the ids, each page `200`.
+async fn every_page(app: &TestApp, token: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..100 {
+        let page = app
+            .get(
+                &format!("/v1/licenses?limit={limit}&cursor={cursor}"),
+                token,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        for l in page.body["licenses"].as_array().unwrap() {
+            ids.push(l["id"].as_str().unwrap().to_string());
+        }
+        match page.body["next"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => return ids,
+        }
+    }
+    panic!("the listing does not end");
+}
+
+/// The audit trail reads back: paged, and exported as NDJSON and CSV.
+async fn the_trail_reads_back(app: &TestApp) {
+    let events = app.all_events().await;
+    let (_, ndjson) = crate::audit::export(app, "", "application/x-ndjson").await;
+    assert_eq!(ndjson.lines().count(), events.len());
+    let (_, csv) = crate::audit::export(app, "", "text/csv").await;
+    assert!(csv.lines().count() > events.len());
+}
+
+both!(a_renewal_storm_ends_in_422_and_every_listing_stays_readable);
+async fn a_renewal_storm_ends_in_422_and_every_listing_stays_readable(app: TestApp) {
+    setup(&app).await;
+    let mut ids = Vec::new();
+    for term in [1, 30] {
+        let r = issue(
+            &app,
+            "alpha",
+            Some(&key()),
+            &order("ACME-VPN", "DE", Some(false), 3, term),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["license"]["id"].as_str().unwrap().to_string());
+    }
+    let id = ids[0].clone();
+    let started = chrono::Utc::now();
+    // Renewals of ten years each, from the later expiry: the cap comes at
+    // once (a bounded loop: on `main` it ran ~800 times to the year 10001).
+    let mut last = None;
+    let mut refused = None;
+    for n in 1..=4 {
+        let r = renew(&app, &id, 3650).await;
+        if r.status == 422 {
+            refused = Some((n, r));
+            break;
+        }
+        assert_eq!(r.status, 200, "renewal {n}: {}", r.text);
+        last = Some(r.body["license"].clone());
+    }
+    let (n, refused) = refused.expect("a renewal past ten years is refused within 4 renewals");
+    assert!(
+        n <= 2,
+        "the first renewal past the cap is refused, not renewal {n}"
+    );
+    refused.assert_problem(422, "validation_failed");
+    assert_eq!(refused.fields(), vec!["term_days"], "{}", refused.text);
+    let message = refused.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("10 years"), "{message}");
+    let licence = app
+        .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
+        .await;
+    assert_eq!(licence.status, 200, "{}", licence.text);
+    let expires = at(licence.body["expires_at"].as_str().unwrap());
+    assert!(expires <= chrono::Utc::now() + chrono::Duration::days(3653));
+    assert!(expires > started + chrono::Duration::days(3000));
+    if let Some(last) = last {
+        assert_eq!(licence.body, last, "the refused renewal changed nothing");
+    }
+    // The longest term the message offers is accepted; ten years more
+    // still are not.
+    let offered: i64 = message
+        .split("at most ")
+        .nth(1)
+        .and_then(|m| m.split(' ').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    if offered > 0 {
+        let r = renew(&app, &id, offered).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    renew(&app, &id, 3650)
+        .await
+        .assert_problem(422, "validation_failed");
+
+    // Every listing still reads: the tenant's pages, compliance's, the
+    // licence, the audit trail and its exports.
+    assert_eq!(every_page(&app, &app.reseller("alpha"), 1).await, ids);
+    assert_eq!(every_page(&app, &app.compliance(), 1).await.len(), 2);
+    for token in [app.reseller("alpha"), app.compliance()] {
+        let r = app.get(&format!("/v1/licenses/{id}"), &token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    the_trail_reads_back(&app).await;
+    let verdict = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verdict.body["ok"], true, "{}", verdict.text);
+}
+
+both!(an_unreadable_licence_row_does_not_take_the_listings_down);
+async fn an_unreadable_licence_row_does_not_take_the_listings_down(app: TestApp) {
+    setup(&app).await;
+    let mut ids = Vec::new();
+    for seats in 1..=3 {
+        let r = issue(
+            &app,
+            "alpha",
+            Some(&key()),
+            &order("ACME-VPN", "DE", Some(false), seats, 30),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["license"]["id"].as_str().unwrap().to_string());
+    }
+    // What a term run past the year 9999 was stored as: it does not parse.
+    let bad = ids[1].clone();
+    app.db
+        .execute(&format!(
+            "UPDATE licenses SET expires_at = '+10001-01-01T00:00:00Z' WHERE id = '{bad}'"
+        ))
+        .unwrap();
+    let readable = vec![ids[0].clone(), ids[2].clone()];
+    // Left out of every page, whose cursor still moves past it: whatever
+    // the page size, every other licence is listed.
+    for limit in [1, 2, 100] {
+        assert_eq!(
+            every_page(&app, &app.reseller("alpha"), limit).await,
+            readable,
+            "tenant, pages of {limit}"
+        );
+        assert_eq!(
+            every_page(&app, &app.compliance(), limit).await,
+            readable,
+            "compliance, pages of {limit}"
+        );
+    }
+    // The other licences and the trail read as before.
+    let other = app
+        .get(&format!("/v1/licenses/{}", ids[2]), &app.reseller("alpha"))
+        .await;
+    assert_eq!(other.status, 200, "{}", other.text);
+    the_trail_reads_back(&app).await;
+    // The bad one itself is an opaque 500, and the operator is told: a
+    // metric, and verification names the row.
+    app.get(&format!("/v1/licenses/{bad}"), &app.compliance())
+        .await
+        .assert_problem(500, "internal_error");
+    let metrics = app.send("GET", "/metrics", None, None).await;
+    assert!(
+        metrics.text.lines().any(|l| l
+            .starts_with("gatekeeper_unreadable_rows_total{table=\"licenses\"}")
+            && !l.ends_with(" 0")),
+        "{}",
+        metrics.text
+    );
+    let verdict = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verdict.body["reason"], "state_mismatch", "{}", verdict.text);
+    assert_eq!(verdict.body["row"], format!("licenses/{bad}"));
+}

@@ -463,7 +463,7 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
             true
         })
         .unwrap();
-    let licences = store.licenses(None, None, 10_000).unwrap().len();
+    let licences = store.licenses(None, None, 10_000).unwrap().rows.len();
     assert_eq!(
         allowed, licences,
         "one allowing event per licence, no more, no less"

@@ -489,7 +489,7 @@ async fn three_replicas_on_one_database_agree_on_the_catalogue_keys_and_chain() 
         checked_answers += 1;
     }
     // One allowing event per licence; the key sent to two replicas made one.
-    let licences = store.licenses(None, None, 1_000_000).unwrap().len();
+    let licences = store.licenses(None, None, 1_000_000).unwrap().rows.len();
     assert_eq!(allowing, licences, "one allowing event per licence");
     assert_eq!(one_key_licences, 1, "one key, one licence");
     // One chain, verified by the store and by every replica.

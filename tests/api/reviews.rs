@@ -308,3 +308,121 @@ async fn a_preflight_review_is_re_decided_and_what_ifs_are_not_queued(app: TestA
         "a preflight asked for no licence"
     );
 }
+
+/// Approves review `id` attesting `customer` (us_person false).
+async fn approve_as(app: &TestApp, id: &str, customer_id: &str) -> crate::helpers::Reply {
+    app.post(
+        &format!("/v1/reviews/{id}"),
+        &app.compliance(),
+        json!({"resolution": "approve", "note": "Attested in writing.",
+               "customer": {"id": customer_id, "name": "Exemplo Ltda", "country": "BR", "us_person": false}}),
+    )
+    .await
+}
+
+/// A review that swapped the customer is refused on `customer.id`, and
+/// leaves everything as it was: the review open, the trail unchanged.
+async fn assert_swap_refused(app: &TestApp, id: &str) {
+    let events = app.all_events().await.len();
+    let swapped = approve_as(app, id, "br-2").await;
+    swapped.assert_problem(422, "validation_failed");
+    assert_eq!(swapped.fields(), vec!["customer.id"], "{}", swapped.text);
+    assert_eq!(app.all_events().await.len(), events, "nothing recorded");
+    let queue = app.get("/v1/reviews", &app.compliance()).await;
+    assert_eq!(queue.body["reviews"][0]["decision"]["id"], id);
+    assert_eq!(
+        queue.body["reviews"][0]["review"],
+        json!({"status": "open"})
+    );
+    // Nor may a rejection record another customer's facts.
+    let rejected = app
+        .post(
+            &format!("/v1/reviews/{id}"),
+            &app.compliance(),
+            json!({"resolution": "reject", "note": "n",
+                   "customer": {"id": "br-2", "name": "Outra Ltda", "country": "BR"}}),
+        )
+        .await;
+    assert_eq!(rejected.fields(), vec!["customer.id"], "{}", rejected.text);
+}
+
+both!(attested_facts_keep_the_reviewed_customer);
+async fn attested_facts_keep_the_reviewed_customer(app: TestApp) {
+    setup(&app).await;
+    let alpha = app.reseller("alpha");
+
+    // An issue in review: the reviewer cannot make it another customer's.
+    let decision = request_in_review(&app).await;
+    let id = decision["id"].as_str().unwrap();
+    assert_swap_refused(&app, id).await;
+    let mine = app.get("/v1/licenses", &alpha).await;
+    assert_eq!(mine.body["licenses"], json!([]), "no licence for anyone");
+    let approved = approve_as(&app, id, "br-1").await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    let licence = approved.body["license"].clone();
+    assert_eq!(licence["customer"]["id"], "br-1");
+
+    // A renewal in review (the facts sent leave the nexus unknown): nor
+    // that one; the licence still names its customer.
+    let licence_id = licence["id"].as_str().unwrap();
+    let r = app
+        .client
+        .post(format!("{}/v1/licenses/{licence_id}/renewals", app.address))
+        .insert_header(("authorization", format!("Bearer {alpha}")))
+        .insert_header(("idempotency-key", uuid::Uuid::new_v4().to_string()))
+        .send_json(&json!({"term_days": 30,
+                           "customer": {"id": "br-1", "name": "Exemplo Ltda", "country": "BR"}}))
+        .await
+        .unwrap();
+    let r = crate::helpers::Reply::read(r).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.body["decision"]["id"].as_str().unwrap();
+    assert_swap_refused(&app, id).await;
+    let now = app.get(&format!("/v1/licenses/{licence_id}"), &alpha).await;
+    assert_eq!(now.body, licence, "the licence is as it was");
+    let approved = approve_as(&app, id, "br-1").await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    assert_eq!(approved.body["license"]["id"], licence_id);
+    assert_eq!(approved.body["license"]["customer"]["id"], "br-1");
+}
+
+both!(an_unreadable_review_does_not_take_the_queue_down);
+async fn an_unreadable_review_does_not_take_the_queue_down(app: TestApp) {
+    setup(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let decision = request_in_review(&app).await;
+        ids.push(decision["id"].as_str().unwrap().to_string());
+    }
+    app.db
+        .execute(&format!(
+            "UPDATE decisions SET body = 'not json' WHERE id = '{}'",
+            ids[1]
+        ))
+        .unwrap();
+    for limit in [1, 100] {
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = app
+                .get(
+                    &format!("/v1/reviews?limit={limit}&cursor={cursor}"),
+                    &app.compliance(),
+                )
+                .await;
+            assert_eq!(page.status, 200, "{}", page.text);
+            for r in page.body["reviews"].as_array().unwrap() {
+                seen.push(r["decision"]["id"].as_str().unwrap().to_string());
+            }
+            match page.body["next"].as_str() {
+                Some(next) => cursor = next.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![ids[0].clone(), ids[2].clone()],
+            "pages of {limit}"
+        );
+    }
+}
