@@ -164,6 +164,7 @@ impl Application {
             let metrics = data.metrics.clone();
             App::new()
                 .app_data(data.clone())
+                .wrap(actix_web::middleware::from_fn(api::encoded_bodies))
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
                     let method = req.method().to_string();

@@ -38,6 +38,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// A request body in a content coding the service does not decode.
+    #[error("unsupported content encoding")]
+    UnsupportedEncoding,
     /// Well-formed but invalid: the fields say what and where.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedEncoding => "unsupported_content_encoding",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden => "forbidden",
@@ -111,6 +115,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => (
                 "Payload too large",
                 format!("Request bodies are limited to {MAX_BODY_BYTES} bytes."),
+            ),
+            ApiError::UnsupportedEncoding => (
+                "Unsupported content encoding",
+                "Request bodies are taken without a content coding (Content-Encoding absent or identity).".into(),
             ),
             ApiError::Validation(_) => (
                 "Validation failed",
@@ -176,6 +184,7 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyInFlight | ApiError::ReviewResolved => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
@@ -196,7 +205,25 @@ impl ResponseError for ApiError {
             ApiError::OutcomeUnknown(cause) => {
                 tracing::warn!(error = %cause, "database did not confirm a write")
             }
-            _ => {}
+            // Failed authentication is logged, sampled, where the token is verified.
+            ApiError::Unauthorized(_) => {}
+            // A refusal is logged by its code and the fields it names, never by
+            // its message: a validation message may quote the caller's value (a
+            // customer's name or id), which stays out of the logs.
+            refused => {
+                let fields: Vec<&str> = match refused {
+                    ApiError::Validation(errors) => {
+                        errors.iter().map(|e| e.field.as_str()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                tracing::warn!(
+                    status = status.as_u16(),
+                    code = refused.code(),
+                    fields = ?fields,
+                    "request refused"
+                );
+            }
         }
         let (title, detail) = self.title_and_detail();
         let mut body = problem_body(status.as_u16(), self.code(), title, &detail);
@@ -216,6 +243,10 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::UnsupportedEncoding => {
+                // RFC 7694: the codings the service takes.
+                response.insert_header((header::ACCEPT_ENCODING, "identity"));
             }
             ApiError::RateLimited(r) => {
                 response.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));
