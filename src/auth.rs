@@ -68,6 +68,9 @@ pub struct TokenRejected(pub String);
 
 #[derive(Deserialize)]
 struct Claims {
+    /// A string: jsonwebtoken also takes an array of issuers and accepts the
+    /// token when any of them is accepted, which RFC 7519 does not allow.
+    iss: String,
     sub: String,
     exp: u64,
     role: String,
@@ -209,6 +212,14 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| TokenRejected(describe(&e)))?;
         let claims = data.claims;
+        if !self
+            .validation
+            .iss
+            .as_ref()
+            .is_some_and(|accepted| accepted.contains(&claims.iss))
+        {
+            return Err(TokenRejected("the token's issuer is not accepted".into()));
+        }
         if claims.sub.trim().is_empty() {
             return Err(TokenRejected("the token's sub claim is empty".into()));
         }

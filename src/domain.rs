@@ -119,6 +119,37 @@ fn is_country_code(s: &str) -> bool {
     ISO_3166_1_ALPHA_2.binary_search(&s).is_ok()
 }
 
+/// Whether `c` is a control character (Unicode general category Cc: NUL, the C0 and C1
+/// controls, DEL) or a format character (Cf: the bidi embeddings, overrides, isolates and marks
+/// such as U+202E, the zero-width space, joiner and non-joiner, word joiner, byte order mark,
+/// soft hyphen, tag characters). The categories are those of the `unicode-properties` crate's
+/// tables (Unicode 18).
+pub fn is_control_or_format(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control | GeneralCategory::Format
+    )
+}
+
+/// No control or format character: nothing a database cannot store (PostgreSQL refuses NUL in
+/// text), that reorders or hides what is shown (a bidi override or a zero-width character makes
+/// two different ids look the same in an export), or that breaks a line of a log or a CSV.
+fn is_plain_text(s: &str) -> bool {
+    !s.chars().any(is_control_or_format)
+}
+
+/// The zero-width non-joiner and joiner: format characters that spell words in some scripts
+/// (Persian, the Indic scripts) and build emoji, so a name may hold them.
+const NAME_JOINERS: [char; 2] = ['\u{200C}', '\u{200D}'];
+
+/// A name as people write it: any letters, but no control character and no format character
+/// other than [`NAME_JOINERS`], so no bidi override can make an export show a name reordered.
+fn is_plain_name(s: &str) -> bool {
+    !s.chars()
+        .any(|c| is_control_or_format(c) && !NAME_JOINERS.contains(&c))
+}
+
 validated_string!(
     /// Identifier of an organisation in the catalogue.
     OrgId,
@@ -160,6 +191,21 @@ validated_string!(
     CountryCode,
     is_country_code,
     "must be an officially assigned ISO 3166-1 alpha-2 country code in upper case, e.g. US"
+);
+validated_string!(
+    /// Text without control or format characters: what a caller hands back that the service
+    /// made (a decision, licence or review id in a path, a cursor), a customer's id, a filter
+    /// value. Opaque otherwise.
+    PlainText,
+    is_plain_text,
+    "must not contain control or format characters (Unicode Cc and Cf, such as NUL, bidi overrides or zero-width characters)"
+);
+validated_string!(
+    /// A customer's name: any letters, no control characters, and no format characters but the
+    /// zero-width joiner and non-joiner that some scripts need.
+    PlainName,
+    is_plain_name,
+    "must not contain control characters or format characters (Unicode Cc and Cf, such as NUL or bidi overrides) other than the zero-width joiner and non-joiner (U+200D, U+200C)"
 );
 
 /// The United States and its territories, which this service counts as "in the United States"
@@ -412,6 +458,63 @@ mod tests {
         ] {
             assert!(Category::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn plain_text_refuses_control_and_format_characters() {
+        for ok in [
+            "c-1",
+            "Müller & Söhne",
+            "株式会社",
+            "0195f3a2-7c1e-7000-8000-000000000000",
+            "a b",
+            "",
+        ] {
+            assert!(PlainText::parse(ok).is_ok(), "{ok:?} should be accepted");
+            assert!(PlainName::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        // NUL, C0 and C1 controls, DEL, the bidi controls, zero-width characters, the BOM,
+        // the soft hyphen, a tag character, the invisible operators.
+        for bad in [
+            "a\0",
+            "a\t",
+            "a\n",
+            "a\r",
+            "\u{1b}[31m",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{9f}",
+            "a\u{202a}",
+            "a\u{202b}",
+            "a\u{202c}",
+            "a\u{202d}",
+            "a\u{202e}",
+            "a\u{2066}",
+            "a\u{2067}",
+            "a\u{2068}",
+            "a\u{2069}",
+            "a\u{200e}",
+            "a\u{200f}",
+            "a\u{61c}",
+            "a\u{200b}",
+            "a\u{2060}",
+            "\u{feff}a",
+            "a\u{ad}",
+            "a\u{e0041}",
+            "a\u{2062}",
+        ] {
+            assert!(PlainText::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(PlainName::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        // The joiners: not in an id, but in a name (Persian spells with the non-joiner).
+        for joined in [
+            "\u{645}\u{6cc}\u{200c}\u{634}\u{648}\u{62f}",
+            "👩\u{200d}💻",
+        ] {
+            assert!(PlainText::parse(joined).is_err(), "{joined:?} is no id");
+            assert!(PlainName::parse(joined).is_ok(), "{joined:?} is a name");
+        }
+        assert_eq!(PlainText::parse("a\0").unwrap_err(), PlainText::RULE);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::{CountryCode, Outcome, ResellerId, Sku, Transaction};
+use crate::domain::{CountryCode, Outcome, PlainName, PlainText, ResellerId, Sku, Transaction};
 use crate::licenses::{capped_term_end, license_json, LicenseSigner};
 use crate::metrics::Metrics;
 use crate::policy::{self, Catalog, Party, Verdict};
@@ -40,11 +40,16 @@ pub struct Customer {
 }
 
 impl Customer {
-    /// Checks what serde cannot: non-empty, bounded strings. Returns
-    /// `(field, message)` pairs, with fields prefixed by `prefix`.
+    /// Checks what serde cannot: non-empty, bounded strings without control
+    /// or format characters ([`PlainText`] for the id, [`PlainName`] for the
+    /// name). Returns `(field, message)` pairs, with fields prefixed by `prefix`.
     pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for (field, value, max) in [("id", &self.id, 128), ("name", &self.name, 256)] {
+        let id = PlainText::parse(&self.id).err();
+        let name = PlainName::parse(&self.name).err();
+        for (field, value, max, plain) in
+            [("id", &self.id, 128, id), ("name", &self.name, 256, name)]
+        {
             if value.trim().is_empty() {
                 out.push((format!("{prefix}.{field}"), "must not be empty".to_string()));
             } else if value.chars().count() > max {
@@ -52,6 +57,8 @@ impl Customer {
                     format!("{prefix}.{field}"),
                     format!("must be at most {max} characters"),
                 ));
+            } else if let Some(rule) = plain {
+                out.push((format!("{prefix}.{field}"), rule));
             }
         }
         out

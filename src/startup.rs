@@ -225,6 +225,7 @@ impl Application {
             let in_flight = data.in_flight.clone();
             App::new()
                 .app_data(data.clone())
+                .wrap(actix_web::middleware::from_fn(api::encoded_bodies))
                 .wrap_fn(move |req, srv| {
                     // At most `GATEKEEPER_MAX_IN_FLIGHT` API requests at once;
                     // probes and metrics are never turned away.

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{next_cursor, parse_limit, ApiError, FieldError, State};
+use super::{next_cursor, parse_limit, ApiError, FieldError, Params, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::store::{AuditFilter, Store};
@@ -40,7 +40,10 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
                 Err(ApiError::Validation(mut e)) => errors.append(&mut e),
                 Err(_) => {}
             },
-            "action" => filter.action = Some(value.clone()),
+            "action" => match crate::domain::PlainText::parse(value) {
+                Ok(_) => filter.action = Some(value.clone()),
+                Err(m) => errors.push(FieldError::new("action", m)),
+            },
             "outcome" => match value.as_str() {
                 "allow" | "deny" | "review" => filter.outcome = Some(value.clone()),
                 _ => errors.push(FieldError::new("outcome", "must be allow, deny or review")),
@@ -109,10 +112,10 @@ pub async fn list(
     state: State,
     principal: Principal,
     req: HttpRequest,
-    query: web::Query<HashMap<String, String>>,
+    query: Params,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
-    let (filter, limit) = parse_filter(&query)?;
+    let (filter, limit) = parse_filter(&query.0)?;
     if let Some(format) = export_format(&req) {
         return Ok(stream(state.gate.store().clone(), filter, format));
     }
@@ -303,7 +306,7 @@ pub async fn verify(state: State, principal: Principal) -> Result<HttpResponse, 
 pub async fn checkpoints(
     state: State,
     principal: Principal,
-    query: web::Query<HashMap<String, String>>,
+    query: Params,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let mut after = None;

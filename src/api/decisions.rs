@@ -67,9 +67,9 @@ pub async fn get(
         Role::Compliance => None,
         _ => Some(tenant(&state, &principal).await?),
     };
-    let id = path.into_inner();
+    let id = super::path_id(path)?;
     let st = Arc::clone(&state);
-    let stored = web::block(move || st.gate.store().decision(&id)).await??;
+    let stored = web::block(move || st.gate.store().decision(id.as_str())).await??;
     match stored {
         Some(d) if own.as_ref().is_none_or(|t| t.as_str() == d.reseller) => {
             let mut body = json!({ "decision": d.body });

@@ -39,6 +39,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// A request body in a content coding the service does not decode.
+    #[error("unsupported content encoding")]
+    UnsupportedEncoding,
     /// Well-formed but invalid: the fields say what and where.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedEncoding => "unsupported_content_encoding",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden => "forbidden",
@@ -120,6 +124,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => (
                 "Payload too large",
                 format!("Request bodies are limited to {MAX_BODY_BYTES} bytes."),
+            ),
+            ApiError::UnsupportedEncoding => (
+                "Unsupported content encoding",
+                "Request bodies are taken without a content coding (Content-Encoding absent or identity).".into(),
             ),
             ApiError::Validation(_) => (
                 "Validation failed",
@@ -204,6 +212,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
@@ -224,7 +233,25 @@ impl ResponseError for ApiError {
             ApiError::OutcomeUnknown(cause) => {
                 tracing::warn!(error = %cause, "database did not confirm a write")
             }
-            _ => {}
+            // Failed authentication is logged, sampled, where the token is verified.
+            ApiError::Unauthorized(_) => {}
+            // A refusal is logged by its code and the fields it names, never by
+            // its message: a validation message may quote the caller's value (a
+            // customer's name or id), which stays out of the logs.
+            refused => {
+                let fields: Vec<&str> = match refused {
+                    ApiError::Validation(errors) => {
+                        errors.iter().map(|e| e.field.as_str()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                tracing::warn!(
+                    status = status.as_u16(),
+                    code = refused.code(),
+                    fields = ?fields,
+                    "request refused"
+                );
+            }
         }
         let (title, detail) = self.title_and_detail();
         let mut body = problem_body(status.as_u16(), self.code(), title, &detail);
@@ -251,6 +278,10 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::UnsupportedEncoding => {
+                // RFC 7694: the codings the service takes.
+                response.insert_header((header::ACCEPT_ENCODING, "identity"));
             }
             ApiError::RateLimited(r) => {
                 response.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));

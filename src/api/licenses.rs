@@ -1,7 +1,6 @@
 //! Licences: issue and renew through the gate (idempotent), read, list, and
 //! the public keys that verify licence tokens.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,7 +9,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
-use super::{parse_limit, tenant, ApiError, FieldError, PendingBody, State};
+use super::{
+    parse_cursor, parse_limit, path_id, tenant, ApiError, FieldError, Params, PendingBody, State,
+};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
 use crate::domain::{json_integer, Sku};
@@ -185,10 +186,10 @@ pub async fn renew(
     body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant(&state, &principal).await?;
+    let license_id = String::from(path_id(path)?);
     let key = idempotency_key(&req)?;
     let body: RenewBody = body.json().await?;
     check_terms(None, body.term_days, body.customer.as_ref())?;
-    let license_id = path.into_inner();
     let request = LicenseRequest {
         actor: principal.actor(),
         tenant,
@@ -220,9 +221,9 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let own = reader(&state, &principal).await?;
-    let id = path.into_inner();
+    let id = path_id(path)?;
     let st = Arc::clone(&state);
-    let found = web::block(move || st.gate.store().license(&id)).await??;
+    let found = web::block(move || st.gate.store().license(id.as_str())).await??;
     match found {
         Some(l) if own.as_ref().is_none_or(|t| *t == l.reseller) => {
             Ok(HttpResponse::Ok().json(license_json(&l, chrono::Utc::now())))
@@ -235,7 +236,7 @@ pub async fn get(
 pub async fn list(
     state: State,
     principal: Principal,
-    query: web::Query<HashMap<String, String>>,
+    query: Params,
 ) -> Result<HttpResponse, ApiError> {
     let own = reader(&state, &principal).await?;
     let mut limit = DEFAULT_PAGE;
@@ -243,7 +244,7 @@ pub async fn list(
     for (name, value) in query.into_inner() {
         match name.as_str() {
             "limit" => limit = parse_limit(&value, MAX_PAGE)?,
-            "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+            "cursor" => cursor = parse_cursor(value)?,
             other => return Err(ApiError::field(other, "is not a parameter of this listing")),
         }
     }
@@ -251,7 +252,7 @@ pub async fn list(
     let page = web::block(move || {
         st.gate
             .store()
-            .licenses(own.as_deref(), cursor.as_deref(), limit)
+            .licenses(own.as_deref(), cursor.as_ref().map(|c| c.as_str()), limit)
     })
     .await??;
     // A row that does not read back is left out (and logged by the store),

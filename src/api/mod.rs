@@ -10,6 +10,8 @@ pub mod limits;
 mod ops;
 mod reviews;
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -20,7 +22,7 @@ use serde::de::DeserializeOwned;
 pub use error::{ApiError, FieldError, MAX_BODY_BYTES};
 
 use crate::auth::{Authenticator, Principal, Role};
-use crate::domain::ResellerId;
+use crate::domain::{PlainText, ResellerId};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec};
@@ -140,6 +142,113 @@ pub fn parse_limit(value: &str, max: i64) -> Result<i64, ApiError> {
     match value.parse::<i64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::field("limit", format!("must be from 1 to {max}"))),
+    }
+}
+
+/// The query parameters of a request, each given at most once: a parameter
+/// given twice is `422` naming it (rather than one of its values silently
+/// winning). A listing still refuses the names it does not take.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn into_inner(self) -> HashMap<String, String> {
+        self.0
+    }
+
+    /// Parses a query string (without the `?`).
+    pub fn parse(query: &str) -> Result<Params, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?
+            .into_inner();
+        let mut params = HashMap::with_capacity(pairs.len());
+        let mut repeated = BTreeSet::new();
+        for (name, value) in pairs {
+            match params.entry(name) {
+                Entry::Occupied(given) => {
+                    repeated.insert(given.key().clone());
+                }
+                Entry::Vacant(first) => {
+                    first.insert(value);
+                }
+            }
+        }
+        if repeated.is_empty() {
+            Ok(Params(params))
+        } else {
+            Err(ApiError::Validation(
+                repeated
+                    .into_iter()
+                    .map(|name| FieldError::new(name, REPEATED_PARAMETER))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// What a parameter given twice is told.
+pub const REPEATED_PARAMETER: &str = "must be given at most once";
+
+impl FromRequest for Params {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Params, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Params::parse(req.query_string()))
+    }
+}
+
+/// A cursor from a `cursor` query parameter: what `next` gave, so text
+/// without control or format characters (`422` otherwise); empty is none.
+pub fn parse_cursor(value: String) -> Result<Option<PlainText>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    PlainText::try_from(value)
+        .map(Some)
+        .map_err(|m| ApiError::field("cursor", m))
+}
+
+/// An id the service made, from a path (a decision, licence or review id):
+/// one with a control or format character names nothing, so `404` without
+/// asking the database (PostgreSQL cannot even compare a NUL).
+pub fn path_id(path: web::Path<String>) -> Result<PlainText, ApiError> {
+    PlainText::try_from(path.into_inner()).map_err(|_| ApiError::NotFound)
+}
+
+/// Refuses a request body in a content coding the service does not decode
+/// (anything but `identity`) with `415`, before the body is read: actix-web
+/// is built without its decompression features, so such a body would reach
+/// the JSON parser as it is. A request without a body may carry the header.
+pub fn refuse_encoded_body(req: &HttpRequest) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let has_body = headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().trim_ascii() != b"0");
+    if !has_body {
+        return Ok(());
+    }
+    for value in headers.get_all(actix_web::http::header::CONTENT_ENCODING) {
+        let codings = value.to_str().unwrap_or("?");
+        if codings
+            .split(',')
+            .map(str::trim)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        {
+            return Err(ApiError::UnsupportedEncoding);
+        }
+    }
+    Ok(())
+}
+
+/// [`refuse_encoded_body`] as middleware, for every route.
+pub async fn encoded_bodies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    match refuse_encoded_body(req.request()) {
+        Ok(()) => next.call(req).await.map(|r| r.map_into_left_body()),
+        Err(e) => Ok(req.error_response(e).map_into_right_body()),
     }
 }
 

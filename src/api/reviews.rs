@@ -1,13 +1,12 @@
 //! The review queue, for compliance: decisions whose outcome was `review`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_limit, ApiError, FieldError, PendingBody, State};
+use super::{parse_cursor, parse_limit, path_id, ApiError, FieldError, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::gate::{Customer, Resolution, ReviewResolution};
 use crate::store::StoredDecision;
@@ -40,7 +39,7 @@ pub fn review_state(d: &StoredDecision) -> Option<Value> {
 pub async fn list(
     state: State,
     principal: Principal,
-    query: web::Query<HashMap<String, String>>,
+    query: Params,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let mut status = Some("open".to_string());
@@ -58,16 +57,18 @@ pub async fn list(
                     ))
                 }
             },
-            "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+            "cursor" => cursor = parse_cursor(value)?,
             "limit" => limit = parse_limit(&value, MAX_PAGE)?,
             other => return Err(ApiError::field(other, "is not a parameter of this listing")),
         }
     }
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.gate
-            .store()
-            .reviews(status.as_deref(), cursor.as_deref(), limit)
+        st.gate.store().reviews(
+            status.as_deref(),
+            cursor.as_ref().map(|c| c.as_str()),
+            limit,
+        )
     })
     .await??;
     // A row that does not read back is left out (and logged by the store),
@@ -99,6 +100,7 @@ pub async fn resolve(
     body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
+    let decision_id = String::from(path_id(path)?);
     let body: ResolveBody = body.json().await?;
     let mut errors = Vec::new();
     if body.note.trim().is_empty() {
@@ -128,7 +130,7 @@ pub async fn resolve(
         .resolve_review(
             ReviewResolution {
                 reviewer: principal.actor(),
-                decision_id: path.into_inner(),
+                decision_id,
                 resolution: body.resolution,
                 note: body.note,
                 customer: body.customer,

@@ -252,7 +252,8 @@ async fn exports_stream_ndjson_and_csv_with_the_same_filters(app: TestApp) {
     app.register("alpha", "DE", false).await;
     app.add_oem_firewall().await;
     for (name, country) in [
-        ("Smith, \"Jr\" & Co\nLtd", "US"),
+        // No line break: a control character in a name is refused (errors.rs).
+        ("Smith, \"Jr\" & Co Ltd", "US"),
         ("=HYPERLINK(\"x\")", "US"),
         ("Plain", "DE"),
     ] {
@@ -290,8 +291,8 @@ async fn exports_stream_ndjson_and_csv_with_the_same_filters(app: TestApp) {
         .starts_with("designated_lineage:us-icts-kaspersky-2024:full-cutoff"));
     let subject: serde_json::Value = serde_json::from_str(&denied[0][col("subject")]).unwrap();
     assert_eq!(
-        subject["customer"]["name"], "Smith, \"Jr\" & Co\nLtd",
-        "quoted, commas, quotes and line breaks survive"
+        subject["customer"]["name"], "Smith, \"Jr\" & Co Ltd",
+        "quoted, commas and quotes survive"
     );
     assert_eq!(denied[1][col("customer_id")], "c");
     assert!(
