@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::both;
-use crate::helpers::{start, Backend, TestApp, TestDb};
+use crate::helpers::{sample, start, Backend, TestApp, TestDb};
 use crate::served::serve_with_open_files;
 
 /// A preflight whose head is sent in full and whose body (promised to be
@@ -56,14 +56,6 @@ fn status_of(raw: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
-}
-
-/// The value of one sample line of the Prometheus text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 both!(a_body_that_does_not_arrive_is_408_and_limits_come_before_it);
@@ -127,11 +119,8 @@ async fn stalled_bodies_cannot_exhaust_open_files_and_healthz_answers_throughout
     let (_, reseller) = served.setup().await;
     let address = served.base.clone();
     const STALLED: usize = 400;
-    let started = Instant::now();
-    let stalled_sockets: Vec<TcpStream> = (0..STALLED)
-        .map(|_| stalled(&address, "/v1/decisions", &reseller))
-        .collect();
-    // /healthz, polled from another thread every 250 ms while they stall.
+    // /healthz, polled from another thread every 250 ms from before the
+    // stalled connections come until they are all cut off.
     let probe_address = address.trim_start_matches("http://").to_string();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let prober = std::thread::spawn(move || {
@@ -152,23 +141,33 @@ async fn stalled_bodies_cannot_exhaust_open_files_and_healthz_answers_throughout
             }
         }
     });
-    let cut = std::thread::spawn(move || {
-        stalled_sockets
-            .into_iter()
-            .map(|mut s| read_all(&mut s, Duration::from_secs(60)))
-            .map(|raw| raw.is_some_and(|raw| raw.is_empty() || status_of(&raw) == 408))
-            .filter(|cut| *cut)
-            .count()
-    })
-    .join()
-    .unwrap();
+    let started = Instant::now();
+    // Each stalled connection is read on a thread of its own from the moment
+    // it is opened (connecting waits while the backlog is full).
+    let cutters: Vec<_> = (0..STALLED)
+        .map(|_| {
+            let s = stalled(&address, "/v1/decisions", &reseller);
+            std::thread::spawn(move || {
+                let mut s = s;
+                read_all(&mut s, Duration::from_secs(60))
+                    .is_some_and(|raw| raw.is_empty() || status_of(&raw) == 408)
+            })
+        })
+        .collect();
+    let opened = started.elapsed();
+    let cut = cutters
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|cut| *cut)
+        .count();
     let all_cut = started.elapsed();
     done_tx.send(()).unwrap();
     let polls = prober.join().unwrap();
     let slowest = polls.iter().map(|(_, t)| *t).max().unwrap_or_default();
     eprintln!(
-        "{STALLED} stalled bodies, open-file limit 256: all cut off after {:.1} s; \
-         {} /healthz polls, slowest {:.2} s",
+        "{STALLED} stalled bodies, open-file limit 256: opened in {:.1} s, all cut off after \
+         {:.1} s; {} /healthz polls, slowest {:.2} s",
+        opened.as_secs_f64(),
         all_cut.as_secs_f64(),
         polls.len(),
         slowest.as_secs_f64()
@@ -405,16 +404,7 @@ async fn bad_tokens_are_counted_and_logged_sampled() {
             .await;
         assert_eq!(status, 401);
     }
-    let (_, _, _) = served.call("GET", "/healthz", "", None, &[]).await;
-    let metrics = awc::Client::default()
-        .get(format!("{}/metrics", served.base))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = served.metrics().await;
     assert_eq!(
         sample(
             &metrics,

@@ -486,3 +486,11 @@ impl TestAppView<'_> {
         Reply::read(resp).await
     }
 }
+
+/// The value of one sample line of Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -338,17 +338,7 @@ async fn renewals_extend_from_the_later_of_now_and_expiry_and_are_rescreened(app
 
 both!(a_later_service_end_caps_the_term);
 async fn a_later_service_end_caps_the_term(app: TestApp) {
-    app.register("alpha", "DE", false).await;
-    app.admin_put(
-        "/v1/organizations/shady",
-        json!({"name": "Shady Soft", "country": "KP"}),
-    )
-    .await;
-    app.admin_put(
-        "/v1/products/SHADY-AV",
-        json!({"name": "Shady AV", "vendor": "shady", "category": "antivirus"}),
-    )
-    .await;
+    add_shady(&app).await;
     app.admin_put(
         "/v1/designations/future-ban",
         json!({"title": "Future ban", "authority": "BIS", "citation": "99 FR 1", "organizations": ["shady"],
@@ -1030,9 +1020,8 @@ async fn an_integer_field_takes_a_number_without_a_fractional_part(app: TestApp)
     assert_eq!(app.all_events().await.len(), before, "nothing recorded");
 }
 
-/// A staged designation of `shady` (KP): new agreements banned since 2024,
-/// the full cut-off (renewals too, ending service) only in 2029.
-async fn staged_ban(app: &TestApp) {
+/// Reseller `alpha` (DE), and Shady Soft (KP) with its antivirus `SHADY-AV`.
+async fn add_shady(app: &TestApp) {
     app.register("alpha", "DE", false).await;
     app.admin_put(
         "/v1/organizations/shady",
@@ -1044,6 +1033,12 @@ async fn staged_ban(app: &TestApp) {
         json!({"name": "Shady AV", "vendor": "shady", "category": "antivirus"}),
     )
     .await;
+}
+
+/// A staged designation of `shady` (KP): new agreements banned since 2024,
+/// the full cut-off (renewals too, ending service) only in 2029.
+async fn staged_ban(app: &TestApp) {
+    add_shady(app).await;
     app.admin_put(
         "/v1/designations/staged-ban",
         json!({"title": "Staged ban", "authority": "BIS", "citation": "99 FR 2", "organizations": ["shady"],

@@ -235,15 +235,7 @@ async fn readiness_follows_the_database_without_a_restart() {
         "within seconds: {:?}",
         cut_at.elapsed()
     );
-    let metrics = client
-        .get(format!("{}/metrics", served.base))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&metrics).contains("gatekeeper_ready 0"));
+    assert!(served.metrics().await.contains("gatekeeper_ready 0"));
 
     let _relay = Relay::start(&relay.target, relay.port).await;
     let back_at = Instant::now();

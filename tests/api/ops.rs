@@ -3,15 +3,7 @@
 use serde_json::json;
 
 use crate::both;
-use crate::helpers::TestApp;
-
-/// The value of one sample line of the Prometheus text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+use crate::helpers::{sample, TestApp};
 
 both!(metrics_count_what_happens_without_caller_values_in_labels);
 async fn metrics_count_what_happens_without_caller_values_in_labels(app: TestApp) {

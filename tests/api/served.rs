@@ -226,6 +226,19 @@ impl Served {
         )
     }
 
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let bytes = awc::Client::default()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .body()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap()
     }
