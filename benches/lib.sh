@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# What the harness scripts share (sourced by load.sh, growth.sh and
-# isolation.sh; not run on its own).
+# What the harness scripts share (sourced by load.sh, growth.sh, isolation.sh and
+# metrics.sh; not run on its own).
 
 # wrk, from Debian's packages if missing.
 ensure_wrk() {
@@ -62,4 +62,41 @@ wrk_stats() {
     /Non-2xx/ { non2xx += $5 }
     /^failures/ { failures = $2; counted = 1 }
     END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, counted ? failures : non2xx }'
+}
+
+# Every script may pace itself: PACE_MS (milliseconds each connection waits
+# between requests) turns wrk's closed loop into a fixed offered rate.
+lua_common() {
+  cat <<LUA
+local pace = tonumber(os.getenv("PACE_MS") or "0")
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+local threads, counter = 0, 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = "load-" .. tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9)) .. "-"
+end
+-- Jittered (0.5 to 1.5 times the pace) so that the connections do not
+-- fall into step and arrive in bursts.
+function delay()
+  if pace == 0 then return 0 end
+  return math.floor(pace * (0.5 + math.random()))
+end
+LUA
+}
+
+# lua_issue BODY: a wrk script issuing licences of BODY, each with an
+# Idempotency-Key of its own.
+lua_issue() {
+  lua_common
+  cat <<LUA
+local body = '$1'
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  return wrk.format("POST", "/v1/licenses", nil, body)
+end
+LUA
 }

@@ -44,28 +44,6 @@ bench_workdir
 BODY_DECIDE='{"transaction":"issue","product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false}}'
 BODY_ISSUE='{"product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false},"seats":5,"term_days":365}'
 
-# Every script may pace itself: PACE_MS (milliseconds each connection waits
-# between requests) turns wrk's closed loop into a fixed offered rate.
-lua_common() {
-  cat <<LUA
-local pace = tonumber(os.getenv("PACE_MS") or "0")
-math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-local threads, counter = 0, 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  prefix = "load-" .. tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9)) .. "-"
-end
--- Jittered (0.5 to 1.5 times the pace) so that the connections do not
--- fall into step and arrive in bursts.
-function delay()
-  if pace == 0 then return 0 end
-  return math.floor(pace * (0.5 + math.random()))
-end
-LUA
-}
 
 { lua_common; cat <<LUA
 local body = '$BODY_DECIDE'
@@ -75,15 +53,7 @@ end
 LUA
 } >"$WORK/decide.lua"
 
-{ lua_common; cat <<LUA
-local body = '$BODY_ISSUE'
-function request()
-  counter = counter + 1
-  wrk.headers["Idempotency-Key"] = prefix .. counter
-  return wrk.format("POST", "/v1/licenses", nil, body)
-end
-LUA
-} >"$WORK/issue.lua"
+lua_issue "$BODY_ISSUE" >"$WORK/issue.lua"
 
 renew_lua() { # licence ids (one per line) on stdin
   lua_common

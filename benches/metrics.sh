@@ -46,19 +46,7 @@ curl -sf -X PUT "$BASE/v1/resellers/alpha" -H "Authorization: Bearer $ADMIN" \
   -H 'Content-Type: application/json' -d '{"name":"Alpha","country":"DE","us_person":false}' >/dev/null
 put_acme "$BASE/v1" "$ADMIN"
 
-cat >"$WORK/issue.lua" <<'LUA'
-math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-local counter, prefix = 0, nil
-function init(args)
-  prefix = "fill-" .. tostring(math.random(1e9)) .. "-"
-end
-local body = '{"product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false},"seats":1,"term_days":365}'
-function request()
-  counter = counter + 1
-  wrk.headers["Idempotency-Key"] = prefix .. counter
-  return wrk.format("POST", "/v1/licenses", nil, body)
-end
-LUA
+lua_issue '{"product":"ACME-VPN","customer":{"id":"c-1","name":"Beispiel GmbH","country":"DE","us_person":false},"seats":1,"term_days":365}' >"$WORK/issue.lua"
 
 # The value of one series in the metrics text on stdin.
 series() { awk -v s="$1" '$1 == s { print $2 }'; }

@@ -229,7 +229,8 @@ impl Application {
                 .wrap_fn(move |req, srv| {
                     // At most `GATEKEEPER_MAX_IN_FLIGHT` API requests at once;
                     // probes and metrics are never turned away.
-                    let permit = match req.path().starts_with("/v1/") {
+                    let api = req.path().split('/').nth(1) == Some("v1");
+                    let permit = match api {
                         true => match in_flight.enter() {
                             Some(permit) => Some(permit),
                             None => {
