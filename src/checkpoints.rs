@@ -1,7 +1,6 @@
 //! Signing checkpoints over the audit chain's head: on demand, at an
 //! interval by one replica at a time, and once more at shutdown.
 
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use chrono::Utc;
 
 use crate::audit::Checkpoint;
 use crate::licenses::LicenseSigner;
+use crate::periodic::Periodic;
 use crate::store::checkpoints::try_lead;
 use crate::store::{DbConn, Store, StoreError};
 
@@ -33,8 +33,8 @@ pub fn sign_now(store: &Store, signer: &LicenseSigner) -> Result<Option<Checkpoi
 
 /// The background signer of one process. Dropping it stops it.
 pub struct Checkpointer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Held for its `Drop`, which stops the thread.
+    _running: Periodic,
 }
 
 impl Checkpointer {
@@ -45,49 +45,32 @@ impl Checkpointer {
         signer: Arc<LicenseSigner>,
         interval: Duration,
     ) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("checkpointer".into())
-            .spawn(move || {
-                let mut lead: Option<DbConn> = None;
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    if lead.is_none() {
-                        lead = store
-                            .dedicated_connection()
-                            .and_then(|mut conn| Ok(try_lead(&mut conn)?.then_some(conn)))
-                            .unwrap_or_else(|e| {
-                                tracing::warn!(error = %e, "checkpoint signer: cannot reach the database");
-                                None
-                            });
-                    } else if let Some(conn) = lead.as_mut() {
-                        use diesel::connection::SimpleConnection;
-                        if conn.batch_execute("SELECT 1").is_err() {
-                            // The lock went with the connection; try again next time.
-                            lead = None;
-                            continue;
-                        }
-                    }
-                    if lead.is_some() {
-                        match sign_now(&store, &signer) {
-                            Ok(Some(c)) => tracing::debug!(seq = c.seq, "checkpoint signed"),
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(error = %e, "checkpoint signer: could not sign"),
-                        }
-                    }
+        let mut lead: Option<DbConn> = None;
+        Periodic::start("checkpointer", interval, false, move || {
+            if lead.is_none() {
+                lead = store
+                    .dedicated_connection()
+                    .and_then(|mut conn| Ok(try_lead(&mut conn)?.then_some(conn)))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "checkpoint signer: cannot reach the database");
+                        None
+                    });
+            } else if let Some(conn) = lead.as_mut() {
+                use diesel::connection::SimpleConnection;
+                if conn.batch_execute("SELECT 1").is_err() {
+                    // The lock went with the connection; try again next time.
+                    lead = None;
+                    return;
                 }
-            })?;
-        Ok(Checkpointer {
-            stop: Some(stop),
-            thread: Some(thread),
+            }
+            if lead.is_some() {
+                match sign_now(&store, &signer) {
+                    Ok(Some(c)) => tracing::debug!(seq = c.seq, "checkpoint signed"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "checkpoint signer: could not sign"),
+                }
+            }
         })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        .map(|running| Checkpointer { _running: running })
     }
 }

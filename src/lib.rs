@@ -14,6 +14,7 @@ pub mod domain;
 pub mod gate;
 pub mod licenses;
 pub mod metrics;
+pub mod periodic;
 pub mod policy;
 pub mod startup;
 pub mod store;

@@ -106,8 +106,8 @@ fn writable(conn: &mut DbConn, timeout: Duration) -> bool {
 /// query, however many licences there are and however often Prometheus (or
 /// anyone: `/metrics` needs no token) asks. Dropping it stops it.
 pub struct StatsRefresher {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Held for its `Drop`, which stops the thread.
+    _running: crate::periodic::Periodic,
 }
 
 impl StatsRefresher {
@@ -121,37 +121,18 @@ impl StatsRefresher {
         timeout: Duration,
         serving: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("stats-refresher".into())
-            .spawn(move || loop {
-                let started = std::time::Instant::now();
-                let mut stats = store.stats(timeout).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "could not read the database's gauges");
-                    DatabaseStats::default()
-                });
-                stats.ready &= serving();
-                metrics
-                    .db_stats_refresh_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.observe_database(&stats);
-                match stopped.recv_timeout(every) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-            })?;
-        Ok(StatsRefresher {
-            stop: Some(stop),
-            thread: Some(thread),
+        crate::periodic::Periodic::start("stats-refresher", every, true, move || {
+            let started = std::time::Instant::now();
+            let mut stats = store.stats(timeout).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the database's gauges");
+                DatabaseStats::default()
+            });
+            stats.ready &= serving();
+            metrics
+                .db_stats_refresh_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.observe_database(&stats);
         })
-    }
-}
-
-impl Drop for StatsRefresher {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        .map(|running| StatsRefresher { _running: running })
     }
 }
