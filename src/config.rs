@@ -126,28 +126,20 @@ impl Config {
         };
         let database_url =
             DatabaseUrl::parse(&get("GATEKEEPER_DATABASE_URL", DEFAULT_DATABASE_URL))?;
-        let db_pool_size = get("GATEKEEPER_DB_POOL_SIZE", "8")
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=256).contains(n))
-            .context("GATEKEEPER_DB_POOL_SIZE must be a whole number from 1 to 256")?;
-        let ledger_batch = get("GATEKEEPER_LEDGER_BATCH", "256")
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=4096).contains(n))
-            .context("GATEKEEPER_LEDGER_BATCH must be a whole number from 1 to 4096")?;
+        let db_pool_size = whole(&get, "GATEKEEPER_DB_POOL_SIZE", "8", 1..=256, "")? as u32;
+        let ledger_batch = whole(&get, "GATEKEEPER_LEDGER_BATCH", "256", 1..=4096, "")? as usize;
         let checkpoint_interval = get("GATEKEEPER_CHECKPOINT_INTERVAL", "60")
             .parse::<u64>()
             .ok()
             .filter(|n| *n <= 86_400)
             .context("GATEKEEPER_CHECKPOINT_INTERVAL must be a whole number of seconds from 0 (off) to 86400")?;
-        let shutdown_grace = get("GATEKEEPER_SHUTDOWN_GRACE", "30")
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=3600).contains(n))
-            .context(
-                "GATEKEEPER_SHUTDOWN_GRACE must be a whole number of seconds from 1 to 3600",
-            )?;
+        let shutdown_grace = whole(
+            &get,
+            "GATEKEEPER_SHUTDOWN_GRACE",
+            "30",
+            1..=3600,
+            " of seconds",
+        )?;
         let rate_limit = limit(
             &get,
             ("GATEKEEPER_RATE_LIMIT", "1000"),
@@ -158,36 +150,29 @@ impl Config {
             ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),
             "GATEKEEPER_AUTH_FAILURE_BURST",
         )?;
-        let max_connections = match get("GATEKEEPER_MAX_CONNECTIONS", "").as_str() {
-            "" => None,
-            n => Some(
-                n.parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=1_000_000).contains(n))
-                    .context(
-                        "GATEKEEPER_MAX_CONNECTIONS must be a whole number from 1 to 1000000",
-                    )?,
-            ),
-        };
-        let max_in_flight = get("GATEKEEPER_MAX_IN_FLIGHT", "1024")
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .context("GATEKEEPER_MAX_IN_FLIGHT must be a whole number from 1 to 1000000")?;
-        let metrics_refresh = get("GATEKEEPER_METRICS_REFRESH", "10")
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=3600).contains(n))
-            .context(
-                "GATEKEEPER_METRICS_REFRESH must be a whole number of seconds from 1 to 3600",
-            )?;
-        let request_timeout = get("GATEKEEPER_REQUEST_TIMEOUT", "5")
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=300).contains(n))
-            .context(
-                "GATEKEEPER_REQUEST_TIMEOUT must be a whole number of seconds from 1 to 300",
-            )?;
+        let max_connections =
+            match lookup("GATEKEEPER_MAX_CONNECTIONS").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(_) => {
+                    Some(whole(&get, "GATEKEEPER_MAX_CONNECTIONS", "", 1..=1_000_000, "")? as usize)
+                }
+            };
+        let max_in_flight =
+            whole(&get, "GATEKEEPER_MAX_IN_FLIGHT", "1024", 1..=1_000_000, "")? as usize;
+        let metrics_refresh = whole(
+            &get,
+            "GATEKEEPER_METRICS_REFRESH",
+            "10",
+            1..=3600,
+            " of seconds",
+        )?;
+        let request_timeout = whole(
+            &get,
+            "GATEKEEPER_REQUEST_TIMEOUT",
+            "5",
+            1..=300,
+            " of seconds",
+        )?;
         Ok(Config {
             database_url,
             listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
@@ -218,6 +203,28 @@ impl Config {
             metrics_refresh: std::time::Duration::from_secs(metrics_refresh),
         })
     }
+}
+
+/// A whole number from variable `var` (`default` when unset) within
+/// `range`; `unit` (e.g. " of seconds") completes the message.
+fn whole(
+    get: &impl Fn(&str, &str) -> String,
+    var: &str,
+    default: &str,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> anyhow::Result<u64> {
+    get(var, default)
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .with_context(|| {
+            format!(
+                "{var} must be a whole number{unit} from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
 }
 
 /// A limit from a rate variable (requests a second, `0` off; `default`
