@@ -371,6 +371,44 @@ snake_enum!(
     }
 );
 
+/// The end customer of a transaction, as the reseller describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    /// The reseller's own reference for the customer.
+    pub id: String,
+    pub name: String,
+    pub country: CountryCode,
+    #[serde(default)]
+    pub us_person: Option<bool>,
+}
+
+impl Customer {
+    /// Checks what serde cannot: non-empty, bounded strings without control
+    /// or format characters ([`PlainText`] for the id, [`PlainName`] for the
+    /// name). Returns `(field, message)` pairs, with fields prefixed by `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let id = PlainText::parse(&self.id).err();
+        let name = PlainName::parse(&self.name).err();
+        for (field, value, max, plain) in
+            [("id", &self.id, 128, id), ("name", &self.name, 256, name)]
+        {
+            if value.trim().is_empty() {
+                out.push((format!("{prefix}.{field}"), "must not be empty".to_string()));
+            } else if value.chars().count() > max {
+                out.push((
+                    format!("{prefix}.{field}"),
+                    format!("must be at most {max} characters"),
+                ));
+            } else if let Some(rule) = plain {
+                out.push((format!("{prefix}.{field}"), rule));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -188,7 +188,7 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
         None => Vec::new(),
     };
     let keys = match &args.keys {
-        Some(path) => gatekeeper::licenses::read_jwks_file(path).context("--keys")?,
+        Some(path) => gatekeeper::signing::read_jwks_file(path).context("--keys")?,
         None => Vec::new(),
     };
     match &args.file {

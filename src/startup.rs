@@ -14,11 +14,11 @@ use futures_util::FutureExt;
 use crate::api::limits::{self, InFlight, RateLimiter};
 use crate::api::{self, AppState};
 use crate::auth::{Authenticator, DevKeys};
-use crate::checkpoints::Checkpointer;
 use crate::config::Config;
+use crate::gate::checkpoints::Checkpointer;
 use crate::gate::Gate;
-use crate::licenses::LicenseSigner;
 use crate::metrics::Metrics;
+use crate::signing::LicenseSigner;
 use crate::store::ledger::Ledger;
 use crate::store::stats::StatsRefresher;
 use crate::store::Store;
@@ -69,7 +69,7 @@ pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
 /// (`GATEKEEPER_LICENSE_RETIRED_KEYS_FILE`), checked; none when unset.
 pub fn retired_license_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>> {
     match &config.license_retired_keys_file {
-        Some(path) => crate::licenses::read_jwks_file(path).context(
+        Some(path) => crate::signing::read_jwks_file(path).context(
             "GATEKEEPER_LICENSE_RETIRED_KEYS_FILE must name a JWKS of Ed25519 public keys",
         ),
         None => Ok(Vec::new()),
@@ -83,7 +83,7 @@ pub fn published_keys(
     config: &Config,
     signer: &LicenseSigner,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    Ok(crate::licenses::key_set(
+    Ok(crate::signing::key_set(
         Some(signer.jwk()),
         retired_license_keys(config)?,
     ))
@@ -107,7 +107,7 @@ pub fn configured_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>
         }
         (None, Some(_)) => Some(license_signer(config)?),
     };
-    Ok(crate::licenses::key_set(
+    Ok(crate::signing::key_set(
         current.as_ref().map(LicenseSigner::jwk),
         retired_license_keys(config)?,
     ))
@@ -341,7 +341,7 @@ impl Application {
         drop(self.checkpointer);
         drop(self.refresher);
         let store = self.state.gate.store().clone();
-        match crate::checkpoints::sign_now(&store, &self.signer) {
+        match crate::gate::checkpoints::sign_now(&store, &self.signer) {
             Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the last checkpoint"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not sign the last checkpoint"),

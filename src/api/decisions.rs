@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::{tenant, ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
+use crate::domain::Customer;
 use crate::domain::{Sku, Transaction};
-use crate::gate::{Customer, Question};
+use crate::gate::Question;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,9 +52,7 @@ pub async fn create(
         .gate
         .preflight(&principal.actor(), &tenant, &question)
         .await?;
-    if let Some(id) = decision["id"].as_str() {
-        crate::telemetry::record_decision(id);
-    }
+    crate::telemetry::record_decision(&decision.id);
     Ok(HttpResponse::Ok().json(json!({ "decision": decision })))
 }
 

@@ -5,8 +5,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::gate::terms::MAX_EXPIRY_YEARS;
 use crate::gate::GateError;
-use crate::licenses::MAX_EXPIRY_YEARS;
 use crate::policy::CatalogIssue;
 use crate::store::StoreError;
 
@@ -366,6 +366,7 @@ impl From<GateError> for ApiError {
                     ),
                 },
             ),
+            GateError::Signing(cause) => ApiError::Internal(cause),
             GateError::Store(e) => e.into(),
         }
     }

@@ -14,9 +14,10 @@ use super::{
 };
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
+use crate::domain::Customer;
 use crate::domain::{json_integer, Sku};
-use crate::gate::{Customer, LicenseAction, LicenseOutcome, LicenseRequest, Reply};
-use crate::licenses::{license_json, MAX_SEATS, MAX_TERM_DAYS};
+use crate::gate::terms::{MAX_SEATS, MAX_TERM_DAYS};
+use crate::gate::{License, LicenseAction, LicenseOutcome, LicenseRequest, Licensed};
 
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
@@ -109,8 +110,9 @@ fn check_terms(
     }
 }
 
-/// The status and body of each outcome: what is returned and replayed.
-pub fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
+/// The status and body of each outcome: what is returned, and returned
+/// again to every retry with the same idempotency key.
+pub fn render(outcome: &LicenseOutcome) -> (u16, Value) {
     match outcome {
         LicenseOutcome::Issued { license, decision } => {
             (201, json!({ "license": license, "decision": decision }))
@@ -125,29 +127,28 @@ pub fn render(outcome: LicenseOutcome<'_>) -> (u16, Value) {
                 "Prohibited transaction",
                 "The law prohibits this transaction; the decision says why. No licence was written.",
             );
-            body["decision"] = decision.clone();
+            body["decision"] = json!(decision);
             (403, body)
         }
         LicenseOutcome::InReview { decision } => (202, json!({ "decision": decision })),
     }
 }
 
-fn respond(reply: Reply) -> HttpResponse {
-    if let Some(id) = reply.body["decision"]["id"].as_str() {
-        crate::telemetry::record_decision(id);
-    }
-    let status = actix_web::http::StatusCode::from_u16(reply.status)
+fn respond(licensed: Licensed) -> HttpResponse {
+    crate::telemetry::record_decision(&licensed.outcome.decision().id);
+    let (status, body) = render(&licensed.outcome);
+    let status = actix_web::http::StatusCode::from_u16(status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
-    response.content_type(if reply.status >= 400 {
+    response.content_type(if status.is_client_error() || status.is_server_error() {
         "application/problem+json"
     } else {
         "application/json"
     });
-    if reply.replayed {
+    if licensed.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    response.body(reply.body.to_string())
+    response.body(body.to_string())
 }
 
 /// `POST /v1/licenses`
@@ -161,20 +162,19 @@ pub async fn issue(
     let key = idempotency_key(&req)?;
     let body: IssueBody = body.json().await?;
     check_terms(Some(body.seats), body.term_days, Some(&body.customer))?;
-    let request = LicenseRequest {
-        actor: principal.actor(),
+    let request = LicenseRequest::new(
+        principal.actor(),
         tenant,
-        idempotency_key: Some(key),
-        closes: None,
-        fingerprint: fingerprint("POST /v1/licenses", &body),
-        action: LicenseAction::Issue {
+        key,
+        fingerprint("POST /v1/licenses", &body),
+        LicenseAction::Issue {
             product: body.product,
             customer: body.customer,
             seats: body.seats,
             term_days: body.term_days,
         },
-    };
-    Ok(respond(state.gate.license(request, render).await?))
+    );
+    Ok(respond(state.gate.license(request).await?))
 }
 
 /// `POST /v1/licenses/{id}/renewals`
@@ -190,19 +190,18 @@ pub async fn renew(
     let key = idempotency_key(&req)?;
     let body: RenewBody = body.json().await?;
     check_terms(None, body.term_days, body.customer.as_ref())?;
-    let request = LicenseRequest {
-        actor: principal.actor(),
+    let request = LicenseRequest::new(
+        principal.actor(),
         tenant,
-        idempotency_key: Some(key),
-        closes: None,
-        fingerprint: fingerprint(&format!("POST /v1/licenses/{license_id}/renewals"), &body),
-        action: LicenseAction::Renew {
+        key,
+        fingerprint(&format!("POST /v1/licenses/{license_id}/renewals"), &body),
+        LicenseAction::Renew {
             license_id,
             term_days: body.term_days,
             customer: body.customer,
         },
-    };
-    Ok(respond(state.gate.license(request, render).await?))
+    );
+    Ok(respond(state.gate.license(request).await?))
 }
 
 /// The tenant whose licences the caller may read: its own, or every
@@ -226,7 +225,7 @@ pub async fn get(
     let found = web::block(move || st.gate.store().license(id.as_str())).await??;
     match found {
         Some(l) if own.as_ref().is_none_or(|t| *t == l.reseller) => {
-            Ok(HttpResponse::Ok().json(license_json(&l, chrono::Utc::now())))
+            Ok(HttpResponse::Ok().json(json!(License::from_row(&l, chrono::Utc::now()))))
         }
         _ => Err(ApiError::NotFound),
     }
@@ -263,7 +262,11 @@ pub async fn list(
         .with_label_values(&["licenses"])
         .inc_by(page.unreadable);
     let now = chrono::Utc::now();
-    let licenses: Vec<Value> = page.rows.iter().map(|l| license_json(l, now)).collect();
+    let licenses: Vec<License> = page
+        .rows
+        .iter()
+        .map(|l| License::from_row(l, now))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "licenses": licenses, "next": page.next })))
 }
 

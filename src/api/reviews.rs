@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::{parse_cursor, parse_limit, path_id, ApiError, FieldError, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
-use crate::gate::{Customer, Resolution, ReviewResolution};
+use crate::domain::Customer;
+use crate::gate::{Resolution, ReviewResolution};
 use crate::store::StoredDecision;
 
 const DEFAULT_PAGE: i64 = 100;
@@ -125,18 +126,23 @@ pub async fn resolve(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let outcome = state
+    let resolved = state
         .gate
-        .resolve_review(
-            ReviewResolution {
-                reviewer: principal.actor(),
-                decision_id,
-                resolution: body.resolution,
-                note: body.note,
-                customer: body.customer,
-            },
-            super::licenses::render,
-        )
+        .resolve_review(ReviewResolution {
+            reviewer: principal.actor(),
+            decision_id,
+            resolution: body.resolution,
+            note: body.note,
+            customer: body.customer,
+        })
         .await?;
-    Ok(HttpResponse::Ok().json(outcome))
+    // The review, and on approval the new decision and the licence written.
+    let mut shown = json!({ "review": resolved.review });
+    if let Some(decision) = resolved.decision {
+        shown["decision"] = json!(decision);
+    }
+    if let Some(license) = resolved.license {
+        shown["license"] = json!(license);
+    }
+    Ok(HttpResponse::Ok().json(shown))
 }

@@ -20,8 +20,11 @@ use crate::domain::{
     Sku, Transaction,
 };
 
+mod record;
 #[cfg(test)]
 mod tests;
+
+pub use record::{Constraints, Decision};
 
 /// Longest accepted name, title, authority, citation or alias, in characters.
 pub const MAX_TEXT_CHARS: usize = 256;

@@ -34,7 +34,7 @@ use crate::audit;
 use crate::config::DatabaseUrl;
 use crate::domain::{DesignationId, OrgId, Outcome, ResellerId, Sku};
 use crate::policy::{
-    Catalog, CatalogData, CatalogIssue, DesignationSpec, OrganizationSpec, ProductSpec,
+    Catalog, CatalogData, CatalogIssue, Decision, DesignationSpec, OrganizationSpec, ProductSpec,
     RelationshipSpec, ResellerSpec,
 };
 use schema::{audit_events, decisions, ledger_head};
@@ -294,14 +294,14 @@ pub struct NewEvent {
 /// A decision about to be recorded, with its audit event.
 #[derive(Debug, Clone)]
 pub struct NewDecision {
-    pub id: String,
+    /// The decision, without `audit_seq` (which the store fills in).
+    pub decision: Decision,
     pub reseller: String,
-    pub transaction: String,
-    pub outcome: Outcome,
-    /// The decision object without `audit_seq`, which the store fills in.
-    pub body: Map<String, Value>,
     /// What was asked (to act on it if a review approves it).
     pub request: Value,
+    /// Whether the decision opens a review (the gate's rule:
+    /// [`Decision::is_reviewable`]).
+    pub reviewable: bool,
     pub event: NewEvent,
 }
 
@@ -865,42 +865,41 @@ pub fn apply_catalog_changes(
 
 /// Records a decision and its audit event (a ledger write), if the
 /// catalogue it was taken on is still the newest committed one (else
-/// [`StoreError::Stale`]). Returns the decision object with its `audit_seq`.
+/// [`StoreError::Stale`]). Returns the decision with its `audit_seq`. The
+/// decision is encoded here, once, for the event and the row.
 pub fn record_decision(
     head: &mut Head,
     catalog_version: i64,
-    decision: NewDecision,
-) -> Result<Value, StoreError> {
+    new: NewDecision,
+) -> Result<Decision, StoreError> {
     if head.catalog_version != catalog_version {
         return Err(StoreError::Stale);
     }
     let now = Utc::now();
-    let mut body = decision.body;
-    body.insert("audit_seq".into(), Value::from(head.seq + 1));
-    let body = Value::Object(body);
-    // A what-if question (`as_of`) is not a transaction to review.
-    let reviewable = decision.outcome == Outcome::Review
-        && decision.event.subject.get("what_if") != Some(&Value::Bool(true));
-    let mut event = decision.event;
-    event.decision = Some(body.clone());
+    let mut decision = new.decision;
+    decision.audit_seq = Some(head.seq + 1);
+    let body = decision.to_json();
+    let row_body = body.to_string();
+    let mut event = new.event;
+    event.decision = Some(body);
     // What a review's approval will act on (seats, term) is vouched for by
     // the chain like the rest of the decision.
-    if reviewable {
-        event.subject["request"] = decision.request.clone();
+    if new.reviewable {
+        event.subject["request"] = new.request.clone();
     }
     append_event(head, event, &catalog_version.to_string(), now)?;
     head.push_decision(DecisionRow {
-        id: decision.id,
-        reseller: decision.reseller,
-        transaction_kind: decision.transaction,
+        id: decision.id.clone(),
+        reseller: new.reseller,
+        transaction_kind: decision.transaction.as_str().to_string(),
         outcome: decision.outcome.as_str(),
-        body: body.to_string(),
+        body: row_body,
         audit_seq: head.seq,
         created_at: format_instant(now),
-        request: Some(decision.request.to_string()),
-        review_status: reviewable.then_some("open"),
+        request: Some(new.request.to_string()),
+        review_status: new.reviewable.then_some("open"),
     });
-    Ok(body)
+    Ok(decision)
 }
 
 fn versions<DB: diesel::backend::Backend>(

@@ -283,11 +283,11 @@ fn an_endless_line_is_refused_without_reading_it_whole() {
 }
 
 /// A key pair of someone else's: an intruder's, or a key retired long ago.
-pub fn key_pair() -> gatekeeper::licenses::LicenseSigner {
+pub fn key_pair() -> gatekeeper::signing::LicenseSigner {
     let dir = tempfile::tempdir().unwrap();
     let pair = gatekeeper::auth::DevKeys::license_in_dir(dir.path());
     pair.ensure().unwrap();
-    gatekeeper::licenses::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap()
+    gatekeeper::signing::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap()
 }
 
 /// Inserts `checkpoint` into the database behind the service's back.
@@ -602,7 +602,7 @@ async fn checkpoints_are_append_only_and_signed_by_a_published_key(app: TestApp)
 #[actix_web::test]
 async fn one_signer_at_a_time_and_another_takes_over() {
     use diesel::prelude::*;
-    use gatekeeper::checkpoints::Checkpointer;
+    use gatekeeper::gate::checkpoints::Checkpointer;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -615,7 +615,7 @@ async fn one_signer_at_a_time_and_another_takes_over() {
     let pair = gatekeeper::auth::DevKeys::license_in_dir(keys.path());
     pair.ensure().unwrap();
     let signer = Arc::new(
-        gatekeeper::licenses::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap(),
+        gatekeeper::signing::LicenseSigner::from_pkcs8_pem(&pair.private_pem().unwrap()).unwrap(),
     );
 
     let mut probe = diesel::PgConnection::establish(&db.url()).unwrap();

@@ -1,0 +1,209 @@
+//! What a licence request reports: the typed outcome `api/` renders, the
+//! licence as callers see it, and the idempotency record that lets a retry
+//! with the same key report the same outcome again (with the set of keys
+//! whose first request is still in flight here).
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::GateError;
+use crate::metrics::Metrics;
+use crate::policy::Decision;
+use crate::store::licenses::{IdempotencyRecord, LicenseRow};
+use crate::store::StoreError;
+
+/// Whether a licence is still running at the instant it is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseStatus {
+    Active,
+    Expired,
+}
+
+/// A licence as callers see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct License {
+    pub id: String,
+    pub product: String,
+    pub reseller: String,
+    /// The customer facts the latest decision was taken on.
+    pub customer: Value,
+    pub seats: i64,
+    pub starts_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub status: LicenseStatus,
+    pub decision_id: String,
+    pub token: String,
+}
+
+impl License {
+    /// The stored licence as shown at `now`.
+    pub fn from_row(row: &LicenseRow, now: DateTime<Utc>) -> License {
+        License {
+            id: row.id.clone(),
+            product: row.product.clone(),
+            reseller: row.reseller.clone(),
+            customer: row.customer.clone(),
+            seats: row.seats,
+            starts_at: row.starts_at,
+            expires_at: row.expires_at,
+            status: if now < row.expires_at {
+                LicenseStatus::Active
+            } else {
+                LicenseStatus::Expired
+            },
+            decision_id: row.decision_id.clone(),
+            token: row.token.clone(),
+        }
+    }
+}
+
+/// How a licence request turned out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LicenseOutcome {
+    Issued {
+        license: License,
+        decision: Decision,
+    },
+    Renewed {
+        license: License,
+        decision: Decision,
+    },
+    /// Refused: nothing but the decision was written.
+    Prohibited { decision: Decision },
+    /// Sent to review: nothing but the decision was written.
+    InReview { decision: Decision },
+}
+
+/// What the idempotency record keeps of an outcome, beside its kind.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    decision: Decision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    license: Option<License>,
+}
+
+impl LicenseOutcome {
+    pub fn decision(&self) -> &Decision {
+        match self {
+            LicenseOutcome::Issued { decision, .. }
+            | LicenseOutcome::Renewed { decision, .. }
+            | LicenseOutcome::Prohibited { decision }
+            | LicenseOutcome::InReview { decision } => decision,
+        }
+    }
+
+    /// The licence written, if one was.
+    pub fn license(&self) -> Option<&License> {
+        match self {
+            LicenseOutcome::Issued { license, .. } | LicenseOutcome::Renewed { license, .. } => {
+                Some(license)
+            }
+            _ => None,
+        }
+    }
+
+    /// The kind of outcome as the idempotency record's `status` column
+    /// keeps it. The numbers are those of the HTTP statuses the API
+    /// answers each kind with: records written before outcomes were typed
+    /// kept the response itself, under the same numbers, and replay alike.
+    fn code(&self) -> u16 {
+        match self {
+            LicenseOutcome::Issued { .. } => 201,
+            LicenseOutcome::Renewed { .. } => 200,
+            LicenseOutcome::Prohibited { .. } => 403,
+            LicenseOutcome::InReview { .. } => 202,
+        }
+    }
+
+    /// The idempotency record of this outcome for a request.
+    pub(super) fn record(&self, fingerprint: &str) -> Result<IdempotencyRecord, StoreError> {
+        let kept = Kept {
+            decision: self.decision().clone(),
+            license: self.license().cloned(),
+        };
+        Ok(IdempotencyRecord {
+            fingerprint: fingerprint.to_string(),
+            status: self.code(),
+            body: serde_json::to_string(&kept).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        })
+    }
+
+    /// The outcome an idempotency record keeps (fields it does not need,
+    /// such as an older record's problem fields, are ignored).
+    fn from_record(record: &IdempotencyRecord) -> Result<LicenseOutcome, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(format!("idempotency record: {e}"));
+        let kept: Kept = serde_json::from_str(&record.body).map_err(|e| corrupt(e.to_string()))?;
+        let Kept { decision, license } = kept;
+        Ok(match (record.status, license) {
+            (201, Some(license)) => LicenseOutcome::Issued { license, decision },
+            (200, Some(license)) => LicenseOutcome::Renewed { license, decision },
+            (403, None) => LicenseOutcome::Prohibited { decision },
+            (202, None) => LicenseOutcome::InReview { decision },
+            (status, _) => return Err(corrupt(format!("no outcome of kind {status}"))),
+        })
+    }
+}
+
+/// A licence request's outcome, as reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Licensed {
+    pub outcome: LicenseOutcome,
+    /// The outcome was recorded for an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// Idempotency keys whose first request this process is handling.
+#[derive(Debug, Default)]
+pub(in crate::gate) struct InFlightKeys(Mutex<HashSet<(String, String)>>);
+
+impl InFlightKeys {
+    /// Holds `key` of `tenant` until the guard drops, unless it is held.
+    pub(super) fn hold(&self, tenant: &str, key: &str) -> Option<InFlight<'_>> {
+        let key = (tenant.to_string(), key.to_string());
+        // Inserts and removals are whole: a poisoned set is still sound.
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !set.insert(key.clone()) {
+            return None;
+        }
+        // The guard is made only once the lock is released: its `Drop`
+        // takes the lock again.
+        drop(set);
+        Some(InFlight { keys: self, key })
+    }
+}
+
+/// Holds an idempotency key as in flight until dropped.
+pub(super) struct InFlight<'a> {
+    keys: &'a InFlightKeys,
+    key: (String, String),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self.keys.0.lock().unwrap_or_else(PoisonError::into_inner);
+        set.remove(&self.key);
+    }
+}
+
+/// The outcome recorded for an earlier request with the same key, if this
+/// request is the same one.
+pub(super) fn replay(
+    found: &IdempotencyRecord,
+    fingerprint: &str,
+    metrics: &Metrics,
+) -> Result<Licensed, GateError> {
+    if found.fingerprint != fingerprint {
+        return Err(GateError::KeyReused);
+    }
+    let outcome = LicenseOutcome::from_record(found)?;
+    metrics.idempotent_replays_total.inc();
+    Ok(Licensed {
+        outcome,
+        replayed: true,
+    })
+}
