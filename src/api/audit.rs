@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use super::{next_cursor, parse_limit, ApiError, FieldError, Params, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::store::{AuditFilter, Store};
+use crate::store::audit::AuditFilter;
+use crate::store::Store;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;

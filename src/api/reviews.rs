@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{parse_cursor, parse_limit, path_id, ApiError, FieldError, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::gate::{Customer, Resolution, ReviewResolution};
-use crate::store::StoredDecision;
+use crate::store::decisions::StoredDecision;
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;

@@ -1,0 +1,191 @@
+//! The decisions table: every decision recorded with its audit event, and
+//! the review queue (decisions whose outcome was `review`, and how each
+//! review was resolved). A stored review that does not read back is left
+//! out of the queue's page and logged, as a licence is (see
+//! [`super::licenses`]): one bad row never takes the queue down.
+
+use chrono::Utc;
+use diesel::prelude::*;
+use serde_json::{Map, Value};
+
+use super::audit::{append_event, NewEvent};
+use super::licenses::Page;
+use super::schema::decisions;
+use super::{format_instant, parse_json, DbConn, Head, Store, StoreError};
+use crate::domain::Outcome;
+
+/// A decision about to be recorded, with its audit event.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub id: String,
+    pub reseller: String,
+    pub transaction: String,
+    pub outcome: Outcome,
+    /// The decision object without `audit_seq`, which the store fills in.
+    pub body: Map<String, Value>,
+    /// What was asked (to act on it if a review approves it).
+    pub request: Value,
+    pub event: NewEvent,
+}
+
+/// A decision as stored: its tenant, the object returned to callers, what
+/// was asked, and (for a `review` outcome) the state of its review.
+#[derive(Debug, Clone)]
+pub struct StoredDecision {
+    pub id: String,
+    pub reseller: String,
+    pub body: Value,
+    pub request: Option<Value>,
+    /// `open`, or how the review ended; `None` for decisions not in review.
+    pub review_status: Option<String>,
+    pub review: Option<Value>,
+}
+
+pub(super) type DecisionRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(super) const DECISION_COLUMNS: (
+    decisions::id,
+    decisions::reseller,
+    decisions::body,
+    decisions::request,
+    decisions::review_status,
+    decisions::review,
+) = (
+    decisions::id,
+    decisions::reseller,
+    decisions::body,
+    decisions::request,
+    decisions::review_status,
+    decisions::review,
+);
+
+pub(super) fn from_row(row: DecisionRow) -> Result<StoredDecision, StoreError> {
+    let (id, reseller, body, request, review_status, review) = row;
+    Ok(StoredDecision {
+        id,
+        reseller,
+        body: parse_json(&body)?,
+        request: request.as_deref().map(parse_json).transpose()?,
+        review_status,
+        review: review.as_deref().map(parse_json).transpose()?,
+    })
+}
+
+impl Store {
+    /// Reads one decision.
+    pub fn decision(&self, id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        let mut conn = self.conn()?;
+        decisions::table
+            .filter(decisions::id.eq(id))
+            .select(DECISION_COLUMNS)
+            .first::<DecisionRow>(&mut *conn)
+            .optional()?
+            .map(from_row)
+            .transpose()
+    }
+
+    /// (`None`: every one), after the decision id `after`.
+    pub fn reviews(
+        &self,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<StoredDecision>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = decisions::table
+            .filter(decisions::review_status.is_not_null())
+            .order(decisions::id.asc())
+            .limit(limit)
+            .select(DECISION_COLUMNS)
+            .into_boxed();
+        if let Some(status) = status {
+            query = query.filter(decisions::review_status.eq(status.to_string()));
+        }
+        if let Some(after) = after {
+            query = query.filter(decisions::id.gt(after.to_string()));
+        }
+        let rows = query.load::<DecisionRow>(&mut *conn)?;
+        Ok(Page::read(
+            "decisions",
+            rows,
+            limit,
+            |r| r.0.clone(),
+            from_row,
+        ))
+    }
+}
+
+/// Closes an open review (a ledger write) with its audit event. A review
+/// already resolved is [`StoreError::ReviewNotOpen`].
+pub fn resolve_review(
+    conn: &mut DbConn,
+    head: &mut Head,
+    decision_id: &str,
+    status: &str,
+    review: &Value,
+    event: NewEvent,
+) -> Result<i64, StoreError> {
+    head.immediate(conn)?;
+    let updated = diesel::update(
+        decisions::table
+            .filter(decisions::id.eq(decision_id))
+            .filter(decisions::review_status.eq("open")),
+    )
+    .set((
+        decisions::review_status.eq(status),
+        decisions::review.eq(review.to_string()),
+    ))
+    .execute(conn)?;
+    if updated != 1 {
+        return Err(StoreError::ReviewNotOpen);
+    }
+    let version = head.catalog_version().to_string();
+    append_event(head, event, &version, Utc::now())
+}
+
+/// Records a decision and its audit event (a ledger write), if the
+/// catalogue it was taken on is still the newest committed one (else
+/// [`StoreError::Stale`]). Returns the decision object with its `audit_seq`.
+pub fn record_decision(
+    head: &mut Head,
+    catalog_version: i64,
+    decision: NewDecision,
+) -> Result<Value, StoreError> {
+    if head.catalog_version != catalog_version {
+        return Err(StoreError::Stale);
+    }
+    let now = Utc::now();
+    let mut body = decision.body;
+    body.insert("audit_seq".into(), Value::from(head.seq + 1));
+    let body = Value::Object(body);
+    // A what-if question (`as_of`) is not a transaction to review.
+    let reviewable = decision.outcome == Outcome::Review
+        && decision.event.subject.get("what_if") != Some(&Value::Bool(true));
+    let mut event = decision.event;
+    event.decision = Some(body.clone());
+    // What a review's approval will act on (seats, term) is vouched for by
+    // the chain like the rest of the decision.
+    if reviewable {
+        event.subject["request"] = decision.request.clone();
+    }
+    append_event(head, event, &catalog_version.to_string(), now)?;
+    head.push_decision(super::head::DecisionRow {
+        id: decision.id,
+        reseller: decision.reseller,
+        transaction_kind: decision.transaction,
+        outcome: decision.outcome.as_str(),
+        body: body.to_string(),
+        audit_seq: head.seq,
+        created_at: format_instant(now),
+        request: Some(decision.request.to_string()),
+        review_status: reviewable.then_some("open"),
+    });
+    Ok(body)
+}
