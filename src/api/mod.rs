@@ -22,11 +22,10 @@ use serde::de::DeserializeOwned;
 pub use error::{ApiError, FieldError, MAX_BODY_BYTES};
 
 use crate::auth::{Authenticator, Principal, Role};
-use crate::domain::{PlainText, ResellerId};
+use crate::domain::{Actor, PlainText, ResellerId};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec};
-use crate::store::Actor;
 
 /// What every handler shares.
 pub struct AppState {

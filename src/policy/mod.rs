@@ -20,6 +20,8 @@ use crate::domain::{
     Sku, Transaction,
 };
 
+mod change;
+pub use change::CatalogChange;
 #[cfg(test)]
 mod tests;
 

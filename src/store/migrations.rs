@@ -9,9 +9,9 @@ use diesel::r2d2::ManageConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Deserialize;
 
-use super::{schema, Actor, CatalogChange, DbConn, Manager, Store, StoreError};
-use crate::domain::{DesignationId, OrgId};
-use crate::policy::{DesignationSpec, OrganizationSpec};
+use super::{schema, DbConn, Manager, Store, StoreError};
+use crate::domain::{Actor, DesignationId, OrgId};
+use crate::policy::{CatalogChange, DesignationSpec, OrganizationSpec};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

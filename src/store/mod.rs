@@ -34,7 +34,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::DatabaseUrl;
@@ -44,8 +43,10 @@ use schema::ledger_head;
 pub use head::Head;
 
 // Old paths, kept until gate/ moves (issue 14).
+pub use crate::domain::Actor;
+pub use crate::policy::CatalogChange;
 pub use audit::NewEvent;
-pub use catalog::{apply_catalog_changes, CatalogChange};
+pub use catalog::apply_catalog_changes;
 pub use decisions::{record_decision, NewDecision};
 /// Old path of [`decisions::resolve_review`].
 pub mod reviews {
@@ -164,25 +165,6 @@ pub enum StoreError {
     /// edited behind the service's back, and is neither served nor changed.
     #[error("the audit chain does not vouch for the stored catalogue: {0}")]
     Unvouched(String),
-}
-
-/// Who did something, as recorded in audit events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    pub sub: String,
-    pub role: String,
-    pub reseller: Option<String>,
-}
-
-impl Actor {
-    /// The service itself (the shipped catalogue).
-    pub fn system() -> Self {
-        Actor {
-            sub: "gatekeeper".into(),
-            role: "system".into(),
-            reseller: None,
-        }
-    }
 }
 
 /// Timestamps are stored as RFC 3339 text in UTC with microseconds, which

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::head::EventRow;
 use super::schema::audit_events;
-use super::{format_instant, Actor, DbConn, Head, Store, StoreError};
-use crate::domain::Outcome;
+use super::{format_instant, DbConn, Head, Store, StoreError};
+use crate::domain::{Actor, Outcome};
 pub(crate) use verify::vouch_catalog;
 
 /// An audit event about to be appended.
