@@ -189,10 +189,17 @@ impl Application {
             .checkpoint_interval
             .map(|every| Checkpointer::start(store.clone(), Arc::clone(&signer), every))
             .transpose()?;
-        let gate = Gate::open(store, ledger, Arc::clone(&signer), keys, metrics.clone())
-            .context("loading the catalogue")?;
+        let gate = Gate::open(
+            store.clone(),
+            ledger,
+            Arc::clone(&signer),
+            keys,
+            metrics.clone(),
+        )
+        .context("loading the catalogue")?;
         let state = Arc::new(AppState {
             gate,
+            store,
             auth,
             metrics,
             limiter: config
@@ -208,7 +215,7 @@ impl Application {
         });
         let serving = Arc::clone(&state);
         let refresher = StatsRefresher::start(
-            state.gate.store().clone(),
+            state.store.clone(),
             state.metrics.clone(),
             config.metrics_refresh,
             config.request_timeout,
@@ -340,7 +347,7 @@ impl Application {
         };
         drop(self.checkpointer);
         drop(self.refresher);
-        let store = self.state.gate.store().clone();
+        let store = self.state.store.clone();
         match crate::checkpoints::sign_now(&store, &self.signer) {
             Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the last checkpoint"),
             Ok(None) => {}

@@ -118,10 +118,10 @@ pub async fn list(
     principal.require(&[Role::Compliance])?;
     let (filter, limit) = parse_filter(&query.0)?;
     if let Some(format) = export_format(&req) {
-        return Ok(stream(state.gate.store().clone(), filter, format));
+        return Ok(stream(state.store.clone(), filter, format));
     }
     let st = Arc::clone(&state);
-    let events = web::block(move || st.gate.store().audit_events(&filter, limit)).await??;
+    let events = web::block(move || st.store.audit_events(&filter, limit)).await??;
     let next = next_cursor(&events, limit, |e| e["seq"].to_string());
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
 }
@@ -296,7 +296,7 @@ fn plain_number(field: &str) -> bool {
 pub async fn verify(state: State, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let st = Arc::clone(&state);
-    let report = web::block(move || st.gate.store().verify_chain(&[], st.gate.keys())).await??;
+    let report = web::block(move || st.store.verify_chain(&[], st.gate.keys())).await??;
     Ok(HttpResponse::Ok().json(report.to_json()))
 }
 
@@ -324,7 +324,7 @@ pub async fn checkpoints(
         }
     }
     let st = Arc::clone(&state);
-    let checkpoints = web::block(move || st.gate.store().checkpoints(after, limit)).await??;
+    let checkpoints = web::block(move || st.store.checkpoints(after, limit)).await??;
     let next = next_cursor(&checkpoints, limit, |c| c.seq.to_string());
     let keys = state.gate.keys();
     Ok(HttpResponse::Ok().json(json!({ "checkpoints": checkpoints, "keys": keys, "next": next })))

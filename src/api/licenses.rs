@@ -223,7 +223,7 @@ pub async fn get(
     let own = reader(&state, &principal).await?;
     let id = path_id(path)?;
     let st = Arc::clone(&state);
-    let found = web::block(move || st.gate.store().license(id.as_str())).await??;
+    let found = web::block(move || st.store.license(id.as_str())).await??;
     match found {
         Some(l) if own.as_ref().is_none_or(|t| *t == l.reseller) => {
             Ok(HttpResponse::Ok().json(license_json(&l, chrono::Utc::now())))
@@ -250,8 +250,7 @@ pub async fn list(
     }
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.gate
-            .store()
+        st.store
             .licenses(own.as_deref(), cursor.as_ref().map(|c| c.as_str()), limit)
     })
     .await??;

@@ -26,10 +26,14 @@ use crate::domain::{Actor, PlainText, ResellerId};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec};
+use crate::store::Store;
 
 /// What every handler shares.
 pub struct AppState {
     pub gate: Gate,
+    /// The database, for what handlers read from it directly (listings,
+    /// single rows, readiness, verification).
+    pub store: Store,
     pub auth: Authenticator,
     pub metrics: Metrics,
     /// Per-tenant request limits; `None` when off.

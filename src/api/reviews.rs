@@ -64,7 +64,7 @@ pub async fn list(
     }
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.gate.store().reviews(
+        st.store.reviews(
             status.as_deref(),
             cursor.as_ref().map(|c| c.as_str()),
             limit,
