@@ -216,13 +216,17 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
 }
 
+/// What the store tells how long something took; the caller records it
+/// (the store knows no metrics types).
+pub type Timing = std::sync::Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// The shared handle to the database.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
     url: DatabaseUrl,
-    /// Where the time spent waiting for a pooled connection is recorded.
-    pool_wait: Option<prometheus::Histogram>,
+    /// Told the time spent waiting for each pooled connection.
+    pool_wait: Option<Timing>,
     /// PostgreSQL's `lock_timeout` on every connection the store opens.
     lock_timeout: Option<Duration>,
 }
@@ -284,20 +288,22 @@ impl Store {
         self.lock_timeout
     }
 
-    /// Records the time spent waiting for pooled connections in `histogram`.
-    pub fn with_pool_wait(mut self, histogram: prometheus::Histogram) -> Store {
-        self.pool_wait = Some(histogram);
+    /// Tells `observe` the time spent waiting for each pooled connection.
+    pub fn with_pool_wait(mut self, observe: impl Fn(Duration) + Send + Sync + 'static) -> Store {
+        self.pool_wait = Some(std::sync::Arc::new(observe));
         self
     }
 
     fn conn(&self) -> Result<PooledConn, StoreError> {
-        let timer = self.pool_wait.as_ref().map(|h| h.start_timer());
+        let started = self.pool_wait.as_ref().map(|_| std::time::Instant::now());
         // A request waits for a connection no longer than for a lock.
         let conn = match self.lock_timeout {
             Some(bound) => self.pool.get_timeout(bound),
             None => self.pool.get(),
         };
-        drop(timer);
+        if let (Some(observe), Some(started)) = (&self.pool_wait, started) {
+            observe(started.elapsed());
+        }
         Ok(conn?)
     }
 

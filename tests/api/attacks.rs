@@ -653,10 +653,7 @@ async fn one_signer_at_a_time_and_another_takes_over() {
     let ledger = gatekeeper::store::ledger::Ledger::start(
         store.clone(),
         16,
-        gatekeeper::metrics::Metrics::new()
-            .unwrap()
-            .ledger_batch_size
-            .clone(),
+        |_| {},
         std::time::Duration::from_secs(30),
     )
     .unwrap();
