@@ -9,12 +9,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
-use super::{
-    parse_cursor, parse_limit, path_id, tenant, ApiError, FieldError, Params, PendingBody, State,
-};
+use super::paging::not_a_parameter;
+use super::{path_id, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::domain::{json_integer, Sku};
+use crate::domain::{json_integer, PlainText, Sku};
 use crate::gate::{Customer, LicenseAction, LicenseOutcome, LicenseRequest, Reply};
 use crate::licenses::{license_json, MAX_SEATS, MAX_TERM_DAYS};
 
@@ -239,19 +238,16 @@ pub async fn list(
     query: Params,
 ) -> Result<HttpResponse, ApiError> {
     let own = reader(&state, &principal).await?;
-    let mut limit = DEFAULT_PAGE;
-    let mut cursor = None;
-    for (name, value) in query.into_inner() {
-        match name.as_str() {
-            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
-            "cursor" => cursor = parse_cursor(value)?,
-            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
-        }
-    }
+    let paging = Paging::<PlainText>::read(query, DEFAULT_PAGE, MAX_PAGE, |name, _| {
+        Err(not_a_parameter(name))
+    })?;
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.store
-            .licenses(own.as_deref(), cursor.as_ref().map(|c| c.as_str()), limit)
+        st.store.licenses(
+            own.as_deref(),
+            paging.cursor.as_ref().map(|c| c.as_str()),
+            paging.limit,
+        )
     })
     .await??;
     // A row that does not read back is left out (and logged by the store),

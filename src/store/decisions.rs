@@ -9,9 +9,8 @@ use diesel::prelude::*;
 use serde_json::{Map, Value};
 
 use super::audit::{append_event, NewEvent};
-use super::licenses::Page;
 use super::schema::decisions;
-use super::{format_instant, parse_json, DbConn, Head, Store, StoreError};
+use super::{format_instant, parse_json, DbConn, Head, Page, Store, StoreError};
 use crate::domain::Outcome;
 
 /// A decision about to be recorded, with its audit event.

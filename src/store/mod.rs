@@ -319,6 +319,70 @@ impl Store {
     }
 }
 
+/// A page of a listing (licences, reviews, audit events, checkpoints): the
+/// rows that read back, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    /// The id of the page's last stored row when the page is full (read
+    /// back or not): the cursor of the next page. `None` at the end.
+    pub next: Option<String>,
+    /// How many stored rows of the page did not read back (left out).
+    pub unreadable: u64,
+}
+
+impl<T> Page<T> {
+    /// Reads a page of stored rows (at most `limit`) with `read`, leaving
+    /// out and logging each row that does not read back (named by `id`):
+    /// one bad row never fails the page, nor ends the listing early.
+    fn read<R>(
+        table: &'static str,
+        stored: Vec<R>,
+        limit: i64,
+        id: impl Fn(&R) -> String,
+        read: impl Fn(R) -> Result<T, StoreError>,
+    ) -> Page<T> {
+        let full = i64::try_from(stored.len()).is_ok_and(|n| n == limit);
+        let next = stored.last().filter(|_| full).map(&id);
+        let mut rows = Vec::with_capacity(stored.len());
+        let mut unreadable = 0;
+        for row in stored {
+            let row_id = id(&row);
+            match read(row) {
+                Ok(row) => rows.push(row),
+                Err(error) => {
+                    unreadable += 1;
+                    tracing::error!(
+                        table,
+                        id = %row_id,
+                        %error,
+                        "a stored row does not read back: left out of the listing"
+                    );
+                }
+            }
+        }
+        Page {
+            rows,
+            next,
+            unreadable,
+        }
+    }
+
+    /// A page of rows that always read back (audit events, which come out
+    /// as `null` rather than fail, and checkpoints): the cursor of the next
+    /// page is the last row's `key` when the page is full, as for
+    /// [`Page::read`].
+    fn of(rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
+        let full = i64::try_from(rows.len()).is_ok_and(|n| n == limit);
+        let next = rows.last().filter(|_| full).map(key);
+        Page {
+            rows,
+            next,
+            unreadable: 0,
+        }
+    }
+}
+
 /// Inside an open transaction: locks the ledger head, runs `f` with it, and
 /// writes the head back. Any error rolls back with the transaction.
 pub(crate) fn locked<T>(

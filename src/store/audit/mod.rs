@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::head::EventRow;
 use super::schema::audit_events;
-use super::{format_instant, DbConn, Head, Store, StoreError};
+use super::{format_instant, DbConn, Head, Page, Store, StoreError};
 use crate::domain::{Actor, Outcome};
 pub(crate) use verify::vouch_catalog;
 
@@ -111,13 +111,19 @@ fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 impl Store {
-    /// Reads a page of audit events, in `seq` order, as exported.
-    pub fn audit_events(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<Value>, StoreError> {
-        Ok(self
+    /// Reads a page of audit events, in `seq` order, as exported; the
+    /// next page starts after the last event's `seq`.
+    pub fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+    ) -> Result<Page<Value>, StoreError> {
+        let events = self
             .audit_rows(filter, limit)?
             .into_iter()
             .map(|(_, event)| event)
-            .collect())
+            .collect();
+        Ok(Page::of(events, limit, |e| e["seq"].to_string()))
     }
 
     /// A page of events with their `seq` column (which paging follows,
