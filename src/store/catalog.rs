@@ -13,8 +13,7 @@ use serde_json::Value;
 use super::audit::{append_event, vouch_catalog, NewEvent};
 use super::schema::{self, ledger_head};
 use super::{format_instant, DbConn, Head, Store, StoreError};
-use crate::domain::Actor;
-use crate::domain::{DesignationId, OrgId, ResellerId, Sku};
+use crate::domain::{Actor, DesignationId, OrgId, ResellerId, Sku};
 use crate::policy::{Catalog, CatalogChange, CatalogData, RelationshipSpec};
 
 /// What a committed catalogue change produced.
