@@ -409,6 +409,25 @@ impl Customer {
     }
 }
 
+/// Who did something, as recorded in audit events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    pub role: String,
+    pub reseller: Option<String>,
+}
+
+impl Actor {
+    /// The service itself (the shipped catalogue).
+    pub fn system() -> Self {
+        Actor {
+            sub: "gatekeeper".into(),
+            role: "system".into(),
+            reseller: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

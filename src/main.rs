@@ -232,7 +232,9 @@ fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<gatekeeper::audit
 }
 
 fn import(config: &Config, args: ImportArgs) -> anyhow::Result<serde_json::Value> {
-    use gatekeeper::store::{Actor, CatalogChange, StoreError};
+    use gatekeeper::domain::Actor;
+    use gatekeeper::policy::CatalogChange;
+    use gatekeeper::store::StoreError;
     use std::io::BufRead as _;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;

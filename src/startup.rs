@@ -178,21 +178,30 @@ impl Application {
         .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
         let metrics = Metrics::new()?;
-        let store = store.with_pool_wait(metrics.db_pool_wait_seconds.clone());
+        let pool_wait = metrics.db_pool_wait_seconds.clone();
+        let store = store.with_pool_wait(move |waited| pool_wait.observe(waited.as_secs_f64()));
+        let batch_sizes = metrics.ledger_batch_size.clone();
         let ledger = Ledger::start(
             store.clone(),
             config.ledger_batch,
-            metrics.ledger_batch_size.clone(),
+            move |writes| batch_sizes.observe(writes as f64),
             config.request_timeout,
         )?;
         let checkpointer = config
             .checkpoint_interval
             .map(|every| Checkpointer::start(store.clone(), Arc::clone(&signer), every))
             .transpose()?;
-        let gate = Gate::open(store, ledger, Arc::clone(&signer), keys, metrics.clone())
-            .context("loading the catalogue")?;
+        let gate = Gate::open(
+            store.clone(),
+            ledger,
+            Arc::clone(&signer),
+            keys,
+            metrics.clone(),
+        )
+        .context("loading the catalogue")?;
         let state = Arc::new(AppState {
             gate,
+            store,
             auth,
             metrics,
             limiter: config
@@ -207,12 +216,16 @@ impl Application {
             readiness: Default::default(),
         });
         let serving = Arc::clone(&state);
+        let metrics = state.metrics.clone();
         let refresher = StatsRefresher::start(
-            state.gate.store().clone(),
-            state.metrics.clone(),
+            state.store.clone(),
             config.metrics_refresh,
             config.request_timeout,
             move || serving.gate.unvouched().is_none(),
+            move |stats, took| {
+                metrics.db_stats_refresh_seconds.observe(took.as_secs_f64());
+                metrics.observe_database(stats);
+            },
         )?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = connection_cap(config, workers);
@@ -340,7 +353,7 @@ impl Application {
         };
         drop(self.checkpointer);
         drop(self.refresher);
-        let store = self.state.gate.store().clone();
+        let store = self.state.store.clone();
         match crate::gate::checkpoints::sign_now(&store, &self.signer) {
             Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the last checkpoint"),
             Ok(None) => {}

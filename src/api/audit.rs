@@ -8,10 +8,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{next_cursor, parse_limit, ApiError, FieldError, Params, State};
+use super::paging::not_a_parameter;
+use super::{ApiError, FieldError, Paging, Params, Seq, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::store::{AuditFilter, Store};
+use crate::store::audit::AuditFilter;
+use crate::store::Store;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -19,7 +21,7 @@ pub const MAX_LIMIT: i64 = 1000;
 fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), ApiError> {
     let mut errors = Vec::new();
     let mut filter = AuditFilter::default();
-    let mut limit = DEFAULT_LIMIT;
+    let mut paging = Paging::<Seq>::new(DEFAULT_LIMIT, MAX_LIMIT);
     let instant = |name: &str, v: &str, errors: &mut Vec<FieldError>| {
         DateTime::parse_from_rfc3339(v)
             .map(|t| t.with_timezone(&Utc))
@@ -27,19 +29,16 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
             .ok()
     };
     for (name, value) in params {
+        match paging.take(name, value) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(ApiError::Validation(mut e)) => {
+                errors.append(&mut e);
+                continue;
+            }
+            Err(_) => continue,
+        }
         match name.as_str() {
-            "after" => match cursor(value) {
-                Some(n) => filter.after = Some(n),
-                None => errors.push(FieldError::new(
-                    "after",
-                    "must be a cursor returned as `next`",
-                )),
-            },
-            "limit" => match parse_limit(value, MAX_LIMIT) {
-                Ok(n) => limit = n,
-                Err(ApiError::Validation(mut e)) => errors.append(&mut e),
-                Err(_) => {}
-            },
             "action" => match crate::domain::PlainText::parse(value) {
                 Ok(_) => filter.action = Some(value.clone()),
                 Err(m) => errors.push(FieldError::new("action", m)),
@@ -62,24 +61,18 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
             other => errors.push(FieldError::new(other, "is not a filter of this listing")),
         }
     }
+    filter.after = paging.cursor.map(|Seq(n)| n);
     // Counting outcomes counts transactions: a what-if question is not one,
     // so it is left out unless `what_if` is asked for.
     if filter.outcome.is_some() && filter.what_if.is_none() {
         filter.what_if = Some(false);
     }
     if errors.is_empty() {
-        Ok((filter, limit))
+        Ok((filter, paging.limit))
     } else {
         errors.sort_by(|a, b| a.field.cmp(&b.field));
         Err(ApiError::Validation(errors))
     }
-}
-
-/// A `seq` cursor: decimal digits only (no sign), as `next` gives them.
-fn cursor(value: &str) -> Option<i64> {
-    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| value.parse::<i64>().ok())
-        .flatten()
 }
 
 /// The export formats `GET /v1/audit` streams, by `Accept`.
@@ -117,12 +110,11 @@ pub async fn list(
     principal.require(&[Role::Compliance])?;
     let (filter, limit) = parse_filter(&query.0)?;
     if let Some(format) = export_format(&req) {
-        return Ok(stream(state.gate.store().clone(), filter, format));
+        return Ok(stream(state.store.clone(), filter, format));
     }
     let st = Arc::clone(&state);
-    let events = web::block(move || st.gate.store().audit_events(&filter, limit)).await??;
-    let next = next_cursor(&events, limit, |e| e["seq"].to_string());
-    Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
+    let page = web::block(move || st.store.audit_events(&filter, limit)).await??;
+    Ok(HttpResponse::Ok().json(json!({ "events": page.rows, "next": page.next })))
 }
 
 /// Bytes buffered before they are handed to the connection.
@@ -295,7 +287,7 @@ fn plain_number(field: &str) -> bool {
 pub async fn verify(state: State, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let st = Arc::clone(&state);
-    let report = web::block(move || st.gate.store().verify_chain(&[], st.gate.keys())).await??;
+    let report = web::block(move || st.store.verify_chain(&[], st.gate.keys())).await??;
     Ok(HttpResponse::Ok().json(report.to_json()))
 }
 
@@ -309,24 +301,18 @@ pub async fn checkpoints(
     query: Params,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
-    let mut after = None;
-    let mut limit = MAX_LIMIT;
-    for (name, value) in query.into_inner() {
-        match name.as_str() {
-            "after" => {
-                after = Some(cursor(&value).ok_or_else(|| {
-                    ApiError::field("after", "must be a cursor returned as `next`")
-                })?)
-            }
-            "limit" => limit = parse_limit(&value, MAX_LIMIT)?,
-            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
-        }
-    }
+    let paging = Paging::<Seq>::read(query, MAX_LIMIT, MAX_LIMIT, |name, _| {
+        Err(not_a_parameter(name))
+    })?;
     let st = Arc::clone(&state);
-    let checkpoints = web::block(move || st.gate.store().checkpoints(after, limit)).await??;
-    let next = next_cursor(&checkpoints, limit, |c| c.seq.to_string());
+    let page = web::block(move || {
+        st.store
+            .checkpoint_page(paging.cursor.map(|Seq(n)| n), paging.limit)
+    })
+    .await??;
     let keys = state.gate.keys();
-    Ok(HttpResponse::Ok().json(json!({ "checkpoints": checkpoints, "keys": keys, "next": next })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "checkpoints": page.rows, "keys": keys, "next": page.next })))
 }
 
 /// `POST /v1/audit/checkpoints`: signs a checkpoint over the chain's head

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use super::{ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::{DesignationId, OrgId, ResellerId, Sku};
+use crate::policy::CatalogChange;
 use crate::policy::{
     CatalogData, CatalogIssue, DesignationSpec, OrganizationSpec, ProductSpec, RelationshipSpec,
     ResellerSpec,
 };
-use crate::store::CatalogChange;
 
 const WRITERS: &[Role] = &[Role::Admin];
 const READERS: &[Role] = &[Role::Admin, Role::Compliance];

@@ -68,7 +68,7 @@ pub async fn get(
     };
     let id = super::path_id(path)?;
     let st = Arc::clone(&state);
-    let stored = web::block(move || st.gate.store().decision(id.as_str())).await??;
+    let stored = web::block(move || st.store.decision(id.as_str())).await??;
     match stored {
         Some(d) if own.as_ref().is_none_or(|t| t.as_str() == d.reseller) => {
             let mut body = json!({ "decision": d.body });

@@ -9,13 +9,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
-use super::{
-    parse_cursor, parse_limit, path_id, tenant, ApiError, FieldError, Params, PendingBody, State,
-};
+use super::paging::not_a_parameter;
+use super::{path_id, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
 use crate::audit::canonical_json;
 use crate::auth::{Principal, Role};
-use crate::domain::Customer;
-use crate::domain::{json_integer, Sku};
+use crate::domain::{json_integer, Customer, PlainText, Sku};
 use crate::gate::terms::{MAX_SEATS, MAX_TERM_DAYS};
 use crate::gate::{License, LicenseAction, LicenseOutcome, LicenseRequest, Licensed};
 
@@ -222,7 +220,7 @@ pub async fn get(
     let own = reader(&state, &principal).await?;
     let id = path_id(path)?;
     let st = Arc::clone(&state);
-    let found = web::block(move || st.gate.store().license(id.as_str())).await??;
+    let found = web::block(move || st.store.license(id.as_str())).await??;
     match found {
         Some(l) if own.as_ref().is_none_or(|t| *t == l.reseller) => {
             Ok(HttpResponse::Ok().json(json!(License::from_row(&l, chrono::Utc::now()))))
@@ -238,20 +236,16 @@ pub async fn list(
     query: Params,
 ) -> Result<HttpResponse, ApiError> {
     let own = reader(&state, &principal).await?;
-    let mut limit = DEFAULT_PAGE;
-    let mut cursor = None;
-    for (name, value) in query.into_inner() {
-        match name.as_str() {
-            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
-            "cursor" => cursor = parse_cursor(value)?,
-            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
-        }
-    }
+    let paging = Paging::<PlainText>::read(query, DEFAULT_PAGE, MAX_PAGE, |name, _| {
+        Err(not_a_parameter(name))
+    })?;
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.gate
-            .store()
-            .licenses(own.as_deref(), cursor.as_ref().map(|c| c.as_str()), limit)
+        st.store.licenses(
+            own.as_deref(),
+            paging.cursor.as_ref().map(|c| c.as_str()),
+            paging.limit,
+        )
     })
     .await??;
     // A row that does not read back is left out (and logged by the store),

@@ -8,6 +8,7 @@ pub mod error;
 mod licenses;
 pub mod limits;
 mod ops;
+mod paging;
 mod reviews;
 
 use std::collections::hash_map::Entry;
@@ -20,17 +21,21 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, FieldError, MAX_BODY_BYTES};
+pub use paging::{Paging, Seq};
 
 use crate::auth::{Authenticator, Principal, Role};
-use crate::domain::{PlainText, ResellerId};
+use crate::domain::{Actor, PlainText, ResellerId};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec};
-use crate::store::Actor;
+use crate::store::Store;
 
 /// What every handler shares.
 pub struct AppState {
     pub gate: Gate,
+    /// The database, for what handlers read from it directly (listings,
+    /// single rows, readiness, verification).
+    pub store: Store,
     pub auth: Authenticator,
     pub metrics: Metrics,
     /// Per-tenant request limits; `None` when off.
@@ -137,14 +142,6 @@ pub async fn not_found() -> Result<String, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// A page size from a `limit` query parameter: 1 to `max`.
-pub fn parse_limit(value: &str, max: i64) -> Result<i64, ApiError> {
-    match value.parse::<i64>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::field("limit", format!("must be from 1 to {max}"))),
-    }
-}
-
 /// The query parameters of a request, each given at most once: a parameter
 /// given twice is `422` naming it (rather than one of its values silently
 /// winning). A listing still refuses the names it does not take.
@@ -197,17 +194,6 @@ impl FromRequest for Params {
     }
 }
 
-/// A cursor from a `cursor` query parameter: what `next` gave, so text
-/// without control or format characters (`422` otherwise); empty is none.
-pub fn parse_cursor(value: String) -> Result<Option<PlainText>, ApiError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    PlainText::try_from(value)
-        .map(Some)
-        .map_err(|m| ApiError::field("cursor", m))
-}
-
 /// An id the service made, from a path (a decision, licence or review id):
 /// one with a control or format character names nothing, so `404` without
 /// asking the database (PostgreSQL cannot even compare a NUL).
@@ -250,13 +236,6 @@ pub async fn encoded_bodies(
         Ok(()) => next.call(req).await.map(|r| r.map_into_left_body()),
         Err(e) => Ok(req.error_response(e).map_into_right_body()),
     }
-}
-
-/// The cursor of the next page: the last row's key when the page is full.
-pub fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Option<String> {
-    (rows.len() as i64 == limit)
-        .then(|| rows.last().map(key))
-        .flatten()
 }
 
 /// A request body, read: what [`PendingBody::read`] returns.

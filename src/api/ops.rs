@@ -21,7 +21,7 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
         Some(ready) => ready,
         None => {
             let st = Arc::clone(&state);
-            let ready = web::block(move || st.gate.store().ready(PROBE_TIMEOUT)).await?;
+            let ready = web::block(move || st.store.ready(PROBE_TIMEOUT)).await?;
             state.readiness.record(ready);
             ready
         }
@@ -76,7 +76,7 @@ impl Readiness {
 /// gauges that come from the database are read on a timer
 /// (`store::stats::StatsRefresher`), never by a scrape.
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
-    state.metrics.observe_pool(state.gate.store().pool_state());
+    state.metrics.observe_pool(state.store.pool_state());
     let text = state
         .metrics
         .render()

@@ -6,11 +6,12 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_cursor, parse_limit, path_id, ApiError, FieldError, Params, PendingBody, State};
+use super::paging::not_a_parameter;
+use super::{path_id, ApiError, FieldError, Paging, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
-use crate::domain::Customer;
+use crate::domain::{Customer, PlainText};
 use crate::gate::{Resolution, ReviewResolution};
-use crate::store::StoredDecision;
+use crate::store::decisions::StoredDecision;
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
@@ -44,10 +45,8 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let mut status = Some("open".to_string());
-    let mut cursor = None;
-    let mut limit = DEFAULT_PAGE;
-    for (name, value) in query.into_inner() {
-        match name.as_str() {
+    let paging = Paging::<PlainText>::read(query, DEFAULT_PAGE, MAX_PAGE, |name, value| {
+        match name {
             "status" => match value.as_str() {
                 "open" | "approved" | "denied" | "rejected" => status = Some(value),
                 "all" => status = None,
@@ -58,17 +57,16 @@ pub async fn list(
                     ))
                 }
             },
-            "cursor" => cursor = parse_cursor(value)?,
-            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
-            other => return Err(ApiError::field(other, "is not a parameter of this listing")),
+            other => return Err(not_a_parameter(other)),
         }
-    }
+        Ok(())
+    })?;
     let st = Arc::clone(&state);
     let page = web::block(move || {
-        st.gate.store().reviews(
+        st.store.reviews(
             status.as_deref(),
-            cursor.as_ref().map(|c| c.as_str()),
-            limit,
+            paging.cursor.as_ref().map(|c| c.as_str()),
+            paging.limit,
         )
     })
     .await??;

@@ -24,12 +24,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
+use crate::domain::Actor;
 use crate::domain::{Outcome, ResellerId};
 use crate::metrics::Metrics;
-use crate::policy::{Catalog, Decision};
+use crate::policy::{Catalog, CatalogChange, Decision};
 use crate::signing::LicenseSigner;
+use crate::store::catalog::apply_catalog_changes;
 use crate::store::ledger::Ledger;
-use crate::store::{apply_catalog_changes, Actor, CatalogChange, DbConn, Head, Store, StoreError};
+use crate::store::{DbConn, Head, Store, StoreError};
 
 pub use licenses::{
     License, LicenseAction, LicenseOutcome, LicenseRequest, LicenseStatus, Licensed,
@@ -179,10 +181,6 @@ impl Gate {
             Some(reason) => Err(StoreError::Unvouched(reason)),
             None => Ok(self.catalog()),
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// The licence keys the service publishes and trusts: those its

@@ -8,9 +8,12 @@ use serde_json::json;
 
 use super::reviews::{ReviewClose, Settled};
 use super::{Gate, GateError, RETRIES};
+use crate::domain::Actor;
 use crate::domain::{Customer, Outcome, ResellerId, Sku, Transaction};
 use crate::policy::{self, Catalog, Decision, Party};
-use crate::store::{record_decision, Actor, NewDecision, NewEvent, StoreError};
+use crate::store::audit::NewEvent;
+use crate::store::decisions::{record_decision, NewDecision};
+use crate::store::StoreError;
 
 /// What a caller asks the gate about.
 #[derive(Clone, Debug)]

@@ -10,10 +10,12 @@ use serde_json::{json, Value};
 
 use super::licenses::{License, LicenseAction, LicenseRequest};
 use super::{blocking, Gate, GateError, Question};
+use crate::domain::Actor;
 use crate::domain::{Customer, Outcome, ResellerId, Sku, Transaction};
 use crate::policy::Decision;
-use crate::store::reviews::resolve_review;
-use crate::store::{Actor, NewEvent, StoreError};
+use crate::store::audit::NewEvent;
+use crate::store::decisions::resolve_review;
+use crate::store::StoreError;
 
 /// How a compliance officer resolves a review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -20,7 +20,9 @@ use crate::domain::{
     Sku, Transaction,
 };
 
+mod change;
 mod record;
+pub use change::CatalogChange;
 #[cfg(test)]
 mod tests;
 

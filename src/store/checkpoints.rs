@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use super::schema::{audit_checkpoints, ledger_head};
-use super::{DbConn, Manager, Store, StoreError};
+use super::{DbConn, Manager, Page, Store, StoreError};
 use crate::audit::Checkpoint;
 use crate::config::DatabaseUrl;
 
@@ -71,6 +71,17 @@ impl Store {
                 signature,
             })
             .collect())
+    }
+
+    /// A page of checkpoints in `seq` order, after `after`; the next page
+    /// starts after the last one's `seq`.
+    pub fn checkpoint_page(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<Checkpoint>, StoreError> {
+        let checkpoints = self.checkpoints(after, limit)?;
+        Ok(Page::of(checkpoints, limit, |c| c.seq.to_string()))
     }
 
     /// Every checkpoint, in `seq` order.

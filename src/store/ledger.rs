@@ -24,10 +24,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 
-use diesel::Connection;
-use prometheus::Histogram;
-
 use super::{locked, DbConn, Head, Store, StoreError};
+use diesel::Connection;
 
 /// Why a batch did not commit. `unknown` when the writes ran but the
 /// commit's answer did not come (the connection died): the batch may be in
@@ -174,11 +172,12 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Starts the writer thread. `max_batch` 1 turns batching off (one
     /// transaction per write), for comparison. A caller waits at most
-    /// `answer_within` for its write's answer.
+    /// `answer_within` for its write's answer. `batch_sizes` is told how
+    /// many writes each batch holds (the caller records it).
     pub fn start(
         store: Store,
         max_batch: usize,
-        batch_sizes: Histogram,
+        batch_sizes: impl Fn(usize) + Send + 'static,
         answer_within: std::time::Duration,
     ) -> std::io::Result<Ledger> {
         let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
@@ -262,7 +261,12 @@ fn drop_abandoned(jobs: &mut Vec<Job>) {
     }
 }
 
-fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_sizes: &Histogram) {
+fn run(
+    store: &Store,
+    receiver: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    batch_sizes: &dyn Fn(usize),
+) {
     let mut purged = std::time::Instant::now();
     // The writer's own connection, outside the pool (readers never keep it
     // waiting), opened again after a batch fails.
@@ -279,7 +283,7 @@ fn run(store: &Store, receiver: &mpsc::Receiver<Job>, max_batch: usize, batch_si
         if jobs.is_empty() {
             continue;
         }
-        batch_sizes.observe(jobs.len() as f64);
+        batch_sizes(jobs.len());
         let started = std::time::Instant::now();
         let mut failure = attempt(store, &mut own, &mut jobs, false).err();
         if let Some(first) = &failure {

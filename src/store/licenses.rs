@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::schema::{idempotency_keys, licenses};
-use super::{format_instant, parse_instant, parse_json, DbConn, Store, StoreError};
+use super::{format_instant, parse_instant, parse_json, DbConn, Page, Store, StoreError};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
@@ -46,56 +46,6 @@ pub struct IdempotencyRecord {
     pub fingerprint: String,
     pub status: u16,
     pub body: String,
-}
-
-/// A page of a listing: the rows that read back, and where the next page
-/// starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub rows: Vec<T>,
-    /// The id of the page's last stored row when the page is full (read
-    /// back or not): the cursor of the next page. `None` at the end.
-    pub next: Option<String>,
-    /// How many stored rows of the page did not read back (left out).
-    pub unreadable: u64,
-}
-
-impl<T> Page<T> {
-    /// Reads a page of stored rows (at most `limit`) with `read`, leaving
-    /// out and logging each row that does not read back (named by `id`):
-    /// one bad row never fails the page, nor ends the listing early.
-    pub(super) fn read<R>(
-        table: &'static str,
-        stored: Vec<R>,
-        limit: i64,
-        id: impl Fn(&R) -> String,
-        read: impl Fn(R) -> Result<T, StoreError>,
-    ) -> Page<T> {
-        let full = i64::try_from(stored.len()).is_ok_and(|n| n == limit);
-        let next = stored.last().filter(|_| full).map(&id);
-        let mut rows = Vec::with_capacity(stored.len());
-        let mut unreadable = 0;
-        for row in stored {
-            let row_id = id(&row);
-            match read(row) {
-                Ok(row) => rows.push(row),
-                Err(error) => {
-                    unreadable += 1;
-                    tracing::error!(
-                        table,
-                        id = %row_id,
-                        %error,
-                        "a stored row does not read back: left out of the listing"
-                    );
-                }
-            }
-        }
-        Page {
-            rows,
-            next,
-            unreadable,
-        }
-    }
 }
 
 /// A licence row as stored, its instants and customer still text.

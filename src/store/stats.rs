@@ -113,13 +113,15 @@ pub struct StatsRefresher {
 impl StatsRefresher {
     /// Reads the gauges now and then every `every`, each read bounded by
     /// `timeout`; `serving` says whether the service serves its catalogue
-    /// (else `gatekeeper_ready` is 0 whatever the database says).
+    /// (else `gatekeeper_ready` is 0 whatever the database says). Each
+    /// reading, and how long it took, goes to `record` (the caller's
+    /// metrics).
     pub fn start(
         store: Store,
-        metrics: crate::metrics::Metrics,
         every: Duration,
         timeout: Duration,
         serving: impl Fn() -> bool + Send + 'static,
+        record: impl Fn(&DatabaseStats, Duration) + Send + 'static,
     ) -> std::io::Result<Self> {
         crate::periodic::Periodic::start("stats-refresher", every, true, move || {
             let started = std::time::Instant::now();
@@ -128,10 +130,7 @@ impl StatsRefresher {
                 DatabaseStats::default()
             });
             stats.ready &= serving();
-            metrics
-                .db_stats_refresh_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.observe_database(&stats);
+            record(&stats, started.elapsed());
         })
         .map(|running| StatsRefresher { _running: running })
     }

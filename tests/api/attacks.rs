@@ -653,22 +653,19 @@ async fn one_signer_at_a_time_and_another_takes_over() {
     let ledger = gatekeeper::store::ledger::Ledger::start(
         store.clone(),
         16,
-        gatekeeper::metrics::Metrics::new()
-            .unwrap()
-            .ledger_batch_size
-            .clone(),
+        |_| {},
         std::time::Duration::from_secs(30),
     )
     .unwrap();
-    let change = gatekeeper::store::CatalogChange::PutOrganization(
+    let change = gatekeeper::policy::CatalogChange::PutOrganization(
         gatekeeper::domain::OrgId::parse("late-org").unwrap(),
         serde_json::from_value(json!({"name": "Late"})).unwrap(),
     );
-    let actor = gatekeeper::store::Actor::system();
+    let actor = gatekeeper::domain::Actor::system();
     let changes = [change];
     ledger
         .submit(move |conn, head| {
-            gatekeeper::store::apply_catalog_changes(conn, head, &actor, &changes)
+            gatekeeper::store::catalog::apply_catalog_changes(conn, head, &actor, &changes)
         })
         .await
         .unwrap();

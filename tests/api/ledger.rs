@@ -31,11 +31,7 @@ fn ledger_on(
     }
     .unwrap();
     store.migrate().unwrap();
-    let histogram = gatekeeper::metrics::Metrics::new()
-        .unwrap()
-        .ledger_batch_size
-        .clone();
-    let ledger = Ledger::start(store.clone(), 64, histogram, answer_within).unwrap();
+    let ledger = Ledger::start(store.clone(), 64, |_| {}, answer_within).unwrap();
     (store, ledger)
 }
 

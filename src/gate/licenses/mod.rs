@@ -23,10 +23,12 @@ use write::{sign, LicenseWrite, Renewal};
 use super::reviews::ReviewClose;
 use super::terms::capped_term_end;
 use super::{blocking, Gate, GateError, Question, RETRIES};
+use crate::domain::Actor;
 use crate::domain::{Customer, Outcome, ResellerId, Sku, Transaction};
 use crate::policy::Catalog;
+use crate::store::decisions::NewDecision;
 use crate::store::licenses::{IdempotencyRecord, LicenseRow};
-use crate::store::{Actor, NewDecision, StoreError};
+use crate::store::StoreError;
 use std::sync::Arc;
 
 /// A licence to issue or renew.

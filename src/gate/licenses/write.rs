@@ -14,8 +14,9 @@ use crate::domain::Outcome;
 use crate::gate::reviews::Settled;
 use crate::gate::terms::capped_term_end;
 use crate::signing::{LicenseClaims, LicenseSigner, LICENSE_ISSUER};
+use crate::store::decisions::{record_decision, NewDecision};
 use crate::store::licenses::LicenseRow;
-use crate::store::{record_decision, DbConn, Head, NewDecision, StoreError};
+use crate::store::{DbConn, Head, StoreError};
 
 /// A licence request's write, planned: run by the ledger under the locked
 /// head (again, if its batch is re-run).
