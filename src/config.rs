@@ -1,5 +1,6 @@
 //! Typed configuration, read from the environment once at start-up and then
-//! passed down explicitly (no global), so tests build their own.
+//! passed down explicitly (no global), so tests build their own. An edge
+//! module: it imports nothing from the rest of the crate.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,15 @@ impl DatabaseUrl {
     }
 }
 
+/// A rate limit, enforced by `api::limits`: `rate` a second on average,
+/// `burst` at once (a tenant's requests, or an address's failed
+/// authentications).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limit {
+    pub rate: f64,
+    pub burst: f64,
+}
+
 /// Everything the service needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -82,7 +92,7 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
-    pub rate_limit: Option<crate::api::limits::Limit>,
+    pub rate_limit: Option<Limit>,
     /// How long a client may take to send a request's head, and then its
     /// body, before it is answered `408` and the connection closed: slow
     /// clients cannot hold workers. Also bounds each wait on the database.
@@ -91,7 +101,7 @@ pub struct Config {
     /// a second, `0` off; `GATEKEEPER_AUTH_FAILURE_BURST` at once). Past it,
     /// the address's requests are refused (`429`) before their token is
     /// verified.
-    pub auth_failure_limit: Option<crate::api::limits::Limit>,
+    pub auth_failure_limit: Option<Limit>,
     /// Client connections held open at once, over all workers
     /// (`GATEKEEPER_MAX_CONNECTIONS`); `None` derives it from the process's
     /// open-file limit, leaving room for the database's files and sockets.
@@ -233,7 +243,7 @@ fn limit(
     get: &impl Fn(&str, &str) -> String,
     (rate_var, default): (&str, &str),
     burst_var: &str,
-) -> anyhow::Result<Option<crate::api::limits::Limit>> {
+) -> anyhow::Result<Option<Limit>> {
     let rate = get(rate_var, default)
         .parse::<f64>()
         .ok()
@@ -246,7 +256,7 @@ fn limit(
         .ok()
         .filter(|n| n.is_finite() && *n >= 1.0)
         .with_context(|| format!("{burst_var} must be a number of requests, at least 1"))?;
-    Ok((rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }))
+    Ok((rate > 0.0).then_some(Limit { rate, burst }))
 }
 
 #[cfg(test)]
@@ -281,7 +291,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(
             c.auth_failure_limit,
-            Some(crate::api::limits::Limit {
+            Some(Limit {
                 rate: 10.0,
                 burst: 20.0
             })

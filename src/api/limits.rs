@@ -13,12 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Requests a tenant may make: `rate` a second on average, `burst` at once.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Limit {
-    pub rate: f64,
-    pub burst: f64,
-}
+/// The limits are configuration's words: read there, enforced here.
+pub use crate::config::Limit;
 
 struct Bucket {
     tokens: f64,
