@@ -1,7 +1,10 @@
 //! Typed configuration, read from the environment once at start-up and then
-//! passed down explicitly (no global), so tests build their own.
+//! passed down explicitly (no global), so tests build their own. An edge
+//! module: it imports nothing from the rest of the crate.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use anyhow::{bail, Context};
 
@@ -44,6 +47,15 @@ impl DatabaseUrl {
     }
 }
 
+/// A rate limit, enforced by `api::limits`: `rate` a second on average,
+/// `burst` at once (a tenant's requests, or an address's failed
+/// authentications).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limit {
+    pub rate: f64,
+    pub burst: f64,
+}
+
 /// Everything the service needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -82,7 +94,7 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
-    pub rate_limit: Option<crate::api::limits::Limit>,
+    pub rate_limit: Option<Limit>,
     /// How long a client may take to send a request's head, and then its
     /// body, before it is answered `408` and the connection closed: slow
     /// clients cannot hold workers. Also bounds each wait on the database.
@@ -91,7 +103,7 @@ pub struct Config {
     /// a second, `0` off; `GATEKEEPER_AUTH_FAILURE_BURST` at once). Past it,
     /// the address's requests are refused (`429`) before their token is
     /// verified.
-    pub auth_failure_limit: Option<crate::api::limits::Limit>,
+    pub auth_failure_limit: Option<Limit>,
     /// Client connections held open at once, over all workers
     /// (`GATEKEEPER_MAX_CONNECTIONS`); `None` derives it from the process's
     /// open-file limit, leaving room for the database's files and sockets.
@@ -119,134 +131,172 @@ impl Config {
 
     /// Reads the configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |name: &str, default: &str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| default.to_string())
-        };
-        let database_url =
-            DatabaseUrl::parse(&get("GATEKEEPER_DATABASE_URL", DEFAULT_DATABASE_URL))?;
-        let db_pool_size = whole(&get, "GATEKEEPER_DB_POOL_SIZE", "8", 1..=256, "")? as u32;
-        let ledger_batch = whole(&get, "GATEKEEPER_LEDGER_BATCH", "256", 1..=4096, "")? as usize;
-        let checkpoint_interval = get("GATEKEEPER_CHECKPOINT_INTERVAL", "60")
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n <= 86_400)
-            .context("GATEKEEPER_CHECKPOINT_INTERVAL must be a whole number of seconds from 0 (off) to 86400")?;
-        let shutdown_grace = whole(
-            &get,
-            "GATEKEEPER_SHUTDOWN_GRACE",
-            "30",
-            1..=3600,
-            " of seconds",
-        )?;
-        let rate_limit = limit(
-            &get,
-            ("GATEKEEPER_RATE_LIMIT", "1000"),
-            "GATEKEEPER_RATE_BURST",
-        )?;
-        let auth_failure_limit = limit(
-            &get,
-            ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),
-            "GATEKEEPER_AUTH_FAILURE_BURST",
-        )?;
-        let max_connections =
-            match lookup("GATEKEEPER_MAX_CONNECTIONS").filter(|v| !v.trim().is_empty()) {
-                None => None,
-                Some(_) => {
-                    Some(whole(&get, "GATEKEEPER_MAX_CONNECTIONS", "", 1..=1_000_000, "")? as usize)
-                }
-            };
-        let max_in_flight =
-            whole(&get, "GATEKEEPER_MAX_IN_FLIGHT", "1024", 1..=1_000_000, "")? as usize;
-        let metrics_refresh = whole(
-            &get,
-            "GATEKEEPER_METRICS_REFRESH",
-            "10",
-            1..=3600,
-            " of seconds",
-        )?;
-        let request_timeout = whole(
-            &get,
-            "GATEKEEPER_REQUEST_TIMEOUT",
-            "5",
-            1..=300,
-            " of seconds",
-        )?;
+        let vars = Vars(lookup);
+        let seconds = |n: u64| std::time::Duration::from_secs(n);
+        // The fields in the order they have always been read: a start-up
+        // with several bad variables reports the same one first.
         Ok(Config {
-            database_url,
-            listen: get("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
-            jwt_public_key_file: lookup("GATEKEEPER_JWT_PUBLIC_KEY_FILE")
-                .filter(|v| !v.trim().is_empty())
-                .map(PathBuf::from),
-            jwt_issuer: get("GATEKEEPER_JWT_ISSUER", DEFAULT_ISSUER),
-            jwt_audience: get("GATEKEEPER_JWT_AUDIENCE", DEFAULT_AUDIENCE),
-            data_dir: PathBuf::from(get("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
-            db_pool_size,
-            license_key_file: lookup("GATEKEEPER_LICENSE_KEY_FILE")
-                .filter(|v| !v.trim().is_empty())
-                .map(PathBuf::from),
-            license_retired_keys_file: lookup("GATEKEEPER_LICENSE_RETIRED_KEYS_FILE")
-                .filter(|v| !v.trim().is_empty())
-                .map(PathBuf::from),
-            ledger_batch,
-            checkpoint_interval: (checkpoint_interval > 0)
-                .then(|| std::time::Duration::from_secs(checkpoint_interval)),
-            log_format: get("GATEKEEPER_LOG_FORMAT", "text"),
-            shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
-            metrics_listen: lookup("GATEKEEPER_METRICS_LISTEN").filter(|v| !v.trim().is_empty()),
-            rate_limit,
-            request_timeout: std::time::Duration::from_secs(request_timeout),
-            auth_failure_limit,
-            max_connections,
-            max_in_flight,
-            metrics_refresh: std::time::Duration::from_secs(metrics_refresh),
+            database_url: DatabaseUrl::parse(
+                &vars.text("GATEKEEPER_DATABASE_URL", DEFAULT_DATABASE_URL),
+            )?,
+            listen: vars.text("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
+            jwt_public_key_file: vars.path("GATEKEEPER_JWT_PUBLIC_KEY_FILE"),
+            jwt_issuer: vars.text("GATEKEEPER_JWT_ISSUER", DEFAULT_ISSUER),
+            jwt_audience: vars.text("GATEKEEPER_JWT_AUDIENCE", DEFAULT_AUDIENCE),
+            data_dir: PathBuf::from(vars.text("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
+            db_pool_size: vars.whole("GATEKEEPER_DB_POOL_SIZE", "8", 1..=256, "")? as u32,
+            license_key_file: vars.path("GATEKEEPER_LICENSE_KEY_FILE"),
+            license_retired_keys_file: vars.path("GATEKEEPER_LICENSE_RETIRED_KEYS_FILE"),
+            ledger_batch: vars.whole("GATEKEEPER_LEDGER_BATCH", "256", 1..=4096, "")? as usize,
+            checkpoint_interval: Some(vars.parsed(
+                "GATEKEEPER_CHECKPOINT_INTERVAL",
+                "60",
+                |n: &u64| *n <= 86_400,
+                "be a whole number of seconds from 0 (off) to 86400",
+            )?)
+            .filter(|n| *n > 0)
+            .map(seconds),
+            log_format: vars.text("GATEKEEPER_LOG_FORMAT", "text"),
+            shutdown_grace: seconds(vars.whole(
+                "GATEKEEPER_SHUTDOWN_GRACE",
+                "30",
+                1..=3600,
+                " of seconds",
+            )?),
+            metrics_listen: vars.get("GATEKEEPER_METRICS_LISTEN"),
+            rate_limit: vars.limit(("GATEKEEPER_RATE_LIMIT", "1000"), "GATEKEEPER_RATE_BURST")?,
+            auth_failure_limit: vars.limit(
+                ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),
+                "GATEKEEPER_AUTH_FAILURE_BURST",
+            )?,
+            max_connections: vars
+                .whole_if_set("GATEKEEPER_MAX_CONNECTIONS", 1..=1_000_000, "")?
+                .map(|n| n as usize),
+            max_in_flight: vars.whole("GATEKEEPER_MAX_IN_FLIGHT", "1024", 1..=1_000_000, "")?
+                as usize,
+            metrics_refresh: seconds(vars.whole(
+                "GATEKEEPER_METRICS_REFRESH",
+                "10",
+                1..=3600,
+                " of seconds",
+            )?),
+            request_timeout: seconds(vars.whole(
+                "GATEKEEPER_REQUEST_TIMEOUT",
+                "5",
+                1..=300,
+                " of seconds",
+            )?),
         })
     }
 }
 
-/// A whole number from variable `var` (`default` when unset) within
-/// `range`; `unit` (e.g. " of seconds") completes the message.
-fn whole(
-    get: &impl Fn(&str, &str) -> String,
-    var: &str,
-    default: &str,
-    range: std::ops::RangeInclusive<u64>,
-    unit: &str,
-) -> anyhow::Result<u64> {
-    get(var, default)
-        .parse::<u64>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .with_context(|| {
-            format!(
-                "{var} must be a whole number{unit} from {} to {}",
-                range.start(),
-                range.end()
-            )
-        })
+/// The variables, each read the one way: a blank value is unset, an unset
+/// one takes its default, and a value that does not parse, or parses to
+/// one out of bounds, is refused with `VAR must …`.
+struct Vars<L>(L);
+
+impl<L: Fn(&str) -> Option<String>> Vars<L> {
+    /// `var`'s value; `None` when it is unset or blank.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `var`'s value, or `default`.
+    fn text(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_string())
+    }
+
+    /// A file path, or `None` when `var` is unset.
+    fn path(&self, var: &str) -> Option<PathBuf> {
+        self.get(var).map(PathBuf::from)
+    }
+
+    /// `var`'s value (`default` when unset) as a `T` that `valid` accepts;
+    /// otherwise the error `{var} must {must}`.
+    fn parsed<T: FromStr>(
+        &self,
+        var: &str,
+        default: &str,
+        valid: impl Fn(&T) -> bool,
+        must: &str,
+    ) -> anyhow::Result<T> {
+        checked(var, &self.text(var, default), valid, must)
+    }
+
+    /// A whole number from `var` (`default` when unset) within `range`;
+    /// `unit` (e.g. " of seconds") completes the message.
+    fn whole(
+        &self,
+        var: &str,
+        default: &str,
+        range: RangeInclusive<u64>,
+        unit: &str,
+    ) -> anyhow::Result<u64> {
+        self.parsed(
+            var,
+            default,
+            |n| range.contains(n),
+            &whole_within(&range, unit),
+        )
+    }
+
+    /// As [`Vars::whole`], with no default: `None` when `var` is unset.
+    fn whole_if_set(
+        &self,
+        var: &str,
+        range: RangeInclusive<u64>,
+        unit: &str,
+    ) -> anyhow::Result<Option<u64>> {
+        self.get(var)
+            .map(|v| checked(var, &v, |n| range.contains(n), &whole_within(&range, unit)))
+            .transpose()
+    }
+
+    /// A limit from a rate variable (requests a second, `0` off; `default`
+    /// when unset) and a burst variable (at least 1; twice the rate when unset).
+    fn limit(
+        &self,
+        (rate_var, default): (&str, &str),
+        burst_var: &str,
+    ) -> anyhow::Result<Option<Limit>> {
+        let rate = self.parsed(
+            rate_var,
+            default,
+            |n: &f64| n.is_finite() && *n >= 0.0,
+            "be a number of requests a second (0 turns it off)",
+        )?;
+        let burst = self.parsed(
+            burst_var,
+            &(rate * 2.0).max(1.0).to_string(),
+            |n: &f64| n.is_finite() && *n >= 1.0,
+            "be a number of requests, at least 1",
+        )?;
+        Ok((rate > 0.0).then_some(Limit { rate, burst }))
+    }
 }
 
-/// A limit from a rate variable (requests a second, `0` off; `default`
-/// when unset) and a burst variable (at least 1; twice the rate when unset).
-fn limit(
-    get: &impl Fn(&str, &str) -> String,
-    (rate_var, default): (&str, &str),
-    burst_var: &str,
-) -> anyhow::Result<Option<crate::api::limits::Limit>> {
-    let rate = get(rate_var, default)
-        .parse::<f64>()
+/// `value` of `var` parsed as a `T` that `valid` accepts, or the error
+/// `{var} must {must}`.
+fn checked<T: FromStr>(
+    var: &str,
+    value: &str,
+    valid: impl Fn(&T) -> bool,
+    must: &str,
+) -> anyhow::Result<T> {
+    value
+        .parse::<T>()
         .ok()
-        .filter(|n| n.is_finite() && *n >= 0.0)
-        .with_context(|| {
-            format!("{rate_var} must be a number of requests a second (0 turns it off)")
-        })?;
-    let burst = get(burst_var, &(rate * 2.0).max(1.0).to_string())
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n >= 1.0)
-        .with_context(|| format!("{burst_var} must be a number of requests, at least 1"))?;
-    Ok((rate > 0.0).then_some(crate::api::limits::Limit { rate, burst }))
+        .filter(|v| valid(v))
+        .with_context(|| format!("{var} must {must}"))
+}
+
+/// What a whole-number variable must be.
+fn whole_within(range: &RangeInclusive<u64>, unit: &str) -> String {
+    format!(
+        "be a whole number{unit} from {} to {}",
+        range.start(),
+        range.end()
+    )
 }
 
 #[cfg(test)]
@@ -281,7 +331,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(
             c.auth_failure_limit,
-            Some(crate::api::limits::Limit {
+            Some(Limit {
                 rate: 10.0,
                 burst: 20.0
             })
@@ -308,6 +358,44 @@ mod tests {
         ] {
             let e = config(&[(name, bad)]).unwrap_err().to_string();
             assert!(e.contains(name), "{name}={bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_variable_and_what_it_must_be() {
+        for (name, bad, message) in [
+            (
+                "GATEKEEPER_DB_POOL_SIZE",
+                "257",
+                "GATEKEEPER_DB_POOL_SIZE must be a whole number from 1 to 256",
+            ),
+            (
+                "GATEKEEPER_SHUTDOWN_GRACE",
+                "0",
+                "GATEKEEPER_SHUTDOWN_GRACE must be a whole number of seconds from 1 to 3600",
+            ),
+            (
+                "GATEKEEPER_CHECKPOINT_INTERVAL",
+                "-1",
+                "GATEKEEPER_CHECKPOINT_INTERVAL must be a whole number of seconds from 0 (off) to 86400",
+            ),
+            (
+                "GATEKEEPER_RATE_LIMIT",
+                "NaN",
+                "GATEKEEPER_RATE_LIMIT must be a number of requests a second (0 turns it off)",
+            ),
+            (
+                "GATEKEEPER_RATE_BURST",
+                "0.5",
+                "GATEKEEPER_RATE_BURST must be a number of requests, at least 1",
+            ),
+            (
+                "GATEKEEPER_MAX_CONNECTIONS",
+                "0",
+                "GATEKEEPER_MAX_CONNECTIONS must be a whole number from 1 to 1000000",
+            ),
+        ] {
+            assert_eq!(config(&[(name, bad)]).unwrap_err().to_string(), message);
         }
     }
 

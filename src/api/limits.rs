@@ -7,18 +7,26 @@
 //!
 //! The connection cap is the server's own (`HttpServer::max_connections`,
 //! set in `startup`).
+//!
+//! Why the bucket is written here rather than taken from `governor` (checked
+//! against governor 0.10.4): the address limiter must say whether a key is
+//! over its limit *without* spending from it ([`RateLimiter::refused`]), so
+//! that a request is refused before its token is verified while only
+//! failures are charged and a valid token never is. Governor has no such
+//! look: every check that passes spends a cell (its "peek" request, issue 15,
+//! is still open), and one bucket type serves both limiters. Governor's keyed
+//! limiter is faster per check (about 115-340 ns against 200-675 ns here, 64
+//! to 10,000 keys, 1-2 threads, release build, on a loaded 2-core machine),
+//! but either is under a microsecond, against a request p50 of milliseconds; the
+//! bucket also takes fractional bursts, which governor's whole cells do not.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Requests a tenant may make: `rate` a second on average, `burst` at once.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Limit {
-    pub rate: f64,
-    pub burst: f64,
-}
+/// The limits are configuration's words: read there, enforced here.
+pub use crate::config::Limit;
 
 struct Bucket {
     tokens: f64,
