@@ -175,7 +175,7 @@ impl LicenseSigner {
     }
 
     /// Signs `message` (Ed25519); the signature in base64url. Checkpoints
-    /// are signed so (see [`crate::gate::checkpoints`]).
+    /// are signed so (by the gate's checkpoints use case).
     pub fn sign_message(&self, message: &[u8]) -> String {
         use ed25519_dalek::Signer;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.raw.sign(message).to_bytes())

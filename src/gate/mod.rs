@@ -121,7 +121,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Gate {
     /// Loads the committed catalogue. `keys` are the licence keys the
-    /// configuration names (see [`crate::startup::published_keys`]).
+    /// configuration names (`startup::published_keys` reads them).
     pub fn open(
         store: Store,
         ledger: Ledger,
