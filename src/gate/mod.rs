@@ -3,7 +3,8 @@
 //! commit it through the ledger, report a typed outcome that `api/`
 //! renders after the commit. The gate knows no HTTP and no SQL.
 //!
-//! - [`preflight`]: a decision, recorded with its audit event;
+//! - [`preflight`]: a decision, recorded with its audit event (the
+//!   decision step itself, which every use case shares, is `decide.rs`);
 //! - [`licenses`]: issuing and renewing a licence, idempotently;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
@@ -15,6 +16,7 @@
 //! bridge to the blocking store, the commit, and [`GateError`].
 
 pub mod checkpoints;
+mod decide;
 pub mod licenses;
 pub mod preflight;
 pub mod reviews;

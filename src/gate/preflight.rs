@@ -1,18 +1,14 @@
 //! Preflight: may this tenant do this transaction of this product for this
 //! customer? Decided on the newest committed catalogue and recorded with
-//! its audit event before it is answered. Also the decision step every
-//! other use case shares ([`Gate::decide`]).
+//! its audit event before it is answered.
 
-use chrono::{DateTime, SubsecRound, Utc};
-use serde_json::json;
+use chrono::{DateTime, Utc};
 
 use super::reviews::{ReviewClose, Settled};
 use super::{Gate, GateError, RETRIES};
-use crate::domain::Actor;
-use crate::domain::{Customer, Outcome, ResellerId, Sku, Transaction};
-use crate::policy::{self, Catalog, Decision, Party};
-use crate::store::audit::NewEvent;
-use crate::store::decisions::{record_decision, NewDecision};
+use crate::domain::{Actor, Customer, Outcome, ResellerId, Sku, Transaction};
+use crate::policy::Decision;
+use crate::store::decisions::record_decision;
 use crate::store::StoreError;
 
 /// What a caller asks the gate about.
@@ -23,14 +19,6 @@ pub struct Question {
     pub customer: Customer,
     /// The instant to decide at; `None` is now.
     pub as_of: Option<DateTime<Utc>>,
-}
-
-/// A customer as the engine sees a party: where, and whether a U.S. person.
-fn party(customer: &Customer) -> Party {
-    Party {
-        country: customer.country.clone(),
-        us_person: customer.us_person,
-    }
 }
 
 impl Gate {
@@ -108,72 +96,5 @@ impl Gate {
             }
         }
         Err(StoreError::Stale.into())
-    }
-
-    /// Decides `question` for `tenant` on `catalog` and plans its record
-    /// (audited as `action`). `now` pins the server clock (licences); else
-    /// `question.as_of` or now.
-    pub(super) fn decide(
-        &self,
-        catalog: &Catalog,
-        actor: &Actor,
-        tenant: &ResellerId,
-        question: &Question,
-        action: &str,
-        now: Option<DateTime<Utc>>,
-    ) -> Result<NewDecision, GateError> {
-        let reseller = catalog.reseller(tenant).ok_or(GateError::UnknownReseller)?;
-        // Microseconds, as every stored instant.
-        let at = now
-            .or(question.as_of)
-            .unwrap_or_else(|| Utc::now().trunc_subsecs(6));
-        let request = policy::Request {
-            transaction: question.transaction,
-            product: question.product.clone(),
-            customer: party(&question.customer),
-            reseller: Party {
-                country: reseller.country.clone(),
-                us_person: Some(reseller.us_person),
-            },
-        };
-        let verdict =
-            policy::decide(catalog, &request, at).map_err(|_| GateError::UnknownProduct)?;
-        let what_if = question.as_of.is_some();
-        let decision = Decision::new(
-            uuid::Uuid::now_v7().to_string(),
-            question.transaction,
-            verdict,
-            at,
-            what_if,
-            catalog.version(),
-        );
-        let subject = json!({
-            "kind": "decision",
-            "id": decision.id,
-            "transaction": question.transaction,
-            "product": question.product,
-            "customer": question.customer,
-            "reseller": {"id": tenant, "country": reseller.country, "us_person": reseller.us_person},
-            "what_if": what_if,
-        });
-        Ok(NewDecision {
-            request: json!({
-                "kind": "preflight",
-                "transaction": question.transaction,
-                "product": question.product,
-                "customer": question.customer,
-            }),
-            reseller: tenant.to_string(),
-            reviewable: decision.is_reviewable(),
-            event: NewEvent {
-                action: action.to_string(),
-                actor: actor.clone(),
-                outcome: Some(decision.outcome),
-                decision: None,
-                subject,
-                reseller: Some(tenant.to_string()),
-            },
-            decision,
-        })
     }
 }
