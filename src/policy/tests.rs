@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::lineage::Label;
 use super::*;
 use crate::domain::{
     Category, CountryCode, DesignationId, OrgId, Outcome, PartyRole, RelKind, ResellerId, RuleId,
