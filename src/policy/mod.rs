@@ -24,7 +24,7 @@ mod tests;
 mod validation;
 
 pub use catalog::Catalog;
-pub use change::CatalogChange;
+pub use change::{CatalogChange, NotFound};
 pub use decide::{
     decide, nexus, resolve_local, Nexus, Party, Reason, ReasonCode, Request, UnknownProduct,
     Verdict,

@@ -31,7 +31,7 @@ impl Store {
     /// and every table are read in one snapshot of the database, so a
     /// change committing meanwhile is either wholly in or wholly out. A
     /// catalogue the audit chain does not vouch for is
-    /// [`StoreError::Unvouched`] (see [`vouch_catalog`]).
+    /// [`StoreError::Unvouched`] (see `audit::verify::vouch_catalog`).
     pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
         let mut pooled = self.conn()?;
         let conn: &mut DbConn = &mut pooled;

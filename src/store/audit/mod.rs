@@ -1,8 +1,8 @@
 //! The audit trail's table: appending events to the hash chain under the
 //! locked ledger head, and reading them back (pages for the listing, the
 //! whole trail streamed for exports). Checking what the store holds
-//! against the chain is [`verify`]'s, with the state beside it in
-//! [`reconcile`].
+//! against the chain is `verify`'s, with the state beside it in
+//! `reconcile`.
 
 mod reconcile;
 mod verify;
