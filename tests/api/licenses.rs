@@ -372,6 +372,31 @@ async fn a_later_service_end_caps_the_term(app: TestApp) {
     assert_eq!(r.body["decision"]["constraints"]["not_after"], json!(null));
 }
 
+both!(a_record_that_kept_the_whole_response_replays_it);
+/// Idempotency records written before outcomes were typed kept the whole
+/// response (for a refusal, the problem with its decision); they replay
+/// byte for byte, as records written now do.
+async fn a_record_that_kept_the_whole_response_replays_it(app: TestApp) {
+    setup(&app).await;
+    for (body, status) in [
+        (order("ACME-VPN", "DE", Some(false), 3, 30), 201),
+        (order("ACME-FW-K", "US", None, 1, 30), 403),
+    ] {
+        let k = key();
+        let first = issue(&app, "alpha", Some(&k), &body).await;
+        assert_eq!(first.status, status, "{}", first.text);
+        let kept = first.text.replace('\'', "''");
+        app.db
+            .execute(&format!(
+                "UPDATE idempotency_keys SET body = '{kept}' WHERE idem_key = '{k}'"
+            ))
+            .unwrap();
+        let again = issue(&app, "alpha", Some(&k), &body).await;
+        assert!(replayed(&again));
+        assert_eq!((again.status, again.text), (first.status, first.text));
+    }
+}
+
 both!(the_same_key_replays_the_first_response);
 async fn the_same_key_replays_the_first_response(app: TestApp) {
     setup(&app).await;
