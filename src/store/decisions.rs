@@ -90,6 +90,7 @@ impl Store {
             .transpose()
     }
 
+    /// Decisions in review, oldest first: those whose review is `status`
     /// (`None`: every one), after the decision id `after`.
     pub fn reviews(
         &self,

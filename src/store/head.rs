@@ -414,7 +414,7 @@ impl Head {
         }
     }
 
-    /// Remembers the first response to a key, with the batch.
+    /// Remembers what the first request with a key came to, with the batch.
     pub fn save_idempotency(
         &mut self,
         reseller: &str,

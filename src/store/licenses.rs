@@ -40,7 +40,10 @@ pub struct LicenseRow {
     pub token: String,
 }
 
-/// The first response to an idempotency key.
+/// What the first request with an idempotency key came to, for its retries:
+/// the request's fingerprint, the kind of outcome (`status`: a code the gate
+/// gives each kind) and what a replay reports (`body`, JSON). The store
+/// keeps it as it is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     pub fingerprint: String,

@@ -95,7 +95,7 @@ pub(super) struct Renewal {
     pub(super) term_days: i64,
     pub(super) not_after: Option<DateTime<Utc>>,
     /// The request's instant, which the expiry may run at most
-    /// [`super::terms::MAX_EXPIRY_YEARS`] years past.
+    /// [`crate::gate::terms::MAX_EXPIRY_YEARS`] years past.
     pub(super) requested_at: DateTime<Utc>,
     pub(super) customer_id: String,
     pub(super) signer: Arc<LicenseSigner>,
@@ -166,7 +166,7 @@ pub(super) fn sign(
             nbf: row.starts_at.timestamp(),
             exp: row.expires_at.timestamp(),
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("signing a licence: {e}"))
 }
 
 /// The licence as its decision event records it: what verification holds
