@@ -13,7 +13,7 @@ use actix_web::ResponseError;
 use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use gatekeeper::api::{parse_body_for_fuzzing, ApiError, Body, FuzzBody, MAX_BODY_BYTES};
 use gatekeeper::audit::canonical_json;
-use gatekeeper::gate::Customer;
+use gatekeeper::domain::Customer;
 use gatekeeper::policy::{
     DesignationSpec, OrganizationSpec, ProductSpec, RelationshipSpec, ResellerSpec,
 };
