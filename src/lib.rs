@@ -5,7 +5,7 @@
 //! Dependencies point one way: `api` → `gate` → (`store`, `policy`,
 //! `audit`) → `domain`. `policy` and `audit` are pure (no HTTP, SQL or
 //! clock); `gate` knows neither HTTP nor SQL. The edge modules (`auth`,
-//! `config`, `metrics`, `telemetry`, `signing`, `periodic`) import nothing
+//! `config`, `metrics`, `telemetry`, `signing`, `status_list`, `periodic`) import nothing
 //! above them; `startup` and the binary put the rooms together.
 
 pub mod api;
@@ -19,5 +19,6 @@ pub mod periodic;
 pub mod policy;
 pub mod signing;
 pub mod startup;
+pub mod status_list;
 pub mod store;
 pub mod telemetry;
