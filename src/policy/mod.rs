@@ -9,12 +9,13 @@
 //! One file per part: `spec` (the catalogue entries, the admin API's request bodies), `issues`
 //! and `validation` (what keeps a catalogue from being built), `catalog` (the snapshot),
 //! `lineage` (the product/organisation graph and its closure), `decide` (the request, the
-//! verdict and the decision), `record` (a decision as recorded and shown) and `change` (one
-//! change to the catalogue). None of them knows HTTP or SQL.
+//! verdict and the decision), `record` (a decision as recorded and shown), `change` (one
+//! change to the catalogue) and `impact` (what a change can reach). None of them knows HTTP or SQL.
 
 mod catalog;
 mod change;
 mod decide;
+mod impact;
 mod issues;
 mod lineage;
 mod record;
@@ -29,6 +30,7 @@ pub use decide::{
     decide, nexus, resolve_local, Nexus, Party, Reason, ReasonCode, Request, UnknownProduct,
     Verdict,
 };
+pub use impact::{reach_of_change, Reach};
 pub use issues::{CatalogIssue, EntityKind, MAX_TEXT_CHARS};
 pub use lineage::{LineagePath, NodeKind, PathStep};
 pub use record::{Constraints, Decision};

@@ -508,6 +508,58 @@ proptest! {
         }
     }
 
+    /// (f) The reach of a change is sound: a product outside it gets the same verdict from the
+    /// snapshot before the change and the one after, for any transaction, parties and instant;
+    /// and building the same content again reaches nothing.
+    #[test]
+    fn a_product_outside_a_changes_reach_keeps_its_verdict(
+        w in world_strategy(),
+        change in 0usize..4, a in 0usize..8, b in 0usize..8, kind in 0usize..4,
+        tx in tx_strategy(), customer in party_strategy(), reseller in party_strategy(),
+        at in instant_strategy(),
+    ) {
+        let before = build(materialize(&w, None));
+        prop_assert!(reach_of_change(&before, &build(materialize(&w, Some(7)))).is_empty());
+        let mut next = w.clone();
+        match change {
+            // A relationship added (or replacing the one there).
+            0 => {
+                let (a, b) = (a % w.orgs, b % w.orgs);
+                prop_assume!(a != b);
+                next.relationships.retain(|(x, y, _)| (*x, *y) != (a, b));
+                next.relationships.push((a, b, CARRYING[kind]));
+            }
+            // The second designation reaches affiliates, or stops reaching them.
+            1 => next.extra_covers = !next.extra_covers,
+            // One of its rules moves a day.
+            2 => next.extra_rules[0].0 += 1,
+            // A product changes category (carve-outs).
+            _ => {
+                let p = a % next.products.len();
+                next.products[p].1 = (next.products[p].1 + 1) % CATEGORIES.len();
+            }
+        }
+        let after = build(materialize(&next, None));
+        let reach = reach_of_change(&before, &after);
+        let vb = verdicts(&before, &w, tx, &customer, &reseller, at);
+        let va = verdicts(&after, &w, tx, &customer, &reseller, at);
+        for (i, (x, y)) in vb.iter().zip(&va).enumerate() {
+            if !reach.products.contains(&sku(&sku_name(i))) {
+                prop_assert_eq!(x, y, "product {} is outside the reach", i);
+            }
+        }
+        // The reverse index agrees with the closure it inverts.
+        for d in after.data().designations.keys() {
+            for (i, _) in w.products.iter().enumerate() {
+                let p = sku(&sku_name(i));
+                prop_assert_eq!(
+                    after.reached_by(d).contains(&p),
+                    after.lineage_path(d, &p).is_some()
+                );
+            }
+        }
+    }
+
     /// (e) Every path starts at the product, ends at a listed organisation, walks real edges,
     /// supplies no product of an excluded category and is a shortest one; the closure agrees with an independent
     /// search; and verdicts are internally consistent.
