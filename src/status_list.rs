@@ -13,6 +13,10 @@
 //! Bit order, as the draft fixes it: the status of index `i` sits in byte
 //! `i * bits / 8`, starting at bit `(i * bits) % 8` counted from the least
 //! significant bit. So with 2 bits, index 0 is the byte's two lowest bits.
+//!
+//! The values licences take are the draft's registry's: `0` VALID (nothing
+//! stands against the licence; its own `exp` still applies), `1` INVALID
+//! (revoked, or ended by a designation) and `2` SUSPENDED.
 
 use std::io::{Read as _, Write as _};
 
@@ -22,19 +26,6 @@ use base64::Engine as _;
 /// 2-bit statuses. A longer `lst` is refused rather than inflated (a small
 /// input can inflate to a great deal).
 pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
-
-/// The status values of the draft's registry that licences use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// `0x00` VALID: nothing stands against the licence (its own `exp` still
-    /// applies).
-    Valid = 0,
-    /// `0x01` INVALID: revoked, or ended by a designation; for good.
-    Invalid = 1,
-    /// `0x02` SUSPENDED: not valid for now; it may be reinstated.
-    Suspended = 2,
-}
 
 /// A status list of `bits` bits a token (1, 2, 4 or 8).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -141,7 +141,7 @@ impl Catalog {
             .map(|a| a.path.steps())
     }
 
-    fn designation_index(&self, d: &DesignationId) -> Option<usize> {
+    pub(super) fn designation_index(&self, d: &DesignationId) -> Option<usize> {
         self.designations.binary_search_by(|c| c.id.cmp(d)).ok()
     }
 }

@@ -36,7 +36,7 @@ impl Catalog {
     /// The products designation `d` applies to (in SKU order); none for an
     /// unknown designation.
     pub fn reached_by(&self, d: &DesignationId) -> Vec<Sku> {
-        let Some(index) = self.designations.binary_search_by(|c| c.id.cmp(d)).ok() else {
+        let Some(index) = self.designation_index(d) else {
             return Vec::new();
         };
         self.data()
@@ -119,7 +119,7 @@ type Facts<'a> = (
 );
 
 fn facts<'a>(catalog: &'a Catalog, id: &DesignationId) -> Option<Facts<'a>> {
-    let d = catalog.designations.iter().find(|d| &d.id == id)?;
+    let d = &catalog.designations[catalog.designation_index(id)?];
     let rules = d
         .rules
         .iter()
