@@ -92,6 +92,14 @@ pub struct Config {
     /// Serve `/metrics` on this address too (e.g. a port only Prometheus
     /// reaches); it stays on the main address as well.
     pub metrics_listen: Option<String>,
+    /// The service's address as products reach it (`GATEKEEPER_PUBLIC_URL`,
+    /// default `http://` and the listen address): licence tokens point at
+    /// their status lists under it.
+    pub public_url: String,
+    /// How often impact runs are looked for and advanced, rule instants
+    /// swept and overdue impact reviews suspended (`GATEKEEPER_IMPACT_INTERVAL`,
+    /// seconds; `0` off, for tests that drive it).
+    pub impact_interval: Option<std::time::Duration>,
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
     pub rate_limit: Option<Limit>,
@@ -164,6 +172,16 @@ impl Config {
                 " of seconds",
             )?),
             metrics_listen: vars.get("GATEKEEPER_METRICS_LISTEN"),
+            public_url: vars.get("GATEKEEPER_PUBLIC_URL").unwrap_or_else(|| {
+                format!("http://{}", vars.text("GATEKEEPER_LISTEN", DEFAULT_LISTEN))
+            }),
+            impact_interval: Some(seconds(vars.whole(
+                "GATEKEEPER_IMPACT_INTERVAL",
+                "5",
+                0..=3600,
+                " of seconds",
+            )?))
+            .filter(|d| !d.is_zero()),
             rate_limit: vars.limit(("GATEKEEPER_RATE_LIMIT", "1000"), "GATEKEEPER_RATE_BURST")?,
             auth_failure_limit: vars.limit(
                 ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),

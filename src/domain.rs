@@ -291,6 +291,39 @@ snake_enum!(
 );
 
 snake_enum!(
+    /// Where a licence stands, as stored. (`expired` is not stored: an active licence past its
+    /// `expires_at` is shown as expired.)
+    Standing {
+        /// In force (or expired, past its term).
+        Active => "active",
+        /// A designation ended its service (`ended_by` says which rule, and when).
+        Ended => "ended",
+        /// Suspended by compliance, or by an impact review left unresolved past its due time;
+        /// reinstating screens it again like a renewal.
+        Suspended => "suspended",
+        /// Revoked by its reseller or by compliance: final.
+        Revoked => "revoked",
+    }
+);
+
+impl Standing {
+    /// The stored text as a standing (`None`: not one).
+    pub fn parse(s: &str) -> Option<Standing> {
+        Standing::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+
+    /// Its value in a status list (IETF Token Status List, 2 bits): `0` valid, `1` invalid
+    /// (ended or revoked), `2` suspended.
+    pub fn status_bits(self) -> u8 {
+        match self {
+            Standing::Active => 0,
+            Standing::Ended | Standing::Revoked => 1,
+            Standing::Suspended => 2,
+        }
+    }
+}
+
+snake_enum!(
     /// What the source organisation of a relationship is to its target.
     RelKind {
         /// Controlled by the target.

@@ -128,6 +128,11 @@ pub struct LicenseClaims<'a> {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// Where the licence's status is published (IETF Token Status List):
+    /// `{"status_list": {"idx", "uri"}}`; absent only for a licence without
+    /// a status-list index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
 }
 
 /// The service's signing key (Ed25519): it signs licences, and the audit
@@ -137,6 +142,8 @@ pub struct LicenseSigner {
     key: EncodingKey,
     raw: ed25519_dalek::SigningKey,
     jwk: Value,
+    /// The service's public base URL, which status-list URIs start with.
+    public_url: String,
 }
 
 impl std::fmt::Debug for LicenseSigner {
@@ -162,7 +169,35 @@ impl LicenseSigner {
             key,
             raw: signing,
             jwk,
+            public_url: "http://127.0.0.1:8080".into(),
         })
+    }
+
+    /// The same key, publishing status lists under `public_url` (the
+    /// service's address as products reach it, without a trailing `/`).
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = public_url.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// The URI of status list `list`.
+    pub fn status_list_uri(&self, list: i64) -> String {
+        format!("{}/v1/status-lists/{list}", self.public_url)
+    }
+
+    /// The `status` claim of the licence at status-list index `idx`.
+    pub fn status_claim(&self, idx: i64) -> Value {
+        let list = idx / crate::status_list::LIST_SIZE;
+        json!({"status_list": {"idx": idx % crate::status_list::LIST_SIZE,
+                               "uri": self.status_list_uri(list)}})
+    }
+
+    /// Signs a status list token (`typ: statuslist+jwt`) with these claims.
+    pub fn sign_status_list(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("statuslist+jwt".into());
+        jsonwebtoken::encode(&header, claims, &self.key)
     }
 
     pub fn kid(&self) -> &str {

@@ -62,7 +62,7 @@ pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
              when GATEKEEPER_JWT_PUBLIC_KEY_FILE is set; only development mode generates one"
         ),
     };
-    LicenseSigner::from_pkcs8_pem(&pem)
+    Ok(LicenseSigner::from_pkcs8_pem(&pem)?.with_public_url(&config.public_url))
 }
 
 /// The retired licence keys the operator configured

@@ -22,6 +22,14 @@ use std::io::{Read as _, Write as _};
 
 use base64::Engine as _;
 
+/// Licences a list holds: licence `n` (its status-list index) is entry
+/// `n % LIST_SIZE` of list `n / LIST_SIZE`. 65,536 two-bit entries are
+/// 16 KiB before compression, a few dozen bytes when nearly all are valid.
+pub const LIST_SIZE: i64 = 65_536;
+
+/// Bits a licence's status takes in the lists the service publishes.
+pub const BITS: u8 = 2;
+
 /// The largest list [`StatusList::decode`] inflates to: 16 MiB, 64 million
 /// 2-bit statuses. A longer `lst` is refused rather than inflated (a small
 /// input can inflate to a great deal).

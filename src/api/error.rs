@@ -65,6 +65,10 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     #[error("review resolved already")]
     ReviewResolved,
+    /// What was asked makes no sense for where the licence stands (renewing
+    /// a revoked licence, suspending an ended one).
+    #[error("licence not in a state for this: {0}")]
+    LicenseState(String),
     /// The tenant's request rate is over its limit.
     #[error("rate limited")]
     RateLimited(super::limits::Refused),
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::ReviewResolved => "review_resolved",
+            ApiError::LicenseState(_) => "license_state_conflict",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Overloaded => "overloaded",
@@ -181,6 +186,7 @@ impl ApiError {
                 "Review resolved already",
                 "This review has been resolved; a review is resolved once.".into(),
             ),
+            ApiError::LicenseState(why) => ("Not possible for this licence now", why.clone()),
             ApiError::IdempotencyKeyInFlight => (
                 "Request in flight",
                 "The first request with this Idempotency-Key is still being processed; retry shortly.".into(),
@@ -208,7 +214,9 @@ impl ResponseError for ApiError {
             | ApiError::BadRequest(_)
             | ApiError::IdempotencyKeyRequired(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::IdempotencyKeyInFlight | ApiError::ReviewResolved => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyInFlight
+            | ApiError::ReviewResolved
+            | ApiError::LicenseState(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -367,6 +375,10 @@ impl From<GateError> for ApiError {
                 },
             ),
             GateError::Signing(cause) => ApiError::Internal(cause),
+            GateError::NotActive(standing) => ApiError::LicenseState(format!(
+                "The licence is {standing}: only an active licence can be renewed or suspended, \
+                 only a suspended one reinstated, and a revoked or ended licence stays so."
+            )),
             GateError::Store(e) => e.into(),
         }
     }

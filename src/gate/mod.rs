@@ -6,6 +6,7 @@
 //! - [`preflight`]: a decision, recorded with its audit event (the
 //!   decision step itself, which every use case shares, is `decide.rs`);
 //! - [`licenses`]: issuing and renewing a licence, idempotently;
+//! - [`lifecycle`]: revoking, suspending and reinstating a licence;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
 //! - [`terms`]: licence-term arithmetic.
@@ -18,6 +19,7 @@
 pub mod checkpoints;
 mod decide;
 pub mod licenses;
+pub mod lifecycle;
 pub mod preflight;
 pub mod reviews;
 pub mod terms;
@@ -38,6 +40,7 @@ use crate::store::{DbConn, Head, Store, StoreError};
 pub use licenses::{
     License, LicenseAction, LicenseOutcome, LicenseRequest, LicenseStatus, Licensed,
 };
+pub use lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleRequest};
 pub use preflight::Question;
 pub use reviews::{Resolution, ReviewResolution, ReviewResolved};
 
@@ -72,6 +75,11 @@ pub enum GateError {
     /// not (0: none).
     #[error("the term would end the licence too late")]
     TermTooLong { max_days: i64 },
+    /// The licence is not active (ended, suspended or revoked): it cannot
+    /// be renewed, and a lifecycle change that makes no sense for where it
+    /// stands (reviving a revoked licence) is refused.
+    #[error("the licence is {0}")]
+    NotActive(crate::domain::Standing),
     /// The licence token could not be signed: nothing was written.
     #[error("signing the licence token failed: {0}")]
     Signing(String),

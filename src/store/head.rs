@@ -50,6 +50,8 @@ pub struct Head {
     pending: Pending,
     job: Job,
     eager: bool,
+    /// The next free status-list index, once this batch has read it.
+    next_status_idx: Option<i64>,
 }
 
 #[derive(Debug, Insertable)]
@@ -95,14 +97,25 @@ struct LicenseInsert {
     token: String,
     created_at: String,
     updated_at: String,
+    status: &'static str,
+    status_reason: Option<String>,
+    ended_by: Option<String>,
+    renewal_blocked: Option<String>,
+    status_idx: Option<i64>,
 }
 
+/// A licence changed by a write (renewed, capped, ended, suspended,
+/// reinstated, revoked): the row as the write leaves it.
 #[derive(Debug)]
 struct Renewed {
     license: LicenseRow,
     /// The decision behind the licence when it was read.
     read_decision: String,
     at: String,
+}
+
+fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
+    value.as_ref().map(|v| v.to_string())
 }
 
 #[derive(Debug, Insertable)]
@@ -200,6 +213,11 @@ impl Pending {
                 licenses::decision_id.eq(&l.decision_id),
                 licenses::token.eq(&l.token),
                 licenses::updated_at.eq(&r.at),
+                licenses::status.eq(l.state.standing.as_str()),
+                licenses::status_reason.eq(json_text(&l.state.status_reason)),
+                licenses::ended_by.eq(json_text(&l.state.ended_by)),
+                licenses::renewal_blocked.eq(json_text(&l.state.renewal_blocked)),
+                licenses::status_idx.eq(l.state.status_idx),
             ))
             .execute(conn)?;
             if updated != 1 {
@@ -243,6 +261,7 @@ impl Head {
             pending: Pending::default(),
             job: Job::default(),
             eager: false,
+            next_status_idx: None,
         }
     }
 
@@ -348,14 +367,20 @@ impl Head {
             token: license.token.clone(),
             created_at: now.clone(),
             updated_at: now,
+            status: license.state.standing.as_str(),
+            status_reason: json_text(&license.state.status_reason),
+            ended_by: json_text(&license.state.ended_by),
+            renewal_blocked: json_text(&license.state.renewal_blocked),
+            status_idx: license.state.status_idx,
         });
         Ok(())
     }
 
-    /// Writes a renewal with the batch, if the licence is still as it was
-    /// read: the same decision behind it (else [`StoreError::Conflict`]);
-    /// refuses an expiry that would not read back.
-    pub fn renew_license(
+    /// Writes a changed licence (renewed, capped, or its standing changed)
+    /// with the batch, if it is still as it was read: the same decision
+    /// behind it (else [`StoreError::Conflict`]); refuses an expiry that
+    /// would not read back.
+    pub fn update_license(
         &mut self,
         license: &LicenseRow,
         read_decision: &str,
@@ -369,7 +394,25 @@ impl Head {
         Ok(())
     }
 
-    /// A licence as this batch leaves it: renewed earlier in the batch, or
+    /// A status-list index no licence holds: one past the highest stored
+    /// (read once a batch; licence writes are serialised by the head's lock,
+    /// so no other writer takes it). An index handed to a write that is
+    /// undone is never stored: a gap in a list, never a shared entry.
+    pub fn allocate_status_idx(&mut self, conn: &mut DbConn) -> Result<i64, StoreError> {
+        let next = match self.next_status_idx {
+            Some(next) => next,
+            None => {
+                let max: Option<i64> = licenses::table
+                    .select(diesel::dsl::max(licenses::status_idx))
+                    .first(conn)?;
+                max.map_or(0, |m| m + 1)
+            }
+        };
+        self.next_status_idx = Some(next + 1);
+        Ok(next)
+    }
+
+    /// A licence as this batch leaves it: changed earlier in the batch, or
     /// as stored.
     pub fn license(&self, conn: &mut DbConn, id: &str) -> Result<Option<LicenseRow>, StoreError> {
         if let Some(r) = self

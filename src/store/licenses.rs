@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::schema::{idempotency_keys, licenses};
 use super::{format_instant, parse_instant, parse_json, DbConn, Page, Store, StoreError};
+use crate::domain::Standing;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
@@ -38,6 +39,49 @@ pub struct LicenseRow {
     pub expires_at: DateTime<Utc>,
     pub decision_id: String,
     pub token: String,
+    /// Where it stands, why, and its status-list entry.
+    pub state: LicenseState,
+}
+
+/// Where a licence stands (the lifecycle columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseState {
+    pub standing: Standing,
+    /// Why, and who: `{"reason", "by": {actor}, "at"}` (`None` while active).
+    pub status_reason: Option<Value>,
+    /// The designation that ended its service: `{"designation", "rule", "at"}`.
+    pub ended_by: Option<Value>,
+    /// The impact action that blocks its renewal: `{"designation", "rule", "run", "at"}`.
+    pub renewal_blocked: Option<Value>,
+    /// Its index in the status lists (`None` for a licence whose token
+    /// predates them, until it is signed again).
+    pub status_idx: Option<i64>,
+}
+
+impl Default for LicenseState {
+    fn default() -> Self {
+        LicenseState {
+            standing: Standing::Active,
+            status_reason: None,
+            ended_by: None,
+            renewal_blocked: None,
+            status_idx: None,
+        }
+    }
+}
+
+impl LicenseState {
+    /// The state as the licence's audit events record it (beside its
+    /// instants and token digest): what verification holds the row to.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "status": self.standing,
+            "status_reason": self.status_reason,
+            "ended_by": self.ended_by,
+            "renewal_blocked": self.renewal_blocked,
+            "status_idx": self.status_idx,
+        })
+    }
 }
 
 /// What the first request with an idempotency key came to, for its retries:
@@ -51,7 +95,7 @@ pub struct IdempotencyRecord {
     pub body: String,
 }
 
-/// A licence row as stored, its instants and customer still text.
+/// A licence row as stored, its instants, customer and state still text.
 pub(super) type Row = (
     String,
     String,
@@ -62,10 +106,26 @@ pub(super) type Row = (
     String,
     String,
     String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
 );
 
 fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
-    let (id, reseller, product, customer, seats, starts_at, expires_at, decision_id, token) = row;
+    let (id, reseller, product, customer, seats, starts_at, expires_at, decision_id, token) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
+    );
+    let json = |text: Option<String>| text.as_deref().map(parse_json).transpose();
+    let state = LicenseState {
+        standing: Standing::parse(&row.9)
+            .ok_or_else(|| StoreError::Corrupt(format!("licence status {:?}", row.9)))?,
+        status_reason: json(row.10)?,
+        ended_by: json(row.11)?,
+        renewal_blocked: json(row.12)?,
+        status_idx: row.13,
+    };
     Ok(LicenseRow {
         id,
         reseller,
@@ -76,6 +136,7 @@ fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
         expires_at: parse_instant(&expires_at)?,
         decision_id,
         token,
+        state,
     })
 }
 
@@ -91,6 +152,11 @@ macro_rules! license_columns {
             licenses::expires_at,
             licenses::decision_id,
             licenses::token,
+            licenses::status,
+            licenses::status_reason,
+            licenses::ended_by,
+            licenses::renewal_blocked,
+            licenses::status_idx,
         )
     };
 }

@@ -94,6 +94,11 @@ diesel::table! {
         token -> Text,
         created_at -> Text,
         updated_at -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        ended_by -> Nullable<Text>,
+        renewal_blocked -> Nullable<Text>,
+        status_idx -> Nullable<BigInt>,
     }
 }
 
@@ -128,6 +133,45 @@ diesel::table! {
 }
 
 diesel::table! {
+    impact_runs (id) {
+        id -> Text,
+        trigger_key -> Text,
+        trigger_spec -> Text,
+        at -> Text,
+        reach -> Text,
+        status -> Text,
+        cursor -> Text,
+        licenses_checked -> BigInt,
+        ended -> BigInt,
+        capped -> BigInt,
+        renewal_blocked -> BigInt,
+        review -> BigInt,
+        completed_at -> Nullable<Text>,
+        audit_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    impact_actions (run_id, license_id) {
+        run_id -> Text,
+        license_id -> Text,
+        reseller -> Text,
+        product -> Text,
+        action -> Text,
+        not_after -> Nullable<Text>,
+        decision_id -> Text,
+        audit_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    impact_clock (id) {
+        id -> Integer,
+        swept_to -> Text,
+    }
+}
+
+diesel::table! {
     /// diesel's own record of the migrations applied (read, never written here).
     __diesel_schema_migrations (version) {
         version -> Text,
@@ -147,4 +191,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     designations,
     decisions,
     audit_events,
+    impact_runs,
+    impact_actions,
+    impact_clock,
 );

@@ -240,6 +240,8 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         log_format: "text".into(),
         shutdown_grace: std::time::Duration::from_secs(5),
         metrics_listen: None,
+        public_url: "http://gatekeeper.test".into(),
+        impact_interval: Some(std::time::Duration::from_secs(1)),
         rate_limit: None,
         request_timeout: std::time::Duration::from_secs(5),
         auth_failure_limit: None,

@@ -18,13 +18,14 @@ use serde_json::{json, Value};
 use outcome::replay;
 pub(super) use outcome::InFlightKeys;
 pub use outcome::{License, LicenseOutcome, LicenseStatus, Licensed};
-use write::{sign, LicenseWrite, Renewal};
+pub(super) use write::{license_subject, sign};
+use write::{LicenseWrite, Renewal};
 
 use super::reviews::ReviewClose;
 use super::terms::capped_term_end;
 use super::{blocking, Gate, GateError, Question, RETRIES};
 use crate::domain::Actor;
-use crate::domain::{Customer, Outcome, ResellerId, Sku, Transaction};
+use crate::domain::{Customer, Outcome, ResellerId, Sku, Standing, Transaction};
 use crate::policy::Catalog;
 use crate::store::decisions::NewDecision;
 use crate::store::licenses::{IdempotencyRecord, LicenseRow};
@@ -115,8 +116,11 @@ pub(super) enum Written {
     TooLong {
         max_days: i64,
     },
-    /// Nothing: the renewed licence's token could not be signed.
+    /// Nothing: the licence's token could not be signed.
     Unsigned(String),
+    /// Nothing: the licence to renew is not active (ended, suspended or
+    /// revoked since it was read).
+    NotActive(Standing),
 }
 
 impl Gate {
@@ -154,6 +158,7 @@ impl Gate {
                     return Err(GateError::TermTooLong { max_days })
                 }
                 Ok(Written::Unsigned(cause)) => return Err(GateError::Signing(cause)),
+                Ok(Written::NotActive(standing)) => return Err(GateError::NotActive(standing)),
                 Err(GateError::Store(StoreError::Stale)) => catalog = self.reload().await?,
                 Err(GateError::Store(StoreError::Conflict)) => continue,
                 Err(GateError::Store(StoreError::ReviewNotOpen)) => {
@@ -239,6 +244,9 @@ impl Gate {
                     .await?
                     .filter(|l| l.reseller == tenant)
                     .ok_or(GateError::NotFound)?;
+                if current.state.standing != Standing::Active {
+                    return Err(GateError::NotActive(current.state.standing));
+                }
                 let stored: Customer = serde_json::from_value(current.customer.clone())
                     .map_err(|e| StoreError::Corrupt(format!("licence customer: {e}")))?;
                 // Updated facts about the same customer, never another one.
@@ -294,6 +302,7 @@ impl Gate {
                     expires_at: now,
                     decision_id: decision.id.clone(),
                     token: String::new(),
+                    state: Default::default(),
                 };
                 if asked.current.is_none() {
                     // From now, never past the decision's `not_after`, and
@@ -301,8 +310,6 @@ impl Gate {
                     row.expires_at =
                         capped_term_end(now, asked.term_days, decision.constraints.not_after, now)
                             .map_err(|max_days| GateError::TermTooLong { max_days })?;
-                    row.token =
-                        sign(&self.signer, &row, &customer_id, now).map_err(GateError::Signing)?;
                 }
                 Some(row)
             }
@@ -319,8 +326,7 @@ impl Gate {
             term_days: asked.term_days,
             not_after: decision.constraints.not_after,
             requested_at: now,
-            customer_id,
-            signer: Arc::clone(&self.signer),
+            customer_id: customer_id.clone(),
         });
         let settled = request.closes.as_ref().map(|c| {
             let written = license.as_ref().map(|l| l.id.as_str());
@@ -336,6 +342,8 @@ impl Gate {
             license,
             renewal,
             settled,
+            signer: Arc::clone(&self.signer),
+            customer_id,
         })
     }
 }

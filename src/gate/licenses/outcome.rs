@@ -11,17 +11,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::GateError;
+use crate::domain::Standing;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::store::licenses::{IdempotencyRecord, LicenseRow};
 use crate::store::StoreError;
 
-/// Whether a licence is still running at the instant it is shown.
+/// Where a licence stands at the instant it is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseStatus {
     Active,
+    /// Its term ran out.
     Expired,
+    /// A designation ended its service (`ended_by`).
+    Ended,
+    Suspended,
+    Revoked,
 }
 
 /// A licence as callers see it.
@@ -36,6 +42,15 @@ pub struct License {
     pub starts_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub status: LicenseStatus,
+    /// Why it is suspended or revoked, and by whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<Value>,
+    /// The designation rule that ended its service, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<Value>,
+    /// An impact run found it will not be renewed: the rule, run and instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_blocked: Option<Value>,
     pub decision_id: String,
     pub token: String,
 }
@@ -51,11 +66,16 @@ impl License {
             seats: row.seats,
             starts_at: row.starts_at,
             expires_at: row.expires_at,
-            status: if now < row.expires_at {
-                LicenseStatus::Active
-            } else {
-                LicenseStatus::Expired
+            status: match row.state.standing {
+                Standing::Active if now < row.expires_at => LicenseStatus::Active,
+                Standing::Active => LicenseStatus::Expired,
+                Standing::Ended => LicenseStatus::Ended,
+                Standing::Suspended => LicenseStatus::Suspended,
+                Standing::Revoked => LicenseStatus::Revoked,
             },
+            status_reason: row.state.status_reason.clone(),
+            ended_by: row.state.ended_by.clone(),
+            renewal_blocked: row.state.renewal_blocked.clone(),
             decision_id: row.decision_id.clone(),
             token: row.token.clone(),
         }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::outcome::{License, LicenseOutcome};
 use super::Written;
-use crate::domain::Outcome;
+use crate::domain::{Outcome, Standing};
 use crate::gate::reviews::Settled;
 use crate::gate::terms::capped_term_end;
 use crate::signing::{LicenseClaims, LicenseSigner, LICENSE_ISSUER};
@@ -33,6 +33,10 @@ pub(super) struct LicenseWrite {
     pub(super) license: Option<LicenseRow>,
     pub(super) renewal: Option<Renewal>,
     pub(super) settled: Option<Settled>,
+    /// Signs the licence's token in the write, once its status-list index
+    /// is known.
+    pub(super) signer: Arc<LicenseSigner>,
+    pub(super) customer_id: String,
 }
 
 impl LicenseWrite {
@@ -45,12 +49,21 @@ impl LicenseWrite {
         }
         let (mut record, mut license) = (self.record.clone(), self.license.clone());
         let mut replaces = None;
-        if let (Some(row), Some(renewal)) = (license.as_mut(), &self.renewal) {
-            match renewal.apply(conn, head, row, now)? {
-                Ok(read) => replaces = Some(read),
-                // Nothing is written: no decision, no licence.
-                Err(refused) => return Ok(refused),
+        if let Some(row) = license.as_mut() {
+            if let Some(renewal) = &self.renewal {
+                match renewal.apply(conn, head, row, now)? {
+                    Ok(read) => replaces = Some(read),
+                    // Nothing is written: no decision, no licence.
+                    Err(refused) => return Ok(refused),
+                }
             }
+            if row.state.status_idx.is_none() {
+                row.state.status_idx = Some(head.allocate_status_idx(conn)?);
+            }
+            row.token = match sign(&self.signer, row, &self.customer_id, now) {
+                Ok(token) => token,
+                Err(cause) => return Ok(Written::Unsigned(cause)),
+            };
         }
         record.event.subject["license"] = match &license {
             Some(row) => license_subject(row),
@@ -66,7 +79,7 @@ impl LicenseWrite {
                 }
             }
             (Some(row), Some(read)) => {
-                head.renew_license(&row, &read)?;
+                head.update_license(&row, &read)?;
                 LicenseOutcome::Renewed {
                     license: License::from_row(&row, now),
                     decision,
@@ -98,14 +111,14 @@ pub(super) struct Renewal {
     /// [`crate::gate::terms::MAX_EXPIRY_YEARS`] years past.
     pub(super) requested_at: DateTime<Utc>,
     pub(super) customer_id: String,
-    pub(super) signer: Arc<LicenseSigner>,
 }
 
 impl Renewal {
     /// Extends `row` from the licence as it now stands (under the ledger
     /// lock); returns the decision id it replaces, or (`Err`) why nothing
-    /// is written: the longest term that would have kept it under the cap
-    /// when this one does not, or a signing failure.
+    /// is written: the licence is no longer active, or the longest term
+    /// that would have kept it under the cap when this one does not. (The
+    /// token is signed by the write, after.)
     fn apply(
         &self,
         conn: &mut DbConn,
@@ -123,8 +136,12 @@ impl Renewal {
             // licence as it stands.
             return Err(StoreError::Conflict);
         }
+        if fresh.state.standing != Standing::Active {
+            return Ok(Err(Written::NotActive(fresh.state.standing)));
+        }
         row.starts_at = fresh.starts_at;
         row.seats = fresh.seats;
+        row.state = fresh.state.clone();
         // From the later of now and the current expiry (which concurrent
         // renewals may have moved since the decision), never past the
         // decision's `not_after` (which may cut a licence that already ran
@@ -138,16 +155,13 @@ impl Renewal {
             Ok(end) => end,
             Err(max_days) => return Ok(Err(Written::TooLong { max_days })),
         };
-        row.token = match sign(&self.signer, row, &self.customer_id, now) {
-            Ok(token) => token,
-            Err(cause) => return Ok(Err(Written::Unsigned(cause))),
-        };
         Ok(Ok(fresh.decision_id))
     }
 }
 
-/// Signs the token of licence `row`.
-pub(super) fn sign(
+/// Signs the token of licence `row` (with its `status` claim, once it has
+/// a status-list index).
+pub(in crate::gate) fn sign(
     signer: &LicenseSigner,
     row: &LicenseRow,
     customer_id: &str,
@@ -165,17 +179,23 @@ pub(super) fn sign(
             iat: now.timestamp(),
             nbf: row.starts_at.timestamp(),
             exp: row.expires_at.timestamp(),
+            status: row.state.status_idx.map(|idx| signer.status_claim(idx)),
         })
         .map_err(|e| format!("signing a licence: {e}"))
 }
 
-/// The licence as its decision event records it: what verification holds
-/// the stored licence to (the token by its SHA-256).
-fn license_subject(row: &LicenseRow) -> Value {
+/// The licence as its events record it (a decision's, or a change of its
+/// standing): what verification holds the stored licence to (the token by
+/// its SHA-256, and where it stands).
+pub(in crate::gate) fn license_subject(row: &LicenseRow) -> Value {
     use sha2::Digest as _;
-    json!({
+    let mut subject = json!({
         "id": row.id, "seats": row.seats,
         "starts_at": row.starts_at, "expires_at": row.expires_at,
         "token_sha256": hex::encode(sha2::Sha256::digest(row.token.as_bytes())),
-    })
+    });
+    if let (Value::Object(subject), Value::Object(state)) = (&mut subject, row.state.to_json()) {
+        subject.extend(state);
+    }
+    subject
 }

@@ -209,7 +209,7 @@ impl Store {
 }
 
 /// Appends one event to the chain under the locked head; returns its `seq`.
-pub(super) fn append_event(
+pub fn append_event(
     head: &mut Head,
     event: NewEvent,
     policy_version: &str,

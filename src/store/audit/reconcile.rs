@@ -24,7 +24,8 @@ pub(super) struct Expected {
     catalog: CatalogData,
     catalog_version: i64,
     catalog_error: Option<(i64, String)>,
-    /// Licence id -> the `seq` of its latest allowing decision event.
+    /// Licence id -> the `seq` of its latest event that records the licence
+    /// whole (an allowing decision, or a change of its standing).
     licenses: HashMap<u128, i64>,
     /// Decisions under review (not what-ifs) -> their tenant.
     pub(super) reviewable: HashMap<String, String>,
@@ -56,10 +57,14 @@ impl Expected {
                     self.reviewable.insert(id.to_owned(), tenant.to_owned());
                 }
             }
-            if outcome == Some("allow") {
-                if let Some(id) = text(event, "/subject/license/id").and_then(license_key) {
-                    self.licenses.insert(id, seq);
-                }
+        }
+        // A licence as an event records it whole: an allowing decision (its
+        // term and token), or a change of its standing (revoked, suspended,
+        // reinstated, capped, ended by an impact run), which carries its
+        // expiry too. A refused renewal names the licence only.
+        if event.pointer("/subject/license/expires_at").is_some() {
+            if let Some(id) = text(event, "/subject/license/id").and_then(license_key) {
+                self.licenses.insert(id, seq);
             }
         }
         if action.starts_with("review.") {
@@ -134,8 +139,8 @@ pub(super) fn catalog_mismatch(
         .map(|row| (row, None)))
 }
 
-/// The first licence that is not what its latest allowing event says,
-/// has no such event, or is missing though an event issued it.
+/// The first licence that is not what its latest event recording it whole
+/// says, has no such event, or is missing though an event issued it.
 pub(super) fn license_mismatch(
     conn: &mut DbConn,
     expected: &mut Expected,
@@ -155,27 +160,11 @@ pub(super) fn license_mismatch(
         }
         let events = events_at(conn, wanted.clone())?;
         for (row, seq) in page.iter().zip(wanted) {
-            let (id, reseller, product, customer, seats, starts, expires, decision, token) = row;
+            let id = &row.0;
             let Some(event) = events.get(&seq) else {
                 return Ok(Some((format!("licenses/{id}"), Some(seq))));
             };
-            let license = event.pointer("/subject/license").unwrap_or(&Value::Null);
-            let customer: Value = serde_json::from_str(customer).unwrap_or(Value::Null);
-            let token_ok = match license.get("token_sha256").and_then(Value::as_str) {
-                Some(digest) => hex::encode(Sha256::digest(token.as_bytes())) == digest,
-                // Written before events carried the token's digest.
-                None => true,
-            };
-            let same = text(license, "/id") == Some(id)
-                && text(event, "/subject/reseller/id") == Some(reseller)
-                && text(event, "/subject/product") == Some(product)
-                && event.pointer("/subject/customer") == Some(&customer)
-                && license.get("seats").and_then(Value::as_i64) == Some(*seats)
-                && text(license, "/starts_at").and_then(instant) == instant(starts)
-                && text(license, "/expires_at").and_then(instant) == instant(expires)
-                && text(event, "/decision/id") == Some(decision)
-                && token_ok;
-            if !same {
+            if !license_matches(row, event) {
                 return Ok(Some((format!("licenses/{id}"), Some(seq))));
             }
         }
@@ -192,6 +181,50 @@ pub(super) fn license_mismatch(
         }
         None => None,
     })
+}
+
+/// Whether a stored licence row is what `event` records of it. A decision
+/// event keeps the licence's reseller, product, customer and decision
+/// beside it (in the subject and the decision); an event that changes the
+/// licence's standing keeps them in the licence itself. Events written
+/// before licences had a standing record an active licence without a
+/// status-list index.
+fn license_matches(row: &crate::store::licenses::Row, event: &Value) -> bool {
+    let (id, reseller, product, customer, seats, starts, expires, decision, token) = (
+        &row.0, &row.1, &row.2, &row.3, row.4, &row.5, &row.6, &row.7, &row.8,
+    );
+    let license = event.pointer("/subject/license").unwrap_or(&Value::Null);
+    let either = |own: &str, beside: &str| text(license, own).or_else(|| text(event, beside));
+    let customer: Value = serde_json::from_str(customer).unwrap_or(Value::Null);
+    let token_ok = match license.get("token_sha256").and_then(Value::as_str) {
+        Some(digest) => hex::encode(Sha256::digest(token.as_bytes())) == digest,
+        // Written before events carried the token's digest.
+        None => true,
+    };
+    let json = |text: &Option<String>| -> Value {
+        text.as_deref()
+            .map(|t| serde_json::from_str(t).unwrap_or(Value::Bool(false)))
+            .unwrap_or(Value::Null)
+    };
+    let field = |name: &str| license.get(name).cloned().unwrap_or(Value::Null);
+    let status = text(license, "/status").unwrap_or("active");
+    text(license, "/id") == Some(id.as_str())
+        && either("/reseller", "/subject/reseller/id") == Some(reseller.as_str())
+        && either("/product", "/subject/product") == Some(product.as_str())
+        && license
+            .get("customer")
+            .or_else(|| event.pointer("/subject/customer"))
+            == Some(&customer)
+        && license.get("seats").and_then(Value::as_i64) == Some(seats)
+        && text(license, "/starts_at").and_then(instant) == instant(starts)
+        && text(license, "/expires_at").and_then(instant) == instant(expires)
+        && either("/decision_id", "/decision/id") == Some(decision.as_str())
+        && token_ok
+        && status == row.9
+        && field("status_reason") == json(&row.10)
+        && field("ended_by") == json(&row.11)
+        && field("renewal_blocked") == json(&row.12)
+        && license.get("status_idx").and_then(Value::as_i64) == row.13
 }
 
 /// The first decision that is not the one its event carries, or whose

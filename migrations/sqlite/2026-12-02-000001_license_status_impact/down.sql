@@ -1,0 +1,11 @@
+DROP TABLE impact_clock;
+DROP TABLE impact_actions;
+DROP TABLE impact_runs;
+DROP INDEX licenses_by_product;
+DROP INDEX licenses_not_valid;
+DROP INDEX licenses_by_status_idx;
+ALTER TABLE licenses DROP COLUMN status_idx;
+ALTER TABLE licenses DROP COLUMN renewal_blocked;
+ALTER TABLE licenses DROP COLUMN ended_by;
+ALTER TABLE licenses DROP COLUMN status_reason;
+ALTER TABLE licenses DROP COLUMN status;
