@@ -6,6 +6,7 @@ mod catalog;
 mod decisions;
 pub mod error;
 mod licenses;
+mod lifecycle;
 pub mod limits;
 mod ops;
 mod paging;
@@ -111,6 +112,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/licenses/{id}", "GET").route(web::get().to(licenses::get)))
         .service(
             resource("/v1/licenses/{id}/renewals", "POST").route(web::post().to(licenses::renew)),
+        )
+        .service(
+            resource("/v1/licenses/{id}/revocation", "POST")
+                .route(web::post().to(lifecycle::revoke)),
+        )
+        .service(
+            resource("/v1/licenses/{id}/suspension", "POST, DELETE")
+                .route(web::post().to(lifecycle::suspend))
+                .route(web::delete().to(lifecycle::reinstate)),
         )
         .service(resource("/v1/keys", "GET").route(web::get().to(licenses::keys)))
         .service(resource("/v1/reviews", "GET").route(web::get().to(reviews::list)))

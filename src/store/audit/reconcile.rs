@@ -320,7 +320,16 @@ pub(super) fn decision_mismatch(
         return Ok(None);
     }
     // Fewer decisions than events carrying one: find the first missing.
-    let actions = ["decision.issue", "decision.preflight", "decision.renew"];
+    let actions = [
+        "decision.issue",
+        "decision.preflight",
+        "decision.reinstate",
+        "decision.renew",
+        "impact.capped",
+        "impact.ended",
+        "impact.renewal_blocked",
+        "impact.review",
+    ];
     let mut after = 0;
     loop {
         let page = events_page(conn, &actions, after, i64::MAX)?;
