@@ -101,6 +101,7 @@ struct LicenseInsert {
     status_reason: Option<String>,
     ended_by: Option<String>,
     renewal_blocked: Option<String>,
+    impact_review: Option<String>,
     status_idx: Option<i64>,
 }
 
@@ -217,6 +218,7 @@ impl Pending {
                 licenses::status_reason.eq(json_text(&l.state.status_reason)),
                 licenses::ended_by.eq(json_text(&l.state.ended_by)),
                 licenses::renewal_blocked.eq(json_text(&l.state.renewal_blocked)),
+                licenses::impact_review.eq(json_text(&l.state.impact_review)),
                 licenses::status_idx.eq(l.state.status_idx),
             ))
             .execute(conn)?;
@@ -371,6 +373,7 @@ impl Head {
             status_reason: json_text(&license.state.status_reason),
             ended_by: json_text(&license.state.ended_by),
             renewal_blocked: json_text(&license.state.renewal_blocked),
+            impact_review: json_text(&license.state.impact_review),
             status_idx: license.state.status_idx,
         });
         Ok(())

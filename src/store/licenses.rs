@@ -53,6 +53,9 @@ pub struct LicenseState {
     pub ended_by: Option<Value>,
     /// The impact action that blocks its renewal: `{"designation", "rule", "run", "at"}`.
     pub renewal_blocked: Option<Value>,
+    /// The impact review it waits on: `{"decision_id", "due", "run"}`;
+    /// suspended if still open at `due`.
+    pub impact_review: Option<Value>,
     /// Its index in the status lists (`None` for a licence whose token
     /// predates them, until it is signed again).
     pub status_idx: Option<i64>,
@@ -65,6 +68,7 @@ impl Default for LicenseState {
             status_reason: None,
             ended_by: None,
             renewal_blocked: None,
+            impact_review: None,
             status_idx: None,
         }
     }
@@ -79,6 +83,7 @@ impl LicenseState {
             "status_reason": self.status_reason,
             "ended_by": self.ended_by,
             "renewal_blocked": self.renewal_blocked,
+            "impact_review": self.impact_review,
             "status_idx": self.status_idx,
         })
     }
@@ -110,6 +115,7 @@ pub(super) type Row = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
     Option<i64>,
 );
 
@@ -124,7 +130,8 @@ fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
         status_reason: json(row.10)?,
         ended_by: json(row.11)?,
         renewal_blocked: json(row.12)?,
-        status_idx: row.13,
+        impact_review: json(row.13)?,
+        status_idx: row.14,
     };
     Ok(LicenseRow {
         id,
@@ -156,6 +163,7 @@ macro_rules! license_columns {
             licenses::status_reason,
             licenses::ended_by,
             licenses::renewal_blocked,
+            licenses::impact_review,
             licenses::status_idx,
         )
     };

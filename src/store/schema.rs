@@ -98,6 +98,7 @@ diesel::table! {
         status_reason -> Nullable<Text>,
         ended_by -> Nullable<Text>,
         renewal_blocked -> Nullable<Text>,
+        impact_review -> Nullable<Text>,
         status_idx -> Nullable<BigInt>,
     }
 }

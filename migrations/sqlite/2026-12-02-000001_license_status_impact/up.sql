@@ -2,7 +2,8 @@
 -- `revoked`; `expired` is shown for an active licence past its term), why
 -- and by whom (`status_reason`, JSON), the designation that ended it
 -- (`ended_by`, JSON), the impact action that blocks its renewal
--- (`renewal_blocked`, JSON), and its index in the status lists
+-- (`renewal_blocked`, JSON), the impact review it waits on
+-- (`impact_review`, JSON: the decision under review and its due time), and its index in the status lists
 -- (`status_idx`: list `status_idx / 65536`, entry `status_idx % 65536`;
 -- NULL for a licence whose token predates status lists, until it is signed
 -- again). Every value is vouched for by the licence's latest audit event.
@@ -10,10 +11,13 @@ ALTER TABLE licenses ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
 ALTER TABLE licenses ADD COLUMN status_reason TEXT;
 ALTER TABLE licenses ADD COLUMN ended_by TEXT;
 ALTER TABLE licenses ADD COLUMN renewal_blocked TEXT;
+ALTER TABLE licenses ADD COLUMN impact_review TEXT;
 ALTER TABLE licenses ADD COLUMN status_idx BIGINT;
 CREATE UNIQUE INDEX licenses_by_status_idx ON licenses (status_idx);
 -- A status list reads only the entries that are not 0 (valid).
 CREATE INDEX licenses_not_valid ON licenses (status_idx) WHERE status <> 'active';
+-- Licences waiting on an impact review (suspended when it is overdue).
+CREATE INDEX licenses_in_impact_review ON licenses (id) WHERE impact_review IS NOT NULL;
 -- The reverse index of an impact run: organisation -> products -> licences.
 CREATE INDEX licenses_by_product ON licenses (product, id);
 

@@ -51,6 +51,9 @@ pub struct License {
     /// An impact run found it will not be renewed: the rule, run and instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_blocked: Option<Value>,
+    /// The impact review it waits on, and when it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_review: Option<Value>,
     pub decision_id: String,
     pub token: String,
 }
@@ -76,6 +79,7 @@ impl License {
             status_reason: row.state.status_reason.clone(),
             ended_by: row.state.ended_by.clone(),
             renewal_blocked: row.state.renewal_blocked.clone(),
+            impact_review: row.state.impact_review.clone(),
             decision_id: row.decision_id.clone(),
             token: row.token.clone(),
         }

@@ -224,7 +224,8 @@ fn license_matches(row: &crate::store::licenses::Row, event: &Value) -> bool {
         && field("status_reason") == json(&row.10)
         && field("ended_by") == json(&row.11)
         && field("renewal_blocked") == json(&row.12)
-        && license.get("status_idx").and_then(Value::as_i64) == row.13
+        && field("impact_review") == json(&row.13)
+        && license.get("status_idx").and_then(Value::as_i64) == row.14
 }
 
 /// The first decision that is not the one its event carries, or whose
