@@ -56,6 +56,12 @@ pub struct Metrics {
     ready: IntGauge,
     pub auth_failures_total: IntCounterVec,
     pub db_stats_refresh_seconds: Histogram,
+    /// Licences impact runs acted on, by action.
+    pub impact_actions_total: IntCounterVec,
+    /// Impact runs this process completed, by trigger kind.
+    pub impact_runs_completed_total: IntCounterVec,
+    /// From a run's trigger (the change, or the rule's instant) to its end.
+    pub impact_run_lag_seconds: HistogramVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
@@ -192,6 +198,33 @@ impl Metrics {
         registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(auth_failures_total.clone()))?;
         registry.register(Box::new(db_stats_refresh_seconds.clone()))?;
+        let impact_actions_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_impact_actions_total",
+                "Licences impact runs acted on, by action (ended, capped, renewal_blocked, review).",
+            ),
+            &["action"],
+        )?;
+        let impact_runs_completed_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_impact_runs_completed_total",
+                "Impact runs this process completed, by trigger (catalog_change, rule_effective).",
+            ),
+            &["trigger"],
+        )?;
+        let impact_run_lag_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "gatekeeper_impact_run_lag_seconds",
+                "Time from an impact run's trigger (the catalogue change, or the rule's instant) to the end of its run, by trigger.",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+            ]),
+            &["trigger"],
+        )?;
+        registry.register(Box::new(impact_actions_total.clone()))?;
+        registry.register(Box::new(impact_runs_completed_total.clone()))?;
+        registry.register(Box::new(impact_run_lag_seconds.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -216,6 +249,9 @@ impl Metrics {
             ready,
             auth_failures_total,
             db_stats_refresh_seconds,
+            impact_actions_total,
+            impact_runs_completed_total,
+            impact_run_lag_seconds,
         })
     }
 

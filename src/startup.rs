@@ -122,6 +122,7 @@ pub struct Application {
     checkpointer: Option<Checkpointer>,
     refresher: StatsRefresher,
     signer: Arc<LicenseSigner>,
+    impact_interval: Option<std::time::Duration>,
 }
 
 /// Connections the metrics listener holds at once.
@@ -330,6 +331,7 @@ impl Application {
             checkpointer,
             refresher,
             signer,
+            impact_interval: config.impact_interval,
         })
     }
 
@@ -344,6 +346,9 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it
     /// gracefully), then signs a last checkpoint over the chain's head.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let runner = self
+            .impact_interval
+            .map(|every| actix_web::rt::spawn(run_impact(Arc::clone(&self.state), every)));
         let served = match self.metrics_server {
             Some(metrics) => {
                 let (served, _) = futures_util::future::join(self.server, metrics).await;
@@ -351,6 +356,9 @@ impl Application {
             }
             None => self.server.await,
         };
+        if let Some(runner) = runner {
+            runner.abort();
+        }
         drop(self.checkpointer);
         drop(self.refresher);
         let store = self.state.store.clone();
@@ -360,5 +368,19 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, "could not sign the last checkpoint"),
         }
         served
+    }
+}
+
+/// Advances impact runs: at start (the instants that passed while no
+/// replica ran), every `every`, and whenever a catalogue change opens a run.
+/// An error is logged and tried again at the next tick; a run interrupted
+/// here (or by a crash) resumes where its last chunk left it.
+async fn run_impact(state: Arc<AppState>, every: std::time::Duration) {
+    loop {
+        if let Err(e) = state.gate.impact_tick().await {
+            tracing::warn!(error = %e, "advancing impact runs");
+        }
+        let woken = state.gate.impact_wake.notified();
+        let _ = tokio::time::timeout(every, woken).await;
     }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 mod catalog;
 mod decisions;
 pub mod error;
+mod impact;
 mod licenses;
 mod lifecycle;
 pub mod limits;
@@ -125,6 +126,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/keys", "GET").route(web::get().to(licenses::keys)))
         .service(resource("/v1/reviews", "GET").route(web::get().to(reviews::list)))
         .service(resource("/v1/reviews/{id}", "POST").route(web::post().to(reviews::resolve)))
+        .service(resource("/v1/impact-runs", "GET").route(web::get().to(impact::list)))
+        .service(resource("/v1/impact-runs/{id}", "GET").route(web::get().to(impact::get)))
+        .service(
+            resource("/v1/impact-runs/{id}/licenses", "GET").route(web::get().to(impact::licenses)),
+        )
         .service(resource("/v1/audit", "GET").route(web::get().to(audit::list)))
         .service(resource("/v1/audit/verify", "GET").route(web::get().to(audit::verify)))
         .service(

@@ -1,5 +1,5 @@
-//! Paging of the four listings (licences, reviews, audit events,
-//! checkpoints): each reads its `limit` and its cursor the same way, and
+//! Paging of the listings (licences, reviews, audit events, checkpoints,
+//! impact runs and their licences): each reads its `limit` and its cursor the same way, and
 //! answers the store's [`crate::store::Page`] `next` as the next cursor.
 
 use super::{ApiError, Params};
@@ -19,6 +19,22 @@ impl Cursor for PlainText {
     const PARAM: &'static str = "cursor";
     fn parse(value: String) -> Result<Option<Self>, ApiError> {
         parse_cursor(value)
+    }
+}
+
+/// An id cursor named `after` (the impact runs'): what `next` gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct After(pub PlainText);
+
+impl Cursor for After {
+    const PARAM: &'static str = "after";
+    fn parse(value: String) -> Result<Option<Self>, ApiError> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        PlainText::try_from(value)
+            .map(|t| Some(After(t)))
+            .map_err(|m| ApiError::field("after", m))
     }
 }
 

@@ -20,12 +20,30 @@ const MAX_NOTE: usize = 4000;
 /// A decision in review, as listed: the decision, its tenant, what was
 /// asked, and the review's state.
 fn review_item(d: &StoredDecision) -> Value {
-    json!({
+    let asked = d
+        .request
+        .as_ref()
+        .and_then(|r| r.get("kind"))
+        .and_then(Value::as_str);
+    // What is under review: a licence an impact run reached (due by when),
+    // or the transaction asked (issue, renew, preflight).
+    let kind = match asked {
+        Some("impact.review") => "impact",
+        Some("license.issue") => "issue",
+        Some("license.renew") => "renew",
+        _ => "preflight",
+    };
+    let mut item = json!({
+        "kind": kind,
         "decision": d.body,
         "reseller": d.reseller,
         "request": d.request,
         "review": review_state(d),
-    })
+    });
+    if let Some(due) = d.request.as_ref().and_then(|r| r.get("due")) {
+        item["due"] = due.clone();
+    }
+    item
 }
 
 /// The state of a decision's review: `{"status": "open"}` until resolved.

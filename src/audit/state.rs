@@ -187,16 +187,26 @@ pub enum Tenant {
 }
 
 impl Tenant {
-    /// Decisions name their tenant (`subject.reseller.id`); a reseller's
-    /// registration is that tenant's (`subject.id`); a review's resolution
-    /// concerns the tenant of the decision it resolves; other catalogue
-    /// changes concern no tenant.
+    /// Decisions (impact actions among them) name their tenant
+    /// (`subject.reseller.id`); a change of a licence's standing is its
+    /// reseller's (`subject.license.reseller`); a reseller's registration is
+    /// that tenant's (`subject.id`); a review's resolution concerns the
+    /// tenant of the decision it resolves; other catalogue changes, and an
+    /// impact run's opening and end, concern no tenant.
     pub fn of(event: &Value) -> Tenant {
         let action = event.get("action").and_then(Value::as_str).unwrap_or("");
         let subject = event.get("subject").unwrap_or(&Value::Null);
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-        if action.starts_with("decision.") {
+        let decided = [
+            "impact.ended",
+            "impact.capped",
+            "impact.renewal_blocked",
+            "impact.review",
+        ];
+        if action.starts_with("decision.") || decided.contains(&action) {
             Tenant::Named(text(subject.get("reseller").and_then(|r| r.get("id"))))
+        } else if action.starts_with("license.") {
+            Tenant::Named(text(subject.pointer("/license/reseller")))
         } else if action == "catalog.reseller.put" {
             Tenant::Named(text(subject.get("id")))
         } else if action.starts_with("review.") {

@@ -32,6 +32,21 @@ impl Gate {
         action: &str,
         now: Option<DateTime<Utc>>,
     ) -> Result<NewDecision, GateError> {
+        plan_decision(catalog, actor, tenant, question, action, now)
+    }
+}
+
+/// [`Gate::decide`], for a write that decides inside the ledger (an impact
+/// run's chunk), where no `Gate` is at hand.
+pub(super) fn plan_decision(
+    catalog: &Catalog,
+    actor: &Actor,
+    tenant: &ResellerId,
+    question: &Question,
+    action: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<NewDecision, GateError> {
+    {
         let reseller = catalog.reseller(tenant).ok_or(GateError::UnknownReseller)?;
         // Microseconds, as every stored instant.
         let at = now

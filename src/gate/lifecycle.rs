@@ -100,7 +100,7 @@ pub(super) fn change_standing(
 /// The licence as an event that is not its decision's records it: whole,
 /// with the reseller, product, customer and decision that a decision event
 /// keeps beside it.
-fn full_subject(row: &LicenseRow) -> Value {
+pub(super) fn full_subject(row: &LicenseRow) -> Value {
     let mut subject = license_subject(row);
     subject["reseller"] = json!(row.reseller);
     subject["product"] = json!(row.product);

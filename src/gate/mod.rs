@@ -7,6 +7,8 @@
 //!   decision step itself, which every use case shares, is `decide.rs`);
 //! - [`licenses`]: issuing and renewing a licence, idempotently;
 //! - [`lifecycle`]: revoking, suspending and reinstating a licence;
+//! - [`impact`]: impact runs, re-screening the licences a catalogue
+//!   change or a rule instant reaches;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
 //! - [`terms`]: licence-term arithmetic.
@@ -18,6 +20,7 @@
 
 pub mod checkpoints;
 mod decide;
+pub mod impact;
 pub mod licenses;
 pub mod lifecycle;
 pub mod preflight;
@@ -110,6 +113,11 @@ pub struct Gate {
     /// Why the stored catalogue is not served: the audit chain does not
     /// vouch for it (`None` while it does).
     unvouched: Mutex<Option<String>>,
+    /// Held while this process advances impact runs (one runner at a time
+    /// here; replicas share the work through the ledger).
+    impact_runner: tokio::sync::Mutex<()>,
+    /// Wakes the impact runner (a catalogue change opened a run).
+    pub impact_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gate {
@@ -160,6 +168,8 @@ impl Gate {
             keys,
             in_flight: Default::default(),
             unvouched: Mutex::new(unvouched),
+            impact_runner: Default::default(),
+            impact_wake: Default::default(),
         })
     }
 
@@ -285,16 +295,27 @@ impl Gate {
         changes: Vec<CatalogChange>,
     ) -> Result<Vec<bool>, StoreError> {
         let applied = match self
-            .commit(move |conn, head| apply_catalog_changes(conn, head, &actor, &changes))
+            .commit(move |conn, head| {
+                let applied = apply_catalog_changes(conn, head, &actor, &changes)?;
+                let before = Catalog::build(applied.catalog.version() - 1, applied.before.clone())
+                    .map_err(StoreError::Invalid)?;
+                let seq = applied.audit_seqs.last().copied().unwrap_or_default();
+                let run = impact::open_change_run(conn, head, &before, &applied.catalog, seq)?;
+                Ok((applied, run))
+            })
             .await
         {
             Err(StoreError::Unvouched(reason)) => return Err(self.refuse_catalog(reason)),
             other => other?,
         };
+        let (applied, run) = applied;
         if let Some(seq) = applied.audit_seqs.last() {
             self.metrics.audit_head_seq.set(*seq);
         }
         self.install(applied.catalog);
+        if run.is_some() {
+            self.impact_wake.notify_one();
+        }
         Ok(applied.created)
     }
 

@@ -131,6 +131,14 @@ impl Catalog {
             .map(|r| r.instant)
     }
 
+    /// Whether rule `rule` of designation `d` ends service (false for an unknown rule).
+    pub fn ends_service(&self, d: &DesignationId, rule: &RuleId) -> bool {
+        self.designation_index(d)
+            .and_then(|index| self.designations.get(index))
+            .and_then(|compiled| compiled.rules.iter().find(|r| &r.id == rule))
+            .is_some_and(|r| r.ends_service)
+    }
+
     /// The shortest path by which designation `d` applies to `sku`, or `None` when it does not.
     pub fn lineage_path(&self, d: &DesignationId, sku: &Sku) -> Option<&[PathStep]> {
         let index = self.designation_index(d)?;

@@ -21,6 +21,8 @@ use crate::policy::{Catalog, CatalogChange, CatalogData, RelationshipSpec};
 pub struct Applied {
     /// The new snapshot, built from the committed state.
     pub catalog: Catalog,
+    /// The catalogue as it was before the change.
+    pub before: CatalogData,
     /// For each change, in order: whether it created its entry.
     pub created: Vec<bool>,
     pub audit_seqs: Vec<i64>,
@@ -106,6 +108,7 @@ pub fn apply_catalog_changes(
     // A catalogue edited behind the service's back is not built on: the
     // change would launder the edit into the chain.
     vouch_catalog(conn, (head.seq, &head.hash), head.catalog_version, &data)?;
+    let before = data.clone();
     let mut created = Vec::with_capacity(changes.len());
     for change in changes {
         created.push(change.apply(&mut data).map_err(|_| StoreError::NotFound)?);
@@ -159,6 +162,7 @@ pub fn apply_catalog_changes(
     head.catalog_version = version;
     Ok(Applied {
         catalog,
+        before,
         created,
         audit_seqs,
     })

@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod checkpoints;
 pub mod decisions;
 mod head;
+pub mod impact;
 pub mod ledger;
 pub mod licenses;
 mod migrations;

@@ -13,6 +13,7 @@ mod decisions;
 mod edges;
 mod errors;
 mod faults;
+mod impact;
 mod keys;
 mod ledger;
 mod licenses;

@@ -1,0 +1,142 @@
+//! Impact runs, as the compliance officer reads them: `GET /v1/impact-runs`,
+//! `GET /v1/impact-runs/{id}` and `GET /v1/impact-runs/{id}/licenses`; and
+//! `POST /v1/impact-previews`, the same report on a candidate catalogue.
+//!
+//! Compliance and admins read every run. A reseller reads a run's licences
+//! only where they are its own, and the run's counts only of those.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::paging::{not_a_parameter, After};
+use super::{path_id, tenant, ApiError, Paging, Params, State};
+use crate::auth::{Principal, Role};
+use crate::domain::PlainText;
+use crate::store::impact::{ActionRow, Counts, RunRow};
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// A run as the report shows it (with `counts` given: a tenant's own).
+pub fn run_json(run: &RunRow, counts: &Counts) -> Value {
+    json!({
+        "id": run.id,
+        "trigger": run.trigger,
+        "at": run.at,
+        "status": run.status,
+        "licenses_checked": run.licenses_checked,
+        "counts": counts,
+        "completed_at": run.completed_at,
+    })
+}
+
+/// The tenant the caller reads as (`None`: every tenant), or `403`.
+async fn reader(state: &State, principal: &Principal) -> Result<Option<String>, ApiError> {
+    match principal.role {
+        Role::Compliance | Role::Admin => Ok(None),
+        _ => Ok(Some(tenant(state, principal).await?.to_string())),
+    }
+}
+
+/// `GET /v1/impact-runs?after=&limit=` (compliance, admin): oldest first.
+pub async fn list(
+    state: State,
+    principal: Principal,
+    query: Params,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance, Role::Admin])?;
+    let paging = Paging::<After>::read(query, DEFAULT_PAGE, MAX_PAGE, |name, _| {
+        Err(not_a_parameter(name))
+    })?;
+    let st = Arc::clone(&state);
+    let page = web::block(move || {
+        st.store
+            .impact_runs(paging.cursor.as_ref().map(|c| c.0.as_str()), paging.limit)
+    })
+    .await??;
+    let runs: Vec<Value> = page.rows.iter().map(|r| run_json(r, &r.counts)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "runs": runs, "next": page.next })))
+}
+
+/// `GET /v1/impact-runs/{id}`: a reseller sees its own licences' counts.
+pub async fn get(
+    state: State,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let own = reader(&state, &principal).await?;
+    let id = String::from(path_id(path)?);
+    let st = Arc::clone(&state);
+    let found = web::block(move || {
+        let Some(run) = st.store.impact_run(&id)? else {
+            return Ok(None);
+        };
+        let counts = match &own {
+            Some(tenant) => st.store.impact_counts_of(&run.id, tenant)?,
+            None => run.counts,
+        };
+        Ok::<_, crate::store::StoreError>(Some((run, counts)))
+    })
+    .await??;
+    match found {
+        Some((run, counts)) => Ok(HttpResponse::Ok().json(run_json(&run, &counts))),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+/// An acted-on licence as the report shows it, with its decision.
+fn action_json(action: &ActionRow, decision: Option<&Value>) -> Value {
+    let mut entry = json!({
+        "license_id": action.license_id,
+        "reseller": action.reseller,
+        "product": action.product,
+        "action": action.action,
+        "decision": decision,
+    });
+    if let Some(not_after) = &action.not_after {
+        entry["not_after"] = json!(not_after);
+    }
+    entry
+}
+
+/// `GET /v1/impact-runs/{id}/licenses?cursor=&limit=`: in licence id order;
+/// a reseller's own only.
+pub async fn licenses(
+    state: State,
+    principal: Principal,
+    path: web::Path<String>,
+    query: Params,
+) -> Result<HttpResponse, ApiError> {
+    let own = reader(&state, &principal).await?;
+    let id = String::from(path_id(path)?);
+    let paging = Paging::<PlainText>::read(query, DEFAULT_PAGE, MAX_PAGE, |name, _| {
+        Err(not_a_parameter(name))
+    })?;
+    let st = Arc::clone(&state);
+    let found = web::block(move || {
+        if st.store.impact_run(&id)?.is_none() {
+            return Ok(None);
+        }
+        let page = st.store.impact_actions(
+            &id,
+            own.as_deref(),
+            paging.cursor.as_ref().map(|c| c.as_str()),
+            paging.limit,
+        )?;
+        let mut entries = Vec::with_capacity(page.rows.len());
+        for action in &page.rows {
+            let decision = st.store.decision(&action.decision_id)?;
+            entries.push(action_json(action, decision.as_ref().map(|d| &d.body)));
+        }
+        Ok::<_, crate::store::StoreError>(Some((entries, page.next)))
+    })
+    .await??;
+    match found {
+        Some((entries, next)) => {
+            Ok(HttpResponse::Ok().json(json!({ "licenses": entries, "next": next })))
+        }
+        None => Err(ApiError::NotFound),
+    }
+}

@@ -1,0 +1,580 @@
+//! Impact runs: what a catalogue change, or a rule's instant as it passes,
+//! does to the licences already issued.
+//!
+//! **Triggers.** A catalogue change opens a run in its own transaction when
+//! it can reach a licence: the products whose decisions can differ between
+//! the catalogue before and after it, and the resellers whose facts changed
+//! ([`crate::policy::reach_of_change`]), less those new in the change (no
+//! licence can be of them yet); putting the same content again reaches
+//! nothing and opens nothing. A rule instant opens a run when the sweep
+//! passes it (every [`crate::config::Config::impact_interval`], and at
+//! start-up for the instants that passed while no replica ran), reaching the
+//! products the rule's designation applies to. A trigger opens at most one
+//! run (its key is unique), however many replicas sweep.
+//!
+//! **A run** re-decides each reached licence, active or suspended and not
+//! yet expired, as a renewal at the run's instant (`at`: the change's, or
+//! the rule's), with the stored customer facts and the reseller as it is
+//! now, and acts on each whose answer changed ([`act_on`]):
+//! `ended` (a rule that ends service denies it), `renewal_blocked` (a rule
+//! denies it without ending service), `capped` (a service end comes before
+//! its expiry: `expires_at` moves to it, with a new token; the rule's own
+//! run ends it then), or `review` (nexus cannot be decided: a review is
+//! opened, due at the rule's instant or the run's, and the licence is
+//! suspended if it is still open then). Each action is the decision's audit
+//! event (`impact.<action>`, citing the run, with the licence recorded
+//! whole), in the transaction that changes the licence and records the
+//! action.
+//!
+//! **Exactly once.** A run advances in chunks, each one ledger write that
+//! reads the run's cursor under the lock (see [`crate::store::impact`]):
+//! resumable after a crash, shared safely by replicas, never acting twice.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{json, Value};
+
+use super::decide::plan_decision;
+use super::lifecycle::{change_standing, full_subject, resign, StandingChange};
+use super::{Gate, GateError, Question};
+use crate::domain::{Actor, Customer, Outcome, ResellerId, Sku, Standing, Transaction};
+use crate::policy::{reach_of_change, Catalog, Decision, ReasonCode};
+use crate::signing::LicenseSigner;
+use crate::store::audit::{append_event, NewEvent};
+use crate::store::decisions::record_decision;
+use crate::store::impact::{
+    advance_run, in_impact_review, insert_run, reached_after, run_in, run_of_trigger, sweep_clock,
+    ActionRow, NewRun, Reached,
+};
+use crate::store::licenses::LicenseRow;
+use crate::store::{format_instant, DbConn, Head, StoreError};
+
+/// Licences a chunk of a run re-decides in one write.
+const CHUNK: i64 = 200;
+
+/// What a run does to a licence whose answer changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// A rule that ends service denies it: ended now.
+    Ended { designation: String, rule: String },
+    /// A rule denies it without ending service: it runs to its expiry, and
+    /// will not be renewed.
+    RenewalBlocked { designation: String, rule: String },
+    /// A service end comes before its expiry: the expiry moves to it.
+    Capped { not_after: DateTime<Utc> },
+    /// Nexus cannot be decided: a review, due at `due`.
+    Review { due: DateTime<Utc> },
+}
+
+impl Act {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Act::Ended { .. } => "ended",
+            Act::RenewalBlocked { .. } => "renewal_blocked",
+            Act::Capped { .. } => "capped",
+            Act::Review { .. } => "review",
+        }
+    }
+}
+
+/// What a run does to `license` given its new `decision` (a renewal at the
+/// run's instant `at`), or `None` when its answer did not change: an allow
+/// that its expiry already respects, a block or a review it already has.
+/// Pure.
+///
+/// Tie-breaks: a denial by any rule that ends service ends the licence
+/// (the first such reason names it); otherwise the first reason names the
+/// block. A review is due at the latest instant among its reasons, and
+/// never before `at`.
+pub fn act_on(
+    license: &LicenseRow,
+    decision: &Decision,
+    catalog: &Catalog,
+    at: DateTime<Utc>,
+) -> Option<Act> {
+    match decision.outcome {
+        Outcome::Deny => {
+            let ending = decision
+                .reasons
+                .iter()
+                .find(|r| catalog.ends_service(&r.designation, &r.rule));
+            match ending {
+                Some(r) => Some(Act::Ended {
+                    designation: r.designation.to_string(),
+                    rule: r.rule.to_string(),
+                }),
+                None if license.state.renewal_blocked.is_some() => None,
+                None => decision.reasons.first().map(|r| Act::RenewalBlocked {
+                    designation: r.designation.to_string(),
+                    rule: r.rule.to_string(),
+                }),
+            }
+        }
+        Outcome::Review if license.state.impact_review.is_some() => None,
+        Outcome::Review => {
+            let due = decision
+                .reasons
+                .iter()
+                .filter(|r| r.code == ReasonCode::NexusUnknown)
+                .map(|r| r.effective_from)
+                .max()
+                .map_or(at, |t| t.max(at));
+            Some(Act::Review { due })
+        }
+        Outcome::Allow => match decision.constraints.not_after {
+            Some(not_after) if not_after < license.expires_at => Some(Act::Capped { not_after }),
+            _ => None,
+        },
+    }
+}
+
+/// The reach a run keeps: only products and resellers that were in the
+/// catalogue before the change (a licence can only be of those).
+fn reached(old: &Catalog, new: &Catalog) -> Reached {
+    let reach = reach_of_change(old, new);
+    Reached {
+        products: reach
+            .products
+            .into_iter()
+            .filter(|sku| old.product(sku).is_some())
+            .map(|sku| sku.to_string())
+            .collect(),
+        resellers: reach
+            .resellers
+            .into_iter()
+            .filter(|id| old.reseller(id).is_some())
+            .map(|id| id.to_string())
+            .collect(),
+    }
+}
+
+/// Opens a run (with its audit event `impact.run`) unless its trigger has
+/// one; a run that reaches nothing is complete at once. Inside a write.
+fn open_run(
+    conn: &mut DbConn,
+    head: &mut Head,
+    run: NewRun,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    head.immediate(conn)?;
+    if run_of_trigger(conn, &run.trigger_key)?.is_some() {
+        return Ok(None);
+    }
+    let empty = run.reach.products.is_empty() && run.reach.resellers.is_empty();
+    let event = NewEvent {
+        action: "impact.run".into(),
+        actor: Actor::system(),
+        outcome: None,
+        decision: None,
+        subject: json!({
+            "kind": "impact_run", "id": run.id, "trigger": run.trigger,
+            "at": format_instant(run.at), "reach": run.reach,
+            "status": if empty { "complete" } else { "running" },
+        }),
+        reseller: None,
+    };
+    let version = head.catalog_version().to_string();
+    let seq = append_event(head, event, &version, now)?;
+    // The event's row goes out first: the run refers to it.
+    head.immediate(conn)?;
+    insert_run(conn, &run, seq, empty)?;
+    Ok(Some(run.id))
+}
+
+/// Opens the run of a catalogue change from `old` to `new` (committed as
+/// version `new.version()`, its last event `audit_seq`), if it can reach a
+/// licence. Inside the change's write.
+pub(super) fn open_change_run(
+    conn: &mut DbConn,
+    head: &mut Head,
+    old: &Catalog,
+    new: &Catalog,
+    audit_seq: i64,
+) -> Result<Option<String>, StoreError> {
+    let reach = reached(old, new);
+    if reach.products.is_empty() && reach.resellers.is_empty() {
+        return Ok(None);
+    }
+    let now = Utc::now().trunc_subsecs(6);
+    let version = new.version();
+    let run = NewRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        trigger_key: format!("catalog:{version}"),
+        trigger: json!({"kind": "catalog_change", "policy_version": version.to_string(),
+                        "audit_seq": audit_seq}),
+        at: now,
+        reach,
+    };
+    open_run(conn, head, run, now)
+}
+
+/// The rule instants in `(after, until]` of `catalog`: designation, rule,
+/// instant.
+fn instants_between(
+    catalog: &Catalog,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(String, String, DateTime<Utc>)> {
+    let mut found = Vec::new();
+    for (id, spec) in &catalog.data().designations {
+        for rule in &spec.rules {
+            if let Some(t) = catalog.rule_instant(id, &rule.id) {
+                if after < t && t <= until {
+                    found.push((id.to_string(), rule.id.to_string(), t));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| (a.2, &a.0, &a.1).cmp(&(b.2, &b.0, &b.1)));
+    found
+}
+
+/// What a chunk of a run did.
+enum Chunk {
+    /// The run was complete already (another replica finished it).
+    Complete,
+    /// Moved on; `done` once it checked every licence.
+    Advanced { done: bool, acted: Vec<String> },
+}
+
+/// What the sweep did.
+#[derive(Debug, Default)]
+struct Swept {
+    opened: usize,
+    suspended: usize,
+}
+
+impl Gate {
+    /// Does what is due: opens the runs of rule instants that have passed,
+    /// suspends licences whose impact review is overdue, and advances every
+    /// running run to its end. One runner per process at a time (a second
+    /// call returns at once); replicas share the work through the ledger.
+    pub async fn impact_tick(&self) -> Result<(), GateError> {
+        let Ok(_running) = self.impact_runner.try_lock() else {
+            return Ok(());
+        };
+        let catalog = self.serving_catalog()?;
+        let swept = self
+            .commit({
+                let catalog = Arc::clone(&catalog);
+                move |conn, head| sweep(conn, head, &catalog)
+            })
+            .await;
+        match swept {
+            Ok(swept) if swept.opened + swept.suspended > 0 => {
+                tracing::info!(
+                    opened = swept.opened,
+                    suspended = swept.suspended,
+                    "impact sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(StoreError::Stale) => {
+                self.reload().await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let store = self.store.clone();
+        let running = super::blocking(move || store.running_impact_runs()).await?;
+        for run in running {
+            self.finish_run(&run).await?;
+        }
+        Ok(())
+    }
+
+    /// Advances run `id` chunk by chunk until it is complete.
+    pub async fn finish_run(&self, id: &str) -> Result<(), GateError> {
+        let mut catalog = self.serving_catalog()?;
+        let mut stale = 0;
+        loop {
+            let (cat, signer, run) = (
+                Arc::clone(&catalog),
+                Arc::clone(&self.signer),
+                id.to_string(),
+            );
+            match self
+                .commit(move |conn, head| advance(conn, head, &cat, &signer, &run))
+                .await
+            {
+                Ok(Chunk::Complete) => return Ok(()),
+                Ok(Chunk::Advanced { done, acted }) => {
+                    for action in &acted {
+                        self.metrics
+                            .impact_actions_total
+                            .with_label_values(&[action.as_str()])
+                            .inc();
+                    }
+                    if done {
+                        self.observe_run(id).await;
+                        return Ok(());
+                    }
+                }
+                Err(StoreError::Stale) if stale < super::RETRIES => {
+                    stale += 1;
+                    catalog = self.reload().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Counts a completed run in the metrics (its lag: from its trigger's
+    /// instant to its end).
+    async fn observe_run(&self, id: &str) {
+        let store = self.store.clone();
+        let id = id.to_string();
+        if let Ok(Some(run)) = super::blocking(move || store.impact_run(&id)).await {
+            let kind = run.trigger["kind"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string();
+            self.metrics
+                .impact_runs_completed_total
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            if let Some(end) = run.completed_at {
+                let lag = (end - run.at).num_milliseconds().max(0) as f64 / 1000.0;
+                self.metrics
+                    .impact_run_lag_seconds
+                    .with_label_values(&[kind.as_str()])
+                    .observe(lag);
+            }
+        }
+    }
+}
+
+/// Opens the runs of the rule instants passed since the last sweep, and
+/// suspends the licences whose impact review is overdue. Inside a write.
+fn sweep(conn: &mut DbConn, head: &mut Head, catalog: &Catalog) -> Result<Swept, StoreError> {
+    if head.catalog_version() != catalog.version() {
+        return Err(StoreError::Stale);
+    }
+    head.immediate(conn)?;
+    let now = Utc::now().trunc_subsecs(6);
+    let mut swept = Swept::default();
+    if let Some(after) = sweep_clock(conn, now)? {
+        for (designation, rule, at) in instants_between(catalog, after, now) {
+            let products = crate::domain::DesignationId::parse(&designation)
+                .map(|d| catalog.reached_by(&d))
+                .unwrap_or_default();
+            let run = NewRun {
+                id: uuid::Uuid::now_v7().to_string(),
+                trigger_key: format!("rule:{designation}/{rule}/{}", format_instant(at)),
+                trigger: json!({"kind": "rule_effective", "policy_version": catalog.version().to_string(),
+                                "designation": designation, "rule": rule}),
+                at,
+                reach: Reached {
+                    products: products.iter().map(|p| p.to_string()).collect(),
+                    resellers: Vec::new(),
+                },
+            };
+            if open_run(conn, head, run, now)?.is_some() {
+                swept.opened += 1;
+            }
+        }
+    }
+    for mut row in in_impact_review(conn)? {
+        let due = row
+            .state
+            .impact_review
+            .as_ref()
+            .and_then(|r| r.get("due"))
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        if due.is_none_or(|due| due > now) {
+            continue;
+        }
+        let read = row.decision_id.clone();
+        row.state.standing = Standing::Suspended;
+        row.state.status_reason = Some(json!({
+            "reason": "its impact review was not resolved by its due time",
+            "by": {"sub": "gatekeeper", "role": "system", "reseller": null},
+            "at": format_instant(now),
+        }));
+        let event = NewEvent {
+            action: "license.suspend".into(),
+            actor: Actor::system(),
+            outcome: None,
+            decision: None,
+            subject: json!({"kind": "license", "id": row.id,
+                            "review": row.state.impact_review}),
+            reseller: Some(row.reseller.clone()),
+        };
+        change_standing(
+            head,
+            StandingChange {
+                license: row,
+                read_decision: read,
+                event,
+            },
+            now,
+        )?;
+        swept.suspended += 1;
+    }
+    Ok(swept)
+}
+
+/// One chunk of run `id`: the next licences after its cursor, re-decided
+/// on `catalog` and acted on, the actions recorded and the cursor moved, in
+/// one write.
+fn advance(
+    conn: &mut DbConn,
+    head: &mut Head,
+    catalog: &Catalog,
+    signer: &LicenseSigner,
+    id: &str,
+) -> Result<Chunk, StoreError> {
+    if head.catalog_version() != catalog.version() {
+        return Err(StoreError::Stale);
+    }
+    head.immediate(conn)?;
+    let Some(mut run) = run_in(conn, id)? else {
+        return Err(StoreError::NotFound);
+    };
+    if run.status == "complete" {
+        return Ok(Chunk::Complete);
+    }
+    let now = Utc::now().trunc_subsecs(6);
+    let batch = reached_after(conn, &run.reach, &run.cursor, CHUNK)?;
+    let done = i64::try_from(batch.len()).unwrap_or(0) < CHUNK;
+    let mut actions = Vec::new();
+    let mut acted = Vec::new();
+    for row in batch {
+        run.cursor = row.id.clone();
+        run.licenses_checked += 1;
+        if row.expires_at < run.at {
+            continue; // no longer in force at the run's instant (one capped
+                      // to it is, and is ended by it)
+        }
+        let Some(action) = act_once(conn, head, catalog, signer, &run, row, now)? else {
+            continue;
+        };
+        run.counts.add(&action.action);
+        acted.push(action.action.clone());
+        actions.push(action);
+    }
+    // Every action's event and licence go out before the action rows.
+    head.immediate(conn)?;
+    let completed_at = done.then_some(now);
+    advance_run(conn, &run, &actions, completed_at)?;
+    if done {
+        let event = NewEvent {
+            action: "impact.complete".into(),
+            actor: Actor::system(),
+            outcome: None,
+            decision: None,
+            subject: json!({
+                "kind": "impact_run", "id": run.id, "status": "complete",
+                "licenses_checked": run.licenses_checked, "counts": run.counts,
+                "completed_at": format_instant(now),
+            }),
+            reseller: None,
+        };
+        let version = head.catalog_version().to_string();
+        append_event(head, event, &version, now)?;
+    }
+    Ok(Chunk::Advanced { done, acted })
+}
+
+/// Re-decides one licence for run `run` and acts if its answer changed:
+/// the decision with its event, the licence as it leaves it, and the action
+/// row to record. `None`: nothing changed (nothing is written).
+fn act_once(
+    conn: &mut DbConn,
+    head: &mut Head,
+    catalog: &Catalog,
+    signer: &LicenseSigner,
+    run: &crate::store::impact::RunRow,
+    mut row: LicenseRow,
+    now: DateTime<Utc>,
+) -> Result<Option<ActionRow>, StoreError> {
+    let _ = conn;
+    let (Ok(tenant), Ok(product), Ok(customer)) = (
+        ResellerId::parse(&row.reseller),
+        Sku::parse(&row.product),
+        serde_json::from_value::<Customer>(row.customer.clone()),
+    ) else {
+        return Err(StoreError::Corrupt(format!(
+            "licence {} does not read as asked",
+            row.id
+        )));
+    };
+    let question = Question {
+        transaction: Transaction::Renew,
+        product,
+        customer,
+        as_of: None,
+    };
+    let mut record = match plan_decision(
+        catalog,
+        &Actor::system(),
+        &tenant,
+        &question,
+        "impact",
+        Some(run.at),
+    ) {
+        Ok(record) => record,
+        // The reseller or product is gone from the catalogue: nothing to
+        // re-decide it on.
+        Err(GateError::UnknownReseller | GateError::UnknownProduct) => return Ok(None),
+        Err(GateError::Store(e)) => return Err(e),
+        Err(e) => return Err(StoreError::Corrupt(e.to_string())),
+    };
+    let Some(act) = act_on(&row, &record.decision, catalog, run.at) else {
+        return Ok(None);
+    };
+    let read = row.decision_id.clone();
+    let cite = |designation: &str, rule: &str| {
+        json!({"designation": designation, "rule": rule, "run": run.id,
+               "at": format_instant(run.at)})
+    };
+    let mut not_after = None;
+    match &act {
+        Act::Ended { designation, rule } => {
+            row.state.standing = Standing::Ended;
+            row.state.ended_by = Some(cite(designation, rule));
+            row.state.impact_review = None;
+        }
+        Act::RenewalBlocked { designation, rule } => {
+            row.state.renewal_blocked = Some(cite(designation, rule));
+        }
+        Act::Capped { not_after: cut } => {
+            row.expires_at = *cut;
+            row.decision_id = record.decision.id.clone();
+            not_after = Some(format_instant(*cut));
+            if row.state.status_idx.is_none() {
+                row.state.status_idx = Some(head.allocate_status_idx(conn)?);
+            }
+            resign(signer, &mut row, now)?;
+        }
+        Act::Review { due } => {
+            row.state.impact_review = Some(json!({
+                "decision_id": record.decision.id, "due": format_instant(*due), "run": run.id,
+            }));
+        }
+    }
+    record.reviewable = matches!(act, Act::Review { .. });
+    record.request = json!({"kind": "impact.review", "license_id": row.id, "run": run.id});
+    if let Act::Review { due } = &act {
+        record.request["due"] = json!(format_instant(*due));
+    }
+    record.event.action = format!("impact.{}", act.name());
+    record.event.actor = Actor::system();
+    record.event.subject["license"] = full_subject(&row);
+    record.event.subject["impact_run"] = json!(run.id);
+    let version = head.catalog_version();
+    let decision = record_decision(head, version, record)?;
+    head.update_license(&row, &read)?;
+    Ok(Some(ActionRow {
+        run_id: run.id.clone(),
+        license_id: row.id.clone(),
+        reseller: row.reseller.clone(),
+        product: row.product.clone(),
+        action: act.name().to_string(),
+        not_after,
+        decision_id: decision.id,
+        audit_seq: decision.audit_seq.unwrap_or_default(),
+    }))
+}
