@@ -375,6 +375,12 @@ impl From<GateError> for ApiError {
                 },
             ),
             GateError::Signing(cause) => ApiError::Internal(cause),
+            GateError::Invalid(fields) => ApiError::Validation(
+                fields
+                    .into_iter()
+                    .map(|(field, message)| FieldError::new(field, message))
+                    .collect(),
+            ),
             GateError::NotActive(standing) => ApiError::LicenseState(format!(
                 "The licence is {standing}: only an active licence can be renewed or suspended, \
                  only a suspended one reinstated, and a revoked or ended licence stays so."

@@ -11,9 +11,10 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::paging::{not_a_parameter, After};
-use super::{path_id, tenant, ApiError, Paging, Params, State};
+use super::{path_id, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
-use crate::domain::PlainText;
+use crate::domain::{OrgId, PlainText};
+use crate::policy::CatalogChange;
 use crate::store::impact::{ActionRow, Counts, RunRow};
 
 const DEFAULT_PAGE: i64 = 100;
@@ -139,4 +140,120 @@ pub async fn licenses(
         }
         None => Err(ApiError::NotFound),
     }
+}
+
+/// The most changes one preview takes.
+const MAX_CHANGES: usize = 100;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    changes: Vec<ChangeBody>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    op: Op,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+#[derive(serde::Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    Put,
+    Delete,
+}
+
+/// An admin-API change (its method, path and body) as a catalogue change;
+/// what is wrong with it, by field, otherwise.
+fn change_of(i: usize, change: ChangeBody) -> Result<CatalogChange, FieldError> {
+    let at =
+        |field: &str, message: String| FieldError::new(format!("changes[{i}].{field}"), message);
+    let segments: Vec<&str> = change.path.split('/').collect();
+    let (kind, id) = match segments.as_slice() {
+        ["", "v1", "resellers", id] => ("reseller", id.to_string()),
+        ["", "v1", "organizations", id] => ("organization", id.to_string()),
+        ["", "v1", "products", id] => ("product", id.to_string()),
+        ["", "v1", "designations", id] => ("designation", id.to_string()),
+        ["", "v1", "organizations", source, "relationships", target] => {
+            ("relationship", format!("{source}/{target}"))
+        }
+        _ => return Err(at(
+            "path",
+            "must be a catalogue entry's admin path: /v1/resellers/{id}, /v1/organizations/{id}, \
+                 /v1/organizations/{id}/relationships/{target}, /v1/products/{sku} or \
+                 /v1/designations/{id}"
+                .into(),
+        )),
+    };
+    match (change.op, change.body) {
+        (Op::Delete, None) if kind == "relationship" => {
+            let (source, target) = id.split_once('/').unwrap_or_default();
+            match (OrgId::parse(source), OrgId::parse(target)) {
+                (Ok(s), Ok(t)) => Ok(CatalogChange::DeleteRelationship(s, t)),
+                (Err(m), _) | (_, Err(m)) => Err(at("path", m)),
+            }
+        }
+        (Op::Delete, None) => Err(at("op", "only a relationship can be deleted".into())),
+        (Op::Delete, Some(_)) => Err(at("body", "a delete takes no body".into())),
+        (Op::Put, None) => Err(at(
+            "body",
+            "a put needs the entry's body, as its admin route takes it".into(),
+        )),
+        (Op::Put, Some(body)) => {
+            CatalogChange::put(kind, &id, body).map_err(|m| match m.strip_prefix("spec: ") {
+                Some(m) => at("body", m.to_string()),
+                None => at("path", m),
+            })
+        }
+    }
+}
+
+/// `POST /v1/impact-previews` (compliance, admin): what the changes would
+/// do to the licences issued, applying nothing.
+pub async fn preview(
+    state: State,
+    principal: Principal,
+    body: PendingBody,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(&[Role::Compliance, Role::Admin])?;
+    let body: PreviewBody = body.json().await?;
+    if body.changes.is_empty() || body.changes.len() > MAX_CHANGES {
+        return Err(ApiError::field(
+            "changes",
+            format!("must hold 1 to {MAX_CHANGES} changes"),
+        ));
+    }
+    let mut changes = Vec::with_capacity(body.changes.len());
+    let mut errors = Vec::new();
+    for (i, change) in body.changes.into_iter().enumerate() {
+        match change_of(i, change) {
+            Ok(change) => changes.push(change),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let preview = state
+        .gate
+        .preview_impact(principal.actor(), changes)
+        .await?;
+    let licenses: Vec<Value> = preview
+        .licenses
+        .iter()
+        .map(|(action, decision)| action_json(action, Some(&json!(decision))))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "trigger": {"kind": "preview", "policy_version": preview.policy_version.to_string()},
+        "at": preview.at,
+        "status": "complete",
+        "licenses_checked": preview.licenses_checked,
+        "counts": preview.counts,
+        "completed_at": preview.at,
+        "licenses": licenses,
+    })))
 }

@@ -126,6 +126,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/keys", "GET").route(web::get().to(licenses::keys)))
         .service(resource("/v1/reviews", "GET").route(web::get().to(reviews::list)))
         .service(resource("/v1/reviews/{id}", "POST").route(web::post().to(reviews::resolve)))
+        .service(resource("/v1/impact-previews", "POST").route(web::post().to(impact::preview)))
         .service(resource("/v1/impact-runs", "GET").route(web::get().to(impact::list)))
         .service(resource("/v1/impact-runs/{id}", "GET").route(web::get().to(impact::get)))
         .service(

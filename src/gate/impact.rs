@@ -578,3 +578,127 @@ fn act_once(
         audit_seq: decision.audit_seq.unwrap_or_default(),
     }))
 }
+
+/// What a preview reports: the run a change would make, with the licences
+/// it would act on (decided on the candidate catalogue, nothing recorded).
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub at: DateTime<Utc>,
+    pub policy_version: i64,
+    pub licenses_checked: i64,
+    pub counts: crate::store::impact::Counts,
+    /// Each licence acted on: the action row it would record, and the
+    /// decision it would take.
+    pub licenses: Vec<(ActionRow, Decision)>,
+}
+
+impl Gate {
+    /// The impact `changes` would have on the licences issued, computed on
+    /// the candidate catalogue (the current one with the changes applied)
+    /// without applying anything: one audit event (`impact.preview`) says
+    /// who asked what, and what it would do.
+    pub async fn preview_impact(
+        &self,
+        actor: Actor,
+        changes: Vec<crate::policy::CatalogChange>,
+    ) -> Result<Preview, GateError> {
+        let catalog = self.fresh_catalog().await?;
+        let mut data = catalog.data().clone();
+        for (i, change) in changes.iter().enumerate() {
+            if change.apply(&mut data).is_err() {
+                return Err(GateError::Invalid(vec![(
+                    format!("changes[{i}].path"),
+                    "no such relationship to delete".into(),
+                )]));
+            }
+        }
+        let candidate = Catalog::build(catalog.version() + 1, data).map_err(|issues| {
+            GateError::Invalid(
+                issues
+                    .into_iter()
+                    .map(|i| ("changes".to_string(), format!("{}: {}", i.field, i.message)))
+                    .collect(),
+            )
+        })?;
+        let reach = reached(&catalog, &candidate);
+        let store = self.store.clone();
+        let found = super::blocking(move || store.reached_licenses(&reach)).await?;
+        let at = Utc::now().trunc_subsecs(6);
+        let mut preview = Preview {
+            at,
+            policy_version: candidate.version(),
+            licenses_checked: 0,
+            counts: Default::default(),
+            licenses: Vec::new(),
+        };
+        for row in found {
+            preview.licenses_checked += 1;
+            if row.expires_at < at {
+                continue;
+            }
+            let (Ok(tenant), Ok(product), Ok(customer)) = (
+                ResellerId::parse(&row.reseller),
+                Sku::parse(&row.product),
+                serde_json::from_value::<Customer>(row.customer.clone()),
+            ) else {
+                continue;
+            };
+            let question = Question {
+                transaction: Transaction::Renew,
+                product,
+                customer,
+                as_of: None,
+            };
+            let record =
+                match plan_decision(&candidate, &actor, &tenant, &question, "impact", Some(at)) {
+                    Ok(record) => record,
+                    Err(GateError::UnknownReseller | GateError::UnknownProduct) => continue,
+                    Err(e) => return Err(e),
+                };
+            let Some(act) = act_on(&row, &record.decision, &candidate, at) else {
+                continue;
+            };
+            preview.counts.add(act.name());
+            let not_after = match &act {
+                Act::Capped { not_after } => Some(format_instant(*not_after)),
+                _ => None,
+            };
+            preview.licenses.push((
+                ActionRow {
+                    run_id: String::new(),
+                    license_id: row.id.clone(),
+                    reseller: row.reseller.clone(),
+                    product: row.product.clone(),
+                    action: act.name().to_string(),
+                    not_after,
+                    decision_id: record.decision.id.clone(),
+                    audit_seq: 0,
+                },
+                record.decision,
+            ));
+        }
+        // Nothing is applied; the preview itself is recorded.
+        let asked: Vec<Value> = changes
+            .iter()
+            .map(|c| json!({"kind": c.kind(), "id": c.id(), "spec": c.spec_json().ok().flatten()}))
+            .collect();
+        let event = NewEvent {
+            action: "impact.preview".into(),
+            actor,
+            outcome: None,
+            decision: None,
+            subject: json!({
+                "kind": "impact_preview", "changes": asked, "at": format_instant(at),
+                "policy_version": catalog.version().to_string(),
+                "licenses_checked": preview.licenses_checked, "counts": preview.counts,
+            }),
+            reseller: None,
+        };
+        self.commit(move |_conn, head| {
+            let version = head.catalog_version().to_string();
+            append_event(head, event.clone(), &version, Utc::now())
+        })
+        .await?;
+        Ok(preview)
+    }
+}

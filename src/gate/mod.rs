@@ -83,6 +83,10 @@ pub enum GateError {
     /// stands (reviving a revoked licence) is refused.
     #[error("the licence is {0}")]
     NotActive(crate::domain::Standing),
+    /// What was asked does not make a valid catalogue (a preview's
+    /// changes): the fields and why.
+    #[error("invalid: {0:?}")]
+    Invalid(Vec<(String, String)>),
     /// The licence token could not be signed: nothing was written.
     #[error("signing the licence token failed: {0}")]
     Signing(String),

@@ -302,3 +302,89 @@ async fn the_report_routes_refuse_what_they_should(app: TestApp) {
     assert_eq!(listed.status, 200, "{}", listed.text);
     assert_eq!(listed.body, json!({"runs": [], "next": null}));
 }
+
+/// What a report says of each licence: its id, action and new expiry.
+fn summary(entries: &[Value]) -> Vec<(Value, Value, Value)> {
+    let mut out: Vec<(Value, Value, Value)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["license_id"].clone(),
+                e["action"].clone(),
+                e.get("not_after").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    out.sort_by_key(|t| t.0.to_string());
+    out
+}
+
+both!(a_preview_is_the_run_it_foretells_and_records_only_itself);
+async fn a_preview_is_the_run_it_foretells_and_records_only_itself(app: TestApp) {
+    vendors(&app).await;
+    for customer in [us(), german(), unknown()] {
+        licensed(&app, "SCY-AV", customer).await;
+    }
+    licensed(&app, "OTHER-FW", us()).await;
+    let change = json!({"op": "put",
+        "path": "/v1/organizations/secure-cy/relationships/ao-kaspersky-lab",
+        "body": {"kind": "subsidiary_of"}});
+
+    // Bad previews are refused, naming the change, and record nothing.
+    let before = app.all_events().await.len();
+    let bad = app
+        .post(
+            "/v1/impact-previews",
+            &app.compliance(),
+            json!({"changes": [{"op": "put", "path": "/v1/widgets/x", "body": {}}]}),
+        )
+        .await;
+    bad.assert_problem(422, "validation_failed");
+    assert_eq!(bad.fields(), vec!["changes[0].path"]);
+    let bad = app
+        .post(
+            "/v1/impact-previews",
+            &app.admin(),
+            json!({"changes": [{"op": "put",
+                "path": "/v1/organizations/secure-cy/relationships/ao-kaspersky-lab"}]}),
+        )
+        .await;
+    assert_eq!(bad.fields(), vec!["changes[0].body"]);
+    app.post(
+        "/v1/impact-previews",
+        &app.reseller("alpha"),
+        json!({"changes": [change.clone()]}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    assert_eq!(app.all_events().await.len(), before);
+
+    let preview = app
+        .post(
+            "/v1/impact-previews",
+            &app.compliance(),
+            json!({"changes": [change]}),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.text);
+    let events = app.all_events().await;
+    assert_eq!(events.len(), before + 1, "one event, of the preview");
+    assert_eq!(events[before]["action"], "impact.preview");
+    assert!(runs(&app).await.is_empty(), "a preview opens no run");
+    let licences = app.get("/v1/licenses", &app.compliance()).await;
+    assert!(licences.body["licenses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["status"] == "active"));
+
+    // The real change does what the preview said.
+    make_subsidiary(&app).await;
+    let run = settled(&app, 1).await[0].clone();
+    assert_eq!(preview.body["counts"], run["counts"]);
+    assert_eq!(preview.body["licenses_checked"], run["licenses_checked"]);
+    let entries = acted(&app, run["id"].as_str().unwrap(), &app.compliance()).await;
+    let foretold = preview.body["licenses"].as_array().unwrap();
+    assert_eq!(summary(foretold), summary(&entries));
+    assert_eq!(entries.len(), 2);
+}
