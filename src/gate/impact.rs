@@ -702,3 +702,228 @@ impl Gate {
         Ok(preview)
     }
 }
+
+/// How an impact review's resolution left the licence.
+enum Resolved {
+    Done {
+        license: Box<LicenseRow>,
+        decision: Option<Decision>,
+        review: Value,
+    },
+}
+
+impl Gate {
+    /// Resolves the impact review of licence `request.license_id`: rejecting
+    /// ends the licence; approving re-decides it (a renewal, now) on the
+    /// attested facts and acts on the answer as a run would, reinstating a
+    /// licence the overdue review suspended when it is allowed. The review
+    /// closes in the same write, or nothing is written.
+    pub(super) async fn resolve_impact_review(
+        &self,
+        input: &super::ReviewResolution,
+        under_review: &Value,
+        tenant: ResellerId,
+        request: &Value,
+        closes: super::reviews::ReviewClose,
+        base: Value,
+    ) -> Result<super::ReviewResolved, GateError> {
+        let license_id = request
+            .get("license_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::Corrupt("an impact review without its licence".into()))?
+            .to_string();
+        let store = self.store.clone();
+        let id = license_id.clone();
+        let current = super::blocking(move || store.license(&id))
+            .await?
+            .ok_or(GateError::NotFound)?;
+        let stored: Customer = serde_json::from_value(current.customer.clone())
+            .map_err(|e| StoreError::Corrupt(format!("licence customer: {e}")))?;
+        let customer = match &input.customer {
+            Some(c) if c.id != stored.id => return Err(GateError::CustomerChanged),
+            Some(c) => c.clone(),
+            None => stored,
+        };
+        let product = Sku::parse(&current.product).map_err(StoreError::Corrupt)?;
+        // The rule the review was about, which a rejection ends it by.
+        let cited = under_review
+            .pointer("/reasons/0")
+            .map(|r| json!({"designation": r["designation"], "rule": r["rule"]}))
+            .unwrap_or(Value::Null);
+        let mut catalog = self.serving_catalog()?;
+        for _ in 0..super::RETRIES {
+            let now = Utc::now().trunc_subsecs(6);
+            let decided = match input.resolution {
+                super::Resolution::Approve => {
+                    let question = Question {
+                        transaction: Transaction::Renew,
+                        product: product.clone(),
+                        customer: customer.clone(),
+                        as_of: None,
+                    };
+                    let mut record = self.decide(
+                        &catalog,
+                        &input.reviewer,
+                        &tenant,
+                        &question,
+                        "decision.impact_review",
+                        Some(now),
+                    )?;
+                    if record.decision.outcome == Outcome::Review {
+                        return Err(GateError::StillInReview);
+                    }
+                    record.request = json!({"kind": "impact.resolve", "license_id": license_id});
+                    Some(record)
+                }
+                super::Resolution::Reject => None,
+            };
+            let (cat, signer) = (Arc::clone(&catalog), Arc::clone(&self.signer));
+            let (closes, base, cited) = (closes.clone(), base.clone(), cited.clone());
+            let (id, reviewer, note) = (
+                license_id.clone(),
+                input.reviewer.clone(),
+                input.note.clone(),
+            );
+            let customer_json =
+                serde_json::to_value(&customer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let written = self
+                .commit(move |conn, head| {
+                    let now = Utc::now();
+                    let mut row = head.license(conn, &id)?.ok_or(StoreError::Conflict)?;
+                    let read = row.decision_id.clone();
+                    let waiting = row.state.impact_review.is_some()
+                        && matches!(row.state.standing, Standing::Active | Standing::Suspended);
+                    let Some(mut record) = decided.clone() else {
+                        // Rejected: the licence ends, by the rule reviewed.
+                        let mut review = base.clone();
+                        review["status"] = json!("rejected");
+                        let settled = super::reviews::Settled {
+                            under_review: closes.decision_id().to_string(),
+                            status: "rejected",
+                            event: closes.event("review.reject", &review),
+                            review: review.clone(),
+                        };
+                        settled.write(conn, head)?;
+                        if waiting {
+                            let mut ended_by = cited.clone();
+                            ended_by["at"] = json!(format_instant(now));
+                            ended_by["review"] = json!(closes.decision_id());
+                            row.state.standing = Standing::Ended;
+                            row.state.ended_by = Some(ended_by);
+                            row.state.impact_review = None;
+                            row.state.status_reason = Some(json!({
+                                "reason": note,
+                                "by": {"sub": reviewer.sub, "role": reviewer.role,
+                                       "reseller": reviewer.reseller},
+                                "at": format_instant(now),
+                            }));
+                            let event = NewEvent {
+                                action: "license.end".into(),
+                                actor: reviewer.clone(),
+                                outcome: None,
+                                decision: None,
+                                subject: json!({"kind": "license", "id": row.id,
+                                                "review": closes.decision_id()}),
+                                reseller: Some(row.reseller.clone()),
+                            };
+                            change_standing(
+                                head,
+                                StandingChange {
+                                    license: row.clone(),
+                                    read_decision: read,
+                                    event,
+                                },
+                                now,
+                            )?;
+                        }
+                        return Ok(Resolved::Done {
+                            license: Box::new(row),
+                            decision: None,
+                            review,
+                        });
+                    };
+                    // Approved: act on the new answer as a run would.
+                    let outcome = record.decision.outcome;
+                    if waiting {
+                        row.customer = customer_json.clone();
+                        row.state.impact_review = None;
+                        let blocked = record.decision.reasons.first().map(|r| {
+                            json!({"designation": r.designation, "rule": r.rule,
+                                   "review": closes.decision_id(), "at": format_instant(now)})
+                        });
+                        let ends = record
+                            .decision
+                            .reasons
+                            .iter()
+                            .any(|r| cat.ends_service(&r.designation, &r.rule));
+                        match outcome {
+                            Outcome::Deny if ends => {
+                                row.state.standing = Standing::Ended;
+                                row.state.ended_by = blocked;
+                            }
+                            _ => {
+                                if outcome == Outcome::Deny {
+                                    row.state.renewal_blocked = blocked;
+                                } else {
+                                    row.decision_id = record.decision.id.clone();
+                                    if let Some(cut) = record.decision.constraints.not_after {
+                                        if cut < row.expires_at {
+                                            row.expires_at = cut;
+                                        }
+                                    }
+                                }
+                                // Back in force, if the overdue review
+                                // suspended it.
+                                if row.state.standing == Standing::Suspended {
+                                    row.state.standing = Standing::Active;
+                                    row.state.status_reason = None;
+                                }
+                                if row.state.status_idx.is_none() {
+                                    row.state.status_idx = Some(head.allocate_status_idx(conn)?);
+                                }
+                                resign(&signer, &mut row, now)?;
+                            }
+                        }
+                        record.event.subject["license"] = full_subject(&row);
+                    }
+                    let version = cat.version();
+                    let decision = record_decision(head, version, record)?;
+                    if waiting {
+                        head.update_license(&row, &read)?;
+                    }
+                    let settled = closes.settle(&decision.id, outcome, Some(row.id.as_str()));
+                    settled.write(conn, head)?;
+                    Ok(Resolved::Done {
+                        license: Box::new(row),
+                        decision: Some(decision),
+                        review: settled.review,
+                    })
+                })
+                .await;
+            return match written {
+                Ok(Resolved::Done {
+                    license,
+                    decision,
+                    review,
+                }) => {
+                    if let Some(decision) = &decision {
+                        self.observe(decision);
+                    }
+                    Ok(super::ReviewResolved {
+                        review,
+                        decision,
+                        license: Some(super::License::from_row(&license, Utc::now())),
+                    })
+                }
+                Err(StoreError::Stale) => {
+                    catalog = self.reload().await?;
+                    continue;
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::ReviewNotOpen) => Err(GateError::ReviewResolved),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Err(StoreError::Stale.into())
+    }
+}

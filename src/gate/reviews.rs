@@ -113,8 +113,13 @@ impl ReviewClose {
         }
     }
 
+    /// The decision under review.
+    pub(super) fn decision_id(&self) -> &str {
+        &self.decision_id
+    }
+
     /// The audit event of the review's resolution.
-    fn event(&self, action: &str, review: &Value) -> NewEvent {
+    pub(super) fn event(&self, action: &str, review: &Value) -> NewEvent {
         let mut subject = review.clone();
         subject["kind"] = json!("review");
         subject["id"] = json!(self.decision_id);
@@ -174,7 +179,12 @@ impl Gate {
             Some(license) => license.customer.get("id").and_then(Value::as_str),
             None => asked.as_ref().map(|c| c.id.as_str()),
         };
-        if let Some(attested) = &input.customer {
+        // (An impact review's customer is its licence's: checked there.)
+        if let Some(attested) = input
+            .customer
+            .as_ref()
+            .filter(|_| kind != Some("impact.review"))
+        {
             if reviewed_id != Some(attested.id.as_str()) {
                 return Err(GateError::CustomerChanged);
             }
@@ -193,6 +203,12 @@ impl Gate {
             reviewer: input.reviewer.clone(),
             tenant: tenant.to_string(),
         };
+        if kind == Some("impact.review") {
+            // A licence an impact run reached: its own resolution.
+            return self
+                .resolve_impact_review(&input, &stored.body, tenant, &request, closes, base)
+                .await;
+        }
         if input.resolution == Resolution::Reject {
             // Plan, commit, report: the review closes, nothing else happens.
             let mut review = base;

@@ -388,3 +388,79 @@ async fn a_preview_is_the_run_it_foretells_and_records_only_itself(app: TestApp)
     assert_eq!(summary(foretold), summary(&entries));
     assert_eq!(entries.len(), 2);
 }
+
+both!(an_impact_review_approved_on_facts_reinstates_and_rejected_ends);
+async fn an_impact_review_approved_on_facts_reinstates_and_rejected_ends(app: TestApp) {
+    vendors(&app).await;
+    let customer = |id: &str| json!({"id": id, "name": "Empresa", "country": "BR"});
+    let approved = licensed(&app, "SCY-AV", customer("c-br1")).await;
+    let rejected = licensed(&app, "SCY-AV", customer("c-br2")).await;
+    make_subsidiary(&app).await;
+    assert_eq!(settled(&app, 1).await[0]["counts"]["review"], 2);
+    // Both are due now: the sweep suspends them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for l in [&approved, &rejected] {
+        while license(&app, l["id"].as_str().unwrap()).await["status"] != "suspended" {
+            assert!(
+                Instant::now() < deadline,
+                "the overdue review did not suspend"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let review_of = |l: &Value| l["id"].clone();
+    let queue = app.get("/v1/reviews", &app.compliance()).await;
+    let find = |licence: &Value| -> String {
+        queue.body["reviews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "impact" && r["request"]["license_id"] == review_of(licence))
+            .and_then(|r| r["decision"]["id"].as_str())
+            .expect("its impact review")
+            .to_string()
+    };
+    let (first, second) = (find(&approved), find(&rejected));
+
+    // Attested facts about another customer are refused; nothing changes.
+    let other = app
+        .post(
+            &format!("/v1/reviews/{first}"),
+            &app.compliance(),
+            json!({"resolution": "approve", "note": "x",
+                   "customer": {"id": "c-other", "name": "E", "country": "BR", "us_person": false}}),
+        )
+        .await;
+    other.assert_problem(422, "validation_failed");
+    assert_eq!(other.fields(), vec!["customer.id"]);
+
+    // Approved on attested facts (not a U.S. person): back in force.
+    let ok = app
+        .post(
+            &format!("/v1/reviews/{first}"),
+            &app.compliance(),
+            json!({"resolution": "approve", "note": "attested: not a U.S. person",
+                   "customer": {"id": "c-br1", "name": "Empresa", "country": "BR", "us_person": false}}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let now = license(&app, approved["id"].as_str().unwrap()).await;
+    assert_eq!(now["status"], "active", "{now}");
+    assert_eq!(now["customer"]["us_person"], false);
+    assert!(now.get("impact_review").is_none(), "{now}");
+
+    // Rejected: ended, by the rule reviewed.
+    let no = app
+        .post(
+            &format!("/v1/reviews/{second}"),
+            &app.compliance(),
+            json!({"resolution": "reject", "note": "cannot confirm"}),
+        )
+        .await;
+    assert_eq!(no.status, 200, "{}", no.text);
+    let now = license(&app, rejected["id"].as_str().unwrap()).await;
+    assert_eq!(now["status"], "ended", "{now}");
+    assert_eq!(now["ended_by"]["rule"], "full-cutoff");
+    let verify = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
+}

@@ -322,6 +322,7 @@ pub(super) fn decision_mismatch(
     }
     // Fewer decisions than events carrying one: find the first missing.
     let actions = [
+        "decision.impact_review",
         "decision.issue",
         "decision.preflight",
         "decision.reinstate",
