@@ -169,6 +169,7 @@ fn open_run(
         decision: None,
         subject: json!({
             "kind": "impact_run", "id": run.id, "trigger": run.trigger,
+            "trigger_key": run.trigger_key,
             "at": format_instant(run.at), "reach": run.reach,
             "status": if empty { "complete" } else { "running" },
         }),

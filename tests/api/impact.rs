@@ -226,6 +226,42 @@ async fn a_new_subsidiary_reaches_exactly_its_licences_once(app: TestApp) {
         .any(|e| e["action"] == "impact.ended" && e["subject"]["impact_run"] == id));
     let verify = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(verify.body["ok"], true, "{}", verify.text);
+
+    // The impact tables are vouched for: an edit of a run's counts, or of
+    // what a run did to a licence, is named.
+    let caught = |row: String| {
+        let app = &app;
+        async move {
+            let verify = app.get("/v1/audit/verify", &app.compliance()).await;
+            assert_eq!(verify.body["ok"], false, "{}", verify.text);
+            assert_eq!(verify.body["reason"], "state_mismatch");
+            assert_eq!(verify.body["row"], json!(row));
+        }
+    };
+    app.db
+        .execute(&format!(
+            "UPDATE impact_runs SET ended = 0 WHERE id = '{id}'"
+        ))
+        .unwrap();
+    caught(format!("impact_runs/{id}")).await;
+    app.db
+        .execute(&format!(
+            "UPDATE impact_runs SET ended = 1 WHERE id = '{id}'"
+        ))
+        .unwrap();
+    let lic = ended["id"].as_str().unwrap();
+    app.db
+        .execute(&format!(
+            "UPDATE impact_actions SET action = 'renewal_blocked' WHERE license_id = '{lic}'"
+        ))
+        .unwrap();
+    caught(format!("impact_actions/{id}/{lic}")).await;
+    app.db
+        .execute(&format!(
+            "DELETE FROM impact_actions WHERE license_id = '{lic}'"
+        ))
+        .unwrap();
+    caught(format!("impact_actions/{id}/{lic}")).await;
 }
 
 both!(a_service_end_a_moment_ahead_caps_now_and_ends_at_the_instant);

@@ -5,6 +5,7 @@
 //! `reconcile`.
 
 mod reconcile;
+mod reconcile_impact;
 mod verify;
 
 use std::collections::HashMap;

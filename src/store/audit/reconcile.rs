@@ -33,10 +33,13 @@ pub(super) struct Expected {
     reviews: HashMap<String, (i64, Value)>,
     /// Events that carry a decision.
     decisions: u64,
+    /// Impact runs and their actions.
+    pub(super) impact: super::reconcile_impact::ImpactExpected,
 }
 
 impl Expected {
     pub(super) fn record(&mut self, seq: i64, event: &Value) {
+        self.impact.record(seq, event);
         let action = text(event, "/action").unwrap_or_default();
         if action.starts_with("catalog.") {
             if let Err(e) = apply_catalog_event(&mut self.catalog, event) {

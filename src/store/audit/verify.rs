@@ -12,9 +12,12 @@
 //! - The state the service acts on (`state_mismatch`, naming the row):
 //!   the catalogue tables must be the replay of the `catalog.*` events (and
 //!   `ledger_head.catalog_version` their version); each licence what its
-//!   latest allowing decision event says, and no licence without one nor
+//!   latest event recording it whole says (an allowing decision, or a
+//!   change of its standing), and no licence without one nor
 //!   such an event without its licence; each decision the one its event
-//!   carries; each review open, or resolved as its latest review event says.
+//!   carries; each review open, or resolved as its latest review event says;
+//!   each impact run and action what its events say (see
+//!   `reconcile_impact`).
 //!
 //! A full verification reads the chain once in `seq` order, holding the
 //! replayed catalogue, one entry per licence (its latest event's `seq`) and
@@ -31,6 +34,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::reconcile::{catalog_mismatch, decision_mismatch, license_mismatch, Expected};
+use super::reconcile_impact::impact_mismatch;
 use super::{event_at, events_page, exported, text, PAGE};
 use crate::audit::state::{
     apply_catalog_event, catalog_digest, is_what_if, Tenant, CATALOG_ACTIONS,
@@ -316,7 +320,10 @@ fn verify_in(
             Some(m) => Some(m),
             None => match license_mismatch(conn, &mut expected)? {
                 Some(m) => Some(m),
-                None => decision_mismatch(conn, &expected)?,
+                None => match decision_mismatch(conn, &expected)? {
+                    Some(m) => Some(m),
+                    None => impact_mismatch(conn, &mut expected.impact)?,
+                },
             },
         };
         if let Some((row, seq)) = mismatch {
