@@ -251,6 +251,13 @@ async fn compliance_suspends_and_reinstates_through_the_gate(app: TestApp) {
     assert_eq!(decision["outcome"], "deny");
     assert_eq!(decision["transaction"], "renew");
     assert_eq!(decision["reasons"][0]["rule"], "full-cutoff");
+    assert_eq!(
+        decision["reasons"][0]["path"],
+        json!([{"kind": "product", "id": "ACME-VPN"},
+               {"kind": "organization", "id": "acme", "via": "vendor"},
+               {"kind": "organization", "id": "ao-kaspersky-lab", "via": "subsidiary_of"}]),
+        "through the relationship just added"
+    );
     assert_eq!(refused.body.get("license"), None);
     assert_eq!(read(&app, &vpn_id).await, s, "it stays suspended");
     // Whether the Brazilian customer is a U.S. person is not known: the
