@@ -9,6 +9,7 @@ use serde_json::json;
 use super::error::problem_body;
 use super::{path_id, tenant, ApiError, PendingBody, State};
 use crate::auth::{Principal, Role};
+use crate::domain::ResellerId;
 use crate::gate::{LifecycleAction, LifecycleOutcome, LifecycleRequest};
 
 /// The longest reason kept, in characters.
@@ -38,17 +39,25 @@ async fn reason(body: PendingBody) -> Result<String, ApiError> {
     Ok(body.reason)
 }
 
+/// The tenant whose licences the caller may change: its own (a reseller's
+/// or integrator's, registered, taken from its rate limit), or any
+/// (`None`) for compliance. Resolved before the body is read (see
+/// [`PendingBody`]).
+async fn acting_for(state: &State, principal: &Principal) -> Result<Option<ResellerId>, ApiError> {
+    match principal.role {
+        Role::Compliance => Ok(None),
+        _ => Ok(Some(tenant(state, principal).await?)),
+    }
+}
+
 async fn change(
     state: State,
     principal: Principal,
+    own: Option<ResellerId>,
     license_id: String,
     action: LifecycleAction,
 ) -> Result<HttpResponse, ApiError> {
     // A reseller acts on its own licences only (another's is `404`).
-    let own = match principal.role {
-        Role::Compliance => None,
-        _ => Some(tenant(&state, &principal).await?),
-    };
     let request = LifecycleRequest {
         actor: principal.actor(),
         tenant: own,
@@ -90,11 +99,13 @@ pub async fn revoke(
     body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Reseller, Role::Integrator, Role::Compliance])?;
+    let own = acting_for(&state, &principal).await?;
     let license_id = String::from(path_id(path)?);
     let reason = reason(body).await?;
     change(
         state,
         principal,
+        own,
         license_id,
         LifecycleAction::Revoke { reason },
     )
@@ -114,6 +125,7 @@ pub async fn suspend(
     change(
         state,
         principal,
+        None,
         license_id,
         LifecycleAction::Suspend { reason },
     )
@@ -128,5 +140,12 @@ pub async fn reinstate(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance])?;
     let license_id = String::from(path_id(path)?);
-    change(state, principal, license_id, LifecycleAction::Reinstate).await
+    change(
+        state,
+        principal,
+        None,
+        license_id,
+        LifecycleAction::Reinstate,
+    )
+    .await
 }

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use super::licenses::{license_subject, sign, License};
 use super::{Gate, GateError, Question};
+use crate::audit::state::Tenant;
 use crate::domain::{Actor, Customer, Outcome, ResellerId, Sku, Standing, Transaction};
 use crate::policy::Decision;
 use crate::signing::LicenseSigner;
@@ -80,7 +81,9 @@ pub(super) struct StandingChange {
 }
 
 /// Writes a change of standing: the licence row, and its audit event
-/// (returned: its `seq`).
+/// (returned: its `seq`). The event's `reseller` column is set here, to the
+/// tenant verification reads from the event itself ([`Tenant::of`]): any
+/// other value would be an `index_mismatch` on the event.
 pub(super) fn change_standing(
     head: &mut Head,
     change: StandingChange,
@@ -92,6 +95,10 @@ pub(super) fn change_standing(
         mut event,
     } = change;
     event.subject["license"] = full_subject(&license);
+    event.reseller = match Tenant::of(&json!({"action": event.action, "subject": event.subject})) {
+        Tenant::Named(tenant) => tenant,
+        Tenant::OfDecision(_) => None,
+    };
     head.update_license(&license, &read_decision)?;
     let version = head.catalog_version().to_string();
     append_event(head, event, &version, now)
@@ -215,19 +222,18 @@ impl Gate {
                         }
                         _ => return Ok(Done::NotActive(standing)),
                     };
-                    let subject = json!({"kind": "license", "id": row.id});
-                    let event = |action: &str, subject: Value| NewEvent {
-                        action: action.to_string(),
-                        actor: actor.clone(),
-                        outcome: None,
-                        decision: None,
-                        subject,
-                        reseller: Some(row.reseller.clone()),
-                    };
                     if let Some((to, reason)) = to {
                         row.state.standing = to;
                         row.state.status_reason = Some(status_reason(reason, &actor, now));
-                        let event = event(verb, subject);
+                        let event = NewEvent {
+                            action: verb.to_string(),
+                            actor: actor.clone(),
+                            outcome: None,
+                            decision: None,
+                            subject: json!({"kind": "license", "id": row.id}),
+                            // Set by `change_standing`.
+                            reseller: None,
+                        };
                         change_standing(
                             head,
                             StandingChange {

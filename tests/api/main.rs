@@ -23,4 +23,5 @@ mod ops;
 mod replicas;
 mod reviews;
 mod served;
+mod standing;
 mod tampering;
