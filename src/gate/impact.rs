@@ -537,6 +537,8 @@ fn act_once(
             row.state.standing = Standing::Ended;
             row.state.ended_by = Some(cite(designation, rule));
             row.state.impact_review = None;
+            // Why it ends is `ended_by`; a suspension's reason no longer applies.
+            row.state.status_reason = None;
         }
         Act::RenewalBlocked { designation, rule } => {
             row.state.renewal_blocked = Some(cite(designation, rule));
@@ -861,6 +863,7 @@ impl Gate {
                             Outcome::Deny if ends => {
                                 row.state.standing = Standing::Ended;
                                 row.state.ended_by = blocked;
+                                row.state.status_reason = None;
                             }
                             _ => {
                                 if outcome == Outcome::Deny {

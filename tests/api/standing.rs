@@ -12,6 +12,23 @@ use crate::licenses::{issue, post_at};
 
 /// Two resellers, Acme's firewall (it embeds Kaspersky's engine, so it is
 /// covered) and Acme's VPN (Acme is not Kaspersky: not covered, yet).
+/// A designation that bans renewals of Acme's products to U.S. persons
+/// (in effect already, not ending service); waits for its impact run.
+async fn ban_renewals_of_acme(app: &TestApp) {
+    app.admin_put(
+        "/v1/designations/test-no-renewals",
+        json!({
+            "title": "No renewals", "authority": "Test", "citation": "T 2",
+            "organizations": ["acme"], "covers_affiliates": false, "jurisdiction": "US",
+            "rules": [{"id": "no-renewals", "transactions": ["renew"],
+                       "effective_from": "2020-01-01T00:00:00", "time_zone": "UTC"}],
+        }),
+    )
+    .await;
+    let runs = crate::impact::runs(app).await.len();
+    crate::impact::settled(app, runs).await;
+}
+
 async fn setup(app: &TestApp) {
     app.register("alpha", "DE", false).await;
     app.register("beta", "FR", false).await;
@@ -233,30 +250,29 @@ async fn compliance_suspends_and_reinstates_through_the_gate(app: TestApp) {
     let vpn_id = id(&vpn);
     let suspended = suspend(&app, &vpn_id, &compliance, "ownership unclear").await;
     assert_eq!(suspended.status, 200, "{}", suspended.text);
-    let s = suspended.body["license"].clone();
     let unasked = json!({"id": "cust-br", "name": "Exemplo Ltda", "country": "BR"});
     let br_id = id(&licence_for(&app, "alpha", "ACME-VPN", unasked).await);
     let suspended = suspend(&app, &br_id, &compliance, "ownership unclear").await;
     assert_eq!(suspended.status, 200, "{}", suspended.text);
-    let br = suspended.body["license"].clone();
-    // ...until it turns out to be a subsidiary of AO Kaspersky Lab.
-    app.admin_put(
-        "/v1/organizations/acme/relationships/ao-kaspersky-lab",
-        json!({"kind": "subsidiary_of"}),
-    )
-    .await;
+    // ...until a ban on renewals names Acme (one that does not end service:
+    // its impact run blocks their renewal and leaves them suspended).
+    ban_renewals_of_acme(&app).await;
+    let s = read(&app, &vpn_id).await;
+    assert_eq!(s["status"], "suspended");
+    assert_eq!(s["renewal_blocked"]["rule"], "no-renewals", "{s}");
+    let br = read(&app, &br_id).await;
+    assert!(br["impact_review"].is_object(), "{br}");
     let refused = reinstate(&app, &vpn_id, &compliance).await;
     refused.assert_problem(403, "prohibited_transaction");
     let decision = &refused.body["decision"];
     assert_eq!(decision["outcome"], "deny");
     assert_eq!(decision["transaction"], "renew");
-    assert_eq!(decision["reasons"][0]["rule"], "full-cutoff");
+    assert_eq!(decision["reasons"][0]["rule"], "no-renewals");
     assert_eq!(
         decision["reasons"][0]["path"],
         json!([{"kind": "product", "id": "ACME-VPN"},
-               {"kind": "organization", "id": "acme", "via": "vendor"},
-               {"kind": "organization", "id": "ao-kaspersky-lab", "via": "subsidiary_of"}]),
-        "through the relationship just added"
+               {"kind": "organization", "id": "acme", "via": "vendor"}]),
+        "through the designated vendor"
     );
     assert_eq!(refused.body.get("license"), None);
     assert_eq!(read(&app, &vpn_id).await, s, "it stays suspended");
@@ -269,9 +285,13 @@ async fn compliance_suspends_and_reinstates_through_the_gate(app: TestApp) {
     assert_eq!(waiting.body["decision"]["outcome"], "review");
     assert_eq!(waiting.body.get("license"), None);
     assert_eq!(read(&app, &br_id).await, br, "it stays suspended");
+    // The only review is the one its impact run opened.
     let queue = app.get("/v1/reviews", &compliance).await;
     assert_eq!(queue.status, 200, "{}", queue.text);
-    assert_eq!(queue.body["reviews"], json!([]), "{}", queue.text);
+    let reviews = queue.body["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "{}", queue.text);
+    assert_eq!(reviews[0]["kind"], "impact");
+    assert_eq!(reviews[0]["request"]["license_id"], json!(br_id));
     // Revoking a suspended licence is allowed, by its reseller too.
     let revoked = revoke(&app, &vpn_id, &app.reseller("alpha"), "dropped").await;
     assert_eq!(revoked.status, 200, "{}", revoked.text);
@@ -499,12 +519,8 @@ async fn each_change_is_one_audit_event_and_an_edit_is_caught(app: TestApp) {
 
     // A refused reinstatement is recorded as the decision it is, and the
     // licence stays as its suspension left it: Acme turns out to be
-    // Kaspersky's, and B's customer is in the U.S.
-    app.admin_put(
-        "/v1/organizations/acme/relationships/ao-kaspersky-lab",
-        json!({"kind": "subsidiary_of"}),
-    )
-    .await;
+    // covered by a ban on renewals, and B's customer is in the U.S.
+    ban_renewals_of_acme(&app).await;
     let n = app.all_events().await.len();
     let again = suspend(&app, &b, &compliance, "now covered").await;
     assert_eq!(again.status, 200, "{}", again.text);
