@@ -100,6 +100,10 @@ pub struct Config {
     /// swept and overdue impact reviews suspended (`GATEKEEPER_IMPACT_INTERVAL`,
     /// seconds; `0` off, for tests that drive it).
     pub impact_interval: Option<std::time::Duration>,
+    /// Licences an impact run re-decides in one ledger write
+    /// (`GATEKEEPER_IMPACT_CHUNK`, 1 to 10000): smaller chunks hold the
+    /// ledger for less time between other writes.
+    pub impact_chunk: i64,
     /// Requests a second each tenant may make (`GATEKEEPER_RATE_LIMIT`,
     /// `0` off) and the burst it may spend at once (`GATEKEEPER_RATE_BURST`).
     pub rate_limit: Option<Limit>,
@@ -182,6 +186,7 @@ impl Config {
                 " of seconds",
             )?))
             .filter(|d| !d.is_zero()),
+            impact_chunk: vars.whole("GATEKEEPER_IMPACT_CHUNK", "200", 1..=10_000, "")? as i64,
             rate_limit: vars.limit(("GATEKEEPER_RATE_LIMIT", "1000"), "GATEKEEPER_RATE_BURST")?,
             auth_failure_limit: vars.limit(
                 ("GATEKEEPER_AUTH_FAILURE_LIMIT", "10"),

@@ -199,7 +199,8 @@ impl Application {
             keys,
             metrics.clone(),
         )
-        .context("loading the catalogue")?;
+        .context("loading the catalogue")?
+        .with_impact_chunk(config.impact_chunk);
         let state = Arc::new(AppState {
             gate,
             store,

@@ -50,8 +50,8 @@ use crate::store::impact::{
 use crate::store::licenses::LicenseRow;
 use crate::store::{format_instant, DbConn, Head, StoreError};
 
-/// Licences a chunk of a run re-decides in one write.
-const CHUNK: i64 = 200;
+/// Licences a chunk of a run re-decides in one write, unless configured.
+pub(super) const CHUNK: i64 = 200;
 
 /// What a run does to a licence whose answer changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,8 +294,9 @@ impl Gate {
                 Arc::clone(&self.signer),
                 id.to_string(),
             );
+            let chunk = self.impact_chunk;
             match self
-                .commit(move |conn, head| advance(conn, head, &cat, &signer, &run))
+                .commit(move |conn, head| advance(conn, head, &cat, &signer, &run, chunk))
                 .await
             {
                 Ok(Chunk::Complete) => return Ok(()),
@@ -426,6 +427,7 @@ fn advance(
     catalog: &Catalog,
     signer: &LicenseSigner,
     id: &str,
+    chunk: i64,
 ) -> Result<Chunk, StoreError> {
     if head.catalog_version() != catalog.version() {
         return Err(StoreError::Stale);
@@ -438,8 +440,8 @@ fn advance(
         return Ok(Chunk::Complete);
     }
     let now = Utc::now().trunc_subsecs(6);
-    let batch = reached_after(conn, &run.reach, &run.cursor, CHUNK)?;
-    let done = i64::try_from(batch.len()).unwrap_or(0) < CHUNK;
+    let batch = reached_after(conn, &run.reach, &run.cursor, chunk)?;
+    let done = i64::try_from(batch.len()).unwrap_or(0) < chunk;
     let mut actions = Vec::new();
     let mut acted = Vec::new();
     for row in batch {

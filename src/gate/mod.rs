@@ -122,6 +122,8 @@ pub struct Gate {
     impact_runner: tokio::sync::Mutex<()>,
     /// Wakes the impact runner (a catalogue change opened a run).
     pub impact_wake: tokio::sync::Notify,
+    /// Licences an impact run re-decides per write.
+    impact_chunk: i64,
 }
 
 impl std::fmt::Debug for Gate {
@@ -174,7 +176,14 @@ impl Gate {
             unvouched: Mutex::new(unvouched),
             impact_runner: Default::default(),
             impact_wake: Default::default(),
+            impact_chunk: impact::CHUNK,
         })
+    }
+
+    /// Re-decides `chunk` licences per impact-run write (at least 1).
+    pub fn with_impact_chunk(mut self, chunk: i64) -> Gate {
+        self.impact_chunk = chunk.max(1);
+        self
     }
 
     /// Why the stored catalogue is not served, if it is not: the audit chain

@@ -242,6 +242,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         metrics_listen: None,
         public_url: "http://gatekeeper.test".into(),
         impact_interval: Some(std::time::Duration::from_secs(1)),
+        impact_chunk: 200,
         rate_limit: None,
         request_timeout: std::time::Duration::from_secs(5),
         auth_failure_limit: None,

@@ -14,6 +14,7 @@ mod edges;
 mod errors;
 mod faults;
 mod impact;
+mod impact_faults;
 mod keys;
 mod ledger;
 mod licenses;
