@@ -933,3 +933,154 @@ impl Gate {
         Err(StoreError::Stale.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::policy::{
+        CatalogData, DesignationSpec, OrganizationSpec, ProductSpec, ResellerSpec,
+    };
+    use chrono::TimeZone;
+
+    /// The shipped designation, a product of Kaspersky's, a reseller.
+    fn catalog() -> Catalog {
+        #[derive(serde::Deserialize)]
+        struct Seed {
+            organizations: std::collections::BTreeMap<crate::domain::OrgId, OrganizationSpec>,
+            designations: std::collections::BTreeMap<crate::domain::DesignationId, DesignationSpec>,
+        }
+        let seed: Seed = serde_json::from_str(include_str!("../store/seed.json")).unwrap();
+        let mut data = CatalogData {
+            organizations: seed.organizations,
+            designations: seed.designations,
+            ..Default::default()
+        };
+        data.products.insert(
+            Sku::parse("KAV").unwrap(),
+            serde_json::from_value::<ProductSpec>(json!({
+                "name": "KAV", "vendor": "ao-kaspersky-lab", "category": "antivirus"}))
+            .unwrap(),
+        );
+        data.resellers.insert(
+            ResellerId::parse("alpha").unwrap(),
+            serde_json::from_value::<ResellerSpec>(json!({
+                "name": "Alpha", "country": "DE", "us_person": false}))
+            .unwrap(),
+        );
+        Catalog::build(1, data).unwrap()
+    }
+
+    fn licence(expires: DateTime<Utc>) -> LicenseRow {
+        LicenseRow {
+            id: "l".into(),
+            reseller: "alpha".into(),
+            product: "KAV".into(),
+            customer: json!({}),
+            seats: 1,
+            starts_at: expires,
+            expires_at: expires,
+            decision_id: "d".into(),
+            token: String::new(),
+            state: Default::default(),
+        }
+    }
+
+    /// The decision of a renewal of KAV for a customer in `country`
+    /// (`us_person` as given) at `at`.
+    fn decided(
+        catalog: &Catalog,
+        country: &str,
+        us_person: Option<bool>,
+        at: DateTime<Utc>,
+    ) -> Decision {
+        let question = Question {
+            transaction: Transaction::Renew,
+            product: Sku::parse("KAV").unwrap(),
+            customer: serde_json::from_value(json!({
+                "id": "c", "name": "C", "country": country, "us_person": us_person}))
+            .unwrap(),
+            as_of: None,
+        };
+        plan_decision(
+            catalog,
+            &Actor::system(),
+            &ResellerId::parse("alpha").unwrap(),
+            &question,
+            "impact",
+            Some(at),
+        )
+        .unwrap()
+        .decision
+    }
+
+    #[test]
+    fn each_changed_answer_is_one_action_and_an_unchanged_one_none() {
+        let catalog = catalog();
+        let before_cutoff = Utc.with_ymd_and_hms(2024, 8, 1, 0, 0, 0).unwrap();
+        let after_cutoff = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let cutoff = catalog
+            .rule_instant(
+                &crate::domain::DesignationId::parse("us-icts-kaspersky-2024").unwrap(),
+                &crate::domain::RuleId::parse("full-cutoff").unwrap(),
+            )
+            .unwrap();
+        let far = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+
+        // Denied by the rule that ends service: ended.
+        let d = decided(&catalog, "US", None, after_cutoff);
+        assert_eq!(
+            act_on(&licence(far), &d, &catalog, after_cutoff),
+            Some(Act::Ended {
+                designation: "us-icts-kaspersky-2024".into(),
+                rule: "full-cutoff".into()
+            })
+        );
+        // Before the cut-off a renewal is allowed up to it: capped to the
+        // cut-off, unless it already expires by then.
+        let d = decided(&catalog, "US", None, before_cutoff);
+        assert_eq!(
+            act_on(&licence(far), &d, &catalog, before_cutoff),
+            Some(Act::Capped { not_after: cutoff })
+        );
+        assert_eq!(act_on(&licence(cutoff), &d, &catalog, before_cutoff), None);
+        // Nexus unknown with the rule in effect: a review, due now (the rule
+        // took effect before the run); none if one is open already.
+        let d = decided(&catalog, "BR", None, after_cutoff);
+        assert_eq!(
+            act_on(&licence(far), &d, &catalog, after_cutoff),
+            Some(Act::Review { due: after_cutoff })
+        );
+        let mut waiting = licence(far);
+        waiting.state.impact_review = Some(json!({"decision_id": "x"}));
+        assert_eq!(act_on(&waiting, &d, &catalog, after_cutoff), None);
+        // No nexus: allowed, nothing to do.
+        let d = decided(&catalog, "DE", Some(false), after_cutoff);
+        assert_eq!(act_on(&licence(far), &d, &catalog, after_cutoff), None);
+    }
+
+    #[test]
+    fn a_denial_without_a_service_end_blocks_renewal_once() {
+        // A designation that only bans renewals, without ending service.
+        let mut data = catalog().data().clone();
+        let id = crate::domain::DesignationId::parse("us-icts-kaspersky-2024").unwrap();
+        let spec = data.designations.get_mut(&id).unwrap();
+        for rule in &mut spec.rules {
+            rule.ends_service = false;
+        }
+        let catalog = Catalog::build(2, data).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let far = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let d = decided(&catalog, "US", None, at);
+        assert_eq!(
+            act_on(&licence(far), &d, &catalog, at),
+            Some(Act::RenewalBlocked {
+                designation: "us-icts-kaspersky-2024".into(),
+                rule: "full-cutoff".into()
+            })
+        );
+        let mut blocked = licence(far);
+        blocked.state.renewal_blocked = Some(json!({"rule": "full-cutoff"}));
+        assert_eq!(act_on(&blocked, &d, &catalog, at), None);
+    }
+}
