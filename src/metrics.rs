@@ -243,8 +243,9 @@ impl Metrics {
                 "gatekeeper_impact_run_lag_seconds",
                 "Time from an impact run's trigger (the catalogue change, or the rule's instant) to the end of its run, by trigger.",
             )
+            // 600 s is the bound GatekeeperImpactRunLagging alerts on.
             .buckets(vec![
-                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 600.0, 900.0, 3600.0, 21600.0, 86400.0,
             ]),
             &["trigger"],
         )?;
