@@ -3,8 +3,9 @@
 //! Route labels are matched patterns; no label carries a customer, a token
 //! or any other caller-supplied value.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -26,7 +27,23 @@ pub struct DatabaseStats {
     pub checkpoint_at_ms: Option<i64>,
     /// Licences whose decision (and so its audit event) is missing.
     pub license_audit_mismatch: i64,
+    pub impact: ImpactRunStats,
 }
+
+/// Impact runs as the database holds them.
+#[derive(Debug, Clone, Default)]
+pub struct ImpactRunStats {
+    /// Runs by `(trigger kind, status)`; a pair with no run may be absent.
+    pub runs: BTreeMap<(String, String), i64>,
+    /// Unix milliseconds of the `at` (the trigger's instant) of the oldest
+    /// run still running, if one is.
+    pub oldest_running_at_ms: Option<i64>,
+}
+
+/// The trigger kinds and states of impact runs, always exported (0 when
+/// there is none) so that a query or an alert never meets an absent series.
+const IMPACT_TRIGGERS: &[&str] = &["catalog_change", "rule_effective"];
+const IMPACT_STATES: &[&str] = &["running", "complete"];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -62,6 +79,15 @@ pub struct Metrics {
     pub impact_runs_completed_total: IntCounterVec,
     /// From a run's trigger (the change, or the rule's instant) to its end.
     pub impact_run_lag_seconds: HistogramVec,
+    /// Impact runs in the database, by trigger kind and status.
+    impact_runs: IntGaugeVec,
+    /// Every `(trigger, status)` pair `impact_runs` has exported, so that a
+    /// pair whose runs are gone reads 0 rather than its last count.
+    impact_runs_seen: Arc<Mutex<Vec<(String, String)>>>,
+    impact_oldest_running_seconds: Gauge,
+    /// Unix milliseconds of the oldest running run's `at` (-1: none), from
+    /// the last refresh; its age is computed at each scrape.
+    impact_oldest_running_at_ms: Arc<AtomicI64>,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
@@ -217,14 +243,35 @@ impl Metrics {
                 "gatekeeper_impact_run_lag_seconds",
                 "Time from an impact run's trigger (the catalogue change, or the rule's instant) to the end of its run, by trigger.",
             )
+            // 600 s is the bound GatekeeperImpactRunLagging alerts on.
             .buckets(vec![
-                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 600.0, 900.0, 3600.0, 21600.0, 86400.0,
             ]),
             &["trigger"],
         )?;
         registry.register(Box::new(impact_actions_total.clone()))?;
         registry.register(Box::new(impact_runs_completed_total.clone()))?;
         registry.register(Box::new(impact_run_lag_seconds.clone()))?;
+        let impact_runs = IntGaugeVec::new(
+            Opts::new(
+                "gatekeeper_impact_runs",
+                "Impact runs in the database, by trigger (catalog_change, rule_effective) and status (running, complete).",
+            ),
+            &["trigger", "status"],
+        )?;
+        let mut impact_runs_seen = Vec::new();
+        for trigger in IMPACT_TRIGGERS {
+            for status in IMPACT_STATES {
+                impact_runs.with_label_values(&[trigger, status]).set(0);
+                impact_runs_seen.push((trigger.to_string(), status.to_string()));
+            }
+        }
+        let impact_oldest_running_seconds = Gauge::new(
+            "gatekeeper_impact_oldest_running_seconds",
+            "Seconds since the trigger instant of the oldest impact run still running (0 while none is).",
+        )?;
+        registry.register(Box::new(impact_runs.clone()))?;
+        registry.register(Box::new(impact_oldest_running_seconds.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -252,6 +299,10 @@ impl Metrics {
             impact_actions_total,
             impact_runs_completed_total,
             impact_run_lag_seconds,
+            impact_runs,
+            impact_runs_seen: Arc::new(Mutex::new(impact_runs_seen)),
+            impact_oldest_running_seconds,
+            impact_oldest_running_at_ms: Arc::new(AtomicI64::new(-1)),
         })
     }
 
@@ -282,6 +333,27 @@ impl Metrics {
             .store(stats.checkpoint_at_ms.unwrap_or(-1), Ordering::Relaxed);
         self.license_audit_mismatch
             .set(stats.license_audit_mismatch);
+        self.observe_impact(&stats.impact);
+    }
+
+    fn observe_impact(&self, impact: &ImpactRunStats) {
+        let mut seen = self
+            .impact_runs_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for pair in impact.runs.keys() {
+            if !seen.contains(pair) {
+                seen.push(pair.clone());
+            }
+        }
+        for pair in seen.iter() {
+            let (trigger, status) = (pair.0.as_str(), pair.1.as_str());
+            self.impact_runs
+                .with_label_values(&[trigger, status])
+                .set(impact.runs.get(pair).copied().unwrap_or(0));
+        }
+        self.impact_oldest_running_at_ms
+            .store(impact.oldest_running_at_ms.unwrap_or(-1), Ordering::Relaxed);
     }
 
     /// Fills the pool gauges (in memory; at each scrape).
@@ -304,6 +376,12 @@ impl Metrics {
             -1.0
         } else {
             (chrono::Utc::now().timestamp_millis() - checkpoint_at).max(0) as f64 / 1000.0
+        });
+        let oldest = self.impact_oldest_running_at_ms.load(Ordering::Relaxed);
+        self.impact_oldest_running_seconds.set(if oldest < 0 {
+            0.0
+        } else {
+            (chrono::Utc::now().timestamp_millis() - oldest).max(0) as f64 / 1000.0
         });
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;

@@ -61,12 +61,18 @@ KNOWN_METRICS = {
     "gatekeeper_license_audit_mismatch",
     "gatekeeper_ready",
     "gatekeeper_build_info",
+    "gatekeeper_impact_runs",
+    "gatekeeper_impact_oldest_running_seconds",
+    "gatekeeper_impact_actions_total",
+    "gatekeeper_impact_runs_completed_total",
+    "gatekeeper_impact_run_lag_seconds",
 }
 HISTOGRAMS = {
     "gatekeeper_http_request_duration_seconds",
     "gatekeeper_audit_append_seconds",
     "gatekeeper_ledger_batch_size",
     "gatekeeper_db_pool_wait_seconds",
+    "gatekeeper_impact_run_lag_seconds",
 }
 
 PROMETHEUSRULE_HEADER = """\
@@ -545,7 +551,10 @@ def check_dashboard(c, recorded):
     for needed in ("gatekeeper_decisions_total", "gatekeeper_refusals_total", "gatekeeper_audit_append_seconds_bucket",
                    "gatekeeper_ledger_batch_size", "gatekeeper_db_pool_connections", "gatekeeper_db_pool_wait_seconds_bucket",
                    "gatekeeper_ready", "gatekeeper_checkpoint_age_seconds", "gatekeeper_review_queue_depth",
-                   "job:gatekeeper_http_request_duration_seconds:quantile_rate5m"):
+                   "job:gatekeeper_http_request_duration_seconds:quantile_rate5m",
+                   "gatekeeper_impact_runs{", "gatekeeper_impact_actions_total",
+                   "gatekeeper_impact_oldest_running_seconds",
+                   "job_trigger:gatekeeper_impact_run_lag_seconds:quantile_rate1h"):
         c.ok(needed in joined, f"dashboard: no panel queries {needed}")
     # provisioning points at the dashboard and the datasource uid it defaults to
     dsp = load_yaml(os.path.join(GRAFANA_PROVISIONING, "datasources/prometheus.yml"))

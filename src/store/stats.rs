@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::{exists, not};
 use diesel::prelude::*;
 
-use super::schema::{audit_checkpoints, decisions, licenses};
+use super::schema::{audit_checkpoints, decisions, impact_runs, licenses};
 use super::{DbConn, Store, StoreError, SQLITE_BUSY_TIMEOUT};
-use crate::metrics::DatabaseStats;
+use crate::metrics::{DatabaseStats, ImpactRunStats};
 
 impl Store {
     /// `(connections, idle)` of the pool.
@@ -53,13 +53,58 @@ impl Store {
             )))
             .count()
             .get_result::<i64>(&mut *conn)?;
+        let impact = impact_run_stats(&mut conn)?;
         Ok(DatabaseStats {
             ready: true,
             review_queue_depth,
             checkpoint_at_ms,
             license_audit_mismatch,
+            impact,
         })
     }
+}
+
+/// The trigger kind of a complete run, told by its key's prefix
+/// (`catalog:<version>`, `rule:<designation>/<rule>/<instant>`; the same
+/// kinds as the `kind` of its trigger). SQL, so that counting complete runs
+/// reads no JSON and returns one row per kind.
+const KIND_OF_KEY: &str = "CASE WHEN trigger_key LIKE 'catalog:%' THEN 'catalog_change' \
+     WHEN trigger_key LIKE 'rule:%' THEN 'rule_effective' ELSE 'unknown' END";
+
+/// Impact runs by trigger kind and state, and when the oldest still running
+/// started. The running runs are read whole through `impact_runs_running`
+/// (there are few: a run lasts seconds); the complete ones are only counted,
+/// by kind, in the database.
+fn impact_run_stats(conn: &mut DbConn) -> Result<ImpactRunStats, StoreError> {
+    use diesel::dsl::{count_star, sql};
+    use diesel::sql_types::Text;
+    let mut stats = ImpactRunStats::default();
+    let running: Vec<(String, String)> = impact_runs::table
+        .filter(impact_runs::status.eq("running"))
+        .select((impact_runs::trigger_spec, impact_runs::at))
+        .load(conn)?;
+    for (spec, at) in running {
+        // A row that does not read still counts, as `unknown`: it is
+        // running, and nothing here may fail the other gauges.
+        let kind = serde_json::from_str::<serde_json::Value>(&spec)
+            .ok()
+            .and_then(|t| t["kind"].as_str().map(String::from))
+            .unwrap_or_else(|| "unknown".into());
+        *stats.runs.entry((kind, "running".into())).or_default() += 1;
+        if let Ok(at) = DateTime::parse_from_rfc3339(&at) {
+            let at = at.with_timezone(&Utc).timestamp_millis();
+            stats.oldest_running_at_ms = Some(stats.oldest_running_at_ms.map_or(at, |o| o.min(at)));
+        }
+    }
+    let complete: Vec<(String, i64)> = impact_runs::table
+        .filter(impact_runs::status.eq("complete"))
+        .group_by(sql::<Text>(KIND_OF_KEY))
+        .select((sql::<Text>(KIND_OF_KEY), count_star()))
+        .load(conn)?;
+    for (kind, n) in complete {
+        *stats.runs.entry((kind, "complete".into())).or_default() += n;
+    }
+    Ok(stats)
 }
 
 /// Whether a write could begin on `conn` now. A database that answers reads
