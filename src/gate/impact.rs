@@ -278,10 +278,16 @@ impl Gate {
         }
         let store = self.store.clone();
         let running = super::blocking(move || store.running_impact_runs()).await?;
+        // One run that fails (its row unreadable, the database busy) is
+        // logged and tried again at the next tick; the others go on.
+        let mut failed = None;
         for run in running {
-            self.finish_run(&run).await?;
+            if let Err(e) = self.finish_run(&run).await {
+                tracing::warn!(run = %run, error = %e, "advancing an impact run");
+                failed = Some(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Advances run `id` chunk by chunk until it is complete.
