@@ -7,6 +7,7 @@
 //!   decision step itself, which every use case shares, is `decide.rs`);
 //! - [`licenses`]: issuing and renewing a licence, idempotently;
 //! - [`lifecycle`]: revoking, suspending and reinstating a licence;
+//! - [`status_lists`]: the licences' signed status lists;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
 //! - [`terms`]: licence-term arithmetic.
@@ -22,6 +23,7 @@ pub mod licenses;
 pub mod lifecycle;
 pub mod preflight;
 pub mod reviews;
+pub mod status_lists;
 pub mod terms;
 
 use std::sync::{Arc, Mutex, PoisonError};
