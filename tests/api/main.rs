@@ -22,4 +22,5 @@ mod ops;
 mod replicas;
 mod reviews;
 mod served;
+mod status_lists;
 mod tampering;
