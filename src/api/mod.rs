@@ -12,6 +12,7 @@ pub mod limits;
 mod ops;
 mod paging;
 mod reviews;
+mod status_lists;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -124,6 +125,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(lifecycle::reinstate)),
         )
         .service(resource("/v1/keys", "GET").route(web::get().to(licenses::keys)))
+        .service(resource("/v1/status-lists/{k}", "GET").route(web::get().to(status_lists::get)))
         .service(resource("/v1/reviews", "GET").route(web::get().to(reviews::list)))
         .service(resource("/v1/reviews/{id}", "POST").route(web::post().to(reviews::resolve)))
         .service(resource("/v1/impact-previews", "POST").route(web::post().to(impact::preview)))

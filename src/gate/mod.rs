@@ -9,6 +9,7 @@
 //! - [`lifecycle`]: revoking, suspending and reinstating a licence;
 //! - [`impact`]: impact runs, re-screening the licences a catalogue
 //!   change or a rule instant reaches;
+//! - [`status_lists`]: the licences' signed status lists;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
 //! - [`terms`]: licence-term arithmetic.
@@ -25,6 +26,7 @@ pub mod licenses;
 pub mod lifecycle;
 pub mod preflight;
 pub mod reviews;
+pub mod status_lists;
 pub mod terms;
 
 use std::sync::{Arc, Mutex, PoisonError};

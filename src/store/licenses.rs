@@ -253,6 +253,50 @@ impl Store {
         ))
     }
 
+    /// The licences of status list `list` that are not valid: each one's
+    /// status-list index and standing, for the indices in
+    /// `[list * LIST_SIZE, (list + 1) * LIST_SIZE)`, in index order. An
+    /// active licence (valid, `0`) is not read: the query reads the partial
+    /// index `licenses_not_valid`, so a list costs what is set in it, not
+    /// the licences it holds. (Its predicate is written as SQL text, as the
+    /// index's is, not as a bound parameter: a planner can match a partial
+    /// index only to a condition it can read.)
+    pub fn status_list_entries(&self, list: i64) -> Result<Vec<(i64, Standing)>, StoreError> {
+        let size = crate::status_list::LIST_SIZE;
+        let (from, to) = match (list.checked_mul(size), list.checked_add(1)) {
+            (Some(from), Some(next)) if list >= 0 => (from, next.saturating_mul(size)),
+            _ => return Ok(Vec::new()),
+        };
+        let mut conn = self.conn()?;
+        let rows = licenses::table
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "status <> 'active'",
+            ))
+            .filter(licenses::status_idx.ge(from))
+            .filter(licenses::status_idx.lt(to))
+            .order(licenses::status_idx.asc())
+            .select((licenses::status_idx, licenses::status))
+            .load::<(Option<i64>, String)>(&mut *conn)?;
+        rows.into_iter()
+            .filter_map(|(idx, status)| idx.map(|idx| (idx, status)))
+            .map(|(idx, status)| {
+                let standing = Standing::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("licence status {status:?} at index {idx}"))
+                })?;
+                Ok((idx, standing))
+            })
+            .collect()
+    }
+
+    /// The highest status-list index a licence holds (`None`: none holds
+    /// one yet). The lists that exist are `0..=highest / LIST_SIZE`.
+    pub fn highest_status_idx(&self) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(licenses::table
+            .select(diesel::dsl::max(licenses::status_idx))
+            .first::<Option<i64>>(&mut *conn)?)
+    }
+
     /// The live record of an idempotency key.
     pub fn idempotency(
         &self,

@@ -25,4 +25,5 @@ mod replicas;
 mod reviews;
 mod served;
 mod standing;
+mod status_lists;
 mod tampering;
