@@ -70,6 +70,28 @@ pub(crate) async fn acted(app: &TestApp, id: &str, token: &str) -> Vec<Value> {
     }
 }
 
+/// A JWT's claims (unverified: the status-list tests verify signatures).
+fn claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A licence's entry in its status list, as published now.
+async fn status_bits(app: &TestApp, licence: &Value) -> u8 {
+    let reference = claims(licence["token"].as_str().unwrap())["status"]["status_list"].clone();
+    let uri = reference["uri"].as_str().unwrap();
+    let path = uri.strip_prefix("http://gatekeeper.test").unwrap();
+    let list = app.send("GET", path, None, None).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let lst = claims(&list.text)["status_list"]["lst"].clone();
+    let list = gatekeeper::status_list::StatusList::decode(2, lst.as_str().unwrap()).unwrap();
+    list.get(reference["idx"].as_u64().unwrap() as usize)
+}
+
 async fn license(app: &TestApp, id: &str) -> Value {
     let reply = app
         .get(&format!("/v1/licenses/{id}"), &app.compliance())
@@ -194,6 +216,11 @@ async fn a_new_subsidiary_reaches_exactly_its_licences_once(app: TestApp) {
         );
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        status_bits(&app, &reviewed).await,
+        2,
+        "suspended in its list"
+    );
 
     // The same content again reaches nothing and opens no run (a run is
     // opened in the change's own transaction, or not at all).
@@ -311,6 +338,12 @@ async fn a_service_end_a_moment_ahead_caps_now_and_ends_at_the_instant(app: Test
     let ended = license(&app, lic["id"].as_str().unwrap()).await;
     assert_eq!(ended["status"], "ended");
     assert_eq!(ended["ended_by"]["rule"], "cutoff");
+    assert_eq!(
+        claims(ended["token"].as_str().unwrap())["exp"],
+        cutoff.timestamp(),
+        "its token runs to the cut-off"
+    );
+    assert_eq!(status_bits(&app, &ended).await, 1);
     let verify = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(verify.body["ok"], true, "{}", verify.text);
 }
