@@ -391,10 +391,18 @@ fn sweep(conn: &mut DbConn, head: &mut Head, catalog: &Catalog) -> Result<Swept,
             .and_then(Value::as_str)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
-        if due.is_none_or(|due| due > now) {
+        let suspended_before = row
+            .state
+            .impact_review
+            .as_ref()
+            .is_some_and(|r| r.get("suspended_at").is_some());
+        if suspended_before || due.is_none_or(|due| due > now) {
             continue;
         }
         let read = row.decision_id.clone();
+        if let Some(Value::Object(review)) = row.state.impact_review.as_mut() {
+            review.insert("suspended_at".into(), json!(format_instant(now)));
+        }
         row.state.standing = Standing::Suspended;
         row.state.status_reason = Some(json!({
             "reason": "its impact review was not resolved by its due time",
@@ -757,8 +765,13 @@ impl Gate {
         };
         let product = Sku::parse(&current.product).map_err(StoreError::Corrupt)?;
         // The rule the review was about, which a rejection ends it by.
-        let cited = under_review
-            .pointer("/reasons/0")
+        let reasons = under_review.get("reasons").and_then(Value::as_array);
+        let cited = reasons
+            .and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["code"] == "nexus_unknown")
+                    .or_else(|| rs.first())
+            })
             .map(|r| json!({"designation": r["designation"], "rule": r["rule"]}))
             .unwrap_or(Value::Null);
         let mut catalog = self.serving_catalog()?;
@@ -857,6 +870,13 @@ impl Gate {
                     let outcome = record.decision.outcome;
                     if waiting {
                         row.customer = customer_json.clone();
+                        // Suspended by this review's lapse (the sweep marks it),
+                        // not by compliance for a reason of its own.
+                        let lapsed = row
+                            .state
+                            .impact_review
+                            .as_ref()
+                            .is_some_and(|r| r.get("suspended_at").is_some());
                         row.state.impact_review = None;
                         let blocked = record.decision.reasons.first().map(|r| {
                             json!({"designation": r.designation, "rule": r.rule,
@@ -885,8 +905,8 @@ impl Gate {
                                     }
                                 }
                                 // Back in force, if the overdue review
-                                // suspended it.
-                                if row.state.standing == Standing::Suspended {
+                                // suspended it (and only then).
+                                if row.state.standing == Standing::Suspended && lapsed {
                                     row.state.standing = Standing::Active;
                                     row.state.status_reason = None;
                                 }

@@ -258,7 +258,15 @@ impl Gate {
                     }
                     row.state.standing = Standing::Active;
                     row.state.status_reason = None;
+                    // The gate allows it now: an impact review it waited on
+                    // no longer holds it (the review stays in the queue, and
+                    // resolving it acts on nothing), nor a renewal block.
+                    row.state.impact_review = None;
+                    row.state.renewal_blocked = None;
                     row.decision_id = record.decision.id.clone();
+                    if row.state.status_idx.is_none() {
+                        row.state.status_idx = Some(head.allocate_status_idx(conn)?);
+                    }
                     if let Some(not_after) = record.decision.constraints.not_after {
                         if not_after < row.expires_at {
                             row.expires_at = not_after;

@@ -302,6 +302,10 @@ async fn compliance_suspends_and_reinstates_through_the_gate(app: TestApp) {
         "reseller",
         Some("alpha"),
     );
+    // The trail vouches for all of it, the reinstatement that stayed a
+    // review (and opened none) included.
+    let verify = app.get("/v1/audit/verify", &compliance).await;
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
 }
 
 both!(only_the_roles_named_change_a_standing);

@@ -141,7 +141,11 @@ impl Renewal {
         }
         row.starts_at = fresh.starts_at;
         row.seats = fresh.seats;
+        // Renewed: the gate allows it now, so an impact run's block or
+        // review no longer holds it.
         row.state = fresh.state.clone();
+        row.state.renewal_blocked = None;
+        row.state.impact_review = None;
         // From the later of now and the current expiry (which concurrent
         // renewals may have moved since the decision), never past the
         // decision's `not_after` (which may cut a licence that already ran

@@ -52,7 +52,9 @@ impl Expected {
         if let Some(decision) = event.get("decision") {
             self.decisions += 1;
             let outcome = text(event, "/outcome");
-            if outcome == Some("review") && !is_what_if(event) {
+            // A reinstatement whose answer is review opens none (the
+            // licence stays suspended; its impact review is where facts go).
+            if outcome == Some("review") && !is_what_if(event) && action != "decision.reinstate" {
                 if let (Some(id), Some(tenant)) = (
                     decision.get("id").and_then(Value::as_str),
                     text(event, "/subject/reseller/id"),
