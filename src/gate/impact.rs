@@ -243,7 +243,6 @@ enum Chunk {
 #[derive(Debug, Default)]
 struct Swept {
     opened: usize,
-    suspended: usize,
 }
 
 impl Gate {
@@ -263,11 +262,10 @@ impl Gate {
             })
             .await;
         match swept {
-            Ok(swept) if swept.opened + swept.suspended > 0 => {
+            Ok(swept) if swept.opened > 0 => {
                 tracing::info!(
                     opened = swept.opened,
-                    suspended = swept.suspended,
-                    "impact sweep"
+                    "impact runs opened for rule instants"
                 );
             }
             Ok(_) => {}
@@ -275,6 +273,24 @@ impl Gate {
                 self.reload().await?;
             }
             Err(e) => return Err(e.into()),
+        }
+        // Overdue impact reviews, a chunk of licences per write (so that a
+        // run that opened many reviews does not hold the ledger in one).
+        let mut after = String::new();
+        let mut suspended = 0;
+        loop {
+            let (from, limit) = (after.clone(), self.impact_chunk);
+            let done = self
+                .commit(move |conn, head| suspend_overdue(conn, head, &from, limit))
+                .await?;
+            suspended += done.suspended;
+            match done.last {
+                Some(last) if i64::try_from(done.examined).unwrap_or(0) >= limit => after = last,
+                _ => break,
+            }
+        }
+        if suspended > 0 {
+            tracing::info!(suspended, "licences suspended: their impact review lapsed");
         }
         let store = self.store.clone();
         let running = super::blocking(move || store.running_impact_runs()).await?;
@@ -307,6 +323,7 @@ impl Gate {
             {
                 Ok(Chunk::Complete) => return Ok(()),
                 Ok(Chunk::Advanced { done, acted }) => {
+                    stale = 0;
                     for action in &acted {
                         self.metrics
                             .impact_actions_total
@@ -352,8 +369,8 @@ impl Gate {
     }
 }
 
-/// Opens the runs of the rule instants passed since the last sweep, and
-/// suspends the licences whose impact review is overdue. Inside a write.
+/// Opens the runs of the rule instants passed since the last sweep. Inside
+/// a write.
 fn sweep(conn: &mut DbConn, head: &mut Head, catalog: &Catalog) -> Result<Swept, StoreError> {
     if head.catalog_version() != catalog.version() {
         return Err(StoreError::Stale);
@@ -382,7 +399,36 @@ fn sweep(conn: &mut DbConn, head: &mut Head, catalog: &Catalog) -> Result<Swept,
             }
         }
     }
-    for mut row in in_impact_review(conn)? {
+    Ok(swept)
+}
+
+/// What one write of overdue suspensions did.
+struct Suspended {
+    /// Licences in review it looked at (fewer than asked: none left).
+    examined: usize,
+    /// The last of them: where the next write goes on from.
+    last: Option<String>,
+    suspended: usize,
+}
+
+/// Suspends the licences, after `after` in id order and at most `limit`
+/// looked at, whose impact review is overdue and which it has not suspended
+/// before. Inside a write.
+fn suspend_overdue(
+    conn: &mut DbConn,
+    head: &mut Head,
+    after: &str,
+    limit: i64,
+) -> Result<Suspended, StoreError> {
+    head.immediate(conn)?;
+    let now = Utc::now().trunc_subsecs(6);
+    let rows = in_impact_review(conn, after, limit)?;
+    let mut swept = Suspended {
+        examined: rows.len(),
+        last: rows.last().map(|r| r.id.clone()),
+        suspended: 0,
+    };
+    for mut row in rows {
         let due = row
             .state
             .impact_review

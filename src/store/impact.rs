@@ -319,12 +319,20 @@ pub fn sweep_clock(
     was.as_deref().map(parse_instant).transpose()
 }
 
-/// Licences waiting on an impact review, active (the overdue are suspended).
-pub fn in_impact_review(conn: &mut DbConn) -> Result<Vec<LicenseRow>, StoreError> {
+/// Licences waiting on an impact review and still active, after `after` in
+/// id order, at most `limit` (through the partial index
+/// `licenses_in_impact_review`).
+pub fn in_impact_review(
+    conn: &mut DbConn,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<LicenseRow>, StoreError> {
     let ids: Vec<String> = licenses::table
         .filter(licenses::impact_review.is_not_null())
         .filter(licenses::status.eq("active"))
+        .filter(licenses::id.gt(after))
         .order(licenses::id.asc())
+        .limit(limit)
         .select(licenses::id)
         .load(conn)?;
     let mut rows = Vec::with_capacity(ids.len());
