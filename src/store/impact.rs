@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::licenses::{license_in, LicenseRow};
+use super::licenses::{from_row, license_columns, license_in, LicenseRow, Row};
 use super::schema::{impact_actions, impact_clock, impact_runs, licenses};
 use super::{format_instant, parse_instant, parse_json, DbConn, Page, Store, StoreError};
 
@@ -213,41 +213,35 @@ pub fn reached_after(
     limit: i64,
 ) -> Result<Vec<LicenseRow>, StoreError> {
     let live = ["active", "suspended"];
-    let mut ids: Vec<String> = Vec::new();
+    // One keyset query per product and per reseller, each down its own
+    // index ((product, id), (reseller, id)), whole rows.
+    let next = |conn: &mut DbConn, by_product: Option<&str>, by_reseller: Option<&str>| {
+        let mut query = licenses::table
+            .filter(licenses::id.gt(cursor.to_string()))
+            .filter(licenses::status.eq_any(live))
+            .order(licenses::id.asc())
+            .limit(limit)
+            .select(license_columns!())
+            .into_boxed();
+        if let Some(product) = by_product {
+            query = query.filter(licenses::product.eq(product.to_string()));
+        }
+        if let Some(reseller) = by_reseller {
+            query = query.filter(licenses::reseller.eq(reseller.to_string()));
+        }
+        query.load::<Row>(conn)
+    };
+    let mut rows: Vec<Row> = Vec::new();
     for product in &reach.products {
-        ids.extend(
-            licenses::table
-                .filter(licenses::product.eq(product))
-                .filter(licenses::id.gt(cursor))
-                .filter(licenses::status.eq_any(live))
-                .order(licenses::id.asc())
-                .limit(limit)
-                .select(licenses::id)
-                .load::<String>(conn)?,
-        );
+        rows.extend(next(conn, Some(product), None)?);
     }
     for reseller in &reach.resellers {
-        ids.extend(
-            licenses::table
-                .filter(licenses::reseller.eq(reseller))
-                .filter(licenses::id.gt(cursor))
-                .filter(licenses::status.eq_any(live))
-                .order(licenses::id.asc())
-                .limit(limit)
-                .select(licenses::id)
-                .load::<String>(conn)?,
-        );
+        rows.extend(next(conn, None, Some(reseller))?);
     }
-    ids.sort();
-    ids.dedup();
-    ids.truncate(usize::try_from(limit).unwrap_or(0));
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(row) = license_in(conn, &id)? {
-            rows.push(row);
-        }
-    }
-    Ok(rows)
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.dedup_by(|a, b| a.0 == b.0);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    rows.into_iter().map(from_row).collect()
 }
 
 /// Records the licences a chunk acted on, and moves the run on (its cursor,

@@ -119,7 +119,7 @@ pub(super) type Row = (
     Option<i64>,
 );
 
-fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
+pub(super) fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
     let (id, reseller, product, customer, seats, starts_at, expires_at, decision_id, token) = (
         row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
     );
@@ -168,6 +168,7 @@ macro_rules! license_columns {
         )
     };
 }
+pub(super) use license_columns;
 
 /// The live record of an idempotency key, inside a ledger write.
 pub fn idempotency_in(
