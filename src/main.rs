@@ -263,7 +263,12 @@ fn import(config: &Config, args: ImportArgs) -> anyhow::Result<serde_json::Value
         role: "admin".into(),
         reseller: None,
     };
-    match store.import_catalog(&actor, changes) {
+    // A change that can reach a licence opens its impact run with it; a
+    // serving replica's runner carries it out.
+    let opened = |conn: &mut _, head: &mut _, applied: &_| {
+        gatekeeper::gate::impact::open_run_for(conn, head, applied).map(|_| ())
+    };
+    match store.import_catalog(&actor, changes, opened) {
         Ok(applied) => Ok(serde_json::json!({
             "imported": applied.created.len(),
             "created": applied.created.iter().filter(|c| **c).count(),

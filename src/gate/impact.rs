@@ -186,7 +186,7 @@ fn open_run(
 /// Opens the run of a catalogue change from `old` to `new` (committed as
 /// version `new.version()`, its last event `audit_seq`), if it can reach a
 /// licence. Inside the change's write.
-pub(super) fn open_change_run(
+fn open_change_run(
     conn: &mut DbConn,
     head: &mut Head,
     old: &Catalog,
@@ -208,6 +208,20 @@ pub(super) fn open_change_run(
         reach,
     };
     open_run(conn, head, run, now)
+}
+
+/// Opens the run of the catalogue change `applied` records, if it can
+/// reach a licence: inside the change's write (the API's, or
+/// `gatekeeper catalog import`'s).
+pub fn open_run_for(
+    conn: &mut DbConn,
+    head: &mut Head,
+    applied: &crate::store::catalog::Applied,
+) -> Result<Option<String>, StoreError> {
+    let before = Catalog::build(applied.catalog.version() - 1, applied.before.clone())
+        .map_err(StoreError::Invalid)?;
+    let seq = applied.audit_seqs.last().copied().unwrap_or_default();
+    open_change_run(conn, head, &before, &applied.catalog, seq)
 }
 
 /// The rule instants in `(after, until]` of `catalog`: designation, rule,

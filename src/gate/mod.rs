@@ -312,10 +312,7 @@ impl Gate {
         let applied = match self
             .commit(move |conn, head| {
                 let applied = apply_catalog_changes(conn, head, &actor, &changes)?;
-                let before = Catalog::build(applied.catalog.version() - 1, applied.before.clone())
-                    .map_err(StoreError::Invalid)?;
-                let seq = applied.audit_seqs.last().copied().unwrap_or_default();
-                let run = impact::open_change_run(conn, head, &before, &applied.catalog, seq)?;
+                let run = impact::open_run_for(conn, head, &applied)?;
                 Ok((applied, run))
             })
             .await

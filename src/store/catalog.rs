@@ -77,8 +77,15 @@ impl Store {
         &self,
         actor: &Actor,
         changes: Vec<CatalogChange>,
+        then: impl FnOnce(&mut DbConn, &mut Head, &Applied) -> Result<(), StoreError>,
     ) -> Result<Applied, StoreError> {
-        self.apply_changes_if(actor, changes, |_| true)
+        // `then` writes what the change starts (its impact run) in its
+        // transaction.
+        self.write(|conn, head| {
+            let applied = apply_catalog_changes(conn, head, actor, &changes)?;
+            then(conn, head, &applied)?;
+            Ok(applied)
+        })
     }
 
     pub(super) fn apply_changes_if(

@@ -533,3 +533,32 @@ async fn an_impact_review_approved_on_facts_reinstates_and_rejected_ends(app: Te
     let verify = app.get("/v1/audit/verify", &app.compliance()).await;
     assert_eq!(verify.body["ok"], true, "{}", verify.text);
 }
+
+both!(a_catalogue_import_opens_its_run_too);
+async fn a_catalogue_import_opens_its_run_too(app: TestApp) {
+    vendors(&app).await;
+    let lic = licensed(&app, "SCY-AV", us()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("entries.ndjson");
+    let entry = json!({"kind": "relationship", "id": "secure-cy/ao-kaspersky-lab",
+                       "spec": {"kind": "subsidiary_of"}});
+    std::fs::write(&file, entry.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["catalog", "import", file.to_str().unwrap(), "--sub", "ops"])
+        .env("GATEKEEPER_DATABASE_URL", app.db.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The serving replica's runner carries it out.
+    let run = settled(&app, 1).await[0].clone();
+    assert_eq!(run["trigger"]["kind"], "catalog_change");
+    assert_eq!(run["counts"]["ended"], 1, "{run}");
+    assert_eq!(
+        license(&app, lic["id"].as_str().unwrap()).await["status"],
+        "ended"
+    );
+}
