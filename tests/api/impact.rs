@@ -236,6 +236,11 @@ async fn a_new_subsidiary_reaches_exactly_its_licences_once(app: TestApp) {
         seen.body["counts"],
         json!({"ended": 0, "capped": 0, "renewal_blocked": 0, "review": 0})
     );
+    assert_eq!(
+        seen.body["licenses_checked"],
+        Value::Null,
+        "every tenant's count"
+    );
     assert_eq!(acted(&app, id, &app.reseller("alpha")).await.len(), 2);
     app.get("/v1/impact-runs", &theirs)
         .await
