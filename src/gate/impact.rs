@@ -269,12 +269,22 @@ impl Gate {
             return Ok(());
         };
         let catalog = self.serving_catalog()?;
-        let swept = self
-            .commit({
-                let catalog = Arc::clone(&catalog);
-                move |conn, head| sweep(conn, head, &catalog)
-            })
-            .await;
+        // The ledger is taken only when there is work: the first sweep (to
+        // start the clock), or a rule instant passed since the last one.
+        let store = self.store.clone();
+        let swept_to = super::blocking(move || store.impact_swept_to()).await?;
+        let now = Utc::now();
+        let due = swept_to.is_none_or(|after| !instants_between(&catalog, after, now).is_empty());
+        let swept = match due {
+            false => Ok(Swept::default()),
+            true => {
+                self.commit({
+                    let catalog = Arc::clone(&catalog);
+                    move |conn, head| sweep(conn, head, &catalog)
+                })
+                .await
+            }
+        };
         match swept {
             Ok(swept) if swept.opened > 0 => {
                 tracing::info!(
@@ -292,7 +302,9 @@ impl Gate {
         // run that opened many reviews does not hold the ledger in one).
         let mut after = String::new();
         let mut suspended = 0;
-        loop {
+        let store = self.store.clone();
+        let mut waiting = super::blocking(move || store.any_in_impact_review()).await?;
+        while waiting {
             let (from, limit) = (after.clone(), self.impact_chunk);
             let done = self
                 .commit(move |conn, head| suspend_overdue(conn, head, &from, limit))
@@ -300,7 +312,7 @@ impl Gate {
             suspended += done.suspended;
             match done.last {
                 Some(last) if i64::try_from(done.examined).unwrap_or(0) >= limit => after = last,
-                _ => break,
+                _ => waiting = false,
             }
         }
         if suspended > 0 {

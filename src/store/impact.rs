@@ -339,6 +339,31 @@ pub fn in_impact_review(
 }
 
 impl Store {
+    /// How far rule instants have been swept (`None`: never), read without
+    /// the ledger: the runner takes the ledger only when there is work.
+    pub fn impact_swept_to(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut conn = self.conn()?;
+        let was: Option<String> = impact_clock::table
+            .filter(impact_clock::id.eq(1))
+            .select(impact_clock::swept_to)
+            .first(&mut *conn)
+            .optional()?;
+        was.as_deref().map(parse_instant).transpose()
+    }
+
+    /// Whether any active licence waits on an impact review (one lapsed
+    /// review may need its licence suspended).
+    pub fn any_in_impact_review(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let found: Option<String> = licenses::table
+            .filter(licenses::impact_review.is_not_null())
+            .filter(licenses::status.eq("active"))
+            .select(licenses::id)
+            .first(&mut *conn)
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// The runs not yet complete, oldest first.
     pub fn running_impact_runs(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn()?;

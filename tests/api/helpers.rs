@@ -107,6 +107,9 @@ impl TestDb {
                 let path = dir.path().join("gatekeeper.db");
                 let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
                     .expect("open the SQLite file");
+                // The service writes too (its impact runner ticks): wait
+                // for its lock rather than fail on it.
+                conn.batch_execute("PRAGMA busy_timeout = 10000")?;
                 conn.batch_execute(sql)
             }
             TestDb::Postgres { url, .. } => {

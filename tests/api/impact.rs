@@ -112,7 +112,7 @@ fn unknown() -> Value {
 
 /// A vendor outside every designation, with an antivirus product; and
 /// another vendor's firewall.
-async fn vendors(app: &TestApp) {
+pub(crate) async fn vendors(app: &TestApp) {
     app.register("alpha", "DE", false).await;
     app.register("beta", "DE", false).await;
     app.admin_put(

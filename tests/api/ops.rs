@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::both;
 use crate::helpers::{sample, TestApp};
-use crate::impact::{licensed, settled};
+use crate::impact::{licensed, settled, vendors};
 
 both!(metrics_count_what_happens_without_caller_values_in_labels);
 async fn metrics_count_what_happens_without_caller_values_in_labels(app: TestApp) {
@@ -103,17 +103,7 @@ both!(impact_runs_show_in_the_metrics_by_trigger_and_state);
 async fn impact_runs_show_in_the_metrics_by_trigger_and_state(app: TestApp) {
     // As tests/api/impact.rs: a vendor outside every designation, and a
     // licence of its product to a U.S. customer.
-    app.register("alpha", "DE", false).await;
-    app.admin_put(
-        "/v1/organizations/secure-cy",
-        json!({"name": "Secure Cyprus Ltd", "country": "CY"}),
-    )
-    .await;
-    app.admin_put(
-        "/v1/products/SCY-AV",
-        json!({"name": "SecureCY AV", "vendor": "secure-cy", "category": "antivirus"}),
-    )
-    .await;
+    vendors(&app).await;
     licensed(
         &app,
         "SCY-AV",
