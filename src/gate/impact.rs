@@ -795,12 +795,10 @@ impl Gate {
 }
 
 /// How an impact review's resolution left the licence.
-enum Resolved {
-    Done {
-        license: Box<LicenseRow>,
-        decision: Option<Decision>,
-        review: Value,
-    },
+struct Resolved {
+    license: Box<LicenseRow>,
+    decision: Option<Decision>,
+    review: Value,
 }
 
 impl Gate {
@@ -932,7 +930,7 @@ impl Gate {
                                 now,
                             )?;
                         }
-                        return Ok(Resolved::Done {
+                        return Ok(Resolved {
                             license: Box::new(row),
                             decision: None,
                             review,
@@ -997,7 +995,7 @@ impl Gate {
                     }
                     let settled = closes.settle(&decision.id, outcome, Some(row.id.as_str()));
                     settled.write(conn, head)?;
-                    Ok(Resolved::Done {
+                    Ok(Resolved {
                         license: Box::new(row),
                         decision: Some(decision),
                         review: settled.review,
@@ -1005,7 +1003,7 @@ impl Gate {
                 })
                 .await;
             return match written {
-                Ok(Resolved::Done {
+                Ok(Resolved {
                     license,
                     decision,
                     review,

@@ -155,6 +155,23 @@ fn from_stored(r: Stored) -> Result<RunRow, StoreError> {
     })
 }
 
+/// A stored run: its id, its opening event's `seq`, and the run, or why it
+/// does not read back.
+pub(in crate::store) type StoredRun = (String, i64, Result<RunRow, StoreError>);
+
+/// Every run as stored, in id order (verification names a row that does
+/// not read back).
+pub(in crate::store) fn all_runs(conn: &mut DbConn) -> Result<Vec<StoredRun>, StoreError> {
+    let rows = impact_runs::table
+        .order(impact_runs::id.asc())
+        .select(run_columns!())
+        .load::<Stored>(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.0.clone(), r.13, from_stored(r)))
+        .collect())
+}
+
 /// The run of a trigger, if one was opened (inside a write).
 pub fn run_of_trigger(conn: &mut DbConn, key: &str) -> Result<Option<RunRow>, StoreError> {
     impact_runs::table

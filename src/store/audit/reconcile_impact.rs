@@ -16,8 +16,8 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::{events_at, text};
-use crate::store::impact::{ActionRow, Reached};
-use crate::store::schema::{impact_actions, impact_runs};
+use crate::store::impact::{all_runs, ActionRow, Counts, Reached};
+use crate::store::schema::impact_actions;
 use crate::store::{DbConn, StoreError};
 
 /// What the chain says of impact runs and their actions.
@@ -65,88 +65,45 @@ impl ImpactExpected {
 
 type Mismatch = (String, Option<i64>);
 
-type RunStored = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    String,
-);
-
 /// The first run or action row that is not what the chain records.
 pub(super) fn impact_mismatch(
     conn: &mut DbConn,
     expected: &mut ImpactExpected,
 ) -> Result<Option<Mismatch>, StoreError> {
-    let rows: Vec<RunStored> = impact_runs::table
-        .order(impact_runs::id.asc())
-        .select((
-            impact_runs::id,
-            impact_runs::trigger_spec,
-            impact_runs::at,
-            impact_runs::reach,
-            impact_runs::status,
-            impact_runs::audit_seq,
-            impact_runs::licenses_checked,
-            impact_runs::ended,
-            impact_runs::capped,
-            impact_runs::renewal_blocked,
-            impact_runs::review,
-            impact_runs::completed_at,
-            impact_runs::trigger_key,
-        ))
-        .load(conn)?;
     let instant = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .ok()
             .map(|t| t.with_timezone(&chrono::Utc))
     };
-    for row in &rows {
-        let (id, trigger, at, reach, status, seq) = (&row.0, &row.1, &row.2, &row.3, &row.4, row.5);
+    for (id, seq, run) in all_runs(conn)? {
         let mismatch = || Ok(Some((format!("impact_runs/{id}"), Some(seq))));
-        let Some((open_seq, opened, closed)) = expected.runs.remove(id) else {
+        let (Some((open_seq, opened, closed)), Ok(run)) = (expected.runs.remove(&id), run) else {
             return mismatch();
         };
-        let trigger: Value = serde_json::from_str(trigger).unwrap_or(Value::Null);
-        let reach: Option<Reached> = serde_json::from_str(reach).ok();
         let wanted_reach: Option<Reached> = opened
             .get("reach")
             .and_then(|r| serde_json::from_value(r.clone()).ok());
-        let same = open_seq == seq
-            && opened.get("trigger") == Some(&trigger)
-            && text(&opened, "/at").and_then(instant) == instant(at)
-            && reach.is_some()
-            && reach == wanted_reach
-            && text(&opened, "/trigger_key") == Some(row.12.as_str());
+        let same = open_seq == run.audit_seq
+            && opened.get("trigger") == Some(&run.trigger)
+            && text(&opened, "/at").and_then(instant) == Some(run.at)
+            && wanted_reach.as_ref() == Some(&run.reach)
+            && text(&opened, "/trigger_key") == Some(run.trigger_key.as_str());
         if !same {
             return mismatch();
         }
-        match (status.as_str(), closed) {
+        match (run.status.as_str(), closed) {
             ("running", None) => {}
             ("complete", Some(closed)) => {
-                let counts = closed.get("counts").cloned().unwrap_or_default();
-                let n = |name: &str| counts.get(name).and_then(Value::as_i64).unwrap_or(0);
-                let checked = closed
-                    .get("licenses_checked")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let counts: Option<Counts> = closed
+                    .get("counts")
+                    .and_then(|c| serde_json::from_value(c.clone()).ok());
+                let checked = closed.get("licenses_checked").and_then(Value::as_i64);
                 let done = text(&closed, "/completed_at")
                     .or_else(|| text(&closed, "/at"))
                     .and_then(instant);
-                let same = checked == row.6
-                    && n("ended") == row.7
-                    && n("capped") == row.8
-                    && n("renewal_blocked") == row.9
-                    && n("review") == row.10
-                    && done == row.11.as_deref().and_then(instant);
+                let same = checked == Some(run.licenses_checked)
+                    && counts == Some(run.counts)
+                    && done == run.completed_at;
                 if !same {
                     return mismatch();
                 }
