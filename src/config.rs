@@ -127,6 +127,27 @@ pub struct Config {
     /// age, licences without their audit event) are refreshed
     /// (`GATEKEEPER_METRICS_REFRESH`); a scrape only renders them.
     pub metrics_refresh: std::time::Duration,
+    /// Webhook endpoints may be `http` URLs or reach private, loopback and
+    /// link-local addresses (`GATEKEEPER_WEBHOOK_ALLOW_PRIVATE=1`: for
+    /// development and tests only; otherwise only `https` to public addresses).
+    pub webhook_allow_private: bool,
+    /// How often endpoints with events waiting are looked for
+    /// (`GATEKEEPER_WEBHOOK_INTERVAL`, seconds; `0` turns delivery off). A
+    /// commit in this process wakes the worker at once.
+    pub webhook_interval: Option<std::time::Duration>,
+    /// The time one delivery attempt may take in all
+    /// (`GATEKEEPER_WEBHOOK_TIMEOUT`, seconds; connecting takes at most 5 s of it).
+    pub webhook_timeout: std::time::Duration,
+    /// The first retry's delay, doubled at each further attempt, with jitter
+    /// (`GATEKEEPER_WEBHOOK_RETRY_BASE_MS`).
+    pub webhook_retry_base: std::time::Duration,
+    /// How long after its creation an event is still tried
+    /// (`GATEKEEPER_WEBHOOK_MAX_AGE`, seconds; default three days); past it the
+    /// event is abandoned for that endpoint and the next one is sent.
+    pub webhook_max_age: std::time::Duration,
+    /// Days events are kept for `GET /v1/events` before they are purged
+    /// (`GATEKEEPER_EVENT_RETENTION_DAYS`, at least 30).
+    pub event_retention_days: i64,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatekeeper.db";
@@ -209,6 +230,43 @@ impl Config {
                 1..=300,
                 " of seconds",
             )?),
+            webhook_allow_private: vars.whole(
+                "GATEKEEPER_WEBHOOK_ALLOW_PRIVATE",
+                "0",
+                0..=1,
+                " (1 allows private addresses and http)",
+            )? == 1,
+            webhook_interval: Some(seconds(vars.whole(
+                "GATEKEEPER_WEBHOOK_INTERVAL",
+                "1",
+                0..=3600,
+                " of seconds",
+            )?))
+            .filter(|d| !d.is_zero()),
+            webhook_timeout: seconds(vars.whole(
+                "GATEKEEPER_WEBHOOK_TIMEOUT",
+                "15",
+                1..=60,
+                " of seconds",
+            )?),
+            webhook_retry_base: std::time::Duration::from_millis(vars.whole(
+                "GATEKEEPER_WEBHOOK_RETRY_BASE_MS",
+                "5000",
+                1..=3_600_000,
+                " of milliseconds",
+            )?),
+            webhook_max_age: seconds(vars.whole(
+                "GATEKEEPER_WEBHOOK_MAX_AGE",
+                "259200",
+                1..=2_592_000,
+                " of seconds",
+            )?),
+            event_retention_days: vars.whole(
+                "GATEKEEPER_EVENT_RETENTION_DAYS",
+                "30",
+                30..=3650,
+                " of days",
+            )? as i64,
         })
     }
 }

@@ -5,7 +5,7 @@
 //! Dependencies point one way: `api` → `gate` → (`store`, `policy`,
 //! `audit`) → `domain`. `policy` and `audit` are pure (no HTTP, SQL or
 //! clock); `gate` knows neither HTTP nor SQL. The edge modules (`auth`,
-//! `config`, `metrics`, `telemetry`, `signing`, `status_list`, `periodic`) import nothing
+//! `config`, `metrics`, `telemetry`, `signing`, `status_list`, `periodic`, `webhook`) import nothing
 //! above them; `startup` and the binary put the rooms together.
 
 pub mod api;
@@ -22,3 +22,4 @@ pub mod startup;
 pub mod status_list;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

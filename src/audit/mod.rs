@@ -21,6 +21,7 @@
 //! [`MAX_LINE_BYTES`] long.
 
 mod canonical;
+pub mod outbox;
 pub mod state;
 mod verify;
 

@@ -957,20 +957,26 @@ impl Gate {
                             .reasons
                             .iter()
                             .any(|r| cat.ends_service(&r.designation, &r.rule));
+                        // What the answer did to the licence, in order (its
+                        // events are derived from this list).
+                        let mut effects = Vec::new();
                         match outcome {
                             Outcome::Deny if ends => {
                                 row.state.standing = Standing::Ended;
                                 row.state.ended_by = blocked;
                                 row.state.status_reason = None;
+                                effects.push("ended");
                             }
                             _ => {
                                 if outcome == Outcome::Deny {
                                     row.state.renewal_blocked = blocked;
+                                    effects.push("renewal_blocked");
                                 } else {
                                     row.decision_id = record.decision.id.clone();
                                     if let Some(cut) = record.decision.constraints.not_after {
                                         if cut < row.expires_at {
                                             row.expires_at = cut;
+                                            effects.push("capped");
                                         }
                                     }
                                 }
@@ -979,6 +985,7 @@ impl Gate {
                                 if row.state.standing == Standing::Suspended && lapsed {
                                     row.state.standing = Standing::Active;
                                     row.state.status_reason = None;
+                                    effects.insert(0, "reinstated");
                                 }
                                 if row.state.status_idx.is_none() {
                                     row.state.status_idx = Some(head.allocate_status_idx(conn)?);
@@ -987,6 +994,7 @@ impl Gate {
                             }
                         }
                         record.event.subject["license"] = full_subject(&row);
+                        record.event.subject["effects"] = json!(effects);
                     }
                     let version = cat.version();
                     let decision = record_decision(head, version, record)?;

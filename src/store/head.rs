@@ -23,7 +23,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::licenses::{IdempotencyRecord, LicenseRow, IDEMPOTENCY_TTL_HOURS};
-use super::schema::{audit_events, decisions, idempotency_keys, licenses};
+use super::schema::{audit_events, decisions, events, idempotency_keys, licenses};
 use super::{format_instant, format_storable, DbConn, StoreError};
 
 /// Sends one multi-row `INSERT`. BACKEND-SPECIFIC: diesel's multi-backend
@@ -67,6 +67,19 @@ pub(super) struct EventRow {
     pub prev_hash: String,
     pub hash: String,
     pub what_if: bool,
+}
+
+/// An outbox event, derived from an audit event of the batch.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = events)]
+pub(super) struct OutboxRow {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: &'static str,
+    pub reseller: Option<String>,
+    pub created_at: String,
+    pub audit_seq: i64,
+    pub data: String,
 }
 
 #[derive(Debug, Insertable)]
@@ -134,6 +147,7 @@ struct IdempotencyRow {
 #[derive(Debug, Default)]
 struct Pending {
     events: Vec<EventRow>,
+    outbox: Vec<OutboxRow>,
     decisions: Vec<DecisionRow>,
     licenses: Vec<LicenseInsert>,
     renewals: Vec<Renewed>,
@@ -144,6 +158,7 @@ struct Pending {
 #[derive(Debug, Clone, Copy, Default)]
 struct Lens {
     events: usize,
+    outbox: usize,
     decisions: usize,
     licenses: usize,
     renewals: usize,
@@ -154,6 +169,7 @@ impl Pending {
     fn lens(&self) -> Lens {
         Lens {
             events: self.events.len(),
+            outbox: self.outbox.len(),
             decisions: self.decisions.len(),
             licenses: self.licenses.len(),
             renewals: self.renewals.len(),
@@ -163,6 +179,7 @@ impl Pending {
 
     fn truncate(&mut self, to: Lens) {
         self.events.truncate(to.events);
+        self.outbox.truncate(to.outbox);
         self.decisions.truncate(to.decisions);
         self.licenses.truncate(to.licenses);
         self.renewals.truncate(to.renewals);
@@ -173,6 +190,7 @@ impl Pending {
     fn split_front(&mut self, to: Lens) -> Pending {
         Pending {
             events: self.events.drain(..to.events).collect(),
+            outbox: self.outbox.drain(..to.outbox).collect(),
             decisions: self.decisions.drain(..to.decisions).collect(),
             licenses: self.licenses.drain(..to.licenses).collect(),
             renewals: self.renewals.drain(..to.renewals).collect(),
@@ -182,6 +200,7 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.events.is_empty()
+            && self.outbox.is_empty()
             && self.decisions.is_empty()
             && self.licenses.is_empty()
             && self.renewals.is_empty()
@@ -194,6 +213,9 @@ impl Pending {
     fn send(self, conn: &mut DbConn, one_by_one: bool) -> Result<(), StoreError> {
         for chunk in self.events.chunks(CHUNK) {
             insert_rows!(conn, audit_events::table, chunk);
+        }
+        for chunk in self.outbox.chunks(CHUNK) {
+            insert_rows!(conn, events::table, chunk);
         }
         for chunk in self.decisions.chunks(CHUNK) {
             insert_rows!(conn, decisions::table, chunk);
@@ -347,6 +369,10 @@ impl Head {
 
     pub(super) fn push_event(&mut self, row: EventRow) {
         self.pending.events.push(row);
+    }
+
+    pub(super) fn push_outbox(&mut self, row: OutboxRow) {
+        self.pending.outbox.push(row);
     }
 
     pub(super) fn push_decision(&mut self, row: DecisionRow) {

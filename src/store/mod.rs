@@ -21,6 +21,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checkpoints;
 pub mod decisions;
+pub mod events;
 mod head;
 pub mod impact;
 pub mod ledger;

@@ -173,6 +173,53 @@ diesel::table! {
 }
 
 diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        event_type -> Text,
+        reseller -> Nullable<Text>,
+        created_at -> Text,
+        audit_seq -> BigInt,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        reseller -> Nullable<Text>,
+        url -> Text,
+        event_types -> Nullable<Text>,
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_until -> Nullable<Text>,
+        created_at -> Text,
+        disabled_at -> Nullable<Text>,
+        disabled_reason -> Nullable<Text>,
+        cursor -> BigInt,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Text>,
+        last_attempt_at -> Nullable<Text>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (endpoint_id, event_seq) {
+        endpoint_id -> Text,
+        event_seq -> BigInt,
+        event_id -> Text,
+        outcome -> Text,
+        attempts -> Integer,
+        status -> Nullable<Integer>,
+        settled_at -> Text,
+    }
+}
+
+diesel::table! {
     /// diesel's own record of the migrations applied (read, never written here).
     __diesel_schema_migrations (version) {
         version -> Text,
@@ -195,4 +242,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     impact_runs,
     impact_actions,
     impact_clock,
+    events,
+    webhook_endpoints,
+    webhook_deliveries,
 );

@@ -252,6 +252,12 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         max_connections: None,
         max_in_flight: 1024,
         metrics_refresh: std::time::Duration::from_secs(1),
+        webhook_allow_private: true,
+        webhook_interval: Some(std::time::Duration::from_secs(1)),
+        webhook_timeout: std::time::Duration::from_secs(2),
+        webhook_retry_base: std::time::Duration::from_millis(200),
+        webhook_max_age: std::time::Duration::from_secs(259_200),
+        event_retention_days: 30,
     };
     let address = start(&config);
     Some(TestApp {

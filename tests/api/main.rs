@@ -12,6 +12,7 @@ mod cli;
 mod decisions;
 mod edges;
 mod errors;
+mod events;
 mod faults;
 mod impact;
 mod impact_faults;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::{Map, Value};
 
-use super::head::EventRow;
+use super::head::{EventRow, OutboxRow};
 use super::schema::audit_events;
 use super::{format_instant, DbConn, Head, Page, Store, StoreError};
 use crate::domain::{Actor, Outcome};
@@ -239,6 +239,21 @@ pub fn append_event(
     map.insert("prev_hash".into(), Value::from(head.hash.clone()));
     let event_value = Value::Object(map);
     let what_if = crate::audit::state::is_what_if(&event_value);
+    // What resellers hear of it, in the same transaction.
+    for (n, derived) in crate::audit::outbox::derive(&event_value, event.reseller.as_deref())
+        .into_iter()
+        .enumerate()
+    {
+        head.push_outbox(OutboxRow {
+            seq: crate::store::events::outbox_seq(seq, n),
+            id: derived.id,
+            event_type: derived.event_type,
+            reseller: derived.reseller,
+            created_at: derived.created_at,
+            audit_seq: seq,
+            data: derived.data.to_string(),
+        });
+    }
     let (text, hash) = crate::audit::canonical_and_hash(&event_value);
     head.push_event(EventRow {
         seq,
