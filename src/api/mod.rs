@@ -5,6 +5,7 @@ pub mod audit;
 mod catalog;
 mod decisions;
 pub mod error;
+mod events;
 mod impact;
 mod licenses;
 mod lifecycle;
@@ -134,6 +135,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/impact-runs/{id}/licenses", "GET").route(web::get().to(impact::licenses)),
         )
+        .service(resource("/v1/events", "GET").route(web::get().to(events::list)))
         .service(resource("/v1/audit", "GET").route(web::get().to(audit::list)))
         .service(resource("/v1/audit/verify", "GET").route(web::get().to(audit::verify)))
         .service(

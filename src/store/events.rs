@@ -37,7 +37,7 @@ pub struct EventRow {
     pub data: Value,
 }
 
-type Stored = (i64, String, String, Option<String>, String, i64, String);
+pub type Stored = (i64, String, String, Option<String>, String, i64, String);
 
 macro_rules! event_columns {
     () => {

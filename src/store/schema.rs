@@ -185,6 +185,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_start (id) {
+        id -> Integer,
+        audit_seq -> BigInt,
+    }
+}
+
+diesel::table! {
     webhook_endpoints (id) {
         id -> Text,
         reseller -> Nullable<Text>,
@@ -243,6 +250,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     impact_actions,
     impact_clock,
     events,
+    outbox_start,
     webhook_endpoints,
     webhook_deliveries,
 );

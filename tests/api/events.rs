@@ -3,7 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
+use gatekeeper::audit::outbox::EVENT_TYPES;
 use serde_json::{json, Value};
+
+use crate::both;
 
 use crate::helpers::TestApp;
 use crate::impact::{licensed, settled, vendors};
@@ -161,13 +166,267 @@ pub(crate) async fn every_kind(app: &TestApp) {
     }
 }
 
-#[actix_web::test]
-async fn dump_every_kind() {
-    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
-        .await
-        .unwrap();
-    every_kind(&app).await;
-    for e in app.all_events().await {
-        println!("{}", serde_json::to_string(&e).unwrap());
+/// Every event `token` may read, every page (`limit` a page), with `query`.
+pub(crate) async fn all_events(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let reply = app
+            .get(&format!("/v1/events?limit=7{after}{query}"), token)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        all.extend(reply.body["events"].as_array().cloned().unwrap_or_default());
+        match reply.body["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return all,
+        }
     }
+}
+
+fn types(events: &[Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+both!(every_change_a_reseller_should_hear_of_is_an_event);
+async fn every_change_a_reseller_should_hear_of_is_an_event(app: TestApp) {
+    every_kind(&app).await;
+    let all = all_events(&app, &app.compliance(), "").await;
+    let every: BTreeSet<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+    assert_eq!(types(&all), every, "{all:#?}");
+    // Each event is what its audit event recorded, at its instant, and ids
+    // are unique.
+    let ids: BTreeSet<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), all.len());
+    let audit = app.all_events().await;
+    for e in &all {
+        let id = e["id"].as_str().unwrap();
+        assert!(id.starts_with("evt_"), "{id}");
+        let at = e["created_at"].as_str().unwrap();
+        assert!(
+            audit.iter().any(|a| a["at"] == at
+                && id.starts_with(&format!(
+                    "evt_{}",
+                    a["id"].as_str().unwrap().replace('-', "")
+                ))),
+            "an audit event at {at} makes {id}"
+        );
+        if e["type"].as_str().unwrap().starts_with("license.") {
+            let license = &e["data"]["license"];
+            assert!(
+                license["id"].is_string() && license["status"].is_string(),
+                "{e}"
+            );
+            assert!(license.get("token").is_none(), "no token in an event: {e}");
+        }
+    }
+    // In commit order: the order of the audit events that made them.
+    let place = |e: &Value| {
+        let id = e["id"].as_str().unwrap();
+        audit
+            .iter()
+            .find(|a| {
+                id.starts_with(&format!(
+                    "evt_{}",
+                    a["id"].as_str().unwrap().replace('-', "")
+                ))
+            })
+            .map(|a| a["seq"].as_i64().unwrap())
+            .unwrap()
+    };
+    let order: Vec<i64> = all.iter().map(place).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+    // What happened to one licence, in order.
+    let first = all
+        .iter()
+        .find(|e| e["type"] == "license.suspended")
+        .unwrap();
+    let lic = first["data"]["license"]["id"].clone();
+    let story: Vec<&str> = all
+        .iter()
+        .filter(|e| e["data"]["license"]["id"] == lic)
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        story,
+        vec![
+            "license.issued",
+            "license.suspended",
+            "license.reinstated",
+            "license.revoked"
+        ]
+    );
+    let revoked = all.iter().find(|e| e["type"] == "license.revoked").unwrap();
+    assert_eq!(revoked["data"]["license"]["status"], "revoked");
+    assert_eq!(
+        revoked["data"]["license"]["status_reason"]["reason"],
+        "customer left"
+    );
+    let capped = all.iter().find(|e| e["type"] == "license.capped").unwrap();
+    assert_eq!(capped["data"]["decision"]["outcome"], "allow");
+    assert!(capped["data"]["impact_run"].is_string(), "{capped}");
+    let opened = all
+        .iter()
+        .find(|e| e["type"] == "review.opened" && e["data"]["review"]["kind"] == "impact")
+        .unwrap();
+    assert!(opened["data"]["review"]["due"].is_string(), "{opened}");
+    let completed = all
+        .iter()
+        .find(|e| e["type"] == "impact.completed")
+        .unwrap();
+    assert_eq!(completed["reseller"], Value::Null);
+    assert!(
+        completed["data"]["run"]["counts"].is_object(),
+        "{completed}"
+    );
+
+    // A tenant reads its own events only, and no run's completion.
+    let alpha = all_events(&app, &app.reseller("alpha"), "").await;
+    let beta = all_events(&app, &app.reseller("beta"), "").await;
+    assert!(alpha.iter().all(|e| e["reseller"] == "alpha"));
+    assert!(beta.iter().all(|e| e["reseller"] == "beta"));
+    assert_eq!(
+        types(&beta),
+        ["license.issued", "license.renewal_blocked"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    );
+    let untenanted = all.iter().filter(|e| e["reseller"].is_null()).count();
+    assert_eq!(alpha.len() + beta.len() + untenanted, all.len());
+    let integrator = app.token(gatekeeper::auth::Role::Integrator, Some("beta"));
+    assert_eq!(all_events(&app, &integrator, "").await, beta);
+
+    // `type` filters.
+    let ended = all_events(&app, &app.compliance(), "&type=license.ended").await;
+    assert!(!ended.is_empty() && ended.iter().all(|e| e["type"] == "license.ended"));
+    assert_eq!(
+        ended.len(),
+        all.iter().filter(|e| e["type"] == "license.ended").count()
+    );
+
+    // The chain vouches for every event: an edit, a deletion or an event
+    // slipped in is named.
+    let verify = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
+    let caught = |row: String| {
+        let app = &app;
+        async move {
+            let verify = app.get("/v1/audit/verify", &app.compliance()).await;
+            assert_eq!(verify.body["ok"], false, "{}", verify.text);
+            assert_eq!(verify.body["reason"], "state_mismatch", "{}", verify.text);
+            assert_eq!(verify.body["row"], json!(row), "{}", verify.text);
+        }
+    };
+    let id = revoked["id"].as_str().unwrap();
+    let stored: i64 = {
+        let reply = app
+            .get(
+                "/v1/events?limit=1000&type=license.revoked",
+                &app.compliance(),
+            )
+            .await;
+        assert_eq!(reply.body["events"][0]["id"], id);
+        // One event on a full page of one: `next` is its seq.
+        let one = app
+            .get("/v1/events?limit=1&type=license.revoked", &app.compliance())
+            .await;
+        one.body["next"].as_str().unwrap().parse().unwrap()
+    };
+    let original = revoked["data"].to_string().replace('\'', "''");
+    app.db
+        .execute(&format!(
+            "UPDATE events SET data = '{}' WHERE seq = {stored}",
+            original.replace("customer left", "nothing happened")
+        ))
+        .unwrap();
+    caught(format!("events/{stored}")).await;
+    app.db
+        .execute(&format!(
+            "UPDATE events SET data = '{original}' WHERE seq = {stored}"
+        ))
+        .unwrap();
+    let verify = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(verify.body["ok"], true, "restored: {}", verify.text);
+    app.db
+        .execute(&format!(
+            "UPDATE events SET reseller = 'beta' WHERE seq = {stored}"
+        ))
+        .unwrap();
+    caught(format!("events/{stored}")).await;
+    app.db
+        .execute(&format!("DELETE FROM events WHERE seq = {stored}"))
+        .unwrap();
+    caught(format!("events/{stored}")).await;
+    app.db
+        .execute(&format!(
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
+             VALUES ({stored}, 'evt_forged', 'license.revoked', 'alpha', '{}', {}, '{{}}')",
+            revoked["created_at"].as_str().unwrap(),
+            stored / 16
+        ))
+        .unwrap();
+    caught(format!("events/{stored}")).await;
+    app.db
+        .execute(&format!(
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
+             VALUES (999999999, 'evt_slipped', 'license.revoked', 'alpha', '{}', 62499999, '{{}}')",
+            revoked["created_at"].as_str().unwrap(),
+        ))
+        .unwrap();
+    app.db
+        .execute(&format!("DELETE FROM events WHERE seq = {stored}"))
+        .unwrap();
+    app.db
+        .execute(&format!(
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
+             VALUES ({stored}, '{id}', 'license.revoked', 'alpha', '{}', {}, '{original}')",
+            revoked["created_at"].as_str().unwrap(),
+            stored / 16
+        ))
+        .unwrap();
+    caught("events/999999999".into()).await;
+}
+
+both!(events_are_read_by_their_tenant_and_filters_are_checked);
+async fn events_are_read_by_their_tenant_and_filters_are_checked(app: TestApp) {
+    vendors(&app).await;
+    let body = json!({"product": "SCY-AV", "customer": us(), "seats": 1, "term_days": 30});
+    assert_eq!(issue(&app, "alpha", Some("k-1"), &body).await.status, 201);
+    // A retry with the same key changes nothing, so tells nothing new.
+    assert_eq!(issue(&app, "alpha", Some("k-1"), &body).await.status, 201);
+    // A denial changes nothing either (no licence, no event).
+    app.add_oem_firewall().await;
+    let denied = json!({"product": "ACME-FW-K", "customer": us(), "seats": 1, "term_days": 30});
+    assert_eq!(issue(&app, "alpha", Some("k-2"), &denied).await.status, 403);
+    let mine = all_events(&app, &app.reseller("alpha"), "").await;
+    assert_eq!(types(&mine), ["license.issued".to_string()].into());
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert!(all_events(&app, &app.reseller("beta"), "").await.is_empty());
+
+    for bad in [
+        "type=license.exploded",
+        "after=-1",
+        "after=abc",
+        "limit=0",
+        "limit=1001",
+        "colour=red",
+    ] {
+        let reply = app
+            .get(&format!("/v1/events?{bad}"), &app.compliance())
+            .await;
+        reply.assert_problem(422, "validation_failed");
+    }
+    app.get("/v1/events", &app.admin())
+        .await
+        .assert_problem(403, "forbidden");
+    assert_eq!(app.send("GET", "/v1/events", None, None).await.status, 401);
+    // Past the last event: an empty page, no cursor.
+    let next = app
+        .get("/v1/events?after=999999999", &app.compliance())
+        .await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.body, json!({"events": [], "next": null}));
 }

@@ -15,6 +15,13 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_reseller ON events (reseller, seq);
 CREATE INDEX events_by_created ON events (created_at);
+-- The audit events before the outbox began (this migration) made no events:
+-- verification expects events only of those after `audit_seq`.
+CREATE TABLE outbox_start (
+    id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+    audit_seq BIGINT NOT NULL
+);
+INSERT INTO outbox_start (id, audit_seq) SELECT 1, seq FROM ledger_head;
 
 -- Webhook endpoints: a tenant's (or, with `reseller` NULL, compliance's:
 -- every tenant's events). The columns up to `disabled_reason` are vouched

@@ -6,6 +6,7 @@
 
 mod reconcile;
 mod reconcile_impact;
+mod reconcile_outbox;
 mod verify;
 
 use std::collections::HashMap;

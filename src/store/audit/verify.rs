@@ -17,7 +17,8 @@
 //!   such an event without its licence; each decision the one its event
 //!   carries; each review open, or resolved as its latest review event says;
 //!   each impact run and action what its events say (see
-//!   `reconcile_impact`).
+//!   `reconcile_impact`); each outbox event the one its audit event
+//!   derives (see `reconcile_outbox`).
 //!
 //! A full verification reads the chain once in `seq` order, holding the
 //! replayed catalogue, one entry per licence (its latest event's `seq`) and
@@ -35,6 +36,7 @@ use serde_json::Value;
 
 use super::reconcile::{catalog_mismatch, decision_mismatch, license_mismatch, Expected};
 use super::reconcile_impact::impact_mismatch;
+use super::reconcile_outbox::OutboxCheck;
 use super::{event_at, events_page, exported, text, PAGE};
 use crate::audit::state::{
     apply_catalog_event, catalog_digest, is_what_if, Tenant, CATALOG_ACTIONS,
@@ -257,6 +259,8 @@ fn verify_in(
     checkpoints.extend_from_slice(extra);
     let mut verifier = audit::Verifier::with_checkpoints(&checkpoints, trusted_keys);
     let mut expected = Expected::default();
+    let outbox = OutboxCheck::new(conn, chrono::Utc::now())?;
+    let mut outbox_fault = None;
     let mut after = 0;
     'pages: while verifier.is_ok() {
         let page = audit_events::table
@@ -280,6 +284,7 @@ fn verify_in(
         let Some(last) = page.last().map(|row| row.0) else {
             break;
         };
+        let mut verified = Vec::with_capacity(page.len());
         for row in &page {
             let event = exported(&row.6, &row.8);
             if !verifier.push(&event) {
@@ -298,6 +303,10 @@ fn verify_in(
                 );
                 break 'pages;
             }
+            verified.push((row.0, event, row.5.clone()));
+        }
+        if outbox_fault.is_none() {
+            outbox_fault = outbox.page(conn, after, last, &verified)?;
         }
         after = last;
     }
@@ -322,7 +331,13 @@ fn verify_in(
                 Some(m) => Some(m),
                 None => match decision_mismatch(conn, &expected)? {
                     Some(m) => Some(m),
-                    None => impact_mismatch(conn, &mut expected.impact)?,
+                    None => match impact_mismatch(conn, &mut expected.impact)? {
+                        Some(m) => Some(m),
+                        None => match outbox_fault {
+                            Some(m) => Some(m),
+                            None => outbox.beyond(conn, seq)?,
+                        },
+                    },
                 },
             },
         };
