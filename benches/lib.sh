@@ -100,3 +100,78 @@ function request()
 end
 LUA
 }
+
+# A webhook receiver for the benchmarks (load.sh, webhooks.sh), standard
+# library only: python3 RECEIVER.py PORT SECRETS_FILE. SECRETS_FILE holds a
+# JSON object {"/path": "whsec_…"}: the endpoint at each path and its secret,
+# read again when a path is not in it yet. Every POST is verified (Standard
+# Webhooks: HMAC-SHA256 over id.timestamp.body, any of the signatures) and
+# answered 204, keep-alive; GET /stats answers {"posts", "bad", "unique",
+# "per_path": {path: unique}, "first", "last", "lags"}: times are Unix seconds
+# of the first and last new event, lags the seconds from each new event's
+# `timestamp` (its commit) to its receipt.
+webhook_receiver_py() {
+  cat <<'PY'
+import base64, hashlib, hmac, json, sys, threading, time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, secrets_file = int(sys.argv[1]), sys.argv[2]
+lock = threading.Lock()
+keys, seen = {}, set()
+stats = {"posts": 0, "bad": 0, "unique": 0, "per_path": {}, "first": None, "last": None, "lags": []}
+
+def key(path):
+    if path not in keys:
+        for p, s in json.load(open(secrets_file)).items():
+            keys[p] = base64.b64decode(s.removeprefix("whsec_"))
+    return keys.get(path)
+
+class Receiver(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body=b""):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        now = time.time()
+        msg_id, ts = self.headers.get("webhook-id", ""), self.headers.get("webhook-timestamp", "")
+        k = key(self.path)
+        ok = False
+        if k is not None:
+            mac = base64.b64encode(hmac.new(k, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
+            ok = any(hmac.compare_digest(s.partition(",")[2], mac)
+                     for s in self.headers.get("webhook-signature", "").split())
+        with lock:
+            stats["posts"] += 1
+            if not ok:
+                stats["bad"] += 1
+            elif (self.path, msg_id) not in seen:
+                seen.add((self.path, msg_id))
+                stats["unique"] += 1
+                stats["per_path"][self.path] = stats["per_path"].get(self.path, 0) + 1
+                stats["first"] = stats["first"] or now
+                stats["last"] = now
+                created = json.loads(body)["timestamp"].replace("Z", "+00:00")
+                stats["lags"].append(now - datetime.fromisoformat(created).timestamp())
+        self.answer(204 if ok else 400)
+
+    def do_GET(self):
+        with lock:
+            self.answer(200, json.dumps(stats).encode())
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", port), Receiver).serve_forever()
+PY
+}
+
+# receiver_stats PORT FIELD: one field of the receiver's /stats.
+receiver_stats() {
+  curl -sf "http://127.0.0.1:$1/stats" | python3 -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$2"
+}

@@ -17,6 +17,24 @@
 # Needs PostgreSQL at $LOAD_PG (default postgres://postgres@127.0.0.1:5432,
 # trust auth) and pgbench; installs wrk from Debian's packages if missing.
 # LOAD_BACKENDS="postgres sqlite" picks the service's backends.
+#
+# What events cost issuance: LOAD_EVENTS=1 adds, in each round and on each
+# backend, issuance by
+#   - the release before the outbox (LOAD_BASELINE_REV, default the parent of
+#     the commit that added the events migration): no events at all;
+#   - this build with no webhook endpoint: every licence also writes its
+#     event, in its transaction;
+#   - this build with one endpoint, to a local receiver (benches/lib.sh) that
+#     verifies every delivery: the delivery worker reads, sends and settles
+#     while the licences are issued;
+# then the ratios, and how many of the run's events the receiver had and how
+# long after the run it had them all. LOAD_EVENTS=only runs just these (no
+# baselines, preflights, renewals or half load). The baseline is built once
+# from `git archive` of that commit into target/bench-baseline/ (a release
+# build from scratch: minutes), and checked to have no events table. The
+# outbox cannot be turned off in this build: comparing with the release
+# before it is how its cost is measured. With LOAD_EVENTS=only,
+# GATEKEEPER_BIN and LOAD_BASELINE_BIN name other builds to compare instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -29,15 +47,47 @@ BARE_PORT=$((PORT + 1))
 DB=gatekeeper_load
 PGBENCH_DB=gatekeeper_pgbench
 PGBENCH_CLIENTS=16
+EVENTS_MODE=${LOAD_EVENTS:-0}
+RPORT=$((PORT + 2))
+case $EVENTS_MODE in 0|1|only) ;; *) echo "LOAD_EVENTS must be 0, 1 or only" >&2; exit 2;; esac
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 ensure_wrk
-command -v pgbench >/dev/null || { echo "pgbench is missing (Debian: postgresql-client)" >&2; exit 1; }
-cargo build --release -q --bin gatekeeper --example bare-actix
-BIN=target/release/gatekeeper
+if [ "$EVENTS_MODE" != only ]; then
+  command -v pgbench >/dev/null || { echo "pgbench is missing (Debian: postgresql-client)" >&2; exit 1; }
+fi
+if [ -n "${GATEKEEPER_BIN:-}" ] && [ "$EVENTS_MODE" = only ]; then
+  BIN=$GATEKEEPER_BIN   # a quick look at another build (the events runs need no bare-actix)
+else
+  cargo build --release -q --bin gatekeeper --example bare-actix
+  BIN=target/release/gatekeeper
+fi
 BARE=target/release/examples/bare-actix
+
+# The release before the outbox, built once (LOAD_EVENTS).
+if [ "$EVENTS_MODE" != 0 ]; then
+  BASELINE_REV=${LOAD_BASELINE_REV:-$(git log --diff-filter=A --format=%H -- 'migrations/*events_webhooks*' | tail -n 1)^}
+  BASELINE_SHORT=$(git rev-parse --short "$BASELINE_REV")
+  BASELINE_DIR=target/bench-baseline/$BASELINE_SHORT
+  BASELINE_BIN=${LOAD_BASELINE_BIN:-$BASELINE_DIR/target/release/gatekeeper}
+  if [ ! -x "$BASELINE_BIN" ]; then
+    echo "building the baseline $BASELINE_SHORT ($(git log -1 --format=%s "$BASELINE_REV" | cut -c1-60)…) in $BASELINE_DIR" >&2
+    rm -rf "$BASELINE_DIR/src"
+    mkdir -p "$BASELINE_DIR/src"
+    git archive --format=tar "$BASELINE_REV" | tar -x -C "$BASELINE_DIR/src"
+    CARGO_TARGET_DIR="$(pwd)/$BASELINE_DIR/target" \
+      cargo build --release -q --bin gatekeeper --manifest-path "$BASELINE_DIR/src/Cargo.toml"
+  fi
+fi
 bench_workdir
+RECEIVER_PID=
+load_cleanup() {
+  [ "$BASHPID" = "$BENCH_SHELL" ] || return 0
+  [ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null
+  bench_cleanup
+}
+trap load_cleanup EXIT
 
 # --- request scripts --------------------------------------------------------
 
@@ -104,10 +154,10 @@ pgbench_run() {
   awk '/latency average/ { lat = $4 } /^tps/ { tps = $3 } END { printf "%.0f %.2f - 0\n", tps, lat }' <<<"$out"
 }
 
-# start_service BACKEND: a fresh database, the service, a registered tenant
-# and product, and tokens.
+# start_service BACKEND [BINARY]: a fresh database, the service (this
+# build unless told), a registered tenant and product, and tokens.
 start_service() {
-  local backend=$1 url
+  local backend=$1 bin=${2:-$BIN} url
   rm -rf "$WORK/data"
   if [ "$backend" = postgres ]; then
     psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
@@ -115,13 +165,16 @@ start_service() {
   else
     url="sqlite://$WORK/data/gatekeeper.db"
   fi
+  DB_URL=$url
+  # Private addresses allowed: the events runs' receiver is on 127.0.0.1
+  # (a build before webhooks ignores the variable).
   GATEKEEPER_DATABASE_URL="$url" GATEKEEPER_LISTEN="127.0.0.1:$PORT" GATEKEEPER_DATA_DIR="$WORK/data" \
-    GATEKEEPER_RATE_LIMIT=0 RUST_LOG=warn "$BIN" serve 2>>"$WORK/serve.log" &
+    GATEKEEPER_RATE_LIMIT=0 GATEKEEPER_WEBHOOK_ALLOW_PRIVATE=1 RUST_LOG=warn "$bin" serve 2>>"$WORK/serve.log" &
   SERVER_PID=$!
   wait_ready "http://127.0.0.1:$PORT/readyz"
-  ADMIN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role admin)
-  COMPLIANCE=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role compliance)
-  TOKEN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$BIN" token --role reseller --reseller load)
+  ADMIN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$bin" token --role admin)
+  COMPLIANCE=$(GATEKEEPER_DATA_DIR="$WORK/data" "$bin" token --role compliance)
+  TOKEN=$(GATEKEEPER_DATA_DIR="$WORK/data" "$bin" token --role reseller --reseller load)
   local base="http://127.0.0.1:$PORT/v1"
   curl -sf -X PUT "$base/resellers/load" -H "Authorization: Bearer $ADMIN" \
     -H 'Content-Type: application/json' -d '{"name":"Load","country":"DE","us_person":false}' >/dev/null
@@ -148,6 +201,61 @@ verify_chain() {
   curl -sf "http://127.0.0.1:$PORT/v1/audit/verify" -H "Authorization: Bearer $COMPLIANCE"
 }
 
+# db_count SQL: a count from the service's database ($DB_URL), read beside it.
+db_count() {
+  case $DB_URL in
+    sqlite://*) python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' \
+                  "${DB_URL#sqlite://}" "$1" ;;
+    *) psql "$DB_URL" -AtXc "$1" ;;
+  esac
+}
+
+# The three issuance runs of LOAD_EVENTS on BACKEND; the delivery figures
+# go to DELIVERY.
+events_runs() {
+  local backend=$1 created secret before after want got deadline ended
+  start_service "$backend" "$BASELINE_BIN"
+  local tables="SELECT count(*) FROM information_schema.tables WHERE table_name = 'events'"
+  [[ $DB_URL == sqlite://* ]] && tables="SELECT count(*) FROM sqlite_master WHERE name = 'events'"
+  [ "$(db_count "$tables")" = 0 ] ||
+    { echo "the baseline $BASELINE_SHORT has an events table: pick an older LOAD_BASELINE_REV" >&2; exit 1; }
+  record "$backend issuance, $BASELINE_SHORT" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+  stop_service
+
+  start_service "$backend"
+  record "$backend issuance, events" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+  stop_service
+
+  start_service "$backend"
+  created=$(curl -s -w '\n%{http_code}' -X POST "http://127.0.0.1:$PORT/v1/webhook-endpoints" \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"url\": \"http://127.0.0.1:$RPORT/load\"}")
+  [ "${created##*$'\n'}" = 201 ] || { echo "creating the webhook endpoint: $created" >&2; exit 1; }
+  secret=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["secret"])' "${created%$'\n'*}")
+  printf '{"/load": "%s"}' "$secret" >"$WORK/secrets.json"
+  webhook_receiver_py >"$WORK/receiver.py"
+  python3 "$WORK/receiver.py" "$RPORT" "$WORK/secrets.json" 2>>"$WORK/receiver.log" &
+  RECEIVER_PID=$!
+  wait_ready "http://127.0.0.1:$RPORT/stats"
+  before=$(db_count "SELECT count(*) FROM events")
+  record "$backend issuance, events + endpoint" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+  ended=$SECONDS
+  after=$(db_count "SELECT count(*) FROM events")
+  want=$((after - before))
+  got=$(receiver_stats "$RPORT" unique)
+  local at_end=$got
+  deadline=$((SECONDS + 600))
+  while [ "$got" -lt "$want" ] && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.5
+    got=$(receiver_stats "$RPORT" unique)
+  done
+  DELIVERY+="$backend round $r: $want events in the run; the receiver had $at_end when it ended, $got of $want $((SECONDS - ended)) s later; $(receiver_stats "$RPORT" bad) did not verify"$'\n'
+  kill "$RECEIVER_PID" 2>/dev/null
+  wait "$RECEIVER_PID" 2>/dev/null || true
+  RECEIVER_PID=
+  stop_service
+}
+
 # --- the run -----------------------------------------------------------------
 
 declare -A RPS P50 P99 BAD
@@ -166,24 +274,30 @@ echo "load harness: ${DURATION}s per run, $CONNECTIONS connections (pgbench $PGB
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(psql "$PG/postgres" -AtXc 'SHOW server_version')" >&2
 declare -A PEAK
 CHAIN=""
+DELIVERY=""
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r" >&2
-  record "bare actix-web" "$(bare_run)"
-  record "pgbench one-row insert" "$(pgbench_run)"
-  for backend in $BACKENDS; do
-    start_service "$backend"
-    record "$backend preflight" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
-    record "$backend issuance" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
-    record "$backend renewal" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
-    verdict=$(verify_chain)
-    CHAIN+="$backend round $r: $verdict"$'\n'
-    stop_service
-    PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
-  done
+  if [ "$EVENTS_MODE" != only ]; then
+    record "bare actix-web" "$(bare_run)"
+    record "pgbench one-row insert" "$(pgbench_run)"
+    for backend in $BACKENDS; do
+      start_service "$backend"
+      record "$backend preflight" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
+      record "$backend issuance" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+      record "$backend renewal" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
+      verdict=$(verify_chain)
+      CHAIN+="$backend round $r: $verdict"$'\n'
+      stop_service
+      PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
+    done
+  fi
+  if [ "$EVENTS_MODE" != 0 ]; then
+    for backend in $BACKENDS; do events_runs "$backend"; done
+  fi
 done
 
 # Half of the saturating rate, paced: p99 there.
-if [[ " $BACKENDS " == *" postgres "* ]]; then
+if [ "$EVENTS_MODE" != only ] && [[ " $BACKENDS " == *" postgres "* ]]; then
   echo "half load (PostgreSQL)" >&2
   start_service postgres
   for path in preflight issuance renewal; do
@@ -201,14 +315,34 @@ fi
 echo
 printf '| %-24s | %9s | %8s | %8s | %7s | %s |\n' path "req/s" "p50 ms" "p99 ms" non-2xx "runs (req/s)"
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..26})" "-----------" "----------" "----------" "---------" "---"
-rows=("bare actix-web" "pgbench one-row insert")
-for backend in $BACKENDS; do rows+=("$backend preflight" "$backend issuance" "$backend renewal"); done
-for p in preflight issuance renewal; do [ -n "${RPS[postgres $p @half]:-}" ] && rows+=("postgres $p @half"); done
+rows=()
+if [ "$EVENTS_MODE" != only ]; then
+  rows+=("bare actix-web" "pgbench one-row insert")
+  for backend in $BACKENDS; do rows+=("$backend preflight" "$backend issuance" "$backend renewal"); done
+  for p in preflight issuance renewal; do [ -n "${RPS[postgres $p @half]:-}" ] && rows+=("postgres $p @half"); done
+fi
+if [ "$EVENTS_MODE" != 0 ]; then
+  for backend in $BACKENDS; do
+    rows+=("$backend issuance, $BASELINE_SHORT" "$backend issuance, events" "$backend issuance, events + endpoint")
+  done
+fi
 for name in "${rows[@]}"; do
   printf '| %-24s | %9s | %8s | %8s | %7s | %s |\n' "$name" "$(median "${RPS[$name]}")" \
     "$(median "${P50[$name]}")" "$(median "${P99[$name]}")" "${BAD[$name]}" "${RPS[$name]% }"
 done
 echo
+if [ "$EVENTS_MODE" != 0 ]; then
+  echo "what events cost issuance (medians; $BASELINE_SHORT is the release before the outbox):"
+  for backend in $BACKENDS; do
+    base=$(median "${RPS[$backend issuance, $BASELINE_SHORT]}")
+    awk -v b="$base" -v e="$(median "${RPS[$backend issuance, events]}")" \
+      -v w="$(median "${RPS[$backend issuance, events + endpoint]}")" -v n="$backend" \
+      'BEGIN { printf "  %s: events %.3f of %s req/s, events + an endpoint %.3f\n", n, e / b, b, w / b }'
+  done
+  echo "deliveries during the events + endpoint runs:"
+  printf '%s' "$DELIVERY" | sed 's/^/  /'
+fi
+[ "$EVENTS_MODE" = only ] && exit 0
 for backend in $BACKENDS; do
   echo "peak RSS of the service ($backend): $(( PEAK[$backend] / 1024 )) MiB"
 done

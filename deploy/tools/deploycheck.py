@@ -66,6 +66,9 @@ KNOWN_METRICS = {
     "gatekeeper_impact_actions_total",
     "gatekeeper_impact_runs_completed_total",
     "gatekeeper_impact_run_lag_seconds",
+    "gatekeeper_webhook_deliveries_total",
+    "gatekeeper_webhook_oldest_undelivered_seconds",
+    "gatekeeper_webhook_endpoints_disabled",
 }
 HISTOGRAMS = {
     "gatekeeper_http_request_duration_seconds",
@@ -554,7 +557,9 @@ def check_dashboard(c, recorded):
                    "job:gatekeeper_http_request_duration_seconds:quantile_rate5m",
                    "gatekeeper_impact_runs{", "gatekeeper_impact_actions_total",
                    "gatekeeper_impact_oldest_running_seconds",
-                   "job_trigger:gatekeeper_impact_run_lag_seconds:quantile_rate1h"):
+                   "job_trigger:gatekeeper_impact_run_lag_seconds:quantile_rate1h",
+                   "gatekeeper_webhook_deliveries_total", "gatekeeper_webhook_oldest_undelivered_seconds",
+                   "gatekeeper_webhook_endpoints_disabled"):
         c.ok(needed in joined, f"dashboard: no panel queries {needed}")
     # provisioning points at the dashboard and the datasource uid it defaults to
     dsp = load_yaml(os.path.join(GRAFANA_PROVISIONING, "datasources/prometheus.yml"))
