@@ -1,7 +1,9 @@
 //! `GET /v1/events?after=&limit=&type=`: the events a reseller should hear
 //! of, oldest first (a reseller its own, compliance every tenant's and
 //! `impact.completed`), for a consumer catching up without webhooks or
-//! after its endpoint was down. `next` is the cursor to pass as `after`.
+//! after its endpoint was down. `next` is the cursor to pass as `after`:
+//! after the page's last event, and on an empty page the `after` asked
+//! for, so a consumer that has read everything polls again from `next`.
 
 use std::sync::Arc;
 
@@ -52,13 +54,24 @@ pub async fn list(
         Role::Compliance => None,
         _ => Some(tenant(&state, &principal).await?.to_string()),
     };
+    let after = paging.cursor.map(|Seq(n)| n);
     let filter = EventFilter {
-        after: paging.cursor.map_or(0, |Seq(n)| n),
+        after: after.unwrap_or(0),
         reseller,
         types,
     };
     let st = Arc::clone(&state);
     let page = web::block(move || st.store.events(&filter, paging.limit)).await??;
     let events: Vec<Value> = page.rows.iter().map(event_json).collect();
-    Ok(HttpResponse::Ok().json(json!({ "events": events, "next": page.next })))
+    // A feed's cursor: after the page's last event whenever it has one (full
+    // or not), so a consumer at the end polls again from where it stopped;
+    // on an empty page, where it was asked from (`null` from the start).
+    let next = page
+        .rows
+        .last()
+        .map(|e| e.seq)
+        .or(page.next.as_deref().and_then(|n| n.parse().ok()))
+        .or(after)
+        .map(|n| n.to_string());
+    Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
 }

@@ -175,11 +175,12 @@ pub(crate) async fn all_events(app: &TestApp, token: &str, query: &str) -> Vec<V
             .get(&format!("/v1/events?limit=7{after}{query}"), token)
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
-        all.extend(reply.body["events"].as_array().cloned().unwrap_or_default());
-        match reply.body["next"].as_str() {
-            Some(next) => after = format!("&after={next}"),
-            None => return all,
+        let page = reply.body["events"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return all;
         }
+        all.extend(page);
+        after = format!("&after={}", reply.body["next"].as_str().unwrap());
     }
 }
 
@@ -423,10 +424,23 @@ async fn events_are_read_by_their_tenant_and_filters_are_checked(app: TestApp) {
         .await
         .assert_problem(403, "forbidden");
     assert_eq!(app.send("GET", "/v1/events", None, None).await.status, 401);
-    // Past the last event: an empty page, no cursor.
-    let next = app
-        .get("/v1/events?after=999999999", &app.compliance())
+    // A feed: `next` follows the last event even on a page that is not
+    // full, so a consumer polls from it and reads only what is new.
+    let first = app.get("/v1/events?limit=50", &app.reseller("alpha")).await;
+    assert_eq!(first.body["events"].as_array().unwrap().len(), 1);
+    let next = first.body["next"].as_str().unwrap().to_string();
+    let empty = app
+        .get(&format!("/v1/events?after={next}"), &app.reseller("alpha"))
         .await;
-    assert_eq!(next.status, 200);
-    assert_eq!(next.body, json!({"events": [], "next": null}));
+    assert_eq!(empty.body, json!({"events": [], "next": next}));
+    assert_eq!(issue(&app, "alpha", Some("k-3"), &body).await.status, 201);
+    let new = app
+        .get(&format!("/v1/events?after={next}"), &app.reseller("alpha"))
+        .await;
+    let new_events = new.body["events"].as_array().unwrap();
+    assert_eq!(new_events.len(), 1, "{}", new.text);
+    assert_ne!(new_events[0]["id"], first.body["events"][0]["id"]);
+    assert_ne!(new.body["next"].as_str().unwrap(), next);
+    let none = app.get("/v1/events", &app.reseller("beta")).await;
+    assert_eq!(none.body, json!({"events": [], "next": null}));
 }
