@@ -17,7 +17,8 @@
 //!   such an event without its licence; each decision the one its event
 //!   carries; each review open, or resolved as its latest review event says;
 //!   each impact run and action what its events say (see
-//!   `reconcile_impact`).
+//!   `reconcile_impact`); each webhook endpoint the replay of its
+//!   `webhook.*` events (see `reconcile_webhooks`).
 //!
 //! A full verification reads the chain once in `seq` order, holding the
 //! replayed catalogue, one entry per licence (its latest event's `seq`) and
@@ -35,6 +36,7 @@ use serde_json::Value;
 
 use super::reconcile::{catalog_mismatch, decision_mismatch, license_mismatch, Expected};
 use super::reconcile_impact::impact_mismatch;
+use super::reconcile_webhooks::webhook_mismatch;
 use super::{event_at, events_page, exported, text, PAGE};
 use crate::audit::state::{
     apply_catalog_event, catalog_digest, is_what_if, Tenant, CATALOG_ACTIONS,
@@ -322,7 +324,10 @@ fn verify_in(
                 Some(m) => Some(m),
                 None => match decision_mismatch(conn, &expected)? {
                     Some(m) => Some(m),
-                    None => impact_mismatch(conn, &mut expected.impact)?,
+                    None => match impact_mismatch(conn, &mut expected.impact)? {
+                        Some(m) => Some(m),
+                        None => webhook_mismatch(conn, &mut expected.webhooks)?,
+                    },
                 },
             },
         };
