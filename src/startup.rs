@@ -200,7 +200,8 @@ impl Application {
             metrics.clone(),
         )
         .context("loading the catalogue")?
-        .with_impact_chunk(config.impact_chunk);
+        .with_impact_chunk(config.impact_chunk)
+        .with_webhook_allow_private(config.webhook_allow_private);
         let state = Arc::new(AppState {
             gate,
             store,

@@ -69,6 +69,10 @@ pub enum ApiError {
     /// a revoked licence, suspending an ended one).
     #[error("licence not in a state for this: {0}")]
     LicenseState(String),
+    /// The caller's tenant (or compliance) has as many webhook endpoints as
+    /// one owner may.
+    #[error("at most {0} webhook endpoints")]
+    WebhookEndpointLimit(i64),
     /// The tenant's request rate is over its limit.
     #[error("rate limited")]
     RateLimited(super::limits::Refused),
@@ -111,6 +115,7 @@ impl ApiError {
             ApiError::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ApiError::ReviewResolved => "review_resolved",
             ApiError::LicenseState(_) => "license_state_conflict",
+            ApiError::WebhookEndpointLimit(_) => "webhook_endpoint_limit",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Overloaded => "overloaded",
@@ -187,6 +192,12 @@ impl ApiError {
                 "This review has been resolved; a review is resolved once.".into(),
             ),
             ApiError::LicenseState(why) => ("Not possible for this licence now", why.clone()),
+            ApiError::WebhookEndpointLimit(max) => (
+                "Too many webhook endpoints",
+                format!(
+                    "You have {max} webhook endpoints, the most one tenant (or compliance) may have; disabled ones count until deleted. Delete one (DELETE /v1/webhook-endpoints/{{id}}) before creating another; nothing was recorded."
+                ),
+            ),
             ApiError::IdempotencyKeyInFlight => (
                 "Request in flight",
                 "The first request with this Idempotency-Key is still being processed; retry shortly.".into(),
@@ -216,7 +227,8 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInFlight
             | ApiError::ReviewResolved
-            | ApiError::LicenseState(_) => StatusCode::CONFLICT,
+            | ApiError::LicenseState(_)
+            | ApiError::WebhookEndpointLimit(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -385,6 +397,7 @@ impl From<GateError> for ApiError {
                 "The licence is {standing}: only an active licence can be renewed or suspended, \
                  only a suspended one reinstated, and a revoked or ended licence stays so."
             )),
+            GateError::EndpointLimit { max } => ApiError::WebhookEndpointLimit(max),
             GateError::Store(e) => e.into(),
         }
     }

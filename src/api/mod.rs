@@ -14,6 +14,7 @@ mod ops;
 mod paging;
 mod reviews;
 mod status_lists;
+mod webhooks;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -136,6 +137,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/impact-runs/{id}/licenses", "GET").route(web::get().to(impact::licenses)),
         )
         .service(resource("/v1/events", "GET").route(web::get().to(events::list)))
+        .service(
+            resource("/v1/webhook-endpoints", "GET, POST")
+                .route(web::get().to(webhooks::list))
+                .route(web::post().to(webhooks::create)),
+        )
+        .service(
+            resource("/v1/webhook-endpoints/{id}", "GET, DELETE")
+                .route(web::get().to(webhooks::get))
+                .route(web::delete().to(webhooks::delete)),
+        )
+        .service(
+            resource("/v1/webhook-endpoints/{id}/rotation", "POST")
+                .route(web::post().to(webhooks::rotate)),
+        )
         .service(resource("/v1/audit", "GET").route(web::get().to(audit::list)))
         .service(resource("/v1/audit/verify", "GET").route(web::get().to(audit::verify)))
         .service(

@@ -191,8 +191,10 @@ impl Tenant {
     /// (`subject.reseller.id`); a change of a licence's standing is its
     /// reseller's (`subject.license.reseller`); a reseller's registration is
     /// that tenant's (`subject.id`); a review's resolution concerns the
-    /// tenant of the decision it resolves; other catalogue changes, and an
-    /// impact run's opening and end, concern no tenant.
+    /// tenant of the decision it resolves; a webhook endpoint's creation,
+    /// rotation, deletion and disabling are its owner's (`subject.reseller`,
+    /// `null` for compliance's); other catalogue changes, and an impact
+    /// run's opening and end, concern no tenant.
     pub fn of(event: &Value) -> Tenant {
         let action = event.get("action").and_then(Value::as_str).unwrap_or("");
         let subject = event.get("subject").unwrap_or(&Value::Null);
@@ -207,6 +209,8 @@ impl Tenant {
             Tenant::Named(text(subject.get("reseller").and_then(|r| r.get("id"))))
         } else if action.starts_with("license.") {
             Tenant::Named(text(subject.pointer("/license/reseller")))
+        } else if action.starts_with("webhook.") {
+            Tenant::Named(text(subject.get("reseller")))
         } else if action == "catalog.reseller.put" {
             Tenant::Named(text(subject.get("id")))
         } else if action.starts_with("review.") {
@@ -328,5 +332,10 @@ mod tests {
         assert_eq!(Tenant::of(&product), Tenant::Named(None));
         let review = json!({"action": "review.reject", "subject": {"id": "d-1"}});
         assert_eq!(Tenant::of(&review), Tenant::OfDecision("d-1".into()));
+        let hook = json!({"action": "webhook.rotate", "subject": {"id": "w", "reseller": "acme"}});
+        assert_eq!(Tenant::of(&hook), Tenant::Named(Some("acme".into())));
+        let compliance =
+            json!({"action": "webhook.create", "subject": {"id": "w", "reseller": null}});
+        assert_eq!(Tenant::of(&compliance), Tenant::Named(None));
     }
 }

@@ -12,6 +12,7 @@
 //! - [`status_lists`]: the licences' signed status lists;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
+//! - [`webhooks`]: the webhook endpoints events are delivered to;
 //! - [`terms`]: licence-term arithmetic.
 //!
 //! This file holds what they share: the [`Gate`] with its catalogue
@@ -28,6 +29,7 @@ pub mod preflight;
 pub mod reviews;
 pub mod status_lists;
 pub mod terms;
+pub mod webhooks;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -48,6 +50,7 @@ pub use licenses::{
 pub use lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleRequest};
 pub use preflight::Question;
 pub use reviews::{Resolution, ReviewResolution, ReviewResolved};
+pub use webhooks::{CreatedEndpoint, Endpoint, NewEndpoint, RotatedEndpoint};
 
 /// How often a write is re-done when what it was based on changed before it
 /// committed (the catalogue, or a licence being renewed).
@@ -92,6 +95,9 @@ pub enum GateError {
     /// The licence token could not be signed: nothing was written.
     #[error("signing the licence token failed: {0}")]
     Signing(String),
+    /// The owner has [`webhooks::MAX_ENDPOINTS`] webhook endpoints already.
+    #[error("at most {max} webhook endpoints")]
+    EndpointLimit { max: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -126,6 +132,8 @@ pub struct Gate {
     pub impact_wake: tokio::sync::Notify,
     /// Licences an impact run re-decides per write.
     impact_chunk: i64,
+    /// Whether webhook endpoints may be `http` and reach private addresses.
+    webhook_allow_private: bool,
 }
 
 impl std::fmt::Debug for Gate {
@@ -179,6 +187,7 @@ impl Gate {
             impact_runner: Default::default(),
             impact_wake: Default::default(),
             impact_chunk: impact::CHUNK,
+            webhook_allow_private: false,
         })
     }
 

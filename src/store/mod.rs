@@ -13,7 +13,8 @@
 //! One room per table family: `migrations` (the schema and the seed),
 //! [`catalog`], [`audit`] (the chain: appends, reads, verification),
 //! [`decisions`] (with the review queue), [`licenses`] (with idempotency
-//! records), [`checkpoints`] and [`stats`] (the gauges, readiness); the
+//! records), [`checkpoints`], [`events`] (the outbox), [`webhooks`] (the
+//! endpoints) and [`stats`] (the gauges, readiness); the
 //! writer is [`ledger`] with the locked `head`. This file keeps what they
 //! share: the connection manager, [`StoreError`], [`Store`] and the instants.
 
@@ -29,6 +30,7 @@ pub mod licenses;
 mod migrations;
 pub mod schema;
 pub mod stats;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 mod reconcile;
 mod reconcile_impact;
 mod reconcile_outbox;
+mod reconcile_webhooks;
 mod verify;
 
 use std::collections::HashMap;

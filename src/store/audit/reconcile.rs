@@ -35,11 +35,14 @@ pub(super) struct Expected {
     decisions: u64,
     /// Impact runs and their actions.
     pub(super) impact: super::reconcile_impact::ImpactExpected,
+    /// Webhook endpoints.
+    pub(super) webhooks: super::reconcile_webhooks::WebhookExpected,
 }
 
 impl Expected {
     pub(super) fn record(&mut self, seq: i64, event: &Value) {
         self.impact.record(seq, event);
+        self.webhooks.record(seq, event);
         let action = text(event, "/action").unwrap_or_default();
         if action.starts_with("catalog.") {
             if let Err(e) = apply_catalog_event(&mut self.catalog, event) {

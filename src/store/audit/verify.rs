@@ -17,8 +17,9 @@
 //!   such an event without its licence; each decision the one its event
 //!   carries; each review open, or resolved as its latest review event says;
 //!   each impact run and action what its events say (see
-//!   `reconcile_impact`); each outbox event the one its audit event
-//!   derives (see `reconcile_outbox`).
+//!   `reconcile_impact`); each webhook endpoint the replay of its
+//!   `webhook.*` events (see `reconcile_webhooks`); each outbox event the
+//!   one its audit event derives (see `reconcile_outbox`).
 //!
 //! A full verification reads the chain once in `seq` order, holding the
 //! replayed catalogue, one entry per licence (its latest event's `seq`) and
@@ -37,6 +38,7 @@ use serde_json::Value;
 use super::reconcile::{catalog_mismatch, decision_mismatch, license_mismatch, Expected};
 use super::reconcile_impact::impact_mismatch;
 use super::reconcile_outbox::OutboxCheck;
+use super::reconcile_webhooks::webhook_mismatch;
 use super::{event_at, events_page, exported, text, PAGE};
 use crate::audit::state::{
     apply_catalog_event, catalog_digest, is_what_if, Tenant, CATALOG_ACTIONS,
@@ -333,9 +335,12 @@ fn verify_in(
                     Some(m) => Some(m),
                     None => match impact_mismatch(conn, &mut expected.impact)? {
                         Some(m) => Some(m),
-                        None => match outbox_fault {
+                        None => match webhook_mismatch(conn, &mut expected.webhooks)? {
                             Some(m) => Some(m),
-                            None => outbox.beyond(conn, seq)?,
+                            None => match outbox_fault {
+                                Some(m) => Some(m),
+                                None => outbox.beyond(conn, seq)?,
+                            },
                         },
                     },
                 },
