@@ -12,6 +12,7 @@
 //! - [`status_lists`]: the licences' signed status lists;
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
+//! - [`delivery`]: the webhook delivery worker;
 //! - [`terms`]: licence-term arithmetic.
 //!
 //! This file holds what they share: the [`Gate`] with its catalogue
@@ -21,6 +22,7 @@
 
 pub mod checkpoints;
 mod decide;
+pub mod delivery;
 pub mod impact;
 pub mod licenses;
 pub mod lifecycle;
@@ -126,6 +128,9 @@ pub struct Gate {
     pub impact_wake: tokio::sync::Notify,
     /// Licences an impact run re-decides per write.
     impact_chunk: i64,
+    /// Wakes the webhook delivery worker: notified after each ledger write
+    /// that committed (it may have made events).
+    pub delivery_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gate {
@@ -179,6 +184,7 @@ impl Gate {
             impact_runner: Default::default(),
             impact_wake: Default::default(),
             impact_chunk: impact::CHUNK,
+            delivery_wake: Default::default(),
         })
     }
 
@@ -290,6 +296,9 @@ impl Gate {
         let timer = self.metrics.audit_append_seconds.start_timer();
         let result = self.ledger.submit(write).await;
         timer.observe_duration();
+        if result.is_ok() {
+            self.delivery_wake.notify_one();
+        }
         if let Err(
             StoreError::Database(_)
             | StoreError::Pool(_)

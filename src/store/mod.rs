@@ -13,7 +13,8 @@
 //! One room per table family: `migrations` (the schema and the seed),
 //! [`catalog`], [`audit`] (the chain: appends, reads, verification),
 //! [`decisions`] (with the review queue), [`licenses`] (with idempotency
-//! records), [`checkpoints`] and [`stats`] (the gauges, readiness); the
+//! records), [`checkpoints`], [`events`] (the outbox), [`deliveries`] (the
+//! webhook delivery's bookkeeping) and [`stats`] (the gauges, readiness); the
 //! writer is [`ledger`] with the locked `head`. This file keeps what they
 //! share: the connection manager, [`StoreError`], [`Store`] and the instants.
 
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checkpoints;
 pub mod decisions;
+pub mod deliveries;
 pub mod events;
 mod head;
 pub mod impact;

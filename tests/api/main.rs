@@ -28,3 +28,4 @@ mod served;
 mod standing;
 mod status_lists;
 mod tampering;
+mod webhooks_delivery;
