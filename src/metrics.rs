@@ -28,7 +28,30 @@ pub struct DatabaseStats {
     /// Licences whose decision (and so its audit event) is missing.
     pub license_audit_mismatch: i64,
     pub impact: ImpactRunStats,
+    pub webhooks: WebhookStats,
 }
+
+/// Webhook deliveries as the database holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    /// Unix milliseconds of the `created_at` of the oldest event an enabled
+    /// endpoint still waits for, if one does.
+    pub oldest_undelivered_at_ms: Option<i64>,
+    /// Endpoints disabled (they answered `410`).
+    pub endpoints_disabled: i64,
+}
+
+/// The results a delivery attempt is counted under, always exported (0 when
+/// none happened).
+pub const WEBHOOK_RESULTS: [&str; 7] = [
+    "delivered",
+    "failed",
+    "gone",
+    "timeout",
+    "unreachable",
+    "refused",
+    "abandoned",
+];
 
 /// Impact runs as the database holds them.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +111,13 @@ pub struct Metrics {
     /// Unix milliseconds of the oldest running run's `at` (-1: none), from
     /// the last refresh; its age is computed at each scrape.
     impact_oldest_running_at_ms: Arc<AtomicI64>,
+    /// Webhook delivery attempts (and abandonments), by result.
+    pub webhook_deliveries_total: IntCounterVec,
+    webhook_oldest_undelivered_seconds: Gauge,
+    /// Unix milliseconds of the oldest undelivered event (-1: none), from
+    /// the last refresh; its age is computed at each scrape.
+    webhook_oldest_undelivered_at_ms: Arc<AtomicI64>,
+    webhook_endpoints_disabled: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
@@ -272,6 +302,27 @@ impl Metrics {
         )?;
         registry.register(Box::new(impact_runs.clone()))?;
         registry.register(Box::new(impact_oldest_running_seconds.clone()))?;
+        let webhook_deliveries_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_webhook_deliveries_total",
+                "Webhook delivery attempts, by result: delivered (2xx), failed (another status, redirects included), gone (410: the endpoint is disabled), timeout, unreachable (connect, DNS or TLS), refused (the address is not allowed); abandoned counts events given up past GATEKEEPER_WEBHOOK_MAX_AGE.",
+            ),
+            &["result"],
+        )?;
+        for result in WEBHOOK_RESULTS {
+            webhook_deliveries_total.with_label_values(&[result]);
+        }
+        let webhook_oldest_undelivered_seconds = Gauge::new(
+            "gatekeeper_webhook_oldest_undelivered_seconds",
+            "Seconds since the creation of the oldest event an enabled webhook endpoint still waits for (0 while none waits).",
+        )?;
+        let webhook_endpoints_disabled = IntGauge::new(
+            "gatekeeper_webhook_endpoints_disabled",
+            "Webhook endpoints disabled because they answered 410.",
+        )?;
+        registry.register(Box::new(webhook_deliveries_total.clone()))?;
+        registry.register(Box::new(webhook_oldest_undelivered_seconds.clone()))?;
+        registry.register(Box::new(webhook_endpoints_disabled.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -303,6 +354,10 @@ impl Metrics {
             impact_runs_seen: Arc::new(Mutex::new(impact_runs_seen)),
             impact_oldest_running_seconds,
             impact_oldest_running_at_ms: Arc::new(AtomicI64::new(-1)),
+            webhook_deliveries_total,
+            webhook_oldest_undelivered_seconds,
+            webhook_oldest_undelivered_at_ms: Arc::new(AtomicI64::new(-1)),
+            webhook_endpoints_disabled,
         })
     }
 
@@ -334,6 +389,20 @@ impl Metrics {
         self.license_audit_mismatch
             .set(stats.license_audit_mismatch);
         self.observe_impact(&stats.impact);
+        self.webhook_oldest_undelivered_at_ms.store(
+            stats.webhooks.oldest_undelivered_at_ms.unwrap_or(-1),
+            Ordering::Relaxed,
+        );
+        self.webhook_endpoints_disabled
+            .set(stats.webhooks.endpoints_disabled);
+    }
+
+    /// Counts a webhook delivery attempt (or an abandonment) by `result`,
+    /// one of [`WEBHOOK_RESULTS`].
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries_total
+            .with_label_values(&[result])
+            .inc();
     }
 
     fn observe_impact(&self, impact: &ImpactRunStats) {
@@ -383,6 +452,13 @@ impl Metrics {
         } else {
             (chrono::Utc::now().timestamp_millis() - oldest).max(0) as f64 / 1000.0
         });
+        let undelivered = self.webhook_oldest_undelivered_at_ms.load(Ordering::Relaxed);
+        self.webhook_oldest_undelivered_seconds
+            .set(if undelivered < 0 {
+                0.0
+            } else {
+                (chrono::Utc::now().timestamp_millis() - undelivered).max(0) as f64 / 1000.0
+            });
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -16,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{Authenticator, DevKeys};
 use crate::config::Config;
 use crate::gate::checkpoints::Checkpointer;
+use crate::gate::delivery::{self, Delivery};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::signing::LicenseSigner;
@@ -123,6 +124,20 @@ pub struct Application {
     refresher: StatsRefresher,
     signer: Arc<LicenseSigner>,
     impact_interval: Option<std::time::Duration>,
+    /// The webhook delivery worker, ready to start (`None`: delivery off).
+    delivery: Option<Delivery>,
+}
+
+/// The serving state's gate, as the webhook delivery worker holds it (it
+/// knows the gate, not the API's state).
+struct ServedGate(Arc<AppState>);
+
+impl std::ops::Deref for ServedGate {
+    type Target = Gate;
+
+    fn deref(&self) -> &Gate {
+        &self.0.gate
+    }
 }
 
 /// Connections the metrics listener holds at once.
@@ -202,6 +217,10 @@ impl Application {
         .context("loading the catalogue")?
         .with_impact_chunk(config.impact_chunk)
         .with_webhook_allow_private(config.webhook_allow_private);
+        let delivery = delivery::Settings::of(config)
+            .map(Delivery::prepare)
+            .transpose()
+            .context("preparing the webhook delivery")?;
         let state = Arc::new(AppState {
             gate,
             store,
@@ -334,6 +353,7 @@ impl Application {
             refresher,
             signer,
             impact_interval: config.impact_interval,
+            delivery,
         })
     }
 
@@ -347,10 +367,19 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it
     /// gracefully), then signs a last checkpoint over the chain's head.
+    /// Impact runs advance and webhooks are delivered meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let runner = self
             .impact_interval
             .map(|every| actix_web::rt::spawn(run_impact(Arc::clone(&self.state), every)));
+        // On a thread of its own: its HTTP calls and store calls stay off
+        // the server's workers.
+        let deliverer = self.delivery.and_then(|delivery| {
+            delivery
+                .start(ServedGate(Arc::clone(&self.state)))
+                .inspect_err(|e| tracing::error!(error = %e, "could not start the webhook delivery"))
+                .ok()
+        });
         let served = match self.metrics_server {
             Some(metrics) => {
                 let (served, _) = futures_util::future::join(self.server, metrics).await;
@@ -361,6 +390,7 @@ impl Application {
         if let Some(runner) = runner {
             runner.abort();
         }
+        drop(deliverer);
         drop(self.checkpointer);
         drop(self.refresher);
         let store = self.state.store.clone();

@@ -13,6 +13,7 @@
 //! - [`reviews`]: resolving a review (approval re-decides and acts);
 //! - [`checkpoints`]: signed checkpoints over the audit chain's head;
 //! - [`webhooks`]: the webhook endpoints events are delivered to;
+//! - [`delivery`]: the webhook delivery worker;
 //! - [`terms`]: licence-term arithmetic.
 //!
 //! This file holds what they share: the [`Gate`] with its catalogue
@@ -22,6 +23,7 @@
 
 pub mod checkpoints;
 mod decide;
+pub mod delivery;
 pub mod impact;
 pub mod licenses;
 pub mod lifecycle;
@@ -134,6 +136,9 @@ pub struct Gate {
     impact_chunk: i64,
     /// Whether webhook endpoints may be `http` and reach private addresses.
     webhook_allow_private: bool,
+    /// Wakes the webhook delivery worker: notified after each ledger write
+    /// that committed (it may have made events).
+    pub delivery_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gate {
@@ -188,6 +193,7 @@ impl Gate {
             impact_wake: Default::default(),
             impact_chunk: impact::CHUNK,
             webhook_allow_private: false,
+            delivery_wake: Default::default(),
         })
     }
 
@@ -299,6 +305,9 @@ impl Gate {
         let timer = self.metrics.audit_append_seconds.start_timer();
         let result = self.ledger.submit(write).await;
         timer.observe_duration();
+        if result.is_ok() {
+            self.delivery_wake.notify_one();
+        }
         if let Err(
             StoreError::Database(_)
             | StoreError::Pool(_)

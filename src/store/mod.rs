@@ -14,7 +14,8 @@
 //! [`catalog`], [`audit`] (the chain: appends, reads, verification),
 //! [`decisions`] (with the review queue), [`licenses`] (with idempotency
 //! records), [`checkpoints`], [`events`] (the outbox), [`webhooks`] (the
-//! endpoints) and [`stats`] (the gauges, readiness); the
+//! endpoints), [`deliveries`] (the webhook delivery's bookkeeping) and
+//! [`stats`] (the gauges, readiness); the
 //! writer is [`ledger`] with the locked `head`. This file keeps what they
 //! share: the connection manager, [`StoreError`], [`Store`] and the instants.
 
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checkpoints;
 pub mod decisions;
+pub mod deliveries;
 pub mod events;
 mod head;
 pub mod impact;

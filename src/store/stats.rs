@@ -54,12 +54,14 @@ impl Store {
             .count()
             .get_result::<i64>(&mut *conn)?;
         let impact = impact_run_stats(&mut conn)?;
+        let webhooks = super::deliveries::webhook_stats(&mut conn)?;
         Ok(DatabaseStats {
             ready: true,
             review_queue_depth,
             checkpoint_at_ms,
             license_audit_mismatch,
             impact,
+            webhooks,
         })
     }
 }

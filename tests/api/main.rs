@@ -29,3 +29,4 @@ mod standing;
 mod status_lists;
 mod tampering;
 mod webhook_endpoints;
+mod webhooks_delivery;

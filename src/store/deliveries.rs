@@ -1,0 +1,516 @@
+//! The webhook delivery's statements: which endpoints have events waiting,
+//! the lease a worker holds on an endpoint while it delivers to it, the next
+//! event an endpoint receives, and the settlement of each event (delivered or
+//! abandoned) with the endpoint's cursor, in one transaction.
+//!
+//! Replicas share endpoints through the lease (`lease_owner`, `lease_until`),
+//! taken by a conditional `UPDATE`. Every later write of a delivery is fenced
+//! by it (`lease_owner` is still the worker's, and the cursor is still the one
+//! it read), so a worker whose lease lapsed and was taken over writes
+//! nothing; and the primary key of `webhook_deliveries` refuses a second
+//! settlement of one event to one endpoint whatever happens.
+//!
+//! Disabling an endpoint (it answered `410`) is an audited change: it is
+//! written through the ledger, with its `webhook.disable` audit event
+//! ([`disable_endpoint`]).
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
+
+use super::events::{events_in, EventFilter, EventRow};
+use super::schema::{events, webhook_deliveries, webhook_endpoints};
+use super::{format_instant, parse_instant, DbConn, Head, Store, StoreError};
+use crate::metrics::WebhookStats;
+
+/// An endpoint with at least one event after its cursor that could be its:
+/// of its tenant, or of any (or no) tenant for a compliance endpoint. Its
+/// `event_types` are not looked at here (they are JSON text): an endpoint
+/// with only events of other types waiting is found due once, and its
+/// cursor then moves past them ([`Next::Skip`]).
+const PENDING: &str = "EXISTS (SELECT 1 FROM events \
+     WHERE events.seq > webhook_endpoints.cursor \
+     AND (webhook_endpoints.reseller IS NULL OR events.reseller = webhook_endpoints.reseller))";
+
+/// An endpoint as a delivery reads it, once leased.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    /// `None`: a compliance endpoint, which receives every event.
+    pub reseller: Option<String>,
+    pub url: String,
+    /// `None`: every type.
+    pub event_types: Option<Vec<String>>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    /// Until when `previous_secret` signs too.
+    pub previous_until: Option<DateTime<Utc>>,
+    /// The `seq` of the last event settled.
+    pub cursor: i64,
+    /// Attempts made so far at the event after the cursor.
+    pub attempts: i32,
+    /// Not to be tried again before this.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+type StoredEndpoint = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i32,
+    Option<String>,
+);
+
+/// An endpoint's `event_types` as stored: a JSON array of type names, or
+/// NULL for every type.
+fn read_types(stored: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
+    stored
+        .map(|text| {
+            serde_json::from_str::<Vec<String>>(text)
+                .map_err(|e| StoreError::Corrupt(format!("webhook endpoint event_types: {e}")))
+        })
+        .transpose()
+}
+
+fn read_endpoint(row: StoredEndpoint) -> Result<Endpoint, StoreError> {
+    let (
+        id,
+        reseller,
+        url,
+        event_types,
+        secret,
+        previous_secret,
+        previous_until,
+        cursor,
+        attempts,
+        next_attempt_at,
+    ) = row;
+    Ok(Endpoint {
+        event_types: read_types(event_types.as_deref())?,
+        previous_until: previous_until.as_deref().map(parse_instant).transpose()?,
+        next_attempt_at: next_attempt_at.as_deref().map(parse_instant).transpose()?,
+        id,
+        reseller,
+        url,
+        secret,
+        previous_secret,
+        cursor,
+        attempts,
+    })
+}
+
+/// What an endpoint is to receive next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// This event.
+    Event(EventRow),
+    /// Nothing up to this `seq` is the endpoint's (other types, or an event
+    /// that does not read back): its cursor may move there.
+    Skip(i64),
+    /// Nothing after the cursor.
+    Idle,
+}
+
+/// How an event was settled for an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    Abandoned,
+}
+
+impl Settled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Delivered => "delivered",
+            Settled::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A settlement: the event after `cursor` (which the worker read, holding
+/// the lease as `owner`) is done with for the endpoint.
+#[derive(Clone, Debug)]
+pub struct Settlement<'a> {
+    pub endpoint_id: &'a str,
+    pub owner: &'a str,
+    pub cursor: i64,
+    pub event_seq: i64,
+    pub event_id: &'a str,
+    pub outcome: Settled,
+    /// Attempts made in all.
+    pub attempts: i32,
+    /// The status of the successful attempt (`None` when abandoned).
+    pub status: Option<i32>,
+    pub at: DateTime<Utc>,
+}
+
+/// A failed attempt at the event after `cursor`.
+#[derive(Clone, Debug)]
+pub struct Failure<'a> {
+    pub endpoint_id: &'a str,
+    pub owner: &'a str,
+    pub cursor: i64,
+    /// Attempts made in all, this one included.
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    /// The answer's status, if one came.
+    pub status: Option<i32>,
+    /// What went wrong, in a few words (never a secret or a body).
+    pub error: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// Whether an error is the database refusing a second row with the same
+/// primary key.
+fn is_duplicate(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _
+        ))
+    )
+}
+
+impl Store {
+    /// Up to `limit` enabled endpoints that are due (never tried, or their
+    /// retry's time has come), not leased (or whose lease lapsed), and with
+    /// an event waiting; their ids.
+    pub fn due_endpoints(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
+        let now = format_instant(now);
+        let mut conn = self.conn()?;
+        Ok(webhook_endpoints::table
+            .select(webhook_endpoints::id)
+            .filter(webhook_endpoints::disabled_at.is_null())
+            .filter(
+                webhook_endpoints::next_attempt_at
+                    .is_null()
+                    .or(webhook_endpoints::next_attempt_at.le(now.clone())),
+            )
+            .filter(
+                webhook_endpoints::lease_owner
+                    .is_null()
+                    .or(webhook_endpoints::lease_until.lt(now)),
+            )
+            .filter(sql::<Bool>(PENDING))
+            .order(webhook_endpoints::id.asc())
+            .limit(limit)
+            .load::<String>(&mut *conn)?)
+    }
+
+    /// Takes the lease on an enabled endpoint for `owner` until `until`, if
+    /// no other worker holds it (or its lease lapsed); the endpoint as it
+    /// then stands, or `None` when it was not taken.
+    pub fn lease_endpoint(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut conn = self.conn()?;
+        let taken = diesel::update(
+            webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(id))
+                .filter(webhook_endpoints::disabled_at.is_null())
+                .filter(
+                    webhook_endpoints::lease_owner
+                        .is_null()
+                        .or(webhook_endpoints::lease_until.lt(format_instant(now)))
+                        .or(webhook_endpoints::lease_owner.eq(owner)),
+                ),
+        )
+        .set((
+            webhook_endpoints::lease_owner.eq(owner),
+            webhook_endpoints::lease_until.eq(format_instant(until)),
+        ))
+        .execute(&mut *conn)?;
+        if taken == 0 {
+            return Ok(None);
+        }
+        webhook_endpoints::table
+            .filter(webhook_endpoints::id.eq(id))
+            .filter(webhook_endpoints::lease_owner.eq(owner))
+            .select((
+                webhook_endpoints::id,
+                webhook_endpoints::reseller,
+                webhook_endpoints::url,
+                webhook_endpoints::event_types,
+                webhook_endpoints::secret,
+                webhook_endpoints::previous_secret,
+                webhook_endpoints::previous_until,
+                webhook_endpoints::cursor,
+                webhook_endpoints::attempts,
+                webhook_endpoints::next_attempt_at,
+            ))
+            .first::<StoredEndpoint>(&mut *conn)
+            .optional()?
+            .map(read_endpoint)
+            .transpose()
+    }
+
+    /// Extends `owner`'s lease to `until`; false when it is no longer
+    /// `owner`'s (it lapsed and another worker took it, or the endpoint was
+    /// disabled or deleted).
+    pub fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let renewed = diesel::update(
+            webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(id))
+                .filter(webhook_endpoints::lease_owner.eq(owner))
+                .filter(webhook_endpoints::disabled_at.is_null()),
+        )
+        .set(webhook_endpoints::lease_until.eq(format_instant(until)))
+        .execute(&mut *conn)?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives up `owner`'s lease, if it still holds it.
+    pub fn release_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::update(
+            webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(id))
+                .filter(webhook_endpoints::lease_owner.eq(owner)),
+        )
+        .set((
+            webhook_endpoints::lease_owner.eq(None::<String>),
+            webhook_endpoints::lease_until.eq(None::<String>),
+        ))
+        .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// The next event `endpoint` receives: the first after its cursor of
+    /// its tenant (every event for a compliance endpoint) and of its types.
+    pub fn next_event(&self, endpoint: &Endpoint) -> Result<Next, StoreError> {
+        let mut conn = self.conn()?;
+        // The newest event that could be the endpoint's, read first: events
+        // are committed in `seq` order, so if none of its types is found
+        // after the cursor below, none is up to this one either.
+        let mut newest = events::table
+            .select(diesel::dsl::max(events::seq))
+            .filter(events::seq.gt(endpoint.cursor))
+            .into_boxed();
+        if let Some(reseller) = &endpoint.reseller {
+            newest = newest.filter(events::reseller.eq(reseller.clone()));
+        }
+        let newest = newest.first::<Option<i64>>(&mut *conn)?;
+        let filter = EventFilter {
+            after: endpoint.cursor,
+            reseller: endpoint.reseller.clone(),
+            types: endpoint.event_types.clone(),
+        };
+        let page = events_in(&mut conn, &filter, 1)?;
+        if let Some(event) = page.rows.into_iter().next() {
+            return Ok(Next::Event(event));
+        }
+        // A full page with no row: the event did not read back (logged by
+        // the listing); it cannot be delivered, and is passed over.
+        if let Some(next) = page.next {
+            let seq = next
+                .parse::<i64>()
+                .map_err(|e| StoreError::Corrupt(format!("event seq {next:?}: {e}")))?;
+            return Ok(Next::Skip(seq));
+        }
+        Ok(match newest {
+            Some(seq) => Next::Skip(seq),
+            None => Next::Idle,
+        })
+    }
+
+    /// Moves `owner`'s endpoint's cursor from `cursor` to `to` (past events
+    /// that are not its); false when the lease or the cursor changed.
+    pub fn skip_events(
+        &self,
+        id: &str,
+        owner: &str,
+        cursor: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let moved = diesel::update(
+            webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(id))
+                .filter(webhook_endpoints::lease_owner.eq(owner))
+                .filter(webhook_endpoints::cursor.eq(cursor)),
+        )
+        .set(webhook_endpoints::cursor.eq(to))
+        .execute(&mut *conn)?;
+        Ok(moved == 1)
+    }
+
+    /// Settles an event for an endpoint: its row in `webhook_deliveries`
+    /// and the endpoint's cursor moved to it (its retries reset), in one
+    /// transaction fenced by the lease and the cursor. False, and nothing
+    /// written, when the lease or the cursor changed, or the event was
+    /// settled for the endpoint already (the primary key refuses it).
+    pub fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let at = format_instant(s.at);
+        let done = conn.transaction(|c| {
+            let fenced = webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(s.endpoint_id))
+                .filter(webhook_endpoints::lease_owner.eq(s.owner))
+                .filter(webhook_endpoints::cursor.eq(s.cursor));
+            let moved = match s.outcome {
+                Settled::Delivered => diesel::update(fenced)
+                    .set((
+                        webhook_endpoints::cursor.eq(s.event_seq),
+                        webhook_endpoints::attempts.eq(0),
+                        webhook_endpoints::next_attempt_at.eq(None::<String>),
+                        webhook_endpoints::last_attempt_at.eq(&at),
+                        webhook_endpoints::last_status.eq(s.status),
+                        webhook_endpoints::last_error.eq(None::<String>),
+                    ))
+                    .execute(c)?,
+                Settled::Abandoned => diesel::update(fenced)
+                    .set((
+                        webhook_endpoints::cursor.eq(s.event_seq),
+                        webhook_endpoints::attempts.eq(0),
+                        webhook_endpoints::next_attempt_at.eq(None::<String>),
+                    ))
+                    .execute(c)?,
+            };
+            if moved == 0 {
+                return Err(StoreError::Conflict);
+            }
+            diesel::insert_into(webhook_deliveries::table)
+                .values((
+                    webhook_deliveries::endpoint_id.eq(s.endpoint_id),
+                    webhook_deliveries::event_seq.eq(s.event_seq),
+                    webhook_deliveries::event_id.eq(s.event_id),
+                    webhook_deliveries::outcome.eq(s.outcome.as_str()),
+                    webhook_deliveries::attempts.eq(s.attempts),
+                    webhook_deliveries::status.eq(s.status),
+                    webhook_deliveries::settled_at.eq(&at),
+                ))
+                .execute(c)?;
+            Ok(())
+        });
+        match done {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a failed attempt at the event after the cursor, when it is
+    /// to be tried again, and gives up the lease; fenced like
+    /// [`Store::settle`] (false when nothing was written).
+    pub fn record_failure(&self, f: &Failure<'_>) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let recorded = diesel::update(
+            webhook_endpoints::table
+                .filter(webhook_endpoints::id.eq(f.endpoint_id))
+                .filter(webhook_endpoints::lease_owner.eq(f.owner))
+                .filter(webhook_endpoints::cursor.eq(f.cursor)),
+        )
+        .set((
+            webhook_endpoints::attempts.eq(f.attempts),
+            webhook_endpoints::next_attempt_at.eq(format_instant(f.next_attempt_at)),
+            webhook_endpoints::last_attempt_at.eq(format_instant(f.at)),
+            webhook_endpoints::last_status.eq(f.status),
+            webhook_endpoints::last_error.eq(f.error),
+            webhook_endpoints::lease_owner.eq(None::<String>),
+            webhook_endpoints::lease_until.eq(None::<String>),
+        ))
+        .execute(&mut *conn)?;
+        Ok(recorded == 1)
+    }
+}
+
+/// The oldest event enabled endpoints wait for, and how many endpoints
+/// are disabled. One small query per enabled endpoint (the first event
+/// after its cursor, by index): endpoints are few. An endpoint whose
+/// row does not read is left out.
+pub(super) fn webhook_stats(conn: &mut DbConn) -> Result<WebhookStats, StoreError> {
+    let endpoints_disabled = webhook_endpoints::table
+        .filter(webhook_endpoints::disabled_at.is_not_null())
+        .count()
+        .get_result::<i64>(conn)?;
+    let enabled = webhook_endpoints::table
+        .filter(webhook_endpoints::disabled_at.is_null())
+        .select((
+            webhook_endpoints::reseller,
+            webhook_endpoints::event_types,
+            webhook_endpoints::cursor,
+        ))
+        .load::<(Option<String>, Option<String>, i64)>(conn)?;
+    let mut oldest: Option<i64> = None;
+    for (reseller, types, cursor) in enabled {
+        let Ok(types) = read_types(types.as_deref()) else {
+            continue;
+        };
+        let filter = EventFilter {
+            after: cursor,
+            reseller,
+            types,
+        };
+        let first = events_in(conn, &filter, 1)?.rows.into_iter().next();
+        if let Some(at) = first.and_then(|e| parse_instant(&e.created_at).ok()) {
+            let at = at.timestamp_millis();
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+    }
+    Ok(WebhookStats {
+        oldest_undelivered_at_ms: oldest,
+        endpoints_disabled,
+    })
+}
+
+/// Inside a ledger write: disables `owner`'s endpoint `id`, which answered
+/// `status` (a `410`), at `at` for `reason`, giving up the lease. The
+/// endpoint's tenant (`None`: compliance's) when it was disabled; `None`
+/// when the lease is no longer `owner`'s or the endpoint is disabled or
+/// gone already (nothing written: the caller appends no audit event).
+pub fn disable_endpoint(
+    conn: &mut DbConn,
+    head: &mut Head,
+    id: &str,
+    owner: &str,
+    at: DateTime<Utc>,
+    reason: &str,
+    status: i32,
+) -> Result<Option<Option<String>>, StoreError> {
+    head.immediate(conn)?;
+    let at = format_instant(at);
+    let disabled = diesel::update(
+        webhook_endpoints::table
+            .filter(webhook_endpoints::id.eq(id))
+            .filter(webhook_endpoints::lease_owner.eq(owner))
+            .filter(webhook_endpoints::disabled_at.is_null()),
+    )
+    .set((
+        webhook_endpoints::disabled_at.eq(&at),
+        webhook_endpoints::disabled_reason.eq(reason),
+        webhook_endpoints::attempts.eq(webhook_endpoints::attempts + 1),
+        webhook_endpoints::next_attempt_at.eq(None::<String>),
+        webhook_endpoints::last_attempt_at.eq(&at),
+        webhook_endpoints::last_status.eq(status),
+        webhook_endpoints::last_error.eq(None::<String>),
+        webhook_endpoints::lease_owner.eq(None::<String>),
+        webhook_endpoints::lease_until.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    if disabled == 0 {
+        return Ok(None);
+    }
+    let reseller = webhook_endpoints::table
+        .filter(webhook_endpoints::id.eq(id))
+        .select(webhook_endpoints::reseller)
+        .first::<Option<String>>(conn)?;
+    Ok(Some(reseller))
+}
