@@ -452,7 +452,9 @@ impl Metrics {
         } else {
             (chrono::Utc::now().timestamp_millis() - oldest).max(0) as f64 / 1000.0
         });
-        let undelivered = self.webhook_oldest_undelivered_at_ms.load(Ordering::Relaxed);
+        let undelivered = self
+            .webhook_oldest_undelivered_at_ms
+            .load(Ordering::Relaxed);
         self.webhook_oldest_undelivered_seconds
             .set(if undelivered < 0 {
                 0.0

@@ -377,7 +377,9 @@ impl Application {
         let deliverer = self.delivery.and_then(|delivery| {
             delivery
                 .start(ServedGate(Arc::clone(&self.state)))
-                .inspect_err(|e| tracing::error!(error = %e, "could not start the webhook delivery"))
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "could not start the webhook delivery"),
+                )
                 .ok()
         });
         let served = match self.metrics_server {

@@ -48,9 +48,7 @@ use crate::audit::state::Tenant;
 use crate::config::Config;
 use crate::domain::Actor;
 use crate::store::audit::{append_event, NewEvent};
-use crate::store::deliveries::{
-    disable_endpoint, Endpoint, Failure, Next, Settled, Settlement,
-};
+use crate::store::deliveries::{disable_endpoint, Endpoint, Failure, Next, Settled, Settlement};
 use crate::store::events::EventRow;
 use crate::store::{format_instant, parse_instant, StoreError};
 use crate::webhook::{address, secret};
@@ -213,9 +211,8 @@ impl reqwest::dns::Resolve for PublicOnly {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow_private && found.iter().any(|a| !address::is_public(a.ip())) {
                 return Err(Box::new(Refused) as Box<dyn std::error::Error + Send + Sync>);
             }
@@ -435,7 +432,17 @@ async fn deliver_in_turn(
                 .unwrap_or_else(|_| chrono::Duration::days(3));
         if Utc::now() >= deadline {
             let attempts = endpoint.attempts;
-            if !settle(gate, owner, endpoint, &event, Settled::Abandoned, attempts, None).await? {
+            if !settle(
+                gate,
+                owner,
+                endpoint,
+                &event,
+                Settled::Abandoned,
+                attempts,
+                None,
+            )
+            .await?
+            {
                 return Ok(());
             }
             gate.metrics.webhook_delivery("abandoned");
@@ -462,8 +469,16 @@ async fn deliver_in_turn(
         let status = attempt.status.map(i32::from);
         match attempt.result {
             Result_::Delivered => {
-                if !settle(gate, owner, endpoint, &event, Settled::Delivered, attempts, status)
-                    .await?
+                if !settle(
+                    gate,
+                    owner,
+                    endpoint,
+                    &event,
+                    Settled::Delivered,
+                    attempts,
+                    status,
+                )
+                .await?
                 {
                     return Ok(());
                 }
@@ -568,8 +583,7 @@ async fn disable(
     let logged = id.clone();
     let seq = gate
         .commit(move |conn, head| {
-            let Some(reseller) =
-                disable_endpoint(conn, head, &id, &owner, at, GONE_REASON, 410)?
+            let Some(reseller) = disable_endpoint(conn, head, &id, &owner, at, GONE_REASON, 410)?
             else {
                 return Ok(None);
             };
@@ -589,12 +603,11 @@ async fn disable(
                 reseller: None,
             };
             // The tenant verification reads from the event itself.
-            event.reseller = match Tenant::of(
-                &json!({"action": event.action, "subject": event.subject}),
-            ) {
-                Tenant::Named(tenant) => tenant,
-                Tenant::OfDecision(_) => None,
-            };
+            event.reseller =
+                match Tenant::of(&json!({"action": event.action, "subject": event.subject})) {
+                    Tenant::Named(tenant) => tenant,
+                    Tenant::OfDecision(_) => None,
+                };
             let version = head.catalog_version().to_string();
             append_event(head, event, &version, at).map(Some)
         })
@@ -611,7 +624,9 @@ async fn disable(
 /// that by `jitter` (in `[0, 1)`), so that endpoints that failed together do
 /// not come back together.
 fn backoff(base: Duration, attempts: i32, jitter: f64) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(31);
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(31);
     let full = base
         .saturating_mul(1u32 << doublings.min(31))
         .min(MAX_BACKOFF);
@@ -683,7 +698,10 @@ async fn attempt(
     }
     let timestamp = now.timestamp();
     let Ok(signature) = secret::signature_header(&secrets, &event.id, timestamp, &body) else {
-        return Attempt::without_answer(Result_::Failed, "the endpoint's secret is not a whsec_ key");
+        return Attempt::without_answer(
+            Result_::Failed,
+            "the endpoint's secret is not a whsec_ key",
+        );
     };
     let sent = client
         .post(url)

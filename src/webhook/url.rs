@@ -93,7 +93,7 @@ pub fn parse(text: &str, allow_private: bool) -> Result<Parsed, Refused> {
     let port = url.port_or_known_default().ok_or(Refused::NoHost)?;
     let name = match url.host() {
         None => return Err(Refused::NoHost),
-        Some(Host::Domain(name)) if name.is_empty() => return Err(Refused::NoHost),
+        Some(Host::Domain("")) => return Err(Refused::NoHost),
         Some(Host::Domain(name)) => Some(name.to_owned()),
         Some(Host::Ipv4(ip)) => literal(IpAddr::V4(ip), allow_private)?,
         Some(Host::Ipv6(ip)) => literal(IpAddr::V6(ip), allow_private)?,

@@ -608,11 +608,11 @@ async fn verification_names_an_endpoint_that_is_not_what_the_chain_says(app: Tes
 
     // A row inserted by hand: no event vouches for it.
     app.db
-        .execute(&format!(
+        .execute(
             "INSERT INTO webhook_endpoints (id, reseller, url, secret, created_at, cursor, attempts) \
              VALUES ('forged', 'alpha', 'https://attacker.example/', 'whsec_known', \
              '2026-01-01T00:00:00.000000Z', 0, 0)"
-        ))
+        )
         .unwrap();
     assert_eq!(
         caught(&app).await,

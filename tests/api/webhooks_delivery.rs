@@ -3,9 +3,8 @@
 //! `standardwebhooks` crate, an independent implementation of the scheme,
 //! records it, and answers as its script says.
 //!
-//! The endpoints are inserted as rows (cursor 0: they receive every event
-//! from the first) until the endpoint API is on this branch; then they are
-//! to be made through `POST /v1/webhook-endpoints`.
+//! The endpoints are made through `POST /v1/webhook-endpoints` before the
+//! events they are to receive (an endpoint receives what comes after it).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -14,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use gatekeeper::store::events::{EventFilter, EventRow};
-use gatekeeper::webhook::secret;
 use serde_json::{json, Value};
 
 use crate::helpers::{sample, Backend, TestApp, TestDb};
@@ -149,12 +147,13 @@ fn bind(address: SocketAddr, script: &Shared) -> (SocketAddr, actix_web::dev::Se
 }
 
 impl Receiver {
-    /// A receiver that verifies with `secrets` and answers `default`.
-    pub async fn start(secrets: &[&str], default: Answer) -> Receiver {
+    /// A receiver that answers `default` (and verifies with the secrets it
+    /// is given to [`Receiver::trust`]).
+    pub async fn start(default: Answer) -> Receiver {
         let script = Arc::new(Mutex::new(Script {
             answers: VecDeque::new(),
             default,
-            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            secrets: Vec::new(),
             got: Vec::new(),
         }));
         let (address, handle) = bind("127.0.0.1:0".parse().unwrap(), &script);
@@ -166,6 +165,11 @@ impl Receiver {
         }
     }
 
+    /// The secrets each delivery is verified with, each on its own.
+    pub fn trust(&self, secrets: &[&str]) {
+        self.script.lock().unwrap().secrets = secrets.iter().map(|s| s.to_string()).collect();
+    }
+
     /// The next answers, before the default.
     pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
         self.script.lock().unwrap().answers.extend(answers);
@@ -173,6 +177,11 @@ impl Receiver {
 
     pub fn answer(&self, default: Answer) {
         self.script.lock().unwrap().default = default;
+    }
+
+    /// The secrets it verifies with.
+    pub fn secrets(&self) -> Vec<String> {
+        self.script.lock().unwrap().secrets.clone()
     }
 
     pub fn got(&self) -> Vec<Got> {
@@ -221,33 +230,16 @@ pub fn dedup(got: &[Got]) -> Vec<String> {
         .collect()
 }
 
-/// Inserts an endpoint row behind the service's back, cursor 0 (until the
-/// endpoint API is on this branch). `previous` is a previous secret and
-/// until when it signs.
-pub fn insert_endpoint(
-    db: &TestDb,
-    id: &str,
-    reseller: Option<&str>,
-    url: &str,
-    secret: &str,
-    previous: Option<(&str, chrono::DateTime<chrono::Utc>)>,
-) {
-    let text = |v: Option<&str>| v.map_or("NULL".to_string(), |v| format!("'{v}'"));
-    let (previous_secret, previous_until) = match previous {
-        Some((s, until)) => (
-            text(Some(s)),
-            text(Some(&gatekeeper::store::format_instant(until))),
-        ),
-        None => ("NULL".into(), "NULL".into()),
-    };
-    let now = gatekeeper::store::format_instant(chrono::Utc::now());
-    db.execute(&format!(
-        "INSERT INTO webhook_endpoints (id, reseller, url, event_types, secret, previous_secret, \
-         previous_until, created_at, cursor, attempts) VALUES ('{id}', {}, '{url}', NULL, \
-         '{secret}', {previous_secret}, {previous_until}, '{now}', 0, 0)",
-        text(reseller)
-    ))
-    .unwrap();
+/// Creates an endpoint for `receiver` through the API as `token` (every
+/// event type) and has the receiver verify with its secret; its id. It
+/// receives the events made after it.
+pub async fn subscribe(app: &TestApp, token: &str, receiver: &Receiver) -> String {
+    let r = app
+        .post("/v1/webhook-endpoints", token, json!({"url": receiver.url}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    receiver.trust(&[r.body["secret"].as_str().unwrap()]);
+    r.body["id"].as_str().unwrap().to_string()
 }
 
 /// The outbox as stored: a tenant's events (every event for `None`).
@@ -327,18 +319,11 @@ const WITHIN: Duration = Duration::from_secs(60);
 /// endpoint, verified; a tenant's endpoint receives its tenant's events
 /// only, in order.
 async fn every_event_type_arrives_verified(app: TestApp) {
-    let (all_secret, alpha_secret) = (secret::generate(), secret::generate());
-    let all = Receiver::start(&[&all_secret], Answer::Status(200)).await;
-    let alpha = Receiver::start(&[&alpha_secret], Answer::Status(204)).await;
-    insert_endpoint(&app.db, "we_all", None, &all.url, &all_secret, None);
-    insert_endpoint(
-        &app.db,
-        "we_alpha",
-        Some("alpha"),
-        &alpha.url,
-        &alpha_secret,
-        None,
-    );
+    crate::impact::vendors(&app).await;
+    let all = Receiver::start(Answer::Status(200)).await;
+    let alpha = Receiver::start(Answer::Status(204)).await;
+    subscribe(&app, &app.compliance(), &all).await;
+    subscribe(&app, &app.reseller("alpha"), &alpha).await;
     crate::events::every_kind(&app).await;
 
     // Each event once, in `seq` order, whatever the service still adds.
@@ -347,10 +332,11 @@ async fn every_event_type_arrives_verified(app: TestApp) {
         dedup(got) == ids(&outbox(&url, None))
     })
     .await;
-    alpha.wait("alpha's events at alpha's endpoint", WITHIN, |got| {
-        dedup(got) == ids(&outbox(&url, Some("alpha")))
-    })
-    .await;
+    alpha
+        .wait("alpha's events at alpha's endpoint", WITHIN, |got| {
+            dedup(got) == ids(&outbox(&url, Some("alpha")))
+        })
+        .await;
     let events = outbox(&url, None);
     let got = all.got();
     assert_verified_and_faithful(&got, &events);
@@ -380,8 +366,8 @@ crate::both!(every_event_type_arrives_verified);
 /// a while, then comes back: every event arrives, in order, each id once
 /// after deduplication.
 async fn a_receiver_down_for_a_while_gets_everything_in_order(app: TestApp) {
-    let key = secret::generate();
-    let mut receiver = Receiver::start(&[&key], Answer::Status(200)).await;
+    crate::impact::vendors(&app).await;
+    let mut receiver = Receiver::start(Answer::Status(200)).await;
     // Past the test configuration's 2 s time-out.
     receiver.script([
         Answer::Status(500),
@@ -389,8 +375,7 @@ async fn a_receiver_down_for_a_while_gets_everything_in_order(app: TestApp) {
         Answer::Sleep(Duration::from_secs(4)),
         Answer::Status(502),
     ]);
-    insert_endpoint(&app.db, "we_alpha", Some("alpha"), &receiver.url, &key, None);
-    crate::impact::vendors(&app).await;
+    subscribe(&app, &app.reseller("alpha"), &receiver).await;
     for n in 0..3 {
         issue(&app, "alpha", n).await;
     }
@@ -436,12 +421,11 @@ crate::both!(a_receiver_down_for_a_while_gets_everything_in_order);
 /// An endpoint that answers `410` is disabled, with a `webhook.disable`
 /// audit event by the system, and the trail still verifies.
 async fn gone_disables_the_endpoint(app: TestApp) {
-    let (gone_key, all_key) = (secret::generate(), secret::generate());
-    let gone = Receiver::start(&[&gone_key], Answer::Status(410)).await;
-    let all = Receiver::start(&[&all_key], Answer::Status(200)).await;
-    insert_endpoint(&app.db, "we_gone", Some("alpha"), &gone.url, &gone_key, None);
-    insert_endpoint(&app.db, "we_all", None, &all.url, &all_key, None);
     crate::impact::vendors(&app).await;
+    let gone = Receiver::start(Answer::Status(410)).await;
+    let all = Receiver::start(Answer::Status(200)).await;
+    let gone_id = subscribe(&app, &app.reseller("alpha"), &gone).await;
+    subscribe(&app, &app.compliance(), &all).await;
     issue(&app, "alpha", 1).await;
 
     let compliance = app.compliance();
@@ -460,7 +444,7 @@ async fn gone_disables_the_endpoint(app: TestApp) {
     assert_eq!(disabled["actor"]["role"], "system", "{disabled}");
     let subject = &disabled["subject"];
     assert_eq!(subject["kind"], "webhook_endpoint");
-    assert_eq!(subject["id"], "we_gone");
+    assert_eq!(subject["id"], gone_id.as_str());
     assert_eq!(subject["reseller"], "alpha");
     assert!(subject["disabled_at"].is_string(), "{subject}");
     assert!(subject["disabled_reason"].is_string(), "{subject}");
@@ -489,15 +473,14 @@ crate::both!(gone_disables_the_endpoint);
 
 /// A `302` is a failure like any other: never followed, retried.
 async fn a_redirect_is_not_followed(app: TestApp) {
-    let key = secret::generate();
-    let elsewhere = Receiver::start(&[&key], Answer::Status(200)).await;
-    let receiver = Receiver::start(&[&key], Answer::Status(200)).await;
+    crate::impact::vendors(&app).await;
+    let elsewhere = Receiver::start(Answer::Status(200)).await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
     receiver.script([
         Answer::Redirect(elsewhere.url.clone()),
         Answer::Redirect(elsewhere.url.clone()),
     ]);
-    insert_endpoint(&app.db, "we_alpha", Some("alpha"), &receiver.url, &key, None);
-    crate::impact::vendors(&app).await;
+    subscribe(&app, &app.reseller("alpha"), &receiver).await;
     issue(&app, "alpha", 1).await;
     receiver
         .wait("two redirects, then the delivery", WITHIN, |got| {
@@ -515,52 +498,67 @@ crate::both!(a_redirect_is_not_followed);
 /// During a rotation's overlap a delivery carries a signature by each
 /// secret, each verifying with its own; after it, the new secret's only.
 async fn a_rotation_signs_with_both_secrets(app: TestApp) {
-    let (new, old) = (secret::generate(), secret::generate());
-    let (after, expired) = (secret::generate(), secret::generate());
-    let rotating = Receiver::start(&[&new, &old], Answer::Status(200)).await;
-    let rotated = Receiver::start(&[&after, &expired], Answer::Status(200)).await;
-    let now = chrono::Utc::now();
-    insert_endpoint(
-        &app.db,
-        "we_rotating",
-        Some("alpha"),
-        &rotating.url,
-        &new,
-        Some((&old, now + chrono::Duration::hours(24))),
-    );
-    insert_endpoint(
-        &app.db,
-        "we_rotated",
-        Some("alpha"),
-        &rotated.url,
-        &after,
-        Some((&expired, now - chrono::Duration::seconds(1))),
-    );
     crate::impact::vendors(&app).await;
+    let alpha = app.reseller("alpha");
+    let rotating = Receiver::start(Answer::Status(200)).await;
+    let rotated = Receiver::start(Answer::Status(200)).await;
+    let mut secrets = Vec::new();
+    for receiver in [&rotating, &rotated] {
+        let id = subscribe(&app, &alpha, receiver).await;
+        let old = receiver.secrets();
+        let r = app
+            .post(
+                &format!("/v1/webhook-endpoints/{id}/rotation"),
+                &alpha,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let new = r.body["secret"].as_str().unwrap().to_string();
+        receiver.trust(&[&new, &old[0]]);
+        secrets.push((id, new, old[0].clone()));
+    }
+    // The second endpoint's overlap is made to have ended (behind the
+    // service's back: a day is long to wait in a test).
+    let ended =
+        gatekeeper::store::format_instant(chrono::Utc::now() - chrono::Duration::seconds(1));
+    app.db
+        .execute(&format!(
+            "UPDATE webhook_endpoints SET previous_until = '{ended}' WHERE id = '{}'",
+            secrets[1].0
+        ))
+        .unwrap();
     issue(&app, "alpha", 1).await;
-    rotating.wait("a delivery", WITHIN, |got| !got.is_empty()).await;
-    rotated.wait("a delivery", WITHIN, |got| !got.is_empty()).await;
+    rotating
+        .wait("a delivery", WITHIN, |got| !got.is_empty())
+        .await;
+    rotated
+        .wait("a delivery", WITHIN, |got| !got.is_empty())
+        .await;
     for g in rotating.got() {
         assert_eq!(g.signatures, 2, "{g:?}");
         assert_eq!(g.verified_by, vec![true, true], "each secret verifies");
     }
     for g in rotated.got() {
         assert_eq!(g.signatures, 1, "{g:?}");
-        assert_eq!(g.verified_by, vec![true, false], "the expired one signs no more");
+        assert_eq!(
+            g.verified_by,
+            vec![true, false],
+            "the expired one signs no more"
+        );
     }
 }
 crate::both!(a_rotation_signs_with_both_secrets);
 
 /// `Retry-After` (seconds, or an HTTP date) holds the next attempt back.
 async fn retry_after_is_honoured(app: TestApp) {
-    let key = secret::generate();
-    let receiver = Receiver::start(&[&key], Answer::Status(200)).await;
+    crate::impact::vendors(&app).await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
     receiver.script([
         Answer::RetryAfter(503, 2),
         Answer::RetryAt(429, Duration::from_secs(3)),
     ]);
-    insert_endpoint(&app.db, "we_alpha", Some("alpha"), &receiver.url, &key, None);
-    crate::impact::vendors(&app).await;
+    subscribe(&app, &app.reseller("alpha"), &receiver).await;
     issue(&app, "alpha", 1).await;
     receiver
         .wait("two refusals, then the delivery", WITHIN, |got| {
@@ -574,7 +572,10 @@ async fn retry_after_is_honoured(app: TestApp) {
     assert!(gaps[0] >= Duration::from_millis(1900), "{gaps:?}");
     // An HTTP date has whole seconds: 3 s ahead is at least 2 s ahead.
     assert!(gaps[1] >= Duration::from_millis(1900), "{gaps:?}");
-    assert!(gaps.iter().all(|g| *g < Duration::from_secs(20)), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_secs(20)),
+        "{gaps:?}"
+    );
 }
 crate::both!(retry_after_is_honoured);
 
@@ -618,8 +619,7 @@ async fn killed_with_deliveries_pending(backend: Backend) {
         return;
     };
     let url = db.url();
-    let key = secret::generate();
-    let receiver = Receiver::start(&[&key], Answer::Status(500)).await;
+    let receiver = Receiver::start(Answer::Status(500)).await;
     // Three delivered, two failures, then one that the kill cuts off.
     receiver.script([
         Answer::Status(200),
@@ -637,13 +637,26 @@ async fn killed_with_deliveries_pending(backend: Backend) {
     ];
     let mut first = serve(&url, &env).await;
     let (_, reseller) = first.setup().await;
-    insert_endpoint(&db, "we_alpha", Some("alpha"), &receiver.url, &key, None);
+    let (status, created, _) = first
+        .call(
+            "POST",
+            "/v1/webhook-endpoints",
+            &reseller,
+            Some(json!({"url": receiver.url})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    receiver.trust(&[created["secret"].as_str().unwrap()]);
+    let endpoint = created["id"].as_str().unwrap().to_string();
     for _ in 0..12 {
         let (status, _, _) = first.issue_one(&reseller).await;
         assert_eq!(status, 201);
     }
     receiver
-        .wait("the attempt the kill cuts off", WITHIN, |got| got.len() >= 6)
+        .wait("the attempt the kill cuts off", WITHIN, |got| {
+            got.len() >= 6
+        })
         .await;
     let pid = first.child.as_ref().unwrap().id().to_string();
     assert!(Command::new("kill")
@@ -666,9 +679,11 @@ async fn killed_with_deliveries_pending(backend: Backend) {
     let events = outbox(&database, Some("alpha"));
     assert_eq!(events.len(), 12);
     receiver
-        .wait("every event after the restart", Duration::from_secs(90), |got| {
-            dedup(got).len() == 12
-        })
+        .wait(
+            "every event after the restart",
+            Duration::from_secs(90),
+            |got| dedup(got).len() == 12,
+        )
         .await;
     let got = receiver.got();
     assert_verified_and_faithful(&got, &events);
@@ -682,7 +697,7 @@ async fn killed_with_deliveries_pending(backend: Backend) {
     let rows = deliveries(&db);
     let expected: Vec<(String, i64, String, String)> = events
         .iter()
-        .map(|e| ("we_alpha".into(), e.seq, e.id.clone(), "delivered".into()))
+        .map(|e| (endpoint.clone(), e.seq, e.id.clone(), "delivered".into()))
         .collect();
     let rows: Vec<(String, i64, String, String)> = rows
         .into_iter()
