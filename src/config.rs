@@ -258,7 +258,9 @@ impl Config {
             webhook_max_age: seconds(vars.whole(
                 "GATEKEEPER_WEBHOOK_MAX_AGE",
                 "259200",
-                1..=2_592_000,
+                // Under the least retention (30 days): an event is given up
+                // before it can be purged.
+                1..=2_505_600,
                 " of seconds",
             )?),
             event_retention_days: vars.whole(

@@ -7,12 +7,14 @@
 //! write of this process commits ([`Gate::delivery_wake`]). Up to
 //! [`PARALLEL`] endpoints are served at once, each by a task of its own that
 //! holds the endpoint's lease (so replicas share endpoints, one delivery to an
-//! endpoint at a time) and delivers event after event until none is waiting
-//! or an attempt fails; a task that panics takes only its endpoint down, until
-//! its lease lapses.
+//! endpoint at a time) and delivers event after event until none is waiting,
+//! an attempt fails or it has sent [`PER_LEASE`] (its turn: the least
+//! recently tried endpoints are served first); a task that panics takes only
+//! its endpoint down, until its lease lapses.
 //!
 //! Each attempt: the body `{"type", "timestamp", "data"}` serialised once and
-//! signed with the endpoint's secret (and its previous one during a
+//! signed with the endpoint's secret as read when the lease is renewed
+//! before it (and its previous one during a
 //! rotation's overlap); headers `webhook-id` (the event's id),
 //! `webhook-timestamp` (the attempt's instant), `webhook-signature`;
 //! connecting at most 5 s, the whole attempt at most
@@ -55,6 +57,8 @@ use crate::webhook::{address, secret};
 
 /// Endpoints delivered to at once, by one process.
 pub const PARALLEL: usize = 16;
+/// Events an endpoint is sent under one lease before it gives its turn up.
+const PER_LEASE: usize = 100;
 /// The longest back-off between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// The longest wait a `Retry-After` is honoured for.
@@ -318,17 +322,29 @@ where
             () = gate.delivery_wake.notified() => {}
             () = tokio::time::sleep(settings.interval) => {}
             Some(done) = serving.join_next_with_id(), if !serving.is_empty() => {
-                let id = match &done {
-                    Ok((id, ())) => *id,
-                    Err(e) => e.id(),
-                };
-                let endpoint = endpoints.remove(&id).unwrap_or_default();
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        tracing::error!(%endpoint, "a webhook delivery panicked; the endpoint is tried again once its lease lapses");
-                    }
-                }
+                reap(&mut endpoints, done);
             }
+        }
+        // Every task that ended meanwhile, not one a turn.
+        while let Some(done) = serving.try_join_next_with_id() {
+            reap(&mut endpoints, done);
+        }
+    }
+}
+
+/// Forgets an ended task's endpoint (logging a panic).
+fn reap(
+    endpoints: &mut HashMap<tokio::task::Id, String>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match &done {
+        Ok((id, ())) => *id,
+        Err(e) => e.id(),
+    };
+    let endpoint = endpoints.remove(&id).unwrap_or_default();
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(%endpoint, "a webhook delivery panicked; the endpoint is tried again once its lease lapses");
         }
     }
 }
@@ -401,8 +417,14 @@ async fn deliver_in_turn(
     endpoint: &mut Endpoint,
 ) -> Result<(), StoreError> {
     let store = &gate.store;
+    let mut sent = 0;
     loop {
         if endpoint.next_attempt_at.is_some_and(|at| at > Utc::now()) {
+            return Ok(());
+        }
+        // Its turn is over: the lease goes back, and the endpoints that
+        // waited longest are served first.
+        if sent == PER_LEASE {
             return Ok(());
         }
         let next = {
@@ -459,9 +481,13 @@ async fn deliver_in_turn(
             let until = Utc::now() + settings.lease();
             blocking(move || store.renew_lease(&id, &owner, until)).await?
         };
-        if !renewed {
+        let Some(secrets) = renewed else {
             return Ok(());
-        }
+        };
+        endpoint.secret = secrets.secret;
+        endpoint.previous_secret = secrets.previous_secret;
+        endpoint.previous_until = secrets.previous_until;
+        sent += 1;
         let attempt = attempt(client, settings, endpoint, &event).await;
         let at = Utc::now();
         let attempts = endpoint.attempts.saturating_add(1);

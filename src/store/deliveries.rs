@@ -105,6 +105,15 @@ fn read_endpoint(row: StoredEndpoint) -> Result<Endpoint, StoreError> {
     })
 }
 
+/// An endpoint's secrets as they stand: the current one, and the previous
+/// one with the end of its overlap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Secrets {
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
 /// What an endpoint is to receive next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Next {
@@ -181,7 +190,8 @@ fn is_duplicate(e: &StoreError) -> bool {
 impl Store {
     /// Up to `limit` enabled endpoints that are due (never tried, or their
     /// retry's time has come), not leased (or whose lease lapsed), and with
-    /// an event waiting; their ids.
+    /// an event waiting; their ids, the least recently tried first (so that
+    /// busy endpoints take turns).
     pub fn due_endpoints(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
         let now = format_instant(now);
         let mut conn = self.conn()?;
@@ -199,7 +209,11 @@ impl Store {
                     .or(webhook_endpoints::lease_until.lt(now)),
             )
             .filter(sql::<Bool>(PENDING))
-            .order(webhook_endpoints::id.asc())
+            .order((
+                webhook_endpoints::last_attempt_at.is_not_null(),
+                webhook_endpoints::last_attempt_at.asc(),
+                webhook_endpoints::id.asc(),
+            ))
             .limit(limit)
             .load::<String>(&mut *conn)?)
     }
@@ -255,15 +269,16 @@ impl Store {
             .transpose()
     }
 
-    /// Extends `owner`'s lease to `until`; false when it is no longer
-    /// `owner`'s (it lapsed and another worker took it, or the endpoint was
-    /// disabled or deleted).
+    /// Extends `owner`'s lease to `until`, and reads the endpoint's secrets
+    /// again (a rotation since the lease was taken signs the next attempt);
+    /// `None` when the lease is no longer `owner`'s (it lapsed and another
+    /// worker took it, or the endpoint was disabled or deleted).
     pub fn renew_lease(
         &self,
         id: &str,
         owner: &str,
         until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Secrets>, StoreError> {
         let mut conn = self.conn()?;
         let renewed = diesel::update(
             webhook_endpoints::table
@@ -273,7 +288,28 @@ impl Store {
         )
         .set(webhook_endpoints::lease_until.eq(format_instant(until)))
         .execute(&mut *conn)?;
-        Ok(renewed == 1)
+        if renewed != 1 {
+            return Ok(None);
+        }
+        let stored = webhook_endpoints::table
+            .filter(webhook_endpoints::id.eq(id))
+            .filter(webhook_endpoints::lease_owner.eq(owner))
+            .select((
+                webhook_endpoints::secret,
+                webhook_endpoints::previous_secret,
+                webhook_endpoints::previous_until,
+            ))
+            .first::<(String, Option<String>, Option<String>)>(&mut *conn)
+            .optional()?;
+        stored
+            .map(|(secret, previous, until)| {
+                Ok(Secrets {
+                    secret,
+                    previous_secret: previous,
+                    previous_until: until.as_deref().map(parse_instant).transpose()?,
+                })
+            })
+            .transpose()
     }
 
     /// Gives up `owner`'s lease, if it still holds it.

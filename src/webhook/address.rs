@@ -44,9 +44,18 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         }
         return is_public_v4(embedded_v4(segments[6], segments[7]));
     }
+    // ::ffff:0:a.b.c.d, IPv4-translated (SIIT).
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return is_public_v4(embedded_v4(segments[6], segments[7]));
+    }
     // 64:ff9b::/96, NAT64 of an IPv4 address.
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return is_public_v4(embedded_v4(segments[6], segments[7]));
+    }
+    // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): a translator of the
+    // network's own, which may reach anything behind it.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return false;
     }
     // 2002::/16, 6to4 of an IPv4 address.
     if segments[0] == 0x2002 {
@@ -97,6 +106,9 @@ mod tests {
             "::ffff:10.1.1.1",
             "::ffff:169.254.169.254",
             "64:ff9b::7f00:1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::808:808",
             "2002:7f00:1::",
             "2001:db8::1",
             "::127.0.0.1",
@@ -115,6 +127,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
             "64:ff9b::808:808",
             "2002:808:808::",
         ] {

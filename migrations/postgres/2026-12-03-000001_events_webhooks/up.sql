@@ -63,3 +63,5 @@ CREATE TABLE webhook_deliveries (
     settled_at TEXT NOT NULL,
     PRIMARY KEY (endpoint_id, event_seq)
 );
+-- The purge deletes settlements by event, oldest first.
+CREATE INDEX webhook_deliveries_event_seq ON webhook_deliveries (event_seq);
