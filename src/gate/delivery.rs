@@ -436,7 +436,7 @@ async fn deliver_in_turn(
             Next::Skip(to) => {
                 let (store, id, owner, from) = (
                     store.clone(),
-                    endpoint.id.clone(),
+                    endpoint.row.id.clone(),
                     Arc::clone(owner),
                     endpoint.cursor,
                 );
@@ -469,7 +469,7 @@ async fn deliver_in_turn(
             }
             gate.metrics.webhook_delivery("abandoned");
             tracing::warn!(
-                endpoint = %endpoint.id,
+                endpoint = %endpoint.row.id,
                 event = %event.id,
                 attempts,
                 "abandoned a webhook event past its maximum age"
@@ -477,16 +477,14 @@ async fn deliver_in_turn(
             continue;
         }
         let renewed = {
-            let (store, id, owner) = (store.clone(), endpoint.id.clone(), Arc::clone(owner));
+            let (store, id, owner) = (store.clone(), endpoint.row.id.clone(), Arc::clone(owner));
             let until = Utc::now() + settings.lease();
             blocking(move || store.renew_lease(&id, &owner, until)).await?
         };
-        let Some(secrets) = renewed else {
+        let Some(row) = renewed else {
             return Ok(());
         };
-        endpoint.secret = secrets.secret;
-        endpoint.previous_secret = secrets.previous_secret;
-        endpoint.previous_until = secrets.previous_until;
+        endpoint.row = row;
         sent += 1;
         let attempt = attempt(client, settings, endpoint, &event).await;
         let at = Utc::now();
@@ -510,7 +508,7 @@ async fn deliver_in_turn(
                 }
             }
             Result_::Gone => {
-                disable(gate, owner, &endpoint.id, at).await?;
+                disable(gate, owner, &endpoint.row.id, at).await?;
                 return Ok(());
             }
             _ => {
@@ -520,7 +518,7 @@ async fn deliver_in_turn(
                     .min(deadline)
                     .max(at);
                 tracing::info!(
-                    endpoint = %endpoint.id,
+                    endpoint = %endpoint.row.id,
                     event = %event.id,
                     result = attempt.result.as_str(),
                     status = attempt.status,
@@ -531,7 +529,7 @@ async fn deliver_in_turn(
                 );
                 let (store, id, owner, cursor) = (
                     store.clone(),
-                    endpoint.id.clone(),
+                    endpoint.row.id.clone(),
                     Arc::clone(owner),
                     endpoint.cursor,
                 );
@@ -568,7 +566,7 @@ async fn settle(
     status: Option<i32>,
 ) -> Result<bool, StoreError> {
     let store = gate.store.clone();
-    let (id, owner, cursor) = (endpoint.id.clone(), Arc::clone(owner), endpoint.cursor);
+    let (id, owner, cursor) = (endpoint.row.id.clone(), Arc::clone(owner), endpoint.cursor);
     let (seq, event_id) = (event.seq, event.id.clone());
     let settled = blocking(move || {
         store.settle(&Settlement {
@@ -590,7 +588,7 @@ async fn settle(
         endpoint.next_attempt_at = None;
     } else {
         tracing::warn!(
-            endpoint = %endpoint.id,
+            endpoint = %endpoint.row.id,
             event = %event.id,
             "a webhook event was settled elsewhere (the lease lapsed); not counted twice"
         );
@@ -701,7 +699,7 @@ async fn attempt(
     endpoint: &Endpoint,
     event: &EventRow,
 ) -> Attempt {
-    let url = match reqwest::Url::parse(&endpoint.url) {
+    let url = match reqwest::Url::parse(&endpoint.row.url) {
         Ok(url) => url,
         Err(_) => return Attempt::without_answer(Result_::Refused, "the URL does not parse"),
     };
@@ -716,8 +714,10 @@ async fn attempt(
     .to_string()
     .into_bytes();
     let now = Utc::now();
-    let mut secrets = vec![endpoint.secret.as_str()];
-    if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_until) {
+    let mut secrets = vec![endpoint.row.secret.as_str()];
+    if let (Some(previous), Some(until)) =
+        (&endpoint.row.previous_secret, endpoint.row.previous_until)
+    {
         if now < until {
             secrets.push(previous);
         }

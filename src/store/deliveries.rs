@@ -21,6 +21,7 @@ use diesel::sql_types::Bool;
 
 use super::events::{events_in, EventFilter, EventRow};
 use super::schema::{events, webhook_deliveries, webhook_endpoints};
+use super::webhooks::{columns, read, read_event_types, EndpointRow, Stored};
 use super::{format_instant, parse_instant, DbConn, Head, Store, StoreError};
 use crate::metrics::WebhookStats;
 
@@ -33,85 +34,17 @@ const PENDING: &str = "EXISTS (SELECT 1 FROM events \
      WHERE events.seq > webhook_endpoints.cursor \
      AND (webhook_endpoints.reseller IS NULL OR events.reseller = webhook_endpoints.reseller))";
 
-/// An endpoint as a delivery reads it, once leased.
+/// An endpoint as a delivery reads it, once leased: its vouched columns
+/// and the delivery's bookkeeping.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
-    pub id: String,
-    /// `None`: a compliance endpoint, which receives every event.
-    pub reseller: Option<String>,
-    pub url: String,
-    /// `None`: every type.
-    pub event_types: Option<Vec<String>>,
-    pub secret: String,
-    pub previous_secret: Option<String>,
-    /// Until when `previous_secret` signs too.
-    pub previous_until: Option<DateTime<Utc>>,
+    pub row: EndpointRow,
     /// The `seq` of the last event settled.
     pub cursor: i64,
     /// Attempts made so far at the event after the cursor.
     pub attempts: i32,
     /// Not to be tried again before this.
     pub next_attempt_at: Option<DateTime<Utc>>,
-}
-
-type StoredEndpoint = (
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i32,
-    Option<String>,
-);
-
-/// An endpoint's `event_types` as stored: a JSON array of type names, or
-/// NULL for every type.
-fn read_types(stored: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
-    stored
-        .map(|text| {
-            serde_json::from_str::<Vec<String>>(text)
-                .map_err(|e| StoreError::Corrupt(format!("webhook endpoint event_types: {e}")))
-        })
-        .transpose()
-}
-
-fn read_endpoint(row: StoredEndpoint) -> Result<Endpoint, StoreError> {
-    let (
-        id,
-        reseller,
-        url,
-        event_types,
-        secret,
-        previous_secret,
-        previous_until,
-        cursor,
-        attempts,
-        next_attempt_at,
-    ) = row;
-    Ok(Endpoint {
-        event_types: read_types(event_types.as_deref())?,
-        previous_until: previous_until.as_deref().map(parse_instant).transpose()?,
-        next_attempt_at: next_attempt_at.as_deref().map(parse_instant).transpose()?,
-        id,
-        reseller,
-        url,
-        secret,
-        previous_secret,
-        cursor,
-        attempts,
-    })
-}
-
-/// An endpoint's secrets as they stand: the current one, and the previous
-/// one with the end of its overlap.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Secrets {
-    pub secret: String,
-    pub previous_secret: Option<String>,
-    pub previous_until: Option<DateTime<Utc>>,
 }
 
 /// What an endpoint is to receive next.
@@ -252,33 +185,34 @@ impl Store {
             .filter(webhook_endpoints::id.eq(id))
             .filter(webhook_endpoints::lease_owner.eq(owner))
             .select((
-                webhook_endpoints::id,
-                webhook_endpoints::reseller,
-                webhook_endpoints::url,
-                webhook_endpoints::event_types,
-                webhook_endpoints::secret,
-                webhook_endpoints::previous_secret,
-                webhook_endpoints::previous_until,
+                columns!(),
                 webhook_endpoints::cursor,
                 webhook_endpoints::attempts,
                 webhook_endpoints::next_attempt_at,
             ))
-            .first::<StoredEndpoint>(&mut *conn)
+            .first::<(Stored, i64, i32, Option<String>)>(&mut *conn)
             .optional()?
-            .map(read_endpoint)
+            .map(|(row, cursor, attempts, next)| {
+                Ok(Endpoint {
+                    row: read(row)?,
+                    cursor,
+                    attempts,
+                    next_attempt_at: next.as_deref().map(parse_instant).transpose()?,
+                })
+            })
             .transpose()
     }
 
-    /// Extends `owner`'s lease to `until`, and reads the endpoint's secrets
-    /// again (a rotation since the lease was taken signs the next attempt);
-    /// `None` when the lease is no longer `owner`'s (it lapsed and another
-    /// worker took it, or the endpoint was disabled or deleted).
+    /// Extends `owner`'s lease to `until`, and reads the endpoint's vouched
+    /// columns again (a rotation since the lease was taken signs the next
+    /// attempt); `None` when the lease is no longer `owner`'s (it lapsed and
+    /// another worker took it, or the endpoint was disabled or deleted).
     pub fn renew_lease(
         &self,
         id: &str,
         owner: &str,
         until: DateTime<Utc>,
-    ) -> Result<Option<Secrets>, StoreError> {
+    ) -> Result<Option<EndpointRow>, StoreError> {
         let mut conn = self.conn()?;
         let renewed = diesel::update(
             webhook_endpoints::table
@@ -291,24 +225,13 @@ impl Store {
         if renewed != 1 {
             return Ok(None);
         }
-        let stored = webhook_endpoints::table
+        webhook_endpoints::table
             .filter(webhook_endpoints::id.eq(id))
             .filter(webhook_endpoints::lease_owner.eq(owner))
-            .select((
-                webhook_endpoints::secret,
-                webhook_endpoints::previous_secret,
-                webhook_endpoints::previous_until,
-            ))
-            .first::<(String, Option<String>, Option<String>)>(&mut *conn)
-            .optional()?;
-        stored
-            .map(|(secret, previous, until)| {
-                Ok(Secrets {
-                    secret,
-                    previous_secret: previous,
-                    previous_until: until.as_deref().map(parse_instant).transpose()?,
-                })
-            })
+            .select(columns!())
+            .first::<Stored>(&mut *conn)
+            .optional()?
+            .map(read)
             .transpose()
     }
 
@@ -339,14 +262,14 @@ impl Store {
             .select(diesel::dsl::max(events::seq))
             .filter(events::seq.gt(endpoint.cursor))
             .into_boxed();
-        if let Some(reseller) = &endpoint.reseller {
+        if let Some(reseller) = &endpoint.row.reseller {
             newest = newest.filter(events::reseller.eq(reseller.clone()));
         }
         let newest = newest.first::<Option<i64>>(&mut *conn)?;
         let filter = EventFilter {
             after: endpoint.cursor,
-            reseller: endpoint.reseller.clone(),
-            types: endpoint.event_types.clone(),
+            reseller: endpoint.row.reseller.clone(),
+            types: endpoint.row.event_types.clone(),
         };
         let page = events_in(&mut conn, &filter, 1)?;
         if let Some(event) = page.rows.into_iter().next() {
@@ -480,14 +403,15 @@ pub(super) fn webhook_stats(conn: &mut DbConn) -> Result<WebhookStats, StoreErro
     let enabled = webhook_endpoints::table
         .filter(webhook_endpoints::disabled_at.is_null())
         .select((
+            webhook_endpoints::id,
             webhook_endpoints::reseller,
             webhook_endpoints::event_types,
             webhook_endpoints::cursor,
         ))
-        .load::<(Option<String>, Option<String>, i64)>(conn)?;
+        .load::<(String, Option<String>, Option<String>, i64)>(conn)?;
     let mut oldest: Option<i64> = None;
-    for (reseller, types, cursor) in enabled {
-        let Ok(types) = read_types(types.as_deref()) else {
+    for (id, reseller, types, cursor) in enabled {
+        let Ok(types) = read_event_types(&id, types.as_deref()) else {
             continue;
         };
         let filter = EventFilter {

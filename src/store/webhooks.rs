@@ -69,15 +69,24 @@ macro_rules! columns {
         )
     };
 }
+pub(super) use columns;
 
-fn read(row: Stored) -> Result<EndpointRow, StoreError> {
-    let (id, reseller, url, types, secret, previous_secret, until, created, disabled, reason) = row;
-    let instant = |t: Option<String>| t.as_deref().map(parse_instant).transpose();
-    let event_types = types
-        .as_deref()
+/// An endpoint's `event_types` as stored (a JSON array, or NULL for every
+/// type), read back.
+pub(super) fn read_event_types(
+    id: &str,
+    stored: Option<&str>,
+) -> Result<Option<Vec<String>>, StoreError> {
+    stored
         .map(serde_json::from_str::<Vec<String>>)
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("webhook endpoint {id} event_types: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("webhook endpoint {id} event_types: {e}")))
+}
+
+pub(super) fn read(row: Stored) -> Result<EndpointRow, StoreError> {
+    let (id, reseller, url, types, secret, previous_secret, until, created, disabled, reason) = row;
+    let instant = |t: Option<String>| t.as_deref().map(parse_instant).transpose();
+    let event_types = read_event_types(&id, types.as_deref())?;
     Ok(EndpointRow {
         reseller,
         url,
