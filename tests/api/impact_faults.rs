@@ -75,13 +75,7 @@ async fn a_run_killed_midway_resumes_and_acts_on_each_licence_once() {
                 "the run ended before the kill: {run}"
             );
             if checked > 0 {
-                let pid = first.child.as_ref().unwrap().id().to_string();
-                assert!(Command::new("kill")
-                    .args(["-KILL", &pid])
-                    .status()
-                    .unwrap()
-                    .success());
-                first.child.take().unwrap().wait().unwrap();
+                first.kill();
                 break checked;
             }
         }

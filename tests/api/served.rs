@@ -253,6 +253,17 @@ impl Served {
         assert!(killed.success());
         wait_exit(&mut child)
     }
+
+    /// `kill -9`, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let killed = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        child.wait().unwrap();
+    }
 }
 
 /// Waits up to 30 s for `child` to exit; its exit status.

@@ -13,7 +13,7 @@ use crate::licenses::{issue, post_at};
 
 /// What the API's and the CLI's verifications say, which must agree:
 /// `(reason, row, first_invalid_seq)`.
-async fn caught(app: &TestApp) -> (Value, Value, Value) {
+pub(crate) async fn caught(app: &TestApp) -> (Value, Value, Value) {
     let db = database_verdict(app).await;
     let (cli, ok) = cli_verify(app, &[]);
     let seen = |r: &Value| {

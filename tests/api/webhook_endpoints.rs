@@ -9,9 +9,10 @@ use gatekeeper::auth::Role;
 use gatekeeper::webhook::secret::sha256_hex;
 use serde_json::{json, Value};
 
-use crate::attacks::{cli_verify, database_verdict};
+use crate::attacks::database_verdict;
 use crate::both;
 use crate::helpers::{start, Reply, TestApp};
+use crate::tampering::caught;
 
 const ENDPOINTS: &str = "/v1/webhook-endpoints";
 
@@ -504,23 +505,6 @@ async fn endpoint_changes_are_audited_without_their_secrets(app: TestApp) {
         assert!(!export.contains(secret.as_str()));
     }
     assert_eq!(database_verdict(&app).await["ok"], true);
-}
-
-/// What the API's and the CLI's verifications say, which must agree:
-/// `(reason, row, first_invalid_seq)`.
-async fn caught(app: &TestApp) -> (Value, Value, Value) {
-    let db = database_verdict(app).await;
-    let (cli, ok) = cli_verify(app, &[]);
-    let seen = |r: &Value| {
-        (
-            r["reason"].clone(),
-            r["row"].clone(),
-            r["first_invalid_seq"].clone(),
-        )
-    };
-    assert_eq!(seen(&db), seen(&cli), "API {db} against CLI {cli}");
-    assert_eq!(ok, db["ok"] == true);
-    seen(&db)
 }
 
 const CLEAN: (Value, Value, Value) = (Value::Null, Value::Null, Value::Null);

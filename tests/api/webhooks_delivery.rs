@@ -613,7 +613,6 @@ fn deliveries(db: &TestDb) -> Vec<Delivery> {
 /// restarted: every event is delivered, and settled exactly once.
 async fn killed_with_deliveries_pending(backend: Backend) {
     use crate::served::serve;
-    use std::process::Command;
     let Some((db, _)) = TestDb::create(backend) else {
         assert!(!crate::helpers::postgres_expected());
         return;
@@ -658,13 +657,7 @@ async fn killed_with_deliveries_pending(backend: Backend) {
             got.len() >= 6
         })
         .await;
-    let pid = first.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    first.child.take().unwrap().wait().unwrap();
+    first.kill();
     let settled_before = deliveries(&db).len();
     assert_eq!(settled_before, 3, "{:?}", deliveries(&db));
 
