@@ -7,8 +7,8 @@ use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{tenant, ApiError, FieldError, PendingBody, State};
-use crate::auth::{Principal, Role};
+use super::{scope, tenant, ApiError, FieldError, PendingBody, State};
+use crate::auth::Principal;
 use crate::domain::Customer;
 use crate::domain::{Sku, Transaction};
 use crate::gate::Question;
@@ -62,10 +62,7 @@ pub async fn get(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let own = match principal.role {
-        Role::Compliance => None,
-        _ => Some(tenant(&state, &principal).await?),
-    };
+    let own = scope(&state, &principal).await?;
     let id = super::path_id(path)?;
     let st = Arc::clone(&state);
     let stored = web::block(move || st.store.decision(id.as_str())).await??;

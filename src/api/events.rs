@@ -11,7 +11,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::paging::{not_a_parameter, Seq};
-use super::{tenant, ApiError, Paging, Params, State};
+use super::{scope, ApiError, Paging, Params, State};
 use crate::audit::outbox::EVENT_TYPES;
 use crate::auth::{Principal, Role};
 use crate::store::events::{EventFilter, EventRow};
@@ -50,10 +50,7 @@ pub async fn list(
         )),
         _ => Err(not_a_parameter(name)),
     })?;
-    let reseller = match principal.role {
-        Role::Compliance => None,
-        _ => Some(tenant(&state, &principal).await?.to_string()),
-    };
+    let reseller = scope(&state, &principal).await?.map(|t| t.to_string());
     let after = paging.cursor.map(|Seq(n)| n);
     let filter = EventFilter {
         after: after.unwrap_or(0),

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::problem_body;
 use super::paging::not_a_parameter;
-use super::{path_id, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
+use super::{path_id, scope, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
 use crate::audit::canonical_json;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::domain::{json_integer, Customer, PlainText, Sku};
 use crate::gate::terms::{MAX_SEATS, MAX_TERM_DAYS};
 use crate::gate::{License, LicenseAction, LicenseOutcome, LicenseRequest, Licensed};
@@ -205,10 +205,7 @@ pub async fn renew(
 /// The tenant whose licences the caller may read: its own, or every
 /// tenant's (`None`) for compliance.
 async fn reader(state: &State, principal: &Principal) -> Result<Option<String>, ApiError> {
-    match principal.role {
-        Role::Compliance => Ok(None),
-        _ => Ok(Some(tenant(state, principal).await?.to_string())),
-    }
+    Ok(scope(state, principal).await?.map(|t| t.to_string()))
 }
 
 /// `GET /v1/licenses/{id}`

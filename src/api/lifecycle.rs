@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::problem_body;
-use super::{path_id, tenant, ApiError, PendingBody, State};
+use super::{path_id, scope, ApiError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::ResellerId;
 use crate::gate::{LifecycleAction, LifecycleOutcome, LifecycleRequest};
@@ -37,17 +37,6 @@ async fn reason(body: PendingBody) -> Result<String, ApiError> {
         ));
     }
     Ok(body.reason)
-}
-
-/// The tenant whose licences the caller may change: its own (a reseller's
-/// or integrator's, registered, taken from its rate limit), or any
-/// (`None`) for compliance. Resolved before the body is read (see
-/// [`PendingBody`]).
-async fn acting_for(state: &State, principal: &Principal) -> Result<Option<ResellerId>, ApiError> {
-    match principal.role {
-        Role::Compliance => Ok(None),
-        _ => Ok(Some(tenant(state, principal).await?)),
-    }
 }
 
 async fn change(
@@ -99,7 +88,9 @@ pub async fn revoke(
     body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Reseller, Role::Integrator, Role::Compliance])?;
-    let own = acting_for(&state, &principal).await?;
+    // The tenant whose licences the caller may change, resolved before the
+    // body is read.
+    let own = scope(&state, &principal).await?;
     let license_id = String::from(path_id(path)?);
     let reason = reason(body).await?;
     change(

@@ -537,6 +537,16 @@ async fn tenant(state: &State, principal: &Principal) -> Result<ResellerId, ApiE
     }
 }
 
+/// The tenant the caller acts for: its own (as [`tenant`]: registered,
+/// taken from its rate limit), or every tenant's (`None`) for compliance.
+/// Handlers that read a body resolve it first (see [`PendingBody`]).
+async fn scope(state: &State, principal: &Principal) -> Result<Option<ResellerId>, ApiError> {
+    match principal.role {
+        Role::Compliance => Ok(None),
+        _ => tenant(state, principal).await.map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

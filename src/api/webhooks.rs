@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::paging::not_a_parameter;
-use super::{path_id, tenant, ApiError, Paging, Params, PendingBody, State};
+use super::{path_id, scope, ApiError, Paging, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::{PlainText, ResellerId};
 use crate::gate::webhooks::MAX_ENDPOINTS;
@@ -39,10 +39,7 @@ struct RotateBody {}
 /// (`None`). Admins manage none (`403`). Resolved before a body is read.
 async fn owner(state: &State, principal: &Principal) -> Result<Option<ResellerId>, ApiError> {
     principal.require(&[Role::Reseller, Role::Integrator, Role::Compliance])?;
-    match principal.role {
-        Role::Compliance => Ok(None),
-        _ => Ok(Some(tenant(state, principal).await?)),
-    }
+    scope(state, principal).await
 }
 
 /// `POST /v1/webhook-endpoints` `{"url", "event_types"?}`: `201` with the
