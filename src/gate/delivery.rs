@@ -50,7 +50,9 @@ use crate::audit::state::Tenant;
 use crate::config::Config;
 use crate::domain::Actor;
 use crate::store::audit::{append_event, NewEvent};
-use crate::store::deliveries::{disable_endpoint, Endpoint, Failure, Next, Settled, Settlement};
+use crate::store::deliveries::{
+    disable_endpoint, Endpoint, Failure, Fence, Next, Settled, Settlement,
+};
 use crate::store::events::EventRow;
 use crate::store::{format_instant, parse_instant, StoreError};
 use crate::webhook::{address, secret};
@@ -440,7 +442,18 @@ async fn deliver_in_turn(
                     Arc::clone(owner),
                     endpoint.cursor,
                 );
-                if !blocking(move || store.skip_events(&id, &owner, from, to)).await? {
+                if !blocking(move || {
+                    store.skip_events(
+                        &Fence {
+                            endpoint_id: &id,
+                            owner: &owner,
+                            cursor: from,
+                        },
+                        to,
+                    )
+                })
+                .await?
+                {
                     return Ok(());
                 }
                 endpoint.cursor = to;
@@ -536,9 +549,11 @@ async fn deliver_in_turn(
                 let error = attempt.error;
                 blocking(move || {
                     store.record_failure(&Failure {
-                        endpoint_id: &id,
-                        owner: &owner,
-                        cursor,
+                        fence: Fence {
+                            endpoint_id: &id,
+                            owner: &owner,
+                            cursor,
+                        },
                         attempts,
                         next_attempt_at: next,
                         status,
@@ -570,9 +585,11 @@ async fn settle(
     let (seq, event_id) = (event.seq, event.id.clone());
     let settled = blocking(move || {
         store.settle(&Settlement {
-            endpoint_id: &id,
-            owner: &owner,
-            cursor,
+            fence: Fence {
+                endpoint_id: &id,
+                owner: &owner,
+                cursor,
+            },
             event_seq: seq,
             event_id: &event_id,
             outcome,

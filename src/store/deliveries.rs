@@ -75,13 +75,31 @@ impl Settled {
     }
 }
 
-/// A settlement: the event after `cursor` (which the worker read, holding
-/// the lease as `owner`) is done with for the endpoint.
-#[derive(Clone, Debug)]
-pub struct Settlement<'a> {
+/// What fences a worker's write to an endpoint: the lease it holds as
+/// `owner`, and the cursor it read. A write under a fence that no longer
+/// holds changes nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Fence<'a> {
     pub endpoint_id: &'a str,
     pub owner: &'a str,
     pub cursor: i64,
+}
+
+/// The endpoint row a [`Fence`] still holds for.
+macro_rules! fenced {
+    ($fence:expr) => {
+        webhook_endpoints::table
+            .filter(webhook_endpoints::id.eq($fence.endpoint_id))
+            .filter(webhook_endpoints::lease_owner.eq($fence.owner))
+            .filter(webhook_endpoints::cursor.eq($fence.cursor))
+    };
+}
+
+/// A settlement: the event after the fence's cursor is done with for the
+/// endpoint.
+#[derive(Clone, Debug)]
+pub struct Settlement<'a> {
+    pub fence: Fence<'a>,
     pub event_seq: i64,
     pub event_id: &'a str,
     pub outcome: Settled,
@@ -92,12 +110,10 @@ pub struct Settlement<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// A failed attempt at the event after `cursor`.
+/// A failed attempt at the event after the fence's cursor.
 #[derive(Clone, Debug)]
 pub struct Failure<'a> {
-    pub endpoint_id: &'a str,
-    pub owner: &'a str,
-    pub cursor: i64,
+    pub fence: Fence<'a>,
     /// Attempts made in all, this one included.
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -289,24 +305,13 @@ impl Store {
         })
     }
 
-    /// Moves `owner`'s endpoint's cursor from `cursor` to `to` (past events
-    /// that are not its); false when the lease or the cursor changed.
-    pub fn skip_events(
-        &self,
-        id: &str,
-        owner: &str,
-        cursor: i64,
-        to: i64,
-    ) -> Result<bool, StoreError> {
+    /// Moves the fenced endpoint's cursor to `to` (past events that are
+    /// not its); false when the lease or the cursor changed.
+    pub fn skip_events(&self, fence: &Fence<'_>, to: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let moved = diesel::update(
-            webhook_endpoints::table
-                .filter(webhook_endpoints::id.eq(id))
-                .filter(webhook_endpoints::lease_owner.eq(owner))
-                .filter(webhook_endpoints::cursor.eq(cursor)),
-        )
-        .set(webhook_endpoints::cursor.eq(to))
-        .execute(&mut *conn)?;
+        let moved = diesel::update(fenced!(fence))
+            .set(webhook_endpoints::cursor.eq(to))
+            .execute(&mut *conn)?;
         Ok(moved == 1)
     }
 
@@ -319,10 +324,7 @@ impl Store {
         let mut conn = self.conn()?;
         let at = format_instant(s.at);
         let done = conn.transaction(|c| {
-            let fenced = webhook_endpoints::table
-                .filter(webhook_endpoints::id.eq(s.endpoint_id))
-                .filter(webhook_endpoints::lease_owner.eq(s.owner))
-                .filter(webhook_endpoints::cursor.eq(s.cursor));
+            let fenced = fenced!(s.fence);
             let moved = match s.outcome {
                 Settled::Delivered => diesel::update(fenced)
                     .set((
@@ -347,7 +349,7 @@ impl Store {
             }
             diesel::insert_into(webhook_deliveries::table)
                 .values((
-                    webhook_deliveries::endpoint_id.eq(s.endpoint_id),
+                    webhook_deliveries::endpoint_id.eq(s.fence.endpoint_id),
                     webhook_deliveries::event_seq.eq(s.event_seq),
                     webhook_deliveries::event_id.eq(s.event_id),
                     webhook_deliveries::outcome.eq(s.outcome.as_str()),
@@ -371,22 +373,17 @@ impl Store {
     /// [`Store::settle`] (false when nothing was written).
     pub fn record_failure(&self, f: &Failure<'_>) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let recorded = diesel::update(
-            webhook_endpoints::table
-                .filter(webhook_endpoints::id.eq(f.endpoint_id))
-                .filter(webhook_endpoints::lease_owner.eq(f.owner))
-                .filter(webhook_endpoints::cursor.eq(f.cursor)),
-        )
-        .set((
-            webhook_endpoints::attempts.eq(f.attempts),
-            webhook_endpoints::next_attempt_at.eq(format_instant(f.next_attempt_at)),
-            webhook_endpoints::last_attempt_at.eq(format_instant(f.at)),
-            webhook_endpoints::last_status.eq(f.status),
-            webhook_endpoints::last_error.eq(f.error),
-            webhook_endpoints::lease_owner.eq(None::<String>),
-            webhook_endpoints::lease_until.eq(None::<String>),
-        ))
-        .execute(&mut *conn)?;
+        let recorded = diesel::update(fenced!(f.fence))
+            .set((
+                webhook_endpoints::attempts.eq(f.attempts),
+                webhook_endpoints::next_attempt_at.eq(format_instant(f.next_attempt_at)),
+                webhook_endpoints::last_attempt_at.eq(format_instant(f.at)),
+                webhook_endpoints::last_status.eq(f.status),
+                webhook_endpoints::last_error.eq(f.error),
+                webhook_endpoints::lease_owner.eq(None::<String>),
+                webhook_endpoints::lease_until.eq(None::<String>),
+            ))
+            .execute(&mut *conn)?;
         Ok(recorded == 1)
     }
 }
