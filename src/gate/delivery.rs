@@ -55,7 +55,7 @@ use crate::store::deliveries::{
 };
 use crate::store::events::EventRow;
 use crate::store::{format_instant, parse_instant, StoreError};
-use crate::webhook::{address, secret};
+use crate::webhook::{address, secret, url};
 
 /// Endpoints delivered to at once, by one process.
 pub const PARALLEL: usize = 16;
@@ -687,28 +687,6 @@ fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// Whether a URL may be called: `https` (or `http` with private addresses
-/// allowed), and, when its host is an address, a public one (a name is
-/// checked when it is resolved).
-fn allowed(url: &reqwest::Url, allow_private: bool) -> Result<(), &'static str> {
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_private => {}
-        _ => return Err("only https URLs are delivered to"),
-    }
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-        Some(url::Host::Domain(_)) => return Ok(()),
-        None => return Err("the URL has no host"),
-    };
-    if allow_private || address::is_public(ip) {
-        Ok(())
-    } else {
-        Err(REFUSED)
-    }
-}
-
 /// Sends `event` to `endpoint` once.
 async fn attempt(
     client: &reqwest::Client,
@@ -716,13 +694,12 @@ async fn attempt(
     endpoint: &Endpoint,
     event: &EventRow,
 ) -> Attempt {
-    let url = match reqwest::Url::parse(&endpoint.row.url) {
-        Ok(url) => url,
-        Err(_) => return Attempt::without_answer(Result_::Refused, "the URL does not parse"),
+    // The creation's checks again, but for the names' addresses (which the
+    // client's resolver checks as it connects).
+    let url = match url::parse(&endpoint.row.url, settings.allow_private) {
+        Ok(parsed) => parsed.url,
+        Err(why) => return Attempt::without_answer(Result_::Refused, format!("the URL {why}")),
     };
-    if let Err(why) = allowed(&url, settings.allow_private) {
-        return Attempt::without_answer(Result_::Refused, why);
-    }
     let body = json!({
         "type": event.event_type,
         "timestamp": event.created_at,
@@ -870,7 +847,7 @@ mod tests {
 
     #[test]
     fn only_https_to_public_address_literals_unless_private_is_allowed() {
-        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let allowed = |u: &str, allow_private| url::parse(u, allow_private).map(|_| ());
         for refused in [
             "https://127.0.0.1/",
             "https://[::1]/",
@@ -881,13 +858,13 @@ mod tests {
             "http://example.com/",
             "ftp://example.com/",
         ] {
-            assert!(allowed(&url(refused), false).is_err(), "{refused}");
+            assert!(allowed(refused, false).is_err(), "{refused}");
         }
         for fine in ["https://example.com/hook", "https://93.184.216.34/"] {
-            assert!(allowed(&url(fine), false).is_ok(), "{fine}");
+            assert!(allowed(fine, false).is_ok(), "{fine}");
         }
         for fine in ["http://127.0.0.1:9/", "https://[::1]/", "http://localhost/"] {
-            assert!(allowed(&url(fine), true).is_ok(), "{fine}");
+            assert!(allowed(fine, true).is_ok(), "{fine}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! Which URLs a webhook endpoint may have, checked when the endpoint is
-//! created (and by the delivery before each attempt, with [`resolve`]).
+//! created ([`check`]) and again by the delivery before each attempt
+//! ([`parse`]; the delivery's resolver checks a name's addresses as it
+//! connects).
 //!
 //! A URL is parsed as a browser parses it (WHATWG, the `url` crate), so the
 //! host checked is the host a client connects to: `http://0x7f.1/` and
