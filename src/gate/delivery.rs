@@ -46,13 +46,8 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::{blocking, Gate};
-use crate::audit::state::Tenant;
 use crate::config::Config;
-use crate::domain::Actor;
-use crate::store::audit::{append_event, NewEvent};
-use crate::store::deliveries::{
-    disable_endpoint, Endpoint, Failure, Fence, Next, Settled, Settlement,
-};
+use crate::store::deliveries::{Endpoint, Failure, Fence, Next, Settled, Settlement};
 use crate::store::events::EventRow;
 use crate::store::{format_instant, parse_instant, StoreError};
 use crate::webhook::{address, secret, url};
@@ -624,33 +619,7 @@ async fn disable(
     let logged = id.clone();
     let seq = gate
         .commit(move |conn, head| {
-            let Some(reseller) = disable_endpoint(conn, head, &id, &owner, at, GONE_REASON, 410)?
-            else {
-                return Ok(None);
-            };
-            let subject = json!({
-                "kind": "webhook_endpoint",
-                "id": id,
-                "reseller": reseller,
-                "disabled_at": format_instant(at),
-                "disabled_reason": GONE_REASON,
-            });
-            let mut event = NewEvent {
-                action: "webhook.disable".into(),
-                actor: Actor::system(),
-                outcome: None,
-                decision: None,
-                subject,
-                reseller: None,
-            };
-            // The tenant verification reads from the event itself.
-            event.reseller =
-                match Tenant::of(&json!({"action": event.action, "subject": event.subject})) {
-                    Tenant::Named(tenant) => tenant,
-                    Tenant::OfDecision(_) => None,
-                };
-            let version = head.catalog_version().to_string();
-            append_event(head, event, &version, at).map(Some)
+            crate::store::webhooks::disable(conn, head, &id, &owner, at, GONE_REASON, 410)
         })
         .await?;
     if let Some(seq) = seq {

@@ -10,9 +10,9 @@
 //! nothing; and the primary key of `webhook_deliveries` refuses a second
 //! settlement of one event to one endpoint whatever happens.
 //!
-//! Disabling an endpoint (it answered `410`) is an audited change: it is
-//! written through the ledger, with its `webhook.disable` audit event
-//! ([`disable_endpoint`]).
+//! Disabling an endpoint (it answered `410`) is an audited change, written
+//! through the ledger with its `webhook.disable` audit event beside the
+//! endpoint's other changes ([`super::webhooks::disable`]).
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
@@ -22,7 +22,7 @@ use diesel::sql_types::Bool;
 use super::events::{events_in, EventFilter, EventRow};
 use super::schema::{events, webhook_deliveries, webhook_endpoints};
 use super::webhooks::{columns, read, read_event_types, EndpointRow, Stored};
-use super::{format_instant, parse_instant, DbConn, Head, Store, StoreError};
+use super::{format_instant, parse_instant, DbConn, Store, StoreError};
 use crate::metrics::WebhookStats;
 
 /// An endpoint with at least one event after its cursor that could be its:
@@ -426,48 +426,4 @@ pub(super) fn webhook_stats(conn: &mut DbConn) -> Result<WebhookStats, StoreErro
         oldest_undelivered_at_ms: oldest,
         endpoints_disabled,
     })
-}
-
-/// Inside a ledger write: disables `owner`'s endpoint `id`, which answered
-/// `status` (a `410`), at `at` for `reason`, giving up the lease. The
-/// endpoint's tenant (`None`: compliance's) when it was disabled; `None`
-/// when the lease is no longer `owner`'s or the endpoint is disabled or
-/// gone already (nothing written: the caller appends no audit event).
-pub fn disable_endpoint(
-    conn: &mut DbConn,
-    head: &mut Head,
-    id: &str,
-    owner: &str,
-    at: DateTime<Utc>,
-    reason: &str,
-    status: i32,
-) -> Result<Option<Option<String>>, StoreError> {
-    head.immediate(conn)?;
-    let at = format_instant(at);
-    let disabled = diesel::update(
-        webhook_endpoints::table
-            .filter(webhook_endpoints::id.eq(id))
-            .filter(webhook_endpoints::lease_owner.eq(owner))
-            .filter(webhook_endpoints::disabled_at.is_null()),
-    )
-    .set((
-        webhook_endpoints::disabled_at.eq(&at),
-        webhook_endpoints::disabled_reason.eq(reason),
-        webhook_endpoints::attempts.eq(webhook_endpoints::attempts + 1),
-        webhook_endpoints::next_attempt_at.eq(None::<String>),
-        webhook_endpoints::last_attempt_at.eq(&at),
-        webhook_endpoints::last_status.eq(status),
-        webhook_endpoints::last_error.eq(None::<String>),
-        webhook_endpoints::lease_owner.eq(None::<String>),
-        webhook_endpoints::lease_until.eq(None::<String>),
-    ))
-    .execute(conn)?;
-    if disabled == 0 {
-        return Ok(None);
-    }
-    let reseller = webhook_endpoints::table
-        .filter(webhook_endpoints::id.eq(id))
-        .select(webhook_endpoints::reseller)
-        .first::<Option<String>>(conn)?;
-    Ok(Some(reseller))
 }

@@ -1,5 +1,6 @@
-//! Webhook endpoints as stored: their creation, rotation and deletion
-//! (ledger writes, each with its `webhook.*` audit event), and reading them
+//! Webhook endpoints as stored: their creation, rotation, disabling (by the
+//! delivery, on a `410`) and deletion (ledger writes, each with its
+//! `webhook.*` audit event), and reading them
 //! back. An endpoint's owner is a tenant (`reseller`), or compliance
 //! (`reseller` NULL: every tenant's events).
 //!
@@ -290,6 +291,65 @@ pub fn delete(
         now,
     )?;
     Ok(true)
+}
+
+/// Disables endpoint `id`, which answered `status` (a `410`), at `at` for
+/// `reason` (a ledger write, by the delivery holding its lease as
+/// `lease_owner`, which it gives up) with its `webhook.disable` event by the
+/// system; the event's `seq`, or `None` when the lease is no longer
+/// `lease_owner`'s or the endpoint is disabled or gone already (nothing
+/// written).
+pub fn disable(
+    conn: &mut DbConn,
+    head: &mut Head,
+    id: &str,
+    lease_owner: &str,
+    at: DateTime<Utc>,
+    reason: &str,
+    status: i32,
+) -> Result<Option<i64>, StoreError> {
+    head.immediate(conn)?;
+    let at_text = format_instant(at);
+    let disabled = diesel::update(
+        webhook_endpoints::table
+            .filter(webhook_endpoints::id.eq(id))
+            .filter(webhook_endpoints::lease_owner.eq(lease_owner))
+            .filter(webhook_endpoints::disabled_at.is_null()),
+    )
+    .set((
+        webhook_endpoints::disabled_at.eq(&at_text),
+        webhook_endpoints::disabled_reason.eq(reason),
+        webhook_endpoints::attempts.eq(webhook_endpoints::attempts + 1),
+        webhook_endpoints::next_attempt_at.eq(None::<String>),
+        webhook_endpoints::last_attempt_at.eq(&at_text),
+        webhook_endpoints::last_status.eq(status),
+        webhook_endpoints::last_error.eq(None::<String>),
+        webhook_endpoints::lease_owner.eq(None::<String>),
+        webhook_endpoints::lease_until.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    if disabled == 0 {
+        return Ok(None);
+    }
+    let reseller = webhook_endpoints::table
+        .filter(webhook_endpoints::id.eq(id))
+        .select(webhook_endpoints::reseller)
+        .first::<Option<String>>(conn)?;
+    let subject = json!({
+        "kind": "webhook_endpoint",
+        "id": id,
+        "reseller": reseller,
+        "disabled_at": at_text,
+        "disabled_reason": reason,
+    });
+    let version = head.catalog_version().to_string();
+    append_event(
+        head,
+        event("webhook.disable", Actor::system(), &reseller, subject),
+        &version,
+        at,
+    )
+    .map(Some)
 }
 
 impl Store {
