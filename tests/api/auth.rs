@@ -72,7 +72,8 @@ async fn the_token_corpus_is_refused(app: TestApp) {
     let hs256_with_public_key = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims(),
-        &jsonwebtoken::EncodingKey::from_secret(&std::fs::read(app.public_pem_path()).unwrap()),
+        &jsonwebtoken::EncodingKey::from_secret(&std::fs::read(app.public_pem_path()).unwrap())
+            .unwrap(),
     )
     .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -105,7 +105,11 @@ async fn spread_load(
         let mut i = 0usize;
         while !stop.get() {
             let replica = (c + i) % replicas.len();
-            let product = if i % 2 == 0 { DESIGNATED } else { UNTOUCHED };
+            let product = if i.is_multiple_of(2) {
+                DESIGNATED
+            } else {
+                UNTOUCHED
+            };
             let key = format!("spread-{c}-{i}-{}", uuid::Uuid::new_v4().simple());
             let sent = Instant::now();
             let (status, body, _) = issue(
