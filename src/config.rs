@@ -61,10 +61,29 @@ pub struct Limit {
 pub struct Config {
     pub database_url: DatabaseUrl,
     pub listen: String,
-    /// PEM public key that verifies callers' tokens; `None` is development mode.
+    /// PEM public key that verifies callers' tokens. With neither it, nor
+    /// `jwt_jwks_url`, nor `oidc_issuer`, the service is in development mode.
     pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS URL the callers' keys are fetched from (`GATEKEEPER_JWT_JWKS_URL`,
+    /// with `GATEKEEPER_JWT_ISSUER`).
+    pub jwt_jwks_url: Option<String>,
+    /// An OpenID issuer (`GATEKEEPER_OIDC_ISSUER`): the keys come from its
+    /// discovery document's `jwks_uri`, and `jwt_issuer` is this.
+    pub oidc_issuer: Option<String>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
+    /// JSON pointers to the role and the reseller id in a token's claims
+    /// (`GATEKEEPER_JWT_ROLE_CLAIM`, `GATEKEEPER_JWT_TENANT_CLAIM`).
+    pub jwt_role_claim: String,
+    pub jwt_tenant_claim: String,
+    /// How often the identity provider's keys are fetched in the background
+    /// (`GATEKEEPER_JWKS_REFRESH`), the least time between two fetches asked
+    /// for by unknown `kid`s (`GATEKEEPER_JWKS_MIN_INTERVAL`), and how long
+    /// after the last successful fetch its keys still serve
+    /// (`GATEKEEPER_JWKS_MAX_STALE`; then every token is refused).
+    pub jwks_refresh: std::time::Duration,
+    pub jwks_min_interval: std::time::Duration,
+    pub jwks_max_stale: std::time::Duration,
     /// Where development keys live (and, by default, nothing else).
     pub data_dir: PathBuf,
     /// Connections in the database pool.
@@ -166,6 +185,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let vars = Vars(lookup);
         let seconds = |n: u64| std::time::Duration::from_secs(n);
+        let identity = Identity::read(&vars)?;
         // The fields in the order they have always been read: a start-up
         // with several bad variables reports the same one first.
         Ok(Config {
@@ -174,8 +194,15 @@ impl Config {
             )?,
             listen: vars.text("GATEKEEPER_LISTEN", DEFAULT_LISTEN),
             jwt_public_key_file: vars.path("GATEKEEPER_JWT_PUBLIC_KEY_FILE"),
-            jwt_issuer: vars.text("GATEKEEPER_JWT_ISSUER", DEFAULT_ISSUER),
+            jwt_jwks_url: identity.jwks_url,
+            oidc_issuer: identity.oidc_issuer,
+            jwt_issuer: identity.issuer,
             jwt_audience: vars.text("GATEKEEPER_JWT_AUDIENCE", DEFAULT_AUDIENCE),
+            jwt_role_claim: vars.text("GATEKEEPER_JWT_ROLE_CLAIM", "/role"),
+            jwt_tenant_claim: vars.text("GATEKEEPER_JWT_TENANT_CLAIM", "/reseller"),
+            jwks_refresh: identity.refresh,
+            jwks_min_interval: identity.min_interval,
+            jwks_max_stale: identity.max_stale,
             data_dir: PathBuf::from(vars.text("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
             db_pool_size: vars.whole("GATEKEEPER_DB_POOL_SIZE", "8", 1..=256, "")? as u32,
             license_key_file: vars.path("GATEKEEPER_LICENSE_KEY_FILE"),
@@ -269,6 +296,85 @@ impl Config {
                 30..=3650,
                 " of days",
             )? as i64,
+        })
+    }
+}
+
+impl Config {
+    /// No key for callers' tokens is configured: the development key pair
+    /// verifies them, and a licence key is generated if none is named.
+    pub fn development(&self) -> bool {
+        self.jwt_public_key_file.is_none()
+            && self.jwt_jwks_url.is_none()
+            && self.oidc_issuer.is_none()
+    }
+}
+
+/// Where callers' keys come from, and the issuer their tokens must name.
+struct Identity {
+    jwks_url: Option<String>,
+    oidc_issuer: Option<String>,
+    issuer: String,
+    refresh: std::time::Duration,
+    min_interval: std::time::Duration,
+    max_stale: std::time::Duration,
+}
+
+impl Identity {
+    fn read<L: Fn(&str) -> Option<String>>(vars: &Vars<L>) -> anyhow::Result<Identity> {
+        let jwks_url = vars.get("GATEKEEPER_JWT_JWKS_URL");
+        let oidc_issuer = vars.get("GATEKEEPER_OIDC_ISSUER");
+        let named_issuer = vars.get("GATEKEEPER_JWT_ISSUER");
+        let sources = [
+            vars.get("GATEKEEPER_JWT_PUBLIC_KEY_FILE").is_some(),
+            jwks_url.is_some(),
+            oidc_issuer.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() > 1 {
+            bail!(
+                "set only one of GATEKEEPER_JWT_PUBLIC_KEY_FILE, GATEKEEPER_JWT_JWKS_URL and \
+                 GATEKEEPER_OIDC_ISSUER: each names where callers' keys come from"
+            );
+        }
+        let issuer = match (&oidc_issuer, &jwks_url, named_issuer) {
+            (Some(oidc), _, Some(named)) if named != *oidc => bail!(
+                "GATEKEEPER_JWT_ISSUER must be unset or equal GATEKEEPER_OIDC_ISSUER \
+                 (tokens' iss must be the OpenID issuer)"
+            ),
+            (Some(oidc), _, _) => oidc.clone(),
+            (None, Some(_), None) => bail!(
+                "GATEKEEPER_JWT_JWKS_URL needs GATEKEEPER_JWT_ISSUER: the iss its tokens carry"
+            ),
+            (None, _, named) => named.unwrap_or_else(|| DEFAULT_ISSUER.to_string()),
+        };
+        let seconds = std::time::Duration::from_secs;
+        let refresh =
+            seconds(vars.whole("GATEKEEPER_JWKS_REFRESH", "300", 1..=86_400, " of seconds")?);
+        let min_interval = seconds(vars.whole(
+            "GATEKEEPER_JWKS_MIN_INTERVAL",
+            "60",
+            1..=86_400,
+            " of seconds",
+        )?);
+        let max_stale = seconds(vars.whole(
+            "GATEKEEPER_JWKS_MAX_STALE",
+            "3600",
+            1..=604_800,
+            " of seconds",
+        )?);
+        if max_stale <= refresh {
+            bail!(
+                "GATEKEEPER_JWKS_MAX_STALE must be more than GATEKEEPER_JWKS_REFRESH: keys \
+                 would go stale between two refreshes"
+            );
+        }
+        Ok(Identity {
+            jwks_url,
+            oidc_issuer,
+            issuer,
+            refresh,
+            min_interval,
+            max_stale,
         })
     }
 }
@@ -407,6 +513,74 @@ mod tests {
         assert_eq!(c.license_key_file, None);
         assert_eq!(c.license_retired_keys_file, None);
         assert_eq!(c.ledger_batch, 256);
+        assert!(c.development());
+        assert_eq!(
+            (c.jwt_role_claim.as_str(), c.jwt_tenant_claim.as_str()),
+            ("/role", "/reseller")
+        );
+        assert_eq!(c.jwks_refresh.as_secs(), 300);
+        assert_eq!(c.jwks_min_interval.as_secs(), 60);
+        assert_eq!(c.jwks_max_stale.as_secs(), 3600);
+    }
+
+    #[test]
+    fn an_identity_provider_names_the_issuer_and_only_one_key_source_is_taken() {
+        let oidc = "https://login.example.com/realms/acme";
+        let c = config(&[("GATEKEEPER_OIDC_ISSUER", oidc)]).unwrap();
+        assert_eq!(c.jwt_issuer, oidc);
+        assert!(!c.development());
+        let same = config(&[
+            ("GATEKEEPER_OIDC_ISSUER", oidc),
+            ("GATEKEEPER_JWT_ISSUER", oidc),
+        ]);
+        assert_eq!(same.unwrap().jwt_issuer, oidc);
+        let fail = |vars: &[(&str, &str)], says: &str| {
+            let e = config(vars).err().unwrap().to_string();
+            assert!(e.contains(says), "{vars:?}: {e}");
+        };
+        fail(
+            &[
+                ("GATEKEEPER_OIDC_ISSUER", oidc),
+                ("GATEKEEPER_JWT_ISSUER", "other"),
+            ],
+            "GATEKEEPER_JWT_ISSUER must be unset or equal",
+        );
+        fail(
+            &[
+                ("GATEKEEPER_OIDC_ISSUER", oidc),
+                ("GATEKEEPER_JWT_JWKS_URL", "https://x/jwks"),
+            ],
+            "set only one of",
+        );
+        fail(
+            &[
+                ("GATEKEEPER_JWT_PUBLIC_KEY_FILE", "k.pem"),
+                ("GATEKEEPER_OIDC_ISSUER", oidc),
+            ],
+            "set only one of",
+        );
+        fail(
+            &[("GATEKEEPER_JWT_JWKS_URL", "https://x/jwks")],
+            "needs GATEKEEPER_JWT_ISSUER",
+        );
+        fail(
+            &[
+                ("GATEKEEPER_JWKS_REFRESH", "600"),
+                ("GATEKEEPER_JWKS_MAX_STALE", "600"),
+            ],
+            "GATEKEEPER_JWKS_MAX_STALE must be more than GATEKEEPER_JWKS_REFRESH",
+        );
+        fail(
+            &[("GATEKEEPER_JWKS_MIN_INTERVAL", "0")],
+            "GATEKEEPER_JWKS_MIN_INTERVAL must be",
+        );
+        let jwks = config(&[
+            ("GATEKEEPER_JWT_JWKS_URL", "https://x/jwks"),
+            ("GATEKEEPER_JWT_ISSUER", "https://x"),
+        ])
+        .unwrap();
+        assert_eq!(jwks.jwt_jwks_url.as_deref(), Some("https://x/jwks"));
+        assert!(!jwks.development());
     }
 
     #[test]

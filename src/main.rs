@@ -288,10 +288,11 @@ fn import(config: &Config, args: ImportArgs) -> anyhow::Result<serde_json::Value
 }
 
 fn token(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
-    if config.jwt_public_key_file.is_some() {
+    if !config.development() {
         bail!(
-            "`gatekeeper token` mints development tokens only; with GATEKEEPER_JWT_PUBLIC_KEY_FILE \
-             set, tokens come from your identity provider"
+            "`gatekeeper token` mints development tokens only; with GATEKEEPER_JWT_PUBLIC_KEY_FILE, \
+             GATEKEEPER_JWT_JWKS_URL or GATEKEEPER_OIDC_ISSUER set, tokens come from your \
+             identity provider"
         );
     }
     let role = match args.role {

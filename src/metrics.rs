@@ -118,6 +118,10 @@ pub struct Metrics {
     /// the last refresh; its age is computed at each scrape.
     webhook_oldest_undelivered_at_ms: Arc<AtomicI64>,
     webhook_endpoints_disabled: IntGauge,
+    /// Fetches of the identity provider's key set, by result.
+    pub jwks_refreshes_total: IntCounterVec,
+    jwks_age_seconds: Gauge,
+    jwks_keys: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, prometheus::Error> {
@@ -219,7 +223,7 @@ impl Metrics {
         let auth_failures_total = IntCounterVec::new(
             Opts::new(
                 "gatekeeper_auth_failures_total",
-                "Requests refused before any work for want of a valid token, by reason (missing_token, malformed_header, invalid_token, address_limited).",
+                "Requests refused before any work for want of a valid token, by reason (missing_token, malformed_header, invalid_token, keys_unavailable: the identity provider's keys are missing or stale, address_limited).",
             ),
             &["reason"],
         )?;
@@ -323,6 +327,27 @@ impl Metrics {
         registry.register(Box::new(webhook_deliveries_total.clone()))?;
         registry.register(Box::new(webhook_oldest_undelivered_seconds.clone()))?;
         registry.register(Box::new(webhook_endpoints_disabled.clone()))?;
+        let jwks_refreshes_total = IntCounterVec::new(
+            Opts::new(
+                "gatekeeper_jwks_refreshes_total",
+                "Fetches of the identity provider's key set (GATEKEEPER_OIDC_ISSUER or GATEKEEPER_JWT_JWKS_URL), by result: ok, error (the last good set keeps serving until GATEKEEPER_JWKS_MAX_STALE).",
+            ),
+            &["result"],
+        )?;
+        for result in ["ok", "error"] {
+            jwks_refreshes_total.with_label_values(&[result]);
+        }
+        let jwks_age_seconds = Gauge::new(
+            "gatekeeper_jwks_age_seconds",
+            "Seconds since the identity provider's key set was last fetched successfully (since start-up before the first; 0 with a static key). Past GATEKEEPER_JWKS_MAX_STALE every token is refused.",
+        )?;
+        let jwks_keys = IntGauge::new(
+            "gatekeeper_jwks_keys",
+            "Keys of the identity provider's set that verify tokens (keys skipped as unusable not counted).",
+        )?;
+        registry.register(Box::new(jwks_refreshes_total.clone()))?;
+        registry.register(Box::new(jwks_age_seconds.clone()))?;
+        registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -358,7 +383,23 @@ impl Metrics {
             webhook_oldest_undelivered_seconds,
             webhook_oldest_undelivered_at_ms: Arc::new(AtomicI64::new(-1)),
             webhook_endpoints_disabled,
+            jwks_refreshes_total,
+            jwks_age_seconds,
+            jwks_keys,
         })
+    }
+
+    /// Counts a fetch of the identity provider's key set (`ok` or `error`)
+    /// and the usable keys held after it.
+    pub fn jwks_refresh(&self, result: &str, keys: usize) {
+        self.jwks_refreshes_total.with_label_values(&[result]).inc();
+        self.jwks_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the key set's age (at each scrape): `None` with a static key.
+    pub fn observe_jwks_age(&self, age: Option<std::time::Duration>) {
+        self.jwks_age_seconds
+            .set(age.map_or(0.0, |a| a.as_secs_f64()));
     }
 
     /// Records that this process now decides on catalogue `version`.

@@ -13,7 +13,8 @@ use futures_util::FutureExt;
 
 use crate::api::limits::{self, InFlight, RateLimiter};
 use crate::api::{self, AppState};
-use crate::auth::{Authenticator, DevKeys};
+use crate::auth::provider::{self, Provider};
+use crate::auth::{Authenticator, ClaimMap, DevKeys};
 use crate::config::Config;
 use crate::gate::checkpoints::Checkpointer;
 use crate::gate::delivery::{self, Delivery};
@@ -25,9 +26,41 @@ use crate::store::stats::StatsRefresher;
 use crate::store::Store;
 use crate::telemetry::{self, RequestId, Spans};
 
-/// The verifier of callers' tokens: the configured public key, or in
-/// development mode the development key pair (created on first use).
-pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+/// The verifier of callers' tokens: the configured public key, an identity
+/// provider's keys (fetched and refreshed on a thread of their own, each
+/// fetch counted in `metrics`), or in development mode the development key
+/// pair (created on first use).
+pub fn authenticator(config: &Config, metrics: &Metrics) -> anyhow::Result<Authenticator> {
+    let claims = ClaimMap::new(&config.jwt_role_claim, &config.jwt_tenant_claim)?;
+    let source = match (&config.oidc_issuer, &config.jwt_jwks_url) {
+        (Some(issuer), _) => Some(provider::Source::Discovery {
+            issuer: issuer.clone(),
+        }),
+        (None, Some(url)) => Some(provider::Source::Jwks { url: url.clone() }),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
+        let settings = provider::Settings {
+            source,
+            refresh: config.jwks_refresh,
+            min_interval: config.jwks_min_interval,
+            max_stale: config.jwks_max_stale,
+        };
+        let metrics = metrics.clone();
+        let provider = Provider::start(
+            settings,
+            Box::new(move |result, keys| metrics.jwks_refresh(result, keys)),
+        )
+        .context("GATEKEEPER_OIDC_ISSUER or GATEKEEPER_JWT_JWKS_URL")?;
+        // Discovery and the key set each take at most 5 s.
+        provider.wait_for_first_fetch(std::time::Duration::from_secs(11));
+        return Ok(Authenticator::from_provider(
+            provider,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        )
+        .with_claims(claims));
+    }
     let pem = match &config.jwt_public_key_file {
         Some(path) => std::fs::read(path).with_context(|| {
             format!("reading GATEKEEPER_JWT_PUBLIC_KEY_FILE {}", path.display())
@@ -37,30 +70,35 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
             keys.ensure()?;
             tracing::warn!(
                 key = %keys.public_pem_path.display(),
-                "DEVELOPMENT MODE: GATEKEEPER_JWT_PUBLIC_KEY_FILE is not set, so tokens are \
-                 verified with a development key that `gatekeeper token` signs with. \
-                 Never run production like this."
+                "DEVELOPMENT MODE: no GATEKEEPER_JWT_PUBLIC_KEY_FILE, GATEKEEPER_JWT_JWKS_URL or \
+                 GATEKEEPER_OIDC_ISSUER is set, so tokens are verified with a development key \
+                 that `gatekeeper token` signs with. Never run production like this."
             );
             keys.public_pem()?
         }
     };
-    Authenticator::from_public_pem(&pem, &config.jwt_issuer, &config.jwt_audience)
+    Ok(
+        Authenticator::from_public_pem(&pem, &config.jwt_issuer, &config.jwt_audience)?
+            .with_claims(claims),
+    )
 }
 
 /// The licence-signing key: the configured one, or in development mode a
 /// key pair created in the data folder.
 pub fn license_signer(config: &Config) -> anyhow::Result<LicenseSigner> {
-    let pem = match (&config.license_key_file, &config.jwt_public_key_file) {
+    let pem = match (&config.license_key_file, config.development()) {
         (Some(path), _) => std::fs::read(path)
             .with_context(|| format!("reading GATEKEEPER_LICENSE_KEY_FILE {}", path.display()))?,
-        (None, None) => {
+        (None, true) => {
             let keys = DevKeys::license_in_dir(&config.data_dir);
             keys.ensure()?;
             keys.private_pem()?
         }
-        (None, Some(_)) => anyhow::bail!(
+        (None, false) => anyhow::bail!(
             "GATEKEEPER_LICENSE_KEY_FILE must name the licence-signing key (PKCS#8 PEM Ed25519) \
-             when GATEKEEPER_JWT_PUBLIC_KEY_FILE is set; only development mode generates one"
+             when callers' keys are configured (GATEKEEPER_JWT_PUBLIC_KEY_FILE, \
+             GATEKEEPER_JWT_JWKS_URL or GATEKEEPER_OIDC_ISSUER); only development mode \
+             generates one"
         ),
     };
     Ok(LicenseSigner::from_pkcs8_pem(&pem)?.with_public_url(&config.public_url))
@@ -96,9 +134,9 @@ pub fn published_keys(
 /// one in the data folder, if the service has made it (it is never made
 /// here), and the retired ones.
 pub fn configured_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>> {
-    let current = match (&config.license_key_file, &config.jwt_public_key_file) {
+    let current = match (&config.license_key_file, config.development()) {
         (Some(_), _) => Some(license_signer(config)?),
-        (None, None) => {
+        (None, true) => {
             let keys = DevKeys::license_in_dir(&config.data_dir);
             if keys.private_pem_path.exists() {
                 Some(LicenseSigner::from_pkcs8_pem(&keys.private_pem()?)?)
@@ -106,7 +144,7 @@ pub fn configured_keys(config: &Config) -> anyhow::Result<Vec<serde_json::Value>
                 None
             }
         }
-        (None, Some(_)) => Some(license_signer(config)?),
+        (None, false) => Some(license_signer(config)?),
     };
     Ok(crate::signing::key_set(
         current.as_ref().map(LicenseSigner::jwk),
@@ -181,7 +219,8 @@ impl Application {
     /// Connects, migrates, loads the catalogue and binds `config.listen`
     /// (port 0 picks a free port: see [`Application::port`]).
     pub fn build(config: &Config) -> anyhow::Result<Application> {
-        let auth = authenticator(config)?;
+        let metrics = Metrics::new()?;
+        let auth = authenticator(config, &metrics)?;
         let signer = Arc::new(license_signer(config)?);
         let keys = published_keys(config, &signer)?;
         // A request waits on the database at most its timeout: a lock wait
@@ -193,7 +232,6 @@ impl Application {
         )
         .with_context(|| format!("connecting to {}", config.database_url.redacted()))?;
         store.migrate().context("migrating the database")?;
-        let metrics = Metrics::new()?;
         let pool_wait = metrics.db_pool_wait_seconds.clone();
         let store = store.with_pool_wait(move |waited| pool_wait.observe(waited.as_secs_f64()));
         let batch_sizes = metrics.ledger_batch_size.clone();
@@ -243,7 +281,7 @@ impl Application {
             state.store.clone(),
             config.metrics_refresh,
             config.request_timeout,
-            move || serving.gate.unvouched().is_none(),
+            move || serving.gate.unvouched().is_none() && serving.auth.unavailable().is_none(),
             move |stats, took| {
                 metrics.db_stats_refresh_seconds.observe(took.as_secs_f64());
                 metrics.observe_database(stats);

@@ -85,6 +85,10 @@ pub enum ApiError {
     /// The database is unreachable or busy: try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Callers' tokens cannot be verified: the identity provider's keys are
+    /// missing or stale (`/readyz`).
+    #[error("keys unavailable: {0}")]
+    KeysUnavailable(String),
     /// The database did not confirm the write; it may still be recorded.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
@@ -119,7 +123,9 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Overloaded => "overloaded",
-            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => "service_unavailable",
+            ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::KeysUnavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -206,6 +212,10 @@ impl ApiError {
                 "Service unavailable",
                 "The service cannot reach its database; nothing was recorded. Retry later.".into(),
             ),
+            ApiError::KeysUnavailable(reason) => (
+                "Service unavailable",
+                format!("Callers' tokens cannot be verified: {reason}. Retry later."),
+            ),
             ApiError::OutcomeUnknown(_) => (
                 "Service unavailable",
                 "The database did not confirm the request in time; it may still be recorded. Retry later, with the same Idempotency-Key for a licence, to get its result.".into(),
@@ -238,9 +248,10 @@ impl ResponseError for ApiError {
             ApiError::Forbidden | ApiError::UnknownReseller => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::KeysUnavailable(_)
+            | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -253,8 +264,9 @@ impl ResponseError for ApiError {
             ApiError::OutcomeUnknown(cause) => {
                 tracing::warn!(error = %cause, "database did not confirm a write")
             }
-            // Failed authentication is logged, sampled, where the token is verified.
-            ApiError::Unauthorized(_) => {}
+            // Failed authentication is logged, sampled, where the token is
+            // verified; the provider's failures, by its refresher.
+            ApiError::Unauthorized(_) | ApiError::KeysUnavailable(_) => {}
             // A refusal is logged by its code and the fields it names, never by
             // its message: a validation message may quote the caller's value (a
             // customer's name or id), which stays out of the logs.
@@ -286,6 +298,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_)
             | ApiError::OutcomeUnknown(_)
+            | ApiError::KeysUnavailable(_)
             | ApiError::IdempotencyKeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "2"));
             }

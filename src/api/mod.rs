@@ -422,10 +422,11 @@ fn strip_position(message: &str) -> String {
 
 impl FromRequest for Principal {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Principal, ApiError>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Principal, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
     }
 }
 
@@ -434,7 +435,7 @@ impl FromRequest for Principal {
 /// each failure is counted in `gatekeeper_auth_failures_total{reason}` and
 /// logged now and then, never once per request (a flood of bad tokens must
 /// not be a flood of log lines).
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<State>()
         .ok_or_else(|| ApiError::Internal("no application state".into()))?;
@@ -445,7 +446,7 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             return Err(ApiError::RateLimited(refused));
         }
     }
-    verify_bearer(state, req).inspect_err(|(reason, error)| {
+    verify_bearer(state, req).await.inspect_err(|(reason, error)| {
         state.metrics.auth_failure(reason);
         if let (Some(limiter), Some(address)) = (&state.auth_failures, &address) {
             let _ = limiter.take(address);
@@ -465,8 +466,9 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
 }
 
 /// The bearer token's principal, or why there is none (a reason for the
-/// metric, and the `401`).
-fn verify_bearer(
+/// metric, and the `401`). A token naming a `kid` the identity provider's
+/// set does not hold waits for one shared, rate-limited refresh of the set.
+async fn verify_bearer(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<Principal, (&'static str, ApiError)> {
@@ -495,8 +497,9 @@ fn verify_bearer(
         })?;
     state
         .auth
-        .verify(token)
-        .map_err(|e| ("invalid_token", ApiError::Unauthorized(e.0)))
+        .authenticate(token)
+        .await
+        .map_err(|e| (e.reason, ApiError::Unauthorized(e.message)))
 }
 
 impl Principal {

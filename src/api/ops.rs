@@ -13,7 +13,9 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: the database answers and takes writes, migrations are
-/// applied, the catalogue is loaded, and the audit chain vouches for it.
+/// applied, the catalogue is loaded, the audit chain vouches for it, and
+/// callers' tokens can be verified (the identity provider's keys are neither
+/// missing nor stale).
 /// The database's answer is reused for [`Readiness::FRESH`], so that probes
 /// (which need no token) cost at most a couple of queries a second.
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
@@ -27,7 +29,14 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
         }
     };
     let unvouched = state.gate.unvouched();
-    state.metrics.set_ready(ready && unvouched.is_none());
+    let no_keys = state.auth.unavailable();
+    state
+        .metrics
+        .set_ready(ready && unvouched.is_none() && no_keys.is_none());
+    if let Some(reason) = no_keys {
+        // The provider's failures are logged by its refresher.
+        return Err(ApiError::KeysUnavailable(reason));
+    }
     if let Some(reason) = unvouched {
         // Logged when found; the probe says only that it is not served.
         tracing::warn!(%reason, "not ready: the stored catalogue is not served");
@@ -77,6 +86,9 @@ impl Readiness {
 /// (`store::stats::StatsRefresher`), never by a scrape.
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     state.metrics.observe_pool(state.store.pool_state());
+    state
+        .metrics
+        .observe_jwks_age(state.auth.provider().map(|p| p.age()));
     let text = state
         .metrics
         .render()

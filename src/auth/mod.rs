@@ -1,17 +1,33 @@
 //! Callers' tokens: verification (hardened beyond the jsonwebtoken defaults)
-//! and, in development mode, the key pair and the tokens minted with it.
+//! against a configured PEM key or an identity provider's key set, the
+//! mapping of the provider's claims to a role and a tenant, and, in
+//! development mode, the key pair and the tokens minted with it.
+//!
+//! - `keys`: the key set, read key by key from a JWKS (what is skipped, and
+//!   the algorithm each key allows);
+//! - `provider`: an OpenID provider's keys, fetched, refreshed and judged
+//!   stale;
+//! - `dev`: development mode's key pair and tokens.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::domain::ResellerId;
+
+pub mod dev;
+pub mod keys;
+pub mod provider;
+
+pub use dev::{mint, DevKeys, MintClaims};
+use keys::{KeySet, Miss};
+use provider::Provider;
 
 /// Clock leeway for `exp` and `nbf`, in seconds (the contract allows at most 30).
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -61,32 +77,137 @@ pub struct Principal {
     pub reseller: Option<ResellerId>,
 }
 
-/// Why a token was refused. The message is safe to return to the caller.
+/// Why a token was refused. The message is safe to return to the caller;
+/// the reason labels `gatekeeper_auth_failures_total`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct TokenRejected(pub String);
+#[error("{message}")]
+pub struct TokenRejected {
+    pub reason: &'static str,
+    pub message: String,
+}
 
-#[derive(Deserialize)]
-struct Claims {
-    /// A string: jsonwebtoken also takes an array of issuers and accepts the
-    /// token when any of them is accepted, which RFC 7519 does not allow.
-    iss: String,
-    sub: String,
-    exp: u64,
+impl TokenRejected {
+    /// A token that is not acceptable (`invalid_token`).
+    fn invalid(message: impl Into<String>) -> Self {
+        TokenRejected {
+            reason: "invalid_token",
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a token's claims name the caller's role and tenant: JSON pointers
+/// (RFC 6901) into the claims, `/role` and `/reseller` by default (Keycloak
+/// puts realm roles at `/realm_access/roles`; Auth0 wants namespaced claims,
+/// such as `/https:~1~1gatekeeper.example~1role`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimMap {
     role: String,
-    #[serde(default)]
-    reseller: Option<String>,
+    tenant: String,
+}
+
+impl Default for ClaimMap {
+    fn default() -> Self {
+        ClaimMap {
+            role: "/role".into(),
+            tenant: "/reseller".into(),
+        }
+    }
+}
+
+impl ClaimMap {
+    /// Checks both pointers: each must start with `/` and use `~` only in
+    /// `~0` and `~1`.
+    pub fn new(role: &str, tenant: &str) -> anyhow::Result<ClaimMap> {
+        for (var, pointer) in [
+            ("GATEKEEPER_JWT_ROLE_CLAIM", role),
+            ("GATEKEEPER_JWT_TENANT_CLAIM", tenant),
+        ] {
+            let escapes_ok = pointer
+                .split('~')
+                .skip(1)
+                .all(|rest| rest.starts_with('0') || rest.starts_with('1'));
+            if !pointer.starts_with('/') || pointer.len() < 2 || !escapes_ok {
+                bail!(
+                    "{var} must be a JSON pointer to a claim, such as /role or \
+                     /realm_access/roles (`/` in a claim name is written ~1, `~` is ~0)"
+                );
+            }
+        }
+        Ok(ClaimMap {
+            role: role.into(),
+            tenant: tenant.into(),
+        })
+    }
+
+    /// The role the claims name: a string, or an array holding exactly one
+    /// known role (a provider adds roles of its own, such as Keycloak's
+    /// `offline_access`, which are ignored).
+    fn role(&self, claims: &Value) -> Result<Role, TokenRejected> {
+        let refuse = |m: String| Err(TokenRejected::invalid(m));
+        match claims.pointer(&self.role) {
+            None => refuse(format!("the token lacks the role claim `{}`", self.role)),
+            Some(Value::String(role)) => Role::parse(role).map_or_else(
+                || refuse("the token's role claim names no known role".into()),
+                Ok,
+            ),
+            Some(Value::Array(roles)) => {
+                let mut known = roles
+                    .iter()
+                    .filter_map(|r| r.as_str().and_then(Role::parse));
+                match (known.next(), known.next()) {
+                    (Some(role), None) => Ok(role),
+                    (None, _) => refuse("the token's role claim names no known role".into()),
+                    (Some(_), Some(_)) => {
+                        refuse("the token's role claim names more than one known role".into())
+                    }
+                }
+            }
+            Some(_) => refuse("the token's role claim is not a string or an array".into()),
+        }
+    }
+
+    /// The tenant, for a role that has one.
+    fn tenant(&self, claims: &Value, role: Role) -> Result<Option<ResellerId>, TokenRejected> {
+        if !role.is_tenant() {
+            return Ok(None);
+        }
+        match claims.pointer(&self.tenant) {
+            Some(Value::String(id)) => ResellerId::parse(id).map(Some).map_err(|_| {
+                TokenRejected::invalid("the token's reseller claim is not a valid reseller id")
+            }),
+            None | Some(Value::Null) => Err(TokenRejected::invalid(
+                "a reseller or integrator token needs a reseller claim",
+            )),
+            Some(_) => Err(TokenRejected::invalid(
+                "the token's reseller claim is not a string",
+            )),
+        }
+    }
 }
 
 /// Header parameters we refuse outright: we never fetch keys named by a token,
 /// and we implement no extension a token could mark critical.
 const REFUSED_HEADER_PARAMS: &[&str] = &["crit", "jku", "x5u", "jwk", "x5c", "b64", "zip", "enc"];
 
-/// Verifies callers' tokens against one configured public key.
+/// The keys tokens are checked against.
+#[derive(Clone)]
+enum Keys {
+    /// A configured PEM key (or development mode's).
+    Fixed(Arc<KeySet>),
+    /// An identity provider's key set, kept fresh.
+    Provider(Arc<Provider>),
+}
+
+/// Verifies callers' tokens.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Keys,
+    issuer: String,
+    /// One validation per accepted algorithm, each accepting only it
+    /// (jsonwebtoken wants a validation's algorithms in one family).
+    validations: Arc<[(Algorithm, Validation)]>,
+    claims: ClaimMap,
     verified: Arc<VerifiedTokens>,
 }
 
@@ -94,11 +215,22 @@ pub struct Authenticator {
 /// signature check (an Ed25519 verification costs tens of microseconds, the
 /// largest cost of a request before the database). Keyed by the SHA-256 of
 /// the token (the token itself is not kept); an entry counts only until the
-/// token's `exp` (with the same leeway), and the map is bounded: when full,
-/// expired entries go, and if none has expired, all do.
+/// token's `exp` (with the same leeway), and only under the key set it was
+/// verified with (a key the provider retires stops verifying at the next
+/// refresh). The map is bounded: when full, expired entries go, and if none
+/// has expired, all do.
 #[derive(Default)]
 struct VerifiedTokens {
-    map: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+    map: Mutex<HashMap<[u8; 32], Remembered>>,
+}
+
+/// A verified token's caller, its `exp`, and the fingerprint of the key set
+/// that verified it.
+#[derive(Clone)]
+struct Remembered {
+    principal: Principal,
+    exp: u64,
+    keys: [u8; 32],
 }
 
 /// Distinct tokens remembered at most (a few MiB).
@@ -112,11 +244,11 @@ fn unix_now() -> u64 {
 }
 
 impl VerifiedTokens {
-    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+    fn get(&self, digest: &[u8; 32], now: u64, keys: &[u8; 32]) -> Option<Principal> {
         let mut map = self.map.lock().ok()?;
         match map.get(digest) {
-            Some((principal, exp)) if now <= exp.saturating_add(LEEWAY_SECONDS) => {
-                Some(principal.clone())
+            Some(r) if now <= r.exp.saturating_add(LEEWAY_SECONDS) && &r.keys == keys => {
+                Some(r.principal.clone())
             }
             Some(_) => {
                 map.remove(digest);
@@ -126,15 +258,15 @@ impl VerifiedTokens {
         }
     }
 
-    fn put(&self, digest: [u8; 32], principal: Principal, exp: u64, now: u64) {
+    fn put(&self, digest: [u8; 32], remembered: Remembered, now: u64) {
         let Ok(mut map) = self.map.lock() else { return };
         if map.len() >= VERIFIED_TOKENS {
-            map.retain(|_, (_, exp)| now <= exp.saturating_add(LEEWAY_SECONDS));
+            map.retain(|_, r| now <= r.exp.saturating_add(LEEWAY_SECONDS));
             if map.len() >= VERIFIED_TOKENS {
                 map.clear();
             }
         }
-        map.insert(digest, (principal, exp));
+        map.insert(digest, remembered);
     }
 
     #[cfg(test)]
@@ -146,8 +278,33 @@ impl VerifiedTokens {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("algorithms", &self.validation.algorithms)
+            .field("issuer", &self.issuer)
+            .field("claims", &self.claims)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a verification attempt did not name a caller.
+enum Refusal {
+    Rejected(TokenRejected),
+    /// The token names a `kid` the key set does not hold (yet).
+    UnknownKid,
+}
+
+impl From<TokenRejected> for Refusal {
+    fn from(e: TokenRejected) -> Self {
+        Refusal::Rejected(e)
+    }
+}
+
+impl Refusal {
+    fn rejected(self) -> TokenRejected {
+        match self {
+            Refusal::Rejected(e) => e,
+            Refusal::UnknownKid => TokenRejected::invalid(
+                "the token's key (kid) is not one the identity provider publishes",
+            ),
+        }
     }
 }
 
@@ -155,102 +312,189 @@ impl Authenticator {
     /// Builds a verifier from a PEM public key (Ed25519, RSA or EC P-256).
     /// The accepted algorithms follow from the key's type, never from a token.
     pub fn from_public_pem(pem: &[u8], issuer: &str, audience: &str) -> anyhow::Result<Self> {
-        let (key, algorithms) = if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-            (key, vec![Algorithm::EdDSA])
-        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-            (key, vec![Algorithm::ES256])
-        } else if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            (
-                key,
-                vec![
-                    Algorithm::RS256,
-                    Algorithm::RS384,
-                    Algorithm::RS512,
-                    Algorithm::PS256,
-                    Algorithm::PS384,
-                    Algorithm::PS512,
-                ],
-            )
-        } else {
-            bail!("the JWT public key is not a PEM Ed25519, EC P-256 or RSA public key");
-        };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECONDS;
-        Ok(Authenticator {
-            key,
-            validation,
+        Ok(Self::with_keys(
+            Keys::Fixed(Arc::new(KeySet::from_pem(pem)?)),
+            issuer,
+            audience,
+        ))
+    }
+
+    /// Builds a verifier of the tokens `issuer` signs with the keys
+    /// `provider` keeps fresh.
+    pub fn from_provider(provider: Arc<Provider>, issuer: &str, audience: &str) -> Self {
+        Self::with_keys(Keys::Provider(provider), issuer, audience)
+    }
+
+    fn with_keys(keys: Keys, issuer: &str, audience: &str) -> Self {
+        // Every asymmetric algorithm; the key a token names allows only its
+        // own (`verify_signed`), and the token's must be one of them.
+        let validations = [
+            Algorithm::EdDSA,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ]
+        .map(|alg| {
+            let mut validation = Validation::new(alg);
+            validation.set_issuer(&[issuer]);
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation.leeway = LEEWAY_SECONDS;
+            (alg, validation)
+        });
+        Authenticator {
+            keys,
+            issuer: issuer.to_string(),
+            validations: Arc::new(validations),
+            claims: ClaimMap::default(),
             verified: Arc::default(),
-        })
+        }
     }
 
-    /// Verifies a compact JWS and returns the caller it names.
+    /// Reads the role and tenant where `claims` says.
+    pub fn with_claims(mut self, claims: ClaimMap) -> Self {
+        self.claims = claims;
+        self
+    }
+
+    /// The identity provider whose keys this verifier uses, if any.
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match &self.keys {
+            Keys::Provider(p) => Some(p),
+            Keys::Fixed(_) => None,
+        }
+    }
+
+    /// Why no token can be verified now (the provider's keys are missing or
+    /// stale), for `/readyz`.
+    pub fn unavailable(&self) -> Option<String> {
+        self.current_keys().err().map(|e| e.message)
+    }
+
+    fn current_keys(&self) -> Result<Arc<KeySet>, TokenRejected> {
+        match &self.keys {
+            Keys::Fixed(keys) => Ok(Arc::clone(keys)),
+            Keys::Provider(p) => p.current().map_err(|e| TokenRejected {
+                reason: "keys_unavailable",
+                message: e.0,
+            }),
+        }
+    }
+
+    /// Verifies a compact JWS against the keys held now and returns the
+    /// caller it names (a `kid` the provider has not been asked about is
+    /// refused: see [`Authenticator::authenticate`]).
     pub fn verify(&self, token: &str) -> Result<Principal, TokenRejected> {
-        self.verify_at(token, unix_now())
+        self.verify_at(token, unix_now()).map_err(Refusal::rejected)
     }
 
-    /// [`Authenticator::verify`], with `now` (Unix seconds) deciding whether
-    /// a remembered verification still counts.
-    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, TokenRejected> {
+    /// [`Authenticator::verify`], and for a token naming a `kid` the
+    /// provider's set does not hold, one refresh of the set (shared with
+    /// other requests and rate-limited: see `provider`) and a second look.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, TokenRejected> {
+        match self.verify_at(token, unix_now()) {
+            Err(Refusal::UnknownKid) => {
+                if let Keys::Provider(provider) = &self.keys {
+                    provider.refresh_for_unknown_kid().await;
+                }
+                self.verify_at(token, unix_now()).map_err(Refusal::rejected)
+            }
+            other => other.map_err(Refusal::rejected),
+        }
+    }
+
+    /// The check, with `now` (Unix seconds) deciding whether a remembered
+    /// verification still counts. Keys that cannot be used refuse every
+    /// token, remembered or not.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, Refusal> {
+        let keys = self.current_keys()?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = self.verified.get(&digest, now) {
+        if let Some(principal) = self.verified.get(&digest, now, keys.fingerprint()) {
             return Ok(principal);
         }
-        let (principal, exp) = self.verify_signed(token)?;
-        self.verified.put(digest, principal.clone(), exp, now);
+        let (principal, exp) = self.verify_signed(token, &keys)?;
+        let remembered = Remembered {
+            principal: principal.clone(),
+            exp,
+            keys: *keys.fingerprint(),
+        };
+        self.verified.put(digest, remembered, now);
         Ok(principal)
     }
 
-    /// The full check: header, signature, claims.
-    fn verify_signed(&self, token: &str) -> Result<(Principal, u64), TokenRejected> {
-        check_header(token, &self.validation.algorithms)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| TokenRejected(describe(&e)))?;
+    /// The full check: header, key, signature, claims.
+    fn verify_signed(&self, token: &str, keys: &KeySet) -> Result<(Principal, u64), Refusal> {
+        let (alg, kid) = check_header(token, &keys.algorithms())?;
+        let key = keys.find(kid.as_deref(), alg).map_err(|miss| match miss {
+            Miss::UnknownKid => Refusal::UnknownKid,
+            Miss::NoKid => Refusal::Rejected(TokenRejected::invalid(
+                "the token names no key (kid), and more than one key could verify it",
+            )),
+            Miss::WrongAlgorithm => Refusal::Rejected(TokenRejected::invalid(
+                "the token's algorithm is not the one of its key",
+            )),
+        })?;
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+            .ok_or_else(|| TokenRejected::invalid("the token's algorithm is not accepted"))?;
+        let data = jsonwebtoken::decode::<Value>(token, key, validation)
+            .map_err(|e| TokenRejected::invalid(describe(&e)))?;
         let claims = data.claims;
-        if !self
-            .validation
-            .iss
-            .as_ref()
-            .is_some_and(|accepted| accepted.contains(&claims.iss))
-        {
-            return Err(TokenRejected("the token's issuer is not accepted".into()));
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        // A string: jsonwebtoken also takes an array of issuers and accepts
+        // the token when any of them is accepted, which RFC 7519 does not allow.
+        if text("iss") != Some(self.issuer.as_str()) {
+            return Err(TokenRejected::invalid("the token's issuer is not accepted").into());
         }
-        if claims.sub.trim().is_empty() {
-            return Err(TokenRejected("the token's sub claim is empty".into()));
-        }
-        let role = Role::parse(&claims.role)
-            .ok_or_else(|| TokenRejected("the token's role claim names no known role".into()))?;
-        let reseller = match (role.is_tenant(), claims.reseller) {
-            (true, Some(id)) => Some(ResellerId::parse(&id).map_err(|_| {
-                TokenRejected("the token's reseller claim is not a valid reseller id".into())
-            })?),
-            (true, None) => {
-                return Err(TokenRejected(
-                    "a reseller or integrator token needs a reseller claim".into(),
-                ))
+        let sub = match text("sub") {
+            Some(sub) if !sub.trim().is_empty() => sub.to_string(),
+            Some(_) => return Err(TokenRejected::invalid("the token's sub claim is empty").into()),
+            None => {
+                return Err(TokenRejected::invalid("the token's sub claim is not a string").into())
             }
-            (false, _) => None,
         };
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| TokenRejected::invalid("the token's exp claim is not a whole number"))?;
+        let role = self.claims.role(&claims)?;
+        let reseller = self.claims.tenant(&claims, role)?;
         Ok((
             Principal {
-                sub: claims.sub,
+                sub,
                 role,
                 reseller,
             },
-            claims.exp,
+            exp,
         ))
     }
 }
 
-/// Checks the protected header before any signature work: the algorithm must
-/// be one the configured key allows, and no parameter we refuse may be there.
-fn check_header(token: &str, allowed: &[Algorithm]) -> Result<(), TokenRejected> {
-    let reject = |m: &str| Err(TokenRejected(m.to_string()));
+/// The JOSE header's parameters a verification uses.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Algorithm,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// Checks the protected header before any signature work: the algorithm
+/// must be one a key of the set allows, and no parameter we refuse may be
+/// there. Returns the algorithm and the `kid`.
+fn check_header(
+    token: &str,
+    allowed: &[Algorithm],
+) -> Result<(Algorithm, Option<String>), TokenRejected> {
+    let reject = |m: &str| Err(TokenRejected::invalid(m));
     let Some(header_b64) = token.split('.').next() else {
         return reject("the token is not a compact JWS");
     };
@@ -260,32 +504,22 @@ fn check_header(token: &str, allowed: &[Algorithm]) -> Result<(), TokenRejected>
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header_b64) else {
         return reject("the token's header is not base64url");
     };
-    let Ok(serde_json::Value::Object(header)) = serde_json::from_slice::<serde_json::Value>(&bytes)
-    else {
+    let Ok(Value::Object(header)) = serde_json::from_slice::<Value>(&bytes) else {
         return reject("the token's header is not a JSON object");
     };
     if let Some(param) = REFUSED_HEADER_PARAMS
         .iter()
         .find(|p| header.contains_key(**p))
     {
-        return Err(TokenRejected(format!(
+        return Err(TokenRejected::invalid(format!(
             "the token's header carries `{param}`, which this service does not accept"
         )));
     }
-    let alg = header
-        .get("alg")
-        .and_then(|a| a.as_str())
-        .unwrap_or_default();
-    let accepted = allowed.iter().any(|a| {
-        serde_json::to_value(a)
-            .ok()
-            .and_then(|v| v.as_str().map(|s| s == alg))
-            == Some(true)
-    });
-    if !accepted {
-        return reject("the token's algorithm is not the one of the configured key");
+    let parsed = serde_json::from_value::<JoseHeader>(Value::Object(header)).ok();
+    match parsed {
+        Some(JoseHeader { alg, kid }) if allowed.contains(&alg) => Ok((alg, kid)),
+        _ => reject("the token's algorithm is not one the configured keys verify"),
     }
-    Ok(())
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
@@ -300,130 +534,6 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         K::InvalidAlgorithm => "the token's algorithm is not the one of the configured key".into(),
         _ => "the token is malformed or its claims are invalid".into(),
     }
-}
-
-/// Development keys: an Ed25519 key pair kept in the data folder.
-#[derive(Debug, Clone)]
-pub struct DevKeys {
-    pub private_pem_path: PathBuf,
-    pub public_pem_path: PathBuf,
-}
-
-impl DevKeys {
-    /// The pair that signs development callers' tokens.
-    pub fn in_dir(dir: &Path) -> Self {
-        Self::named(dir, "dev-signing-key")
-    }
-
-    /// The pair that signs licences in development mode.
-    pub fn license_in_dir(dir: &Path) -> Self {
-        Self::named(dir, "dev-license-key")
-    }
-
-    fn named(dir: &Path, stem: &str) -> Self {
-        DevKeys {
-            private_pem_path: dir.join(format!("{stem}.pem")),
-            public_pem_path: dir.join(format!("{stem}.pub.pem")),
-        }
-    }
-
-    /// Loads the pair, creating it on first use. Returns whether it was
-    /// created. A private key already there is never replaced (a missing
-    /// public half is written again from it): a development key never
-    /// rotates, so what it signed keeps verifying.
-    pub fn ensure(&self) -> anyhow::Result<bool> {
-        if self.private_pem_path.exists() && self.public_pem_path.exists() {
-            return Ok(false);
-        }
-        use ed25519_dalek::pkcs8::{
-            spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey, EncodePublicKey,
-        };
-        if self.private_pem_path.exists() {
-            let pem = String::from_utf8(self.private_pem()?)
-                .context("the development private key is not PEM text")?;
-            let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).with_context(|| {
-                format!(
-                    "{} is not a PKCS#8 Ed25519 private key",
-                    self.private_pem_path.display()
-                )
-            })?;
-            let public = signing
-                .verifying_key()
-                .to_public_key_pem(LineEnding::LF)
-                .context("encoding the development public key")?;
-            std::fs::write(&self.public_pem_path, public.as_bytes())
-                .with_context(|| format!("writing {}", self.public_pem_path.display()))?;
-            return Ok(false);
-        }
-        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let private = signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .context("encoding the development private key")?;
-        let public = signing
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .context("encoding the development public key")?;
-        if let Some(dir) = self.private_pem_path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the data folder {}", dir.display()))?;
-        }
-        write_private(&self.private_pem_path, private.as_bytes())?;
-        std::fs::write(&self.public_pem_path, public.as_bytes())
-            .with_context(|| format!("writing {}", self.public_pem_path.display()))?;
-        Ok(true)
-    }
-
-    pub fn public_pem(&self) -> anyhow::Result<Vec<u8>> {
-        std::fs::read(&self.public_pem_path)
-            .with_context(|| format!("reading {}", self.public_pem_path.display()))
-    }
-
-    pub fn private_pem(&self) -> anyhow::Result<Vec<u8>> {
-        std::fs::read(&self.private_pem_path)
-            .with_context(|| format!("reading {}", self.private_pem_path.display()))
-    }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The claims of a token this service mints (development mode, and tests).
-#[derive(Debug, Clone, Serialize)]
-pub struct MintClaims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub role: Role,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reseller: Option<String>,
-    pub iat: i64,
-    pub exp: i64,
-}
-
-/// Signs `claims` with an Ed25519 private key in PKCS#8 PEM.
-pub fn mint(private_pem: &[u8], claims: &MintClaims) -> anyhow::Result<String> {
-    let key = EncodingKey::from_ed_pem(private_pem)
-        .context("the signing key is not an Ed25519 PEM key")?;
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.typ = Some("JWT".into());
-    jsonwebtoken::encode(&header, claims, &key).context("signing the token")
 }
 
 #[cfg(test)]
@@ -479,18 +589,38 @@ mod tests {
         }
     }
 
+    /// The fingerprint of the key set the remembered tokens were verified with.
+    const SET: [u8; 32] = [9; 32];
+
+    fn remembered(exp: u64) -> Remembered {
+        Remembered {
+            principal: principal(),
+            exp,
+            keys: SET,
+        }
+    }
+
+    #[test]
+    fn a_remembered_verification_counts_only_under_the_same_key_set() {
+        let tokens = VerifiedTokens::default();
+        let exp = 1_900_000_000;
+        tokens.put([1; 32], remembered(exp), exp - 600);
+        assert_eq!(tokens.get(&[1; 32], exp - 60, &[8; 32]), None);
+        assert_eq!(tokens.len(), 0, "dropped once the set changed");
+    }
+
     #[test]
     fn a_remembered_verification_counts_until_exp_and_leeway_only() {
         let tokens = VerifiedTokens::default();
         let exp = 1_900_000_000;
-        tokens.put([1; 32], principal(), exp, exp - 600);
-        assert_eq!(tokens.get(&[1; 32], exp), Some(principal()));
+        tokens.put([1; 32], remembered(exp), exp - 600);
+        assert_eq!(tokens.get(&[1; 32], exp, &SET), Some(principal()));
         assert_eq!(
-            tokens.get(&[1; 32], exp + LEEWAY_SECONDS),
+            tokens.get(&[1; 32], exp + LEEWAY_SECONDS, &SET),
             Some(principal())
         );
-        assert_eq!(tokens.get(&[2; 32], exp), None, "another token");
-        assert_eq!(tokens.get(&[1; 32], exp + LEEWAY_SECONDS + 1), None);
+        assert_eq!(tokens.get(&[2; 32], exp, &SET), None, "another token");
+        assert_eq!(tokens.get(&[1; 32], exp + LEEWAY_SECONDS + 1, &SET), None);
         assert_eq!(tokens.len(), 0, "an expired entry is dropped when seen");
     }
 
@@ -503,7 +633,7 @@ mod tests {
             digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
             // Half of them expired by `now`.
             let exp = if i % 2 == 0 { now - 3600 } else { now + 3600 };
-            tokens.put(digest, principal(), exp, now);
+            tokens.put(digest, remembered(exp), now);
             assert!(tokens.len() <= VERIFIED_TOKENS);
         }
         assert!(

@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use crate::both;
 use crate::helpers::{TestApp, AUDIENCE, ISSUER};
 
-fn b64(v: &Value) -> String {
+pub fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
 /// Signs any header and claims with an Ed25519 key, as an attacker with
 /// (or without) the right key could.
-fn sign(private_pem: &[u8], header: &Value, claims: &Value) -> String {
+pub fn sign(private_pem: &[u8], header: &Value, claims: &Value) -> String {
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(std::str::from_utf8(private_pem).unwrap())
         .unwrap();
     let input = format!("{}.{}", b64(header), b64(claims));
@@ -24,17 +24,29 @@ fn sign(private_pem: &[u8], header: &Value, claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
 }
 
-fn claims() -> Value {
+pub fn claims() -> Value {
     let now = chrono::Utc::now().timestamp();
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "role": "admin", "iat": now, "exp": now + 300})
 }
 
-fn eddsa() -> Value {
-    json!({"alg": "EdDSA", "typ": "JWT"})
+/// The header of an honest token: naming the key's `kid` when the service
+/// reads a key set.
+pub fn eddsa(kid: Option<&str>) -> Value {
+    match kid {
+        Some(kid) => json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}),
+        None => json!({"alg": "EdDSA", "typ": "JWT"}),
+    }
 }
 
 both!(the_token_corpus_is_refused);
 async fn the_token_corpus_is_refused(app: TestApp) {
+    refuses_the_corpus(&app, None, Vec::new()).await;
+}
+
+/// Every token of the corpus, and of `extra`, is refused by `app`, whose
+/// callers sign with its development key (named `kid` in its key set, if any).
+pub async fn refuses_the_corpus(app: &TestApp, kid: Option<&str>, extra: Vec<(&str, String)>) {
+    let eddsa = || eddsa(kid);
     let key = app.private_pem();
     let now = chrono::Utc::now().timestamp();
     let probe = "/v1/designations";
@@ -80,7 +92,7 @@ async fn the_token_corpus_is_refused(app: TestApp) {
     listener.set_nonblocking(true).unwrap();
     let local = format!("http://{}/jwks.json", listener.local_addr().unwrap());
 
-    let corpus: Vec<(&str, String)> = vec![
+    let mut corpus: Vec<(&str, String)> = vec![
         ("garbage", "not-a-token".into()),
         ("two segments", good.rsplit_once('.').unwrap().0.to_string()),
         (
@@ -155,6 +167,7 @@ async fn the_token_corpus_is_refused(app: TestApp) {
             sign(&other.private_pem().unwrap(), &h, &claims())
         }),
     ];
+    corpus.extend(extra);
     for (name, token) in &corpus {
         let reply = app.get(probe, token).await;
         assert_eq!(reply.status, 401, "{name} was not refused: {}", reply.text);

@@ -213,6 +213,15 @@ impl Reply {
 /// Starts a server on `backend`, or `None` when that backend is not
 /// available here (PostgreSQL without `TEST_DATABASE_URL`).
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_configured(backend, |_| {}).await
+}
+
+/// [`spawn_app`], with `edit` applied to the configuration first (another
+/// source of callers' keys, say).
+pub async fn spawn_app_configured(
+    backend: Backend,
+    edit: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
     let Some((db, database_url)) = TestDb::create(backend) else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -228,12 +237,19 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     keys.ensure().expect("test keys");
     let license_keys = DevKeys::license_in_dir(keys_dir.path());
     license_keys.ensure().expect("licence keys");
-    let config = Config {
+    let mut config = Config {
         database_url,
         listen: "127.0.0.1:0".into(),
         jwt_public_key_file: Some(keys.public_pem_path.clone()),
+        jwt_jwks_url: None,
+        oidc_issuer: None,
         jwt_issuer: ISSUER.into(),
         jwt_audience: AUDIENCE.into(),
+        jwt_role_claim: "/role".into(),
+        jwt_tenant_claim: "/reseller".into(),
+        jwks_refresh: std::time::Duration::from_secs(300),
+        jwks_min_interval: std::time::Duration::from_secs(60),
+        jwks_max_stale: std::time::Duration::from_secs(3600),
         data_dir: keys_dir.path().join("data"),
         db_pool_size: 4,
         license_key_file: Some(license_keys.private_pem_path.clone()),
@@ -259,6 +275,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         webhook_max_age: std::time::Duration::from_secs(259_200),
         event_retention_days: 30,
     };
+    edit(&mut config);
     let address = start(&config);
     Some(TestApp {
         address,

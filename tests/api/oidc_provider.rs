@@ -1,0 +1,462 @@
+//! A real OpenID provider for the tests: `tests/oidc/provider.mjs`
+//! (the npm package `oidc-provider`, pinned in `tests/oidc/package.json`) as
+//! a Node.js child process on a port of its own, issuing JWT access tokens
+//! by the client-credentials grant, with its keys in a file that survives a
+//! restart and rotated without one through its `/admin/keys` routes.
+//!
+//! A test that needs it starts with
+//! `if !oidc_provider::available_or_skip("name") { return; }`: without `node`
+//! and `npm` on PATH it is skipped loudly, and under `CI` it fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a start may take until the provider prints its `ready` line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The provider's own variables, removed from what the child inherits so a
+/// developer's shell cannot change what a test gets.
+const PROVIDER_VARS: &[&str] = &[
+    "OIDC_PORT",
+    "OIDC_AUDIENCE",
+    "OIDC_RESOURCE",
+    "OIDC_CLIENTS",
+    "OIDC_TOKEN_TTL",
+    "OIDC_ALG",
+    "OIDC_KEYS_FILE",
+];
+
+/// An OpenID provider child process at `issuer` (`http://127.0.0.1:{port}`).
+pub struct OidcProvider {
+    /// Exactly as in its discovery document and its tokens' `iss`.
+    pub issuer: String,
+    pub port: u16,
+    /// Its signing algorithm: `RS256`, `ES256` or `EdDSA`.
+    pub alg: String,
+    /// Its private JWKS, kept across restarts.
+    keys_file: PathBuf,
+    child: Option<Child>,
+    /// Holds the keys file and `provider.log` (its stderr, every start).
+    dir: tempfile::TempDir,
+    /// The `OIDC_CLIENTS` array it was started with.
+    clients_json: String,
+    /// Further `OIDC_*` variables (`OIDC_AUDIENCE`, `OIDC_TOKEN_TTL`, ...).
+    env: Vec<(String, String)>,
+    token_endpoint: String,
+    jwks_uri: String,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("oidc")
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `tests/oidc/node_modules` holds the `oidc-provider` version that
+/// `tests/oidc/package.json` pins.
+fn installed(dir: &Path) -> bool {
+    let read = |path: PathBuf| -> Option<Value> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    };
+    let pinned = read(dir.join("package.json")).and_then(|p| {
+        p["dependencies"]["oidc-provider"]
+            .as_str()
+            .map(String::from)
+    });
+    let present = read(dir.join("node_modules/oidc-provider/package.json"))
+        .and_then(|p| p["version"].as_str().map(String::from));
+    pinned.is_some() && pinned == present
+}
+
+fn install() -> Result<Option<PathBuf>, String> {
+    if !on_path("node") || !on_path("npm") {
+        return Ok(None);
+    }
+    let dir = oidc_dir();
+    if !installed(&dir) {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("npm ci in {}: {e}", dir.display()))?;
+        if !out.status.success() || !installed(&dir) {
+            return Err(format!(
+                "npm ci in {} failed ({}):\n{}\n{}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(Some(dir.join("node_modules")))
+}
+
+/// `tests/oidc/node_modules`, installed by `npm ci` (once per process) if it
+/// is missing or stale; `None` when `node` or `npm` is not on PATH. A failed
+/// `npm ci` panics, with its output, in every caller.
+pub fn node_modules() -> Option<PathBuf> {
+    static NODE_MODULES: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
+    match NODE_MODULES.get_or_init(install) {
+        Ok(modules) => modules.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Whether the provider can run here. Without `node` and `npm` it panics
+/// under `CI` and otherwise prints a loud notice that `test` was skipped.
+pub fn available_or_skip(test: &str) -> bool {
+    if node_modules().is_some() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: `node` and `npm` are not on PATH, and CI must run the OpenID provider \
+             tests (tests/oidc, Node.js 20 or later)"
+        );
+    }
+    eprintln!(
+        "\n**********\n*** SKIPPED {test}: `node` and `npm` are not on PATH, so the real \
+         OpenID provider (tests/oidc) cannot run. Install Node.js to run it. ***\n**********\n"
+    );
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A provider whose clients are `clients` (the `OIDC_CLIENTS` array:
+/// `[{"client_id", "client_secret", "claims": {...}}]`) signing with `alg`.
+pub async fn start(clients: Value, alg: &str) -> OidcProvider {
+    start_with(clients, alg, &[]).await
+}
+
+/// [`start`], with further provider variables (`OIDC_AUDIENCE`,
+/// `OIDC_TOKEN_TTL`, `OIDC_RESOURCE`), kept for its restarts.
+pub async fn start_with(clients: Value, alg: &str, env: &[(&str, &str)]) -> OidcProvider {
+    assert!(
+        node_modules().is_some(),
+        "no node/npm: call oidc_provider::available_or_skip first"
+    );
+    assert!(clients.is_array(), "OIDC_CLIENTS is an array: {clients}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut provider = OidcProvider {
+        issuer: format!("http://127.0.0.1:{port}"),
+        port,
+        alg: alg.to_string(),
+        keys_file: dir.path().join("jwks.json"),
+        child: None,
+        dir,
+        clients_json: clients.to_string(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        token_endpoint: String::new(),
+        jwks_uri: String::new(),
+    };
+    provider.spawn().await;
+    provider
+}
+
+impl OidcProvider {
+    /// Starts the child and waits for its `ready` line, then reads its
+    /// discovery document.
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the provider is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let dir = oidc_dir();
+        let mut command = Command::new("node");
+        command.arg(dir.join("provider.mjs")).current_dir(&dir);
+        for var in PROVIDER_VARS {
+            command.env_remove(var);
+        }
+        let mut child = command
+            .env("OIDC_PORT", self.port.to_string())
+            .env("OIDC_KEYS_FILE", &self.keys_file)
+            .env("OIDC_CLIENTS", &self.clients_json)
+            .env("OIDC_ALG", &self.alg)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Its stdout is read to the end on a thread of its own, so the child
+        // never blocks on a full pipe; the first line is its `ready` line.
+        let stdout = child.stdout.take().unwrap();
+        let (lines, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines.send(line);
+            }
+        });
+        self.child = Some(child);
+
+        let expected = format!("ready {}", self.issuer);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match ready.try_recv() {
+                Ok(line) if line == expected => break,
+                Ok(line) => self.fail(&format!("printed {line:?}, not {expected:?}")),
+                Err(TryRecvError::Disconnected) => {
+                    self.fail("closed its stdout before it was ready")
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.fail(&format!("exited ({status}) before it was ready"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("was not ready within {READY_TIMEOUT:?}"));
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let discovery = self.discovery().await;
+        assert_eq!(discovery["issuer"], self.issuer.as_str(), "{discovery}");
+        self.token_endpoint = discovery["token_endpoint"].as_str().unwrap().to_string();
+        self.jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_string();
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        self.stop();
+        panic!(
+            "the OpenID provider on port {} {what}; its stderr:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("provider.log")
+    }
+
+    /// Its stderr, every start so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Its private JWKS (`{"keys": [signing key, others...], "newest": kid}`).
+    pub fn keys_file(&self) -> &Path {
+        &self.keys_file
+    }
+
+    /// Kills it (SIGKILL) and waits for it; a no-op when it is not running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it and starts it again on the same port with the same keys
+    /// file (so the same keys), clients and variables.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    async fn get_json(&self, url: &str) -> Value {
+        let (status, body) = self.request("GET", url).await;
+        assert_eq!(status, 200, "GET {url}: {body}");
+        body
+    }
+
+    async fn request(&self, method: &str, url: &str) -> (u16, Value) {
+        self.send(method, url, None, None).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        basic: Option<(&str, &str)>,
+        form: Option<&[(&str, &str)]>,
+    ) -> (u16, Value) {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let mut req = client.request(
+            awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+            url,
+        );
+        if let Some((user, password)) = basic {
+            // RFC 6749 §2.3.1: form-encoded before base64, as the provider decodes them.
+            req = req.basic_auth(form_encode(user), form_encode(password));
+        }
+        let reply = match form {
+            Some(form) => req.send_form(&form).await,
+            None => req.send().await,
+        };
+        let mut resp = reply.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let bytes = resp.body().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (resp.status().as_u16(), body)
+    }
+
+    /// Its discovery document (`/.well-known/openid-configuration`).
+    pub async fn discovery(&self) -> Value {
+        self.get_json(&format!("{}/.well-known/openid-configuration", self.issuer))
+            .await
+    }
+
+    /// The `jwks_uri` of its discovery document.
+    pub fn jwks_uri(&self) -> String {
+        self.jwks_uri.clone()
+    }
+
+    /// The public keys it publishes (at its `jwks_uri`).
+    pub async fn jwks(&self) -> Value {
+        self.get_json(&self.jwks_uri).await
+    }
+
+    /// The token endpoint's status and answer to a client-credentials grant
+    /// (`client_secret_basic`), with `extra` form fields (e.g. `resource`).
+    pub async fn token_response(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        self.send(
+            "POST",
+            &self.token_endpoint,
+            Some((client_id, client_secret)),
+            Some(&form),
+        )
+        .await
+    }
+
+    /// An access token (a JWT) for `client_id` by the client-credentials grant.
+    pub async fn token(&self, client_id: &str, client_secret: &str) -> String {
+        let (status, body) = self.token_response(client_id, client_secret, &[]).await;
+        match body["access_token"].as_str() {
+            Some(token) if status == 200 => token.to_string(),
+            _ => panic!(
+                "no access token for {client_id}: {status} {body}; the provider's stderr:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    async fn admin(&self, method: &str, route: &str) -> Value {
+        let url = format!("{}/admin/keys{route}", self.issuer);
+        let (status, body) = self.request(method, &url).await;
+        assert_eq!(status, 200, "{method} {url}: {body}\n{}", self.log());
+        body
+    }
+
+    /// Its key state: `{"signing": kid, "published": [kid, ...]}`.
+    pub async fn key_state(&self) -> Value {
+        self.admin("GET", "").await
+    }
+
+    /// A new key, published after the signing key but not signing yet.
+    pub async fn add_key(&self) -> Value {
+        self.admin("POST", "/add").await
+    }
+
+    /// The newest key becomes the signing key; the older ones stay published.
+    pub async fn promote_key(&self) -> Value {
+        self.admin("POST", "/promote").await
+    }
+
+    /// Every key but the signing key is no longer published.
+    pub async fn retire_keys(&self) -> Value {
+        self.admin("POST", "/retire").await
+    }
+}
+
+/// `s` form-urlencoded (everything but RFC 3986's unreserved characters
+/// percent-encoded).
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The header and payload of a compact JWS (unverified).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut decode = |what: &str| -> Value {
+        let part = parts
+            .next()
+            .unwrap_or_else(|| panic!("no {what} in {token:?}"));
+        serde_json::from_slice(&base64url_decode(part))
+            .unwrap_or_else(|e| panic!("the {what} of {token:?}: {e}"))
+    };
+    let header = decode("header");
+    let payload = decode("payload");
+    (header, payload)
+}
+
+/// Unpadded base64url (RFC 4648 §5) decoded; panics on a character outside it.
+fn base64url_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {s:?}"),
+        }
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.trim_end_matches('=').bytes() {
+        acc = (acc << 6) | value(c);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
