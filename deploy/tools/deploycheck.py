@@ -69,6 +69,10 @@ KNOWN_METRICS = {
     "gatekeeper_webhook_deliveries_total",
     "gatekeeper_webhook_oldest_undelivered_seconds",
     "gatekeeper_webhook_endpoints_disabled",
+    "gatekeeper_jwks_refreshes_total",
+    "gatekeeper_jwks_age_seconds",
+    "gatekeeper_jwks_keys",
+    "gatekeeper_auth_failures_total",
 }
 HISTOGRAMS = {
     "gatekeeper_http_request_duration_seconds",
