@@ -448,7 +448,13 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     }
     verify_bearer(state, req).await.inspect_err(|(reason, error)| {
         state.metrics.auth_failure(reason);
-        if let (Some(limiter), Some(address)) = (&state.auth_failures, &address) {
+        // A token refused because the provider's keys are missing or stale
+        // is not the caller's failure: it does not count against its address.
+        if let (Some(limiter), Some(address), false) = (
+            &state.auth_failures,
+            &address,
+            *reason == "keys_unavailable",
+        ) {
             let _ = limiter.take(address);
         }
         if let Some(suppressed) = state.auth_failure_log.due() {

@@ -7,10 +7,13 @@
 //! - in the background every `GATEKEEPER_JWKS_REFRESH` seconds, and sooner
 //!   after a failure (1 s, doubling up to `GATEKEEPER_JWKS_MIN_INTERVAL`);
 //! - when a token names a `kid` the set does not hold ([`Provider::refresh_for_unknown_kid`]):
-//!   at most one such refresh every `GATEKEEPER_JWKS_MIN_INTERVAL` seconds, and
-//!   requests arriving while a fetch is under way wait for it (at most
-//!   [`WAIT_FOR_FETCH`]) instead of asking for another. A flood of made-up
-//!   `kid`s therefore costs the provider one fetch a minute.
+//!   at most one such refresh asked for every `GATEKEEPER_JWKS_MIN_INTERVAL`
+//!   seconds. Requests arriving before it starts join it, and every request
+//!   waits (at most [`WAIT_FOR_FETCH`]) only for a fetch that started after it
+//!   came: fetches are numbered as they start, under the same lock as the
+//!   requests' bookkeeping, so none is woken by an older fetch that could not
+//!   know its key. A flood of made-up `kid`s costs the provider one fetch a
+//!   minute.
 //!
 //! Failure modes:
 //! - a fetch that fails (provider unreachable, an error status, a redirect,
@@ -57,8 +60,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest discovery document or key set read (Entra ID's set is about
 /// 10 KiB).
 pub const MAX_BODY: usize = 512 * 1024;
-/// How long a request with an unknown `kid` waits for the fetch it asked for.
-pub const WAIT_FOR_FETCH: Duration = Duration::from_secs(5);
+/// How long a request with an unknown `kid` waits for the fetch it asked
+/// for: discovery and the key set, each at most [`FETCH_TIMEOUT`].
+pub const WAIT_FOR_FETCH: Duration = Duration::from_secs(11);
 
 /// The key set last fetched, and when.
 struct Fetched {
@@ -66,15 +70,20 @@ struct Fetched {
     at: Instant,
 }
 
-/// Refreshes asked for by tokens with an unknown `kid`.
+/// The fetches, numbered as they start, and the refreshes asked for by
+/// tokens with an unknown `kid`: one lock, so that a request sees at once
+/// whether a fetch is asked for, under way, or done.
 #[derive(Default)]
-struct Demand {
-    /// A refresh was asked for and has not started.
+struct Fetches {
+    /// Fetches started (the number of the latest).
+    started: u64,
+    /// The number of the latest fetch completed, either way.
+    finished: u64,
+    /// A refresh was asked for and has not started: fetch `started + 1`
+    /// serves it.
     pending: bool,
-    /// A fetch (of any kind) is under way.
-    fetching: bool,
     /// When the last refresh for an unknown `kid` was asked for.
-    last: Option<Instant>,
+    last_demand: Option<Instant>,
 }
 
 /// The outcome of one fetch, as the metrics count it.
@@ -84,10 +93,13 @@ pub struct Provider {
     settings: Settings,
     started: Instant,
     fetched: RwLock<Option<Fetched>>,
-    demand: Mutex<Demand>,
+    fetches: Mutex<Fetches>,
     wake: Arc<tokio::sync::Notify>,
-    /// Fetches completed (either way): waiters watch it move.
+    /// The number of the latest fetch completed: requests waiting for a
+    /// refresh watch it.
     done: tokio::sync::watch::Sender<u64>,
+    /// Signalled with `done`, for the start-up's wait (no runtime there).
+    first: std::sync::Condvar,
     observer: Observer,
     /// Dropped with the provider: the thread stops.
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -127,9 +139,10 @@ impl Provider {
             settings,
             started: Instant::now(),
             fetched: RwLock::new(None),
-            demand: Mutex::new(Demand::default()),
+            fetches: Mutex::new(Fetches::default()),
             wake: Arc::default(),
             done: tokio::sync::watch::channel(0).0,
+            first: std::sync::Condvar::new(),
             observer,
             _stop: stop,
         });
@@ -148,10 +161,10 @@ impl Provider {
     /// a service that starts serving at once would refuse its first callers
     /// for want of keys.
     pub fn wait_for_first_fetch(&self, limit: Duration) {
-        let done = self.done.subscribe();
-        let started = Instant::now();
-        while *done.borrow() == 0 && started.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(5));
+        if let Ok(fetches) = self.fetches.lock() {
+            let _ = self
+                .first
+                .wait_timeout_while(fetches, limit, |f| f.finished == 0);
         }
     }
 
@@ -185,43 +198,62 @@ impl Provider {
     }
 
     /// Asks for a refresh because a token named a `kid` the set does not
-    /// hold, and waits (at most [`WAIT_FOR_FETCH`]) for it. Joins a fetch
-    /// already under way or asked for; otherwise asks for one only if the
-    /// last such request is at least `GATEKEEPER_JWKS_MIN_INTERVAL` old.
-    /// Returns whether a fetch completed meanwhile (the caller then looks
-    /// the key up again, whichever way this went).
-    pub async fn refresh_for_unknown_kid(&self) -> bool {
-        let mut done = self.done.subscribe();
-        let seen = *done.borrow_and_update();
-        {
-            let Ok(mut demand) = self.demand.lock() else {
-                return false;
+    /// hold, and waits (at most [`WAIT_FOR_FETCH`]) for a fetch that started
+    /// after the token arrived:
+    /// - a refresh already asked for and not started: the request joins it;
+    /// - otherwise, if the last one was asked for at least
+    ///   `GATEKEEPER_JWKS_MIN_INTERVAL` ago, it asks for one (a fetch under way
+    ///   may have started before the provider published the key);
+    /// - otherwise it waits only for a fetch already under way, if any.
+    ///
+    /// The caller then looks the key up again, whichever way this went.
+    pub async fn refresh_for_unknown_kid(&self) {
+        let target = {
+            let Ok(mut fetches) = self.fetches.lock() else {
+                return;
             };
-            if !(demand.pending || demand.fetching) {
-                let now = Instant::now();
-                if demand
-                    .last
-                    .is_some_and(|last| now.duration_since(last) < self.settings.min_interval)
-                {
-                    return false;
-                }
-                demand.last = Some(now);
-                demand.pending = true;
+            let now = Instant::now();
+            let may_ask = fetches
+                .last_demand
+                .is_none_or(|last| now.duration_since(last) >= self.settings.min_interval);
+            if fetches.pending {
+                fetches.started + 1
+            } else if may_ask {
+                fetches.last_demand = Some(now);
+                fetches.pending = true;
                 self.wake.notify_one();
+                fetches.started + 1
+            } else if fetches.started > fetches.finished {
+                fetches.started
+            } else {
+                return;
             }
+        };
+        let mut done = self.done.subscribe();
+        let _ = tokio::time::timeout(WAIT_FOR_FETCH, done.wait_for(|n| *n >= target)).await;
+    }
+
+    /// Numbers the fetch about to run (it serves any refresh asked for).
+    fn start_fetch(&self) -> u64 {
+        match self.fetches.lock() {
+            Ok(mut fetches) => {
+                fetches.pending = false;
+                fetches.started += 1;
+                fetches.started
+            }
+            Err(_) => 0,
         }
-        tokio::time::timeout(WAIT_FOR_FETCH, done.wait_for(|n| *n > seen))
-            .await
-            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether a refresh asked for is waiting to start.
+    fn pending(&self) -> bool {
+        self.fetches.lock().map(|f| f.pending).unwrap_or(false)
     }
 
     /// One fetch: the set is installed if it loads; either way the outcome
     /// is observed and waiters are woken. Returns whether it succeeded.
     async fn refresh(&self, client: &reqwest::Client) -> bool {
-        if let Ok(mut demand) = self.demand.lock() {
-            demand.pending = false;
-            demand.fetching = true;
-        }
+        let number = self.start_fetch();
         let outcome = fetch(client, &self.settings.source).await;
         let ok = match outcome {
             Ok((keys, skipped)) => {
@@ -270,20 +302,12 @@ impl Provider {
                 false
             }
         };
-        if let Ok(mut demand) = self.demand.lock() {
-            demand.fetching = false;
+        if let Ok(mut fetches) = self.fetches.lock() {
+            fetches.finished = number;
+            self.done.send_replace(number);
         }
-        self.done.send_modify(|n| *n += 1);
+        self.first.notify_all();
         ok
-    }
-
-    /// Whether a refresh for an unknown `kid` is waiting to start (and takes
-    /// it: the fetch about to run serves it).
-    fn take_pending(&self) -> bool {
-        self.demand
-            .lock()
-            .map(|mut d| std::mem::take(&mut d.pending))
-            .unwrap_or(false)
     }
 }
 
@@ -304,7 +328,7 @@ async fn run(
             () = wake.notified() => true,
         };
         let Some(p) = provider.upgrade() else { return };
-        if woken && !p.take_pending() {
+        if woken && !p.pending() {
             // A wake-up for a demand a fetch already served.
             continue;
         }
@@ -333,15 +357,16 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// `https`, or `http` to a loopback address (development and tests): a key
-/// set fetched in the clear could be replaced on the way.
+/// `https`, or `http` to a loopback IP address (development and tests): a
+/// key set fetched in the clear could be replaced on the way. A name such as
+/// `localhost` is not taken for `http`: what it resolves to is not ours to
+/// vouch for.
 pub fn check_url(url: &str) -> anyhow::Result<url::Url> {
     let parsed = url::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
+        Some(url::Host::Domain(_)) | None => false,
     };
     match parsed.scheme() {
         "https" => Ok(parsed),
@@ -420,7 +445,10 @@ mod tests {
         assert!(check_url("https://login.example.com/realms/x").is_ok());
         assert!(check_url("http://127.0.0.1:8080/jwks").is_ok());
         assert!(check_url("http://[::1]:8080/jwks").is_ok());
-        assert!(check_url("http://localhost/jwks").is_ok());
+        assert!(
+            check_url("http://localhost/jwks").is_err(),
+            "names are not vouched for"
+        );
         assert!(check_url("http://login.example.com/jwks").is_err());
         assert!(check_url("ftp://127.0.0.1/jwks").is_err());
         assert!(check_url("not a url").is_err());

@@ -68,6 +68,36 @@ impl KeyServer {
                             }),
                         )
                         .route(
+                            "/redirect",
+                            web::get().to(|| async {
+                                HttpResponse::Found()
+                                    .insert_header(("location", "/jwks"))
+                                    .finish()
+                            }),
+                        )
+                        .route(
+                            "/big",
+                            web::get().to(|| async {
+                                let pad = "x".repeat(600 * 1024);
+                                HttpResponse::Ok().json(json!({"keys": [], "pad": pad}))
+                            }),
+                        )
+                        .route(
+                            "/other/.well-known/openid-configuration",
+                            web::get().to({
+                                let b = b.clone();
+                                move || {
+                                    let b = b.clone();
+                                    async move {
+                                        // Names the server's base, not `/other`.
+                                        HttpResponse::Ok().json(
+                                            json!({"issuer": b, "jwks_uri": format!("{b}/jwks")}),
+                                        )
+                                    }
+                                }
+                            }),
+                        )
+                        .route(
                             "/.well-known/openid-configuration",
                             web::get().to(move || {
                                 let (b, u) = (b.clone(), u2.clone());
@@ -173,6 +203,13 @@ async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() ->
     }
 }
 
+/// An admin-only route (registering a reseller) refuses `token`: `403`.
+async fn assert_admin_refused(app: &TestApp, token: &str) {
+    let body = json!({"name": "B", "country": "DE", "us_person": false});
+    let reply = app.put("/v1/resellers/beta", token, body).await;
+    assert_eq!(reply.status, 403, "{}", reply.text);
+}
+
 /// One metric's value in the app's `/metrics`.
 async fn metric(app: &TestApp, series: &str) -> f64 {
     let text = app.send("GET", "/metrics", None, None).await.text;
@@ -258,7 +295,8 @@ async fn the_token_corpus_is_refused_against_a_providers_key_set() {
 /// own, the reseller in a claim of a client scope's mapper.
 fn keycloak_claims(issuer: &str, roles: &[&str], reseller: Option<&str>) -> Value {
     let now = chrono::Utc::now().timestamp();
-    let mut c = json!({"iss": issuer, "aud": AUDIENCE, "sub": "service-account-acme",
+    // Keycloak's `sub` for a service account is its user's id.
+    let mut c = json!({"iss": issuer, "aud": AUDIENCE, "sub": "5b0f9c1e-7d4a-4c2b-9f3e-2a8d6c1b7e40",
                        "azp": "acme", "typ": "Bearer", "iat": now, "exp": now + 300,
                        "realm_access": {"roles": roles}});
     if let Some(r) = reseller {
@@ -312,16 +350,7 @@ async fn keycloak_and_entra_shaped_key_sets_load_and_claims_map_to_role_and_tena
     );
     assert_eq!(app.get("/v1/events", &reseller).await.status, 200);
     // An admin-only route refuses it: the role is `reseller`, not more.
-    assert_eq!(
-        app.put(
-            "/v1/resellers/beta",
-            &reseller,
-            json!({"name": "B", "country": "DE", "us_person": false})
-        )
-        .await
-        .status,
-        403
-    );
+    assert_admin_refused(&app, &reseller).await;
     for (name, token, says) in [
         (
             "two known roles",
@@ -426,7 +455,7 @@ async fn past_the_staleness_limit_every_token_is_refused_until_the_provider_is_b
     let app = app_reading(&keys, true, |c| {
         c.jwks_refresh = Duration::from_secs(1);
         c.jwks_min_interval = Duration::from_secs(1);
-        c.jwks_max_stale = Duration::from_secs(3);
+        c.jwks_max_stale = Duration::from_secs(5);
     })
     .await;
     let mut c = claims();
@@ -440,7 +469,12 @@ async fn past_the_staleness_limit_every_token_is_refused_until_the_provider_is_b
     assert_eq!(app.get("/v1/designations", &token).await.status, 200);
     keys.up.store(false, Ordering::SeqCst);
     let down_at = std::time::Instant::now();
-    // The last good set serves within the limit…
+    // The last good set serves within the limit, once fetching has failed…
+    let errors = "gatekeeper_jwks_refreshes_total{result=\"error\"}";
+    eventually(Duration::from_secs(3), "a failed fetch", async || {
+        metric(&app, errors).await >= 1.0
+    })
+    .await;
     assert_eq!(app.get("/v1/designations", &token).await.status, 200);
     // …and past it every token is refused, remembered or not.
     eventually(Duration::from_secs(10), "refused once stale", async || {
@@ -448,7 +482,7 @@ async fn past_the_staleness_limit_every_token_is_refused_until_the_provider_is_b
     })
     .await;
     assert!(
-        down_at.elapsed() >= Duration::from_secs(2),
+        down_at.elapsed() >= Duration::from_secs(3),
         "not before the limit"
     );
     let refused = app.get("/v1/designations", &token).await;
@@ -465,7 +499,7 @@ async fn past_the_staleness_limit_every_token_is_refused_until_the_provider_is_b
         "{}",
         ready.text
     );
-    assert!(metric(&app, "gatekeeper_jwks_age_seconds").await > 3.0);
+    assert!(metric(&app, "gatekeeper_jwks_age_seconds").await > 5.0);
     assert!(metric(&app, "gatekeeper_jwks_refreshes_total{result=\"error\"}").await >= 1.0);
     assert!(
         metric(
@@ -482,7 +516,83 @@ async fn past_the_staleness_limit_every_token_is_refused_until_the_provider_is_b
     })
     .await;
     assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
-    assert!(metric(&app, "gatekeeper_jwks_age_seconds").await < 3.0);
+    assert!(metric(&app, "gatekeeper_jwks_age_seconds").await < 5.0);
+}
+
+#[actix_web::test]
+async fn tokens_arriving_together_with_a_new_kid_share_one_fetch() {
+    let keys = KeyServer::start(fixture_json("entra-jwks.json")).await;
+    let app = app_reading(&keys, false, |c| c.jwt_issuer = ISSUER.into()).await;
+    assert_eq!(keys.fetches(), 1);
+    // The provider moves to another set; 20 callers come at once with its kid.
+    keys.serve(fixture_json("keycloak-jwks.json"));
+    let mut c = claims();
+    c["role"] = json!("admin");
+    let token = sign_pem(
+        &fixture("keycloak-rs256.pem"),
+        Algorithm::RS256,
+        "Kc9xZ2sig-RS256",
+        &c,
+    );
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| app.get("/v1/designations", &token))).await;
+    let served = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        served,
+        20,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(keys.fetches(), 2, "one fetch for the 20");
+}
+
+#[actix_web::test]
+async fn a_redirect_an_oversized_set_or_another_issuer_is_a_failed_fetch() {
+    let keys = KeyServer::start(fixture_json("entra-jwks.json")).await;
+    let entra = fixture("entra-rs256.pem");
+    let kid = "nOo3ZDrODXEK1jKWhXslHR_KXEg";
+    for (what, path, discovery) in [
+        ("a redirect (not followed)", "/redirect", false),
+        ("a body over 512 KiB", "/big", false),
+        ("a discovery document naming another issuer", "/other", true),
+    ] {
+        let url = format!("{}{path}", keys.base);
+        let issuer = url.clone();
+        let app = spawn_app_configured(Backend::Sqlite, move |c| {
+            c.jwt_public_key_file = None;
+            if discovery {
+                c.oidc_issuer = Some(url.clone());
+                c.jwt_issuer = url;
+            } else {
+                c.jwt_jwks_url = Some(url);
+            }
+        })
+        .await
+        .unwrap();
+        let ready = app.send("GET", "/readyz", None, None).await;
+        assert_eq!(ready.status, 503, "{what}: {}", ready.text);
+        assert!(
+            ready.text.contains("not been fetched"),
+            "{what}: {}",
+            ready.text
+        );
+        let mut c = claims();
+        c["iss"] = json!(if discovery {
+            issuer
+        } else {
+            ISSUER.to_string()
+        });
+        let token = sign_pem(&entra, Algorithm::RS256, kid, &c);
+        assert_eq!(
+            app.get("/v1/designations", &token).await.status,
+            401,
+            "{what}"
+        );
+        assert!(
+            metric(&app, "gatekeeper_jwks_refreshes_total{result=\"error\"}").await >= 1.0,
+            "{what}"
+        );
+    }
 }
 
 // ---- A real OpenID provider -------------------------------------------------
@@ -594,16 +704,7 @@ async fn a_real_providers_tokens_are_accepted_with_the_mapped_role_and_tenant() 
         );
         // A compliance token is not a reseller's.
         assert_eq!(app.get("/v1/events", &audit).await.status, 200);
-        assert_eq!(
-            app.put(
-                "/v1/resellers/beta",
-                &audit,
-                json!({"name": "B", "country": "DE", "us_person": false})
-            )
-            .await
-            .status,
-            403
-        );
+        assert_admin_refused(&app, &audit).await;
     }
 }
 
@@ -615,7 +716,9 @@ async fn rotating_the_providers_key_loses_no_request_under_load() {
     let provider = std::rc::Rc::new(
         oidc_provider::start_with(clients(), "RS256", &[("OIDC_AUDIENCE", AUDIENCE)]).await,
     );
-    let app = std::rc::Rc::new(app_trusting(&provider, 1, 3600).await);
+    // No background refresh within the test: the new key is learned from its
+    // first tokens (one shared fetch), the retired one dropped by the next.
+    let app = std::rc::Rc::new(app_trusting(&provider, 300, 3600).await);
     let old = provider.token("ops-admin", "s-admin").await;
     assert_eq!(app.get("/v1/designations", &old).await.status, 200);
     let (old_header, _) = oidc_provider::jwt_parts(&old);
@@ -680,10 +783,27 @@ async fn rotating_the_providers_key_loses_no_request_under_load() {
         lost.len()
     );
     // The retired key no longer verifies: the token signed with it before
-    // the rotation (still within its exp) is refused after the refresh.
+    // the rotation (still within its exp) is refused after the next fetch
+    // (asked for here by a token naming a kid the provider never had).
     assert_ne!(oidc_provider::jwt_parts(&old).0["kid"], promoted["signing"]);
+    assert_eq!(
+        app.get("/v1/designations", &old).await.status,
+        200,
+        "not yet"
+    );
+    let made_up = sign_pem(
+        &fixture("keycloak-rs256.pem"),
+        Algorithm::RS256,
+        "never-published",
+        &claims(),
+    );
+    assert_eq!(app.get("/v1/designations", &made_up).await.status, 401);
     let refused = app.get("/v1/designations", &old).await;
     assert_eq!(refused.status, 401, "{old_header}: {}", refused.text);
+    // Three fetches: at start-up, one for the new key's first tokens
+    // (however many arrived at once), one for the made-up kid.
+    let fetched = metric(&app, "gatekeeper_jwks_refreshes_total{result=\"ok\"}").await;
+    assert_eq!(fetched, 3.0);
 }
 
 #[actix_web::test]
