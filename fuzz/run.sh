@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
-targets=(token request_body)
+targets=(token request_body key_set)
 profile=()
 if [[ "${FUZZ_DEV:-0}" == 1 ]]; then
   profile=(--dev)
