@@ -17,15 +17,22 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The RSA algorithms a PEM RSA key (which names none) verifies.
-const RSA_ALGORITHMS: &[Algorithm] = &[
+/// Every algorithm a key may verify: the RSA ones, ECDSA on P-256 and
+/// P-384, and Ed25519. Never HMAC, never `none`.
+pub const ALGORITHMS: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
     Algorithm::PS256,
     Algorithm::PS384,
     Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
 ];
+
+/// The RSA algorithms a PEM RSA key (which names none) verifies.
+const RSA_ALGORITHMS: &[Algorithm] = ALGORITHMS.split_at(6).0;
 
 /// The smallest RSA modulus accepted, in bits (NIST SP 800-131A).
 const RSA_MIN_BITS: usize = 2048;

@@ -328,18 +328,7 @@ impl Authenticator {
     fn with_keys(keys: Keys, issuer: &str, audience: &str) -> Self {
         // Every asymmetric algorithm; the key a token names allows only its
         // own (`verify_signed`), and the token's must be one of them.
-        let validations = [
-            Algorithm::EdDSA,
-            Algorithm::ES256,
-            Algorithm::ES384,
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ]
-        .map(|alg| {
+        let validations = keys::ALGORITHMS.map(|alg| {
             let mut validation = Validation::new(alg);
             validation.set_issuer(&[issuer]);
             validation.set_audience(&[audience]);
