@@ -155,6 +155,21 @@ impl std::fmt::Debug for LicenseSigner {
 }
 
 impl LicenseSigner {
+    /// A secret for `purpose`, derived from the signing key
+    /// (HMAC-SHA256 keyed by it): the same on every replica that holds the
+    /// key, and telling nothing of it. The console's session cookies are
+    /// signed with one.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::digest::KeyInit;
+        use hmac::{Hmac, Mac};
+        // The 32-byte key zero-padded to SHA-256's block, as HMAC pads it.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.raw.to_bytes());
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new(&block.into());
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Loads a PKCS#8 PEM Ed25519 private key. Its `kid` is the RFC 7638
     /// thumbprint of its public JWK, so the same key always has the same id.
     pub fn from_pkcs8_pem(pem: &[u8]) -> anyhow::Result<Self> {

@@ -274,6 +274,14 @@ impl Application {
             request_timeout: config.request_timeout,
             auth_failure_log: Default::default(),
             readiness: Default::default(),
+            // Development mode's local sign-in only, until the OpenID sign-in
+            // is in (issue 18).
+            console: config.development().then(|| {
+                crate::console::Console::new(
+                    signer.derived_secret("gatekeeper console sessions v1"),
+                    true,
+                )
+            }),
         });
         let serving = Arc::clone(&state);
         let metrics = state.metrics.clone();
@@ -353,6 +361,7 @@ impl Application {
                     })
                 })
                 .configure(api::routes)
+                .configure(crate::console::routes)
                 .default_service(web::to(api::not_found))
         })
         .workers(workers)

@@ -12,7 +12,7 @@ mod lifecycle;
 pub mod limits;
 mod ops;
 mod paging;
-mod reviews;
+pub(crate) mod reviews;
 mod status_lists;
 mod webhooks;
 
@@ -56,6 +56,9 @@ pub struct AppState {
     pub auth_failure_log: crate::telemetry::Sampled,
     /// The database's last readiness answer, reused briefly.
     pub readiness: ops::Readiness,
+    /// The compliance console, when it is served (`None`: `/console/` is
+    /// `404`).
+    pub console: Option<crate::console::Console>,
 }
 
 pub type State = web::Data<Arc<AppState>>;

@@ -19,7 +19,7 @@ const MAX_NOTE: usize = 4000;
 
 /// A decision in review, as listed: the decision, its tenant, what was
 /// asked, and the review's state.
-fn review_item(d: &StoredDecision) -> Value {
+pub(crate) fn review_item(d: &StoredDecision) -> Value {
     let asked = d
         .request
         .as_ref()
@@ -108,6 +108,32 @@ pub(super) struct ResolveBody {
     customer: Option<Customer>,
 }
 
+/// What is wrong with a resolution's note and attested facts (the API's
+/// `422` and the console's field errors alike).
+pub(crate) fn resolution_problems(note: &str, customer: Option<&Customer>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if note.trim().is_empty() {
+        errors.push(FieldError::new(
+            "note",
+            "say why: the note is kept in the audit trail",
+        ));
+    } else if note.chars().count() > MAX_NOTE {
+        errors.push(FieldError::new(
+            "note",
+            format!("must be at most {MAX_NOTE} characters"),
+        ));
+    }
+    if let Some(customer) = customer {
+        errors.extend(
+            customer
+                .problems("customer")
+                .into_iter()
+                .map(|(f, m)| FieldError::new(f, m)),
+        );
+    }
+    errors
+}
+
 /// `POST /v1/reviews/{decision_id}`: approve (re-decide with the attested
 /// customer facts and, if allowed, do what was asked) or reject. Once.
 pub async fn resolve(
@@ -119,26 +145,7 @@ pub async fn resolve(
     principal.require(&[Role::Compliance])?;
     let decision_id = String::from(path_id(path)?);
     let body: ResolveBody = body.json().await?;
-    let mut errors = Vec::new();
-    if body.note.trim().is_empty() {
-        errors.push(FieldError::new(
-            "note",
-            "say why: the note is kept in the audit trail",
-        ));
-    } else if body.note.chars().count() > MAX_NOTE {
-        errors.push(FieldError::new(
-            "note",
-            format!("must be at most {MAX_NOTE} characters"),
-        ));
-    }
-    if let Some(customer) = &body.customer {
-        errors.extend(
-            customer
-                .problems("customer")
-                .into_iter()
-                .map(|(f, m)| FieldError::new(f, m)),
-        );
-    }
+    let errors = resolution_problems(&body.note, body.customer.as_ref());
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod catalog;
 mod cli;
+mod console;
 mod decisions;
 mod edges;
 mod errors;

@@ -1,0 +1,476 @@
+//! The compliance console: server-rendered pages under `/console/` for
+//! compliance officers and admins, beside the API and on the same use cases
+//! (`Gate`), so that every action is audited with the signed-in person as
+//! its actor.
+//!
+//! What it holds so far (issue 18 is under way): development mode's local
+//! sign-in, the review queue, each case with its evidence (request, parties,
+//! reasons with designation, rule, citation, instant and lineage path), and
+//! its resolution (approve with attested facts, or reject, with a note).
+//! Outside development mode the console is not served (`404`) until the
+//! OpenID sign-in (authorization code with PKCE) is in.
+//!
+//! Safe by default:
+//! - **Session:** a signed cookie (`session`), `HttpOnly`, `SameSite=Strict`,
+//!   `Path=/console`, and `Secure` unless in development mode on loopback.
+//! - **State changes** (every `POST`): the session's CSRF token in the form,
+//!   and an `Origin` (or `Sec-Fetch-Site: same-origin`) of this service;
+//!   otherwise `403` and nothing done.
+//! - **Every answer:** a Content-Security-Policy allowing only this origin's
+//!   stylesheet (no script, no inline style), `no-store`, no framing, no
+//!   referrer; everything interpolated is escaped (maud).
+//! - **Roles:** compliance and admin sign in; resellers and integrators are
+//!   refused. Resolving a review is compliance's, as in the API.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use maud::Markup;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::reviews::{resolution_problems, review_item};
+use crate::api::{ApiError, State};
+use crate::auth::Role;
+use crate::domain::{Actor, Customer, PlainText};
+use crate::gate::{Resolution, ReviewResolution};
+
+mod pages;
+pub mod session;
+
+use pages::FieldProblem;
+use session::{csrf_matches, Session, Sessions, COOKIE};
+
+/// The console's settings, in the serving state.
+#[derive(Clone, Debug)]
+pub struct Console {
+    sessions: Sessions,
+    /// Development mode: the local sign-in, and `Secure` relaxed on loopback.
+    development: bool,
+}
+
+impl Console {
+    /// The console of a service in development mode (`development`) or not,
+    /// signing sessions with `key`.
+    pub fn new(key: [u8; 32], development: bool) -> Self {
+        Console {
+            sessions: Sessions::new(key),
+            development,
+        }
+    }
+}
+
+/// The stylesheet, the console's only asset.
+const STYLESHEET: &str = include_str!("console.css");
+
+/// Every console route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/console")
+            .route("", web::get().to(home))
+            .route("/", web::get().to(home))
+            .route("/static/console.css", web::get().to(stylesheet))
+            .route("/sign-in", web::get().to(sign_in_page))
+            .route("/sign-in", web::post().to(sign_in))
+            .route("/sign-out", web::post().to(sign_out))
+            .route("/reviews", web::get().to(queue))
+            .route("/reviews/{id}", web::get().to(review))
+            .route("/reviews/{id}", web::post().to(resolve))
+            .default_service(web::to(|| async {
+                page(StatusCode::NOT_FOUND, not_found())
+            })),
+    );
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn not_found() -> Markup {
+    pages::problem(None, 404, "There is no such page.")
+}
+
+/// An HTML answer with the console's headers.
+fn page(status: StatusCode, body: Markup) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    headers(&mut response);
+    response
+        .content_type("text/html; charset=utf-8")
+        .body(body.into_string())
+}
+
+fn headers(response: &mut actix_web::HttpResponseBuilder) {
+    response
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+}
+
+/// A `303` to `to`, with the console's headers (and a cookie, if given).
+fn see_other(to: &str, cookie: Option<String>) -> HttpResponse {
+    let mut response = HttpResponse::SeeOther();
+    headers(&mut response);
+    response.insert_header((header::LOCATION, to));
+    if let Some(cookie) = cookie {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.insert_header((header::SET_COOKIE, value));
+        }
+    }
+    response.finish()
+}
+
+/// The console of the serving state, when it is served.
+fn console(state: &State) -> Option<&Console> {
+    state.console.as_ref()
+}
+
+/// The request's session, if its cookie holds one.
+fn session_of(console: &Console, req: &HttpRequest) -> Option<Session> {
+    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(name, _)| *name == COOKIE)
+        .find_map(|(_, value)| console.sessions.open_cookie(value, now()))
+}
+
+/// The `Set-Cookie` value for `value` (empty and expired to sign out).
+fn cookie(console: &Console, req: &HttpRequest, value: &str, max_age: i64) -> String {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let secure = if console.development && loopback {
+        ""
+    } else {
+        "; Secure"
+    };
+    format!("{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+/// Whether a state-changing request comes from this service's own pages:
+/// its `Origin` is this service's, or (without one) the browser says
+/// `Sec-Fetch-Site: same-origin`.
+fn same_origin(req: &HttpRequest) -> bool {
+    let info = req.connection_info();
+    let ours = format!("{}://{}", info.scheme(), info.host());
+    match req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    {
+        Some(origin) => origin == ours,
+        None => {
+            req.headers()
+                .get("sec-fetch-site")
+                .and_then(|s| s.to_str().ok())
+                == Some("same-origin")
+        }
+    }
+}
+
+/// The session of a page that needs one, or where to go instead.
+enum Gatekeeping {
+    In(Console, Session),
+    Out(HttpResponse),
+}
+
+fn signed_in(state: &State, req: &HttpRequest) -> Gatekeeping {
+    let Some(console) = console(state) else {
+        return Gatekeeping::Out(page(StatusCode::NOT_FOUND, not_found()));
+    };
+    match session_of(console, req) {
+        Some(session) => Gatekeeping::In(console.clone(), session),
+        None => Gatekeeping::Out(see_other("/console/sign-in", None)),
+    }
+}
+
+/// A state change's checks: signed in, same origin, the CSRF token.
+fn checked(state: &State, req: &HttpRequest, csrf: &str) -> Gatekeeping {
+    match signed_in(state, req) {
+        Gatekeeping::In(console, session) => {
+            if same_origin(req) && csrf_matches(&session, csrf) {
+                Gatekeeping::In(console, session)
+            } else {
+                Gatekeeping::Out(page(
+                    StatusCode::FORBIDDEN,
+                    pages::problem(
+                        Some(&session),
+                        403,
+                        "This form did not come from this console (its security token or \
+                         origin does not match); nothing was done. Reload the page and try again.",
+                    ),
+                ))
+            }
+        }
+        out => out,
+    }
+}
+
+async fn home(state: State) -> HttpResponse {
+    match console(&state) {
+        Some(_) => see_other("/console/reviews", None),
+        None => page(StatusCode::NOT_FOUND, not_found()),
+    }
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "max-age=300"))
+        .body(STYLESHEET)
+}
+
+async fn sign_in_page(state: State) -> HttpResponse {
+    match console(&state) {
+        Some(c) if c.development => page(StatusCode::OK, pages::sign_in(None)),
+        _ => page(StatusCode::NOT_FOUND, not_found()),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    name: String,
+    role: String,
+}
+
+/// Development mode's local sign-in: compliance or admin, by name.
+async fn sign_in(state: State, req: HttpRequest, form: web::Form<SignIn>) -> HttpResponse {
+    let Some(console) = console(&state).filter(|c| c.development) else {
+        return page(StatusCode::NOT_FOUND, not_found());
+    };
+    if !same_origin(&req) {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::sign_in(Some("This sign-in did not come from this console.")),
+        );
+    }
+    let name = form.name.trim();
+    let valid_name =
+        !name.is_empty() && name.chars().count() <= 100 && !name.chars().any(|c| c.is_control());
+    if !valid_name {
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::sign_in(Some("Give your name (at most 100 characters).")),
+        );
+    }
+    let role = match Role::parse(&form.role) {
+        Some(role @ (Role::Compliance | Role::Admin)) => role,
+        _ => {
+            return page(
+                StatusCode::FORBIDDEN,
+                pages::sign_in(Some(
+                    "The console is for compliance officers and admins; resellers and \
+                     integrators use the API.",
+                )),
+            )
+        }
+    };
+    let session = console
+        .sessions
+        .open(format!("console:{name}"), role, now());
+    let value = console.sessions.seal(&session);
+    see_other(
+        "/console/reviews",
+        Some(cookie(console, &req, &value, session::LIFETIME)),
+    )
+}
+
+#[derive(Deserialize)]
+struct Csrf {
+    csrf: String,
+}
+
+async fn sign_out(state: State, req: HttpRequest, form: web::Form<Csrf>) -> HttpResponse {
+    match checked(&state, &req, &form.csrf) {
+        Gatekeeping::In(console, _) => {
+            see_other("/console/sign-in", Some(cookie(&console, &req, "", 0)))
+        }
+        Gatekeeping::Out(response) => response,
+    }
+}
+
+/// A refusal of the API's use cases, as a page.
+fn refused(session: &Session, e: &ApiError) -> HttpResponse {
+    use actix_web::ResponseError;
+    let status = e.status_code();
+    let message = match e {
+        ApiError::NotFound => "There is no such review.".to_string(),
+        ApiError::Forbidden => "Your role may not do this.".to_string(),
+        ApiError::ReviewResolved => "This review was resolved already.".to_string(),
+        ApiError::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ if status.is_server_error() => {
+            "The service could not do this now. Try again in a moment.".to_string()
+        }
+        other => other.to_string(),
+    };
+    page(
+        status,
+        pages::problem(Some(session), status.as_u16(), &message),
+    )
+}
+
+#[derive(Deserialize)]
+struct QueueQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// The review queue: open cases first by default, oldest first.
+async fn queue(state: State, req: HttpRequest, query: web::Query<QueueQuery>) -> HttpResponse {
+    let (_, session) = match signed_in(&state, &req) {
+        Gatekeeping::In(c, s) => (c, s),
+        Gatekeeping::Out(r) => return r,
+    };
+    if session.role != Role::Compliance {
+        return refused(&session, &ApiError::Forbidden);
+    }
+    let status = query.status.clone().unwrap_or_else(|| "open".into());
+    let filter = match status.as_str() {
+        "open" | "approved" | "denied" | "rejected" => Some(status.clone()),
+        "all" => None,
+        _ => {
+            return refused(
+                &session,
+                &ApiError::field("status", "must be open, approved, denied, rejected or all"),
+            )
+        }
+    };
+    // A cursor with control or format characters never reaches the database.
+    if let Some(Err(e)) = query.cursor.as_deref().map(PlainText::parse) {
+        return refused(&session, &ApiError::field("cursor", e.to_string()));
+    }
+    let st = Arc::clone(&state);
+    let cursor = query.cursor.clone();
+    let read = web::block(move || st.store.reviews(filter.as_deref(), cursor.as_deref(), 100))
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.map_err(ApiError::from));
+    match read {
+        Ok(found) => {
+            let items: Vec<Value> = found.rows.iter().map(review_item).collect();
+            page(
+                StatusCode::OK,
+                pages::queue(&session, &status, &items, found.next.as_deref()),
+            )
+        }
+        Err(e) => refused(&session, &e),
+    }
+}
+
+/// A case in review, as listed, or `NotFound`.
+async fn case(state: &State, id: String) -> Result<Value, ApiError> {
+    // As in the API's paths: an id no decision can have is not looked up.
+    PlainText::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let st = Arc::clone(state);
+    let stored = web::block(move || st.store.decision(&id)).await??;
+    stored
+        .filter(|d| d.review_status.is_some())
+        .map(|d| review_item(&d))
+        .ok_or(ApiError::NotFound)
+}
+
+async fn review(state: State, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let (_, session) = match signed_in(&state, &req) {
+        Gatekeeping::In(c, s) => (c, s),
+        Gatekeeping::Out(r) => return r,
+    };
+    if session.role != Role::Compliance {
+        return refused(&session, &ApiError::Forbidden);
+    }
+    match case(&state, id.into_inner()).await {
+        Ok(item) => page(
+            StatusCode::OK,
+            pages::review(&session, &item, &[], "", None),
+        ),
+        Err(e) => refused(&session, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolveForm {
+    csrf: String,
+    resolution: Resolution,
+    #[serde(default)]
+    note: String,
+    /// `""` (not attested), `"true"` or `"false"`.
+    #[serde(default)]
+    us_person: String,
+}
+
+/// Resolves a case through the same use case as `POST /v1/reviews/{id}`,
+/// with the signed-in person as the reviewer.
+async fn resolve(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<String>,
+    form: web::Form<ResolveForm>,
+) -> HttpResponse {
+    let (_, session) = match checked(&state, &req, &form.csrf) {
+        Gatekeeping::In(c, s) => (c, s),
+        Gatekeeping::Out(r) => return r,
+    };
+    if session.role != Role::Compliance {
+        return refused(&session, &ApiError::Forbidden);
+    }
+    let id = id.into_inner();
+    let item = match case(&state, id.clone()).await {
+        Ok(item) => item,
+        Err(e) => return refused(&session, &e),
+    };
+    // Attested facts: the customer under review, with `us_person` as the
+    // reviewer states it.
+    let attested = match form.us_person.as_str() {
+        "true" | "false" => serde_json::from_value::<Customer>(item["request"]["customer"].clone())
+            .ok()
+            .map(|mut c| {
+                c.us_person = Some(form.us_person == "true");
+                c
+            }),
+        _ => None,
+    };
+    let problems = resolution_problems(&form.note, attested.as_ref());
+    if !problems.is_empty() {
+        let shown: Vec<FieldProblem> = problems
+            .into_iter()
+            .map(|p| FieldProblem {
+                field: p.field,
+                message: p.message,
+            })
+            .collect();
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::review(&session, &item, &shown, &form.note, None),
+        );
+    }
+    let resolved = state
+        .gate
+        .resolve_review(ReviewResolution {
+            reviewer: Actor {
+                sub: session.sub.clone(),
+                role: session.role.as_str().to_string(),
+                reseller: None,
+            },
+            decision_id: id.clone(),
+            resolution: form.resolution,
+            note: form.note.clone(),
+            customer: attested,
+        })
+        .await
+        .map_err(ApiError::from);
+    match resolved {
+        Ok(_) => see_other(&format!("/console/reviews/{id}"), None),
+        Err(e) => refused(&session, &e),
+    }
+}

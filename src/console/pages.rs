@@ -1,0 +1,302 @@
+//! The console's pages, rendered on the server with maud: everything
+//! interpolated is escaped, no page carries a script or an inline style
+//! (the Content-Security-Policy forbids both), and every form field has its
+//! label.
+
+use maud::{html, Markup, DOCTYPE};
+use serde_json::Value;
+
+use super::session::Session;
+
+/// A field's problem, shown beside it.
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// The frame of every page: a skip link, the navigation, the sign-out form.
+pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · license-gatekeeper console" }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body {
+                a class="skip" href="#main" { "Skip to the content" }
+                header {
+                    p class="brand" { "license-gatekeeper" }
+                    @if let Some(s) = session {
+                        nav aria-label="Console" {
+                            ul {
+                                li { a href="/console/reviews" { "Review queue" } }
+                            }
+                        }
+                        form method="post" action="/console/sign-out" class="signout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            span { "Signed in as " strong { (s.sub) } " (" (s.role.as_str()) ")" }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// Development mode's sign-in: a name and a role, no password (the
+/// service runs with development keys; the page says so).
+pub fn sign_in(problem: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            p class="warning" {
+                "Development mode: anyone who reaches this page can sign in. "
+                "In production the console signs in through your OpenID provider."
+            }
+            @if let Some(p) = problem {
+                p class="error" role="alert" { (p) }
+            }
+            form method="post" action="/console/sign-in" {
+                div class="field" {
+                    label for="name" { "Your name" }
+                    input id="name" name="name" type="text" required autocomplete="name" maxlength="100";
+                }
+                div class="field" {
+                    label for="role" { "Role" }
+                    select id="role" name="role" {
+                        option value="compliance" { "Compliance officer" }
+                        option value="admin" { "Admin" }
+                    }
+                }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The review queue: one row a case, with a link to its evidence.
+pub fn queue(session: &Session, status: &str, reviews: &[Value], next: Option<&str>) -> Markup {
+    layout(
+        "Review queue",
+        Some(session),
+        html! {
+            form method="get" action="/console/reviews" class="filters" {
+                div class="field" {
+                    label for="status" { "Status" }
+                    select id="status" name="status" {
+                        @for s in ["open", "approved", "denied", "rejected", "all"] {
+                            option value=(s) selected[s == status] { (s) }
+                        }
+                    }
+                }
+                button type="submit" { "Show" }
+            }
+            @if reviews.is_empty() {
+                p { "No reviews with this status." }
+            } @else {
+                table {
+                    caption { (reviews.len()) " cases, oldest first" }
+                    thead {
+                        tr {
+                            th scope="col" { "Case" }
+                            th scope="col" { "Kind" }
+                            th scope="col" { "Reseller" }
+                            th scope="col" { "Product" }
+                            th scope="col" { "Customer" }
+                            th scope="col" { "Asked at" }
+                            th scope="col" { "Due" }
+                            th scope="col" { "Status" }
+                        }
+                    }
+                    tbody {
+                        @for r in reviews {
+                            @let id = text(&r["decision"], "id");
+                            tr {
+                                td { a href={ "/console/reviews/" (id) } { (id) } }
+                                td { (text(r, "kind")) }
+                                td { (text(r, "reseller")) }
+                                td { (text(&r["request"], "product")) }
+                                td { (text(&r["request"]["customer"], "name")) }
+                                td { (text(&r["decision"], "as_of")) }
+                                td { (text(r, "due")) }
+                                td { (text(&r["review"], "status")) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = next {
+                    p { a href={ "/console/reviews?status=" (status) "&cursor=" (next) } { "Next page" } }
+                }
+            }
+        },
+    )
+}
+
+/// A lineage path as steps: the product asked about, then each product or
+/// organisation it reaches and how (component, vendor, parent, OEM, …).
+fn path(steps: &[Value]) -> Markup {
+    html! {
+        ol class="path" {
+            @for (i, step) in steps.iter().enumerate() {
+                li {
+                    @if i > 0 {
+                        span class="via" { "via " (text(step, "via")) " → " }
+                    }
+                    span class="kind" { (text(step, "kind")) " " }
+                    code { (text(step, "id")) }
+                }
+            }
+        }
+    }
+}
+
+/// One case with its evidence, and (while open) the form that resolves it.
+pub fn review(
+    session: &Session,
+    item: &Value,
+    problems: &[FieldProblem],
+    note: &str,
+    done: Option<&str>,
+) -> Markup {
+    let decision = &item["decision"];
+    let request = &item["request"];
+    let customer = &request["customer"];
+    let id = text(decision, "id");
+    let open = text(&item["review"], "status") == "open";
+    let problem = |field: &str| problems.iter().find(|p| p.field == field);
+    html! {
+        (layout(&format!("Review {id}"), Some(session), html! {
+            @if let Some(done) = done {
+                p class="notice" role="status" { (done) }
+            }
+            @if !problems.is_empty() {
+                div class="error" role="alert" {
+                    p { "The review was not resolved:" }
+                    ul { @for p in problems { li { a href={ "#" (p.field) } { (p.message) } } } }
+                }
+            }
+            section aria-labelledby="request" {
+                h2 id="request" { "The request" }
+                dl {
+                    dt { "Kind" } dd { (text(item, "kind")) }
+                    dt { "Transaction" } dd { (text(decision, "transaction")) }
+                    dt { "Product" } dd { code { (text(request, "product")) } }
+                    dt { "Seats" } dd { (text(request, "seats")) }
+                    dt { "Term (days)" } dd { (text(request, "term_days")) }
+                    dt { "Decided at" } dd { (text(decision, "as_of")) }
+                    dt { "Outcome" } dd { (text(decision, "outcome")) }
+                    @if item.get("due").is_some() {
+                        dt { "Due" } dd { (text(item, "due")) " (the licence is suspended if this is not resolved by then)" }
+                    }
+                }
+            }
+            section aria-labelledby="parties" {
+                h2 id="parties" { "The parties" }
+                dl {
+                    dt { "Reseller" } dd { (text(item, "reseller")) }
+                    dt { "Customer" } dd { (text(customer, "name")) " (" code { (text(customer, "id")) } ")" }
+                    dt { "Customer's country" } dd { (text(customer, "country")) }
+                    dt { "U.S. person" } dd {
+                        @match customer.get("us_person").and_then(Value::as_bool) {
+                            Some(true) => "yes",
+                            Some(false) => "no",
+                            None => "not stated",
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="reasons" {
+                h2 id="reasons" { "Why it is in review" }
+                @for reason in decision["reasons"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    article class="reason" {
+                        h3 { (text(reason, "code")) }
+                        dl {
+                            dt { "Designation" } dd { (text(reason, "designation")) }
+                            dt { "Rule" } dd { (text(reason, "rule")) }
+                            dt { "Citation" } dd { (text(reason, "citation")) }
+                            dt { "In effect from" } dd { (text(reason, "effective_from")) }
+                            dt { "Party" } dd { (text(reason, "party")) }
+                        }
+                        @if let Some(steps) = reason["path"].as_array() {
+                            h4 { "Lineage path" }
+                            (path(steps))
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="resolution" {
+                h2 id="resolution" { "Resolution" }
+                @if open {
+                    form method="post" action={ "/console/reviews/" (id) } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        fieldset {
+                            legend { "Decision" }
+                            div class="choice" {
+                                input type="radio" id="approve" name="resolution" value="approve" checked;
+                                label for="approve" { "Approve: decide again with the facts attested below" }
+                            }
+                            div class="choice" {
+                                input type="radio" id="reject" name="resolution" value="reject";
+                                label for="reject" { "Reject: nothing is issued" }
+                            }
+                        }
+                        div class="field" {
+                            label for="us_person" { "Attested: is the customer a U.S. person?" }
+                            select id="us_person" name="us_person" {
+                                option value="" { "Not attested" }
+                                option value="false" { "No" }
+                                option value="true" { "Yes" }
+                            }
+                        }
+                        div class="field" {
+                            label for="note" { "Note (kept in the audit trail)" }
+                            @if let Some(p) = problem("note") {
+                                p class="field-error" id="note-error" { (p.message) }
+                                textarea id="note" name="note" rows="4" required aria-invalid="true" aria-describedby="note-error" { (note) }
+                            } @else {
+                                textarea id="note" name="note" rows="4" required { (note) }
+                            }
+                        }
+                        button type="submit" { "Resolve" }
+                    }
+                } @else {
+                    dl {
+                        dt { "Status" } dd { (text(&item["review"], "status")) }
+                        dt { "Note" } dd { (text(&item["review"], "note")) }
+                        dt { "By" } dd { (text(&item["review"]["reviewer"], "sub")) }
+                        dt { "At" } dd { (text(&item["review"], "resolved_at")) }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// A refusal or a failure, as a page.
+pub fn problem(session: Option<&Session>, status: u16, message: &str) -> Markup {
+    layout(
+        &format!("{status}"),
+        session,
+        html! {
+            p role="alert" { (message) }
+            p { a href="/console/reviews" { "Back to the review queue" } }
+        },
+    )
+}
