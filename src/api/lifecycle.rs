@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::problem_body;
-use super::{path_id, scope, ApiError, PendingBody, State};
+use super::{path_id, scope, ApiError, FieldError, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::ResellerId;
 use crate::gate::{LifecycleAction, LifecycleOutcome, LifecycleRequest};
@@ -24,19 +24,28 @@ pub(super) struct ReasonBody {
 /// The reason given: said, and not too long (`422` on `reason` otherwise).
 async fn reason(body: PendingBody) -> Result<String, ApiError> {
     let body: ReasonBody = body.json().await?;
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::field(
+    match reason_problem(&body.reason) {
+        Some(problem) => Err(ApiError::Validation(vec![problem])),
+        None => Ok(body.reason),
+    }
+}
+
+/// What is wrong with a reason, if anything (the API's `422` and the
+/// console's field error alike).
+pub(crate) fn reason_problem(reason: &str) -> Option<FieldError> {
+    if reason.trim().is_empty() {
+        Some(FieldError::new(
             "reason",
             "say why: the reason is kept with the licence and in the audit trail",
-        ));
-    }
-    if body.reason.chars().count() > MAX_REASON {
-        return Err(ApiError::field(
+        ))
+    } else if reason.chars().count() > MAX_REASON {
+        Some(FieldError::new(
             "reason",
             format!("must be at most {MAX_REASON} characters"),
-        ));
+        ))
+    } else {
+        None
     }
-    Ok(body.reason)
 }
 
 async fn change(

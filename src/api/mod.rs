@@ -8,7 +8,7 @@ pub mod error;
 mod events;
 mod impact;
 mod licenses;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod limits;
 mod ops;
 mod paging;

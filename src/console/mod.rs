@@ -31,11 +31,14 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api::lifecycle::reason_problem;
 use crate::api::reviews::{resolution_problems, review_item};
 use crate::api::{ApiError, State};
 use crate::auth::Role;
 use crate::domain::{Actor, Customer, PlainText};
-use crate::gate::{Resolution, ReviewResolution};
+use crate::gate::{
+    License, LifecycleAction, LifecycleOutcome, LifecycleRequest, Resolution, ReviewResolution,
+};
 
 mod pages;
 pub mod session;
@@ -78,6 +81,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/reviews", web::get().to(queue))
             .route("/reviews/{id}", web::get().to(review))
             .route("/reviews/{id}", web::post().to(resolve))
+            .route("/licenses", web::get().to(licenses))
+            .route("/licenses/{id}", web::get().to(license))
+            .route("/licenses/{id}/{action}", web::post().to(change_license))
             .default_service(web::to(|| async {
                 page(StatusCode::NOT_FOUND, not_found())
             })),
@@ -329,13 +335,10 @@ struct QueueQuery {
 
 /// The review queue: open cases first by default, oldest first.
 async fn queue(state: State, req: HttpRequest, query: web::Query<QueueQuery>) -> HttpResponse {
-    let (_, session) = match signed_in(&state, &req) {
-        Gatekeeping::In(c, s) => (c, s),
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
         Gatekeeping::Out(r) => return r,
     };
-    if session.role != Role::Compliance {
-        return refused(&session, &ApiError::Forbidden);
-    }
     let status = query.status.clone().unwrap_or_else(|| "open".into());
     let filter = match status.as_str() {
         "open" | "approved" | "denied" | "rejected" => Some(status.clone()),
@@ -382,13 +385,10 @@ async fn case(state: &State, id: String) -> Result<Value, ApiError> {
 }
 
 async fn review(state: State, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
-    let (_, session) = match signed_in(&state, &req) {
-        Gatekeeping::In(c, s) => (c, s),
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
         Gatekeeping::Out(r) => return r,
     };
-    if session.role != Role::Compliance {
-        return refused(&session, &ApiError::Forbidden);
-    }
     match case(&state, id.into_inner()).await {
         Ok(item) => page(
             StatusCode::OK,
@@ -471,6 +471,160 @@ async fn resolve(
         .map_err(ApiError::from);
     match resolved {
         Ok(_) => see_other(&format!("/console/reviews/{id}"), None),
+        Err(e) => refused(&session, &e),
+    }
+}
+
+/// The signed-in compliance officer of a page, or where to go instead.
+fn compliance(state: &State, req: &HttpRequest) -> Gatekeeping {
+    match signed_in(state, req) {
+        Gatekeeping::In(_, s) if s.role != Role::Compliance => {
+            Gatekeeping::Out(refused(&s, &ApiError::Forbidden))
+        }
+        other => other,
+    }
+}
+
+#[derive(Deserialize)]
+struct CursorQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// Every tenant's licences, as `GET /v1/licenses` lists them for compliance.
+async fn licenses(state: State, req: HttpRequest, query: web::Query<CursorQuery>) -> HttpResponse {
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
+        Gatekeeping::Out(r) => return r,
+    };
+    if let Some(Err(e)) = query.cursor.as_deref().map(PlainText::parse) {
+        return refused(&session, &ApiError::field("cursor", e.to_string()));
+    }
+    let st = Arc::clone(&state);
+    let cursor = query.cursor.clone();
+    let read = web::block(move || st.store.licenses(None, cursor.as_deref(), 100))
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.map_err(ApiError::from));
+    match read {
+        Ok(found) => {
+            let now = chrono::Utc::now();
+            let shown: Vec<Value> = found
+                .rows
+                .iter()
+                .filter_map(|l| serde_json::to_value(License::from_row(l, now)).ok())
+                .collect();
+            page(
+                StatusCode::OK,
+                pages::licenses(&session, &shown, found.next.as_deref()),
+            )
+        }
+        Err(e) => refused(&session, &e),
+    }
+}
+
+/// One licence as shown, or `NotFound`.
+async fn stored_license(state: &State, id: String) -> Result<Value, ApiError> {
+    PlainText::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let st = Arc::clone(state);
+    let found = web::block(move || st.store.license(&id)).await??;
+    found
+        .and_then(|l| serde_json::to_value(License::from_row(&l, chrono::Utc::now())).ok())
+        .ok_or(ApiError::NotFound)
+}
+
+async fn license(state: State, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
+        Gatekeeping::Out(r) => return r,
+    };
+    match stored_license(&state, id.into_inner()).await {
+        Ok(l) => page(StatusCode::OK, pages::license(&session, &l, None, None)),
+        Err(e) => refused(&session, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReasonForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Suspends, reinstates or revokes a licence through the same use case as
+/// the API's lifecycle routes, with the signed-in person as the actor.
+async fn change_license(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    form: web::Form<ReasonForm>,
+) -> HttpResponse {
+    let session = match checked(&state, &req, &form.csrf) {
+        Gatekeeping::In(_, s) if s.role == Role::Compliance => s,
+        Gatekeeping::In(_, s) => return refused(&s, &ApiError::Forbidden),
+        Gatekeeping::Out(r) => return r,
+    };
+    let (id, verb) = path.into_inner();
+    let shown = match stored_license(&state, id.clone()).await {
+        Ok(l) => l,
+        Err(e) => return refused(&session, &e),
+    };
+    let action = match verb.as_str() {
+        "suspension" | "revocation" => {
+            if let Some(p) = reason_problem(&form.reason) {
+                let problem = FieldProblem {
+                    field: p.field,
+                    message: p.message,
+                };
+                return page(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    pages::license(
+                        &session,
+                        &shown,
+                        Some((verb.as_str(), &problem, &form.reason)),
+                        None,
+                    ),
+                );
+            }
+            let reason = form.reason.clone();
+            match verb.as_str() {
+                "suspension" => LifecycleAction::Suspend { reason },
+                _ => LifecycleAction::Revoke { reason },
+            }
+        }
+        "reinstatement" => LifecycleAction::Reinstate,
+        _ => return page(StatusCode::NOT_FOUND, not_found()),
+    };
+    let request = LifecycleRequest {
+        actor: Actor {
+            sub: session.sub.clone(),
+            role: session.role.as_str().to_string(),
+            reseller: None,
+        },
+        tenant: None,
+        license_id: id.clone(),
+        action,
+    };
+    let outcome = match state.gate.change_lifecycle(request).await {
+        Ok(outcome) => outcome,
+        Err(e) => return refused(&session, &ApiError::from(e)),
+    };
+    let said = match outcome {
+        LifecycleOutcome::Changed { .. } => {
+            return see_other(&format!("/console/licenses/{id}"), None)
+        }
+        LifecycleOutcome::Prohibited { .. } => (
+            StatusCode::FORBIDDEN,
+            "The law prohibits serving this licence now: it stays suspended.",
+        ),
+        LifecycleOutcome::InReview { .. } => (
+            StatusCode::ACCEPTED,
+            "The reinstatement needs a review: it is in the review queue, and the licence stays \
+             suspended meanwhile.",
+        ),
+    };
+    match stored_license(&state, id).await {
+        Ok(l) => page(said.0, pages::license(&session, &l, None, Some(said.1))),
         Err(e) => refused(&session, &e),
     }
 }

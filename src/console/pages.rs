@@ -33,6 +33,7 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         nav aria-label="Console" {
                             ul {
                                 li { a href="/console/reviews" { "Review queue" } }
+                                li { a href="/console/licenses" { "Licences" } }
                             }
                         }
                         form method="post" action="/console/sign-out" class="signout" {
@@ -297,6 +298,141 @@ pub fn problem(session: Option<&Session>, status: u16, message: &str) -> Markup 
         html! {
             p role="alert" { (message) }
             p { a href="/console/reviews" { "Back to the review queue" } }
+        },
+    )
+}
+
+/// The licences, newest last, a row each with a link to its page.
+pub fn licenses(session: &Session, licenses: &[Value], next: Option<&str>) -> Markup {
+    layout(
+        "Licences",
+        Some(session),
+        html! {
+            @if licenses.is_empty() {
+                p { "No licences yet." }
+            } @else {
+                table {
+                    caption { (licenses.len()) " licences" }
+                    thead {
+                        tr {
+                            th scope="col" { "Licence" }
+                            th scope="col" { "Reseller" }
+                            th scope="col" { "Product" }
+                            th scope="col" { "Customer" }
+                            th scope="col" { "Seats" }
+                            th scope="col" { "Expires" }
+                            th scope="col" { "Status" }
+                        }
+                    }
+                    tbody {
+                        @for l in licenses {
+                            @let id = text(l, "id");
+                            tr {
+                                td { a href={ "/console/licenses/" (id) } { (id) } }
+                                td { (text(l, "reseller")) }
+                                td { (text(l, "product")) }
+                                td { (text(&l["customer"], "name")) }
+                                td { (text(l, "seats")) }
+                                td { (text(l, "expires_at")) }
+                                td { (text(l, "status")) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = next {
+                    p { a href={ "/console/licenses?cursor=" (next) } { "Next page" } }
+                }
+            }
+        },
+    )
+}
+
+/// A reason field, with its problem if it has one.
+fn reason_field(id: &str, problem: Option<&FieldProblem>, reason: &str) -> Markup {
+    html! {
+        div class="field" {
+            label for=(id) { "Reason (kept with the licence and in the audit trail)" }
+            @if let Some(p) = problem {
+                p class="field-error" id={ (id) "-error" } { (p.message) }
+                textarea id=(id) name="reason" rows="3" required aria-invalid="true" aria-describedby={ (id) "-error" } { (reason) }
+            } @else {
+                textarea id=(id) name="reason" rows="3" required { (reason) }
+            }
+        }
+    }
+}
+
+/// One licence: its facts, its state, and what compliance may do to it.
+/// `problem` is a field error of the action `failed` (its form shows it).
+pub fn license(
+    session: &Session,
+    l: &Value,
+    failed: Option<(&str, &FieldProblem, &str)>,
+    outcome: Option<&str>,
+) -> Markup {
+    let id = text(l, "id");
+    let status = text(l, "status");
+    let problem_for = |action: &str| failed.filter(|(a, _, _)| *a == action).map(|(_, p, _)| p);
+    let reason_for = |action: &str| {
+        failed
+            .filter(|(a, _, _)| *a == action)
+            .map(|(_, _, r)| r.to_string())
+            .unwrap_or_default()
+    };
+    layout(
+        &format!("Licence {id}"),
+        Some(session),
+        html! {
+            @if let Some(o) = outcome {
+                p class="notice" role="status" { (o) }
+            }
+            dl {
+                dt { "Reseller" } dd { (text(l, "reseller")) }
+                dt { "Product" } dd { code { (text(l, "product")) } }
+                dt { "Customer" } dd { (text(&l["customer"], "name")) " (" code { (text(&l["customer"], "id")) } ", " (text(&l["customer"], "country")) ")" }
+                dt { "Seats" } dd { (text(l, "seats")) }
+                dt { "Starts" } dd { (text(l, "starts_at")) }
+                dt { "Expires" } dd { (text(l, "expires_at")) }
+                dt { "Status" } dd { (status) }
+                @if let Some(reason) = l.get("status_reason") {
+                    dt { "Why" } dd { (text(reason, "reason")) " (by " (text(&reason["by"], "sub")) ", " (text(reason, "at")) ")" }
+                }
+                @if let Some(ended) = l.get("ended_by") {
+                    dt { "Ended by" } dd { (text(ended, "designation")) ", rule " (text(ended, "rule")) ", at " (text(ended, "at")) }
+                }
+                dt { "Decision" } dd { code { (text(l, "decision_id")) } }
+            }
+            @if status == "active" {
+                section aria-labelledby="suspend" {
+                    h2 id="suspend" { "Suspend" }
+                    form method="post" action={ "/console/licenses/" (id) "/suspension" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        (reason_field("suspend-reason", problem_for("suspension"), &reason_for("suspension")))
+                        button type="submit" { "Suspend the licence" }
+                    }
+                }
+            }
+            @if status == "suspended" {
+                section aria-labelledby="reinstate" {
+                    h2 id="reinstate" { "Reinstate" }
+                    p { "Reinstating goes through the gate like a renewal: a licence the law now prohibits stays suspended." }
+                    form method="post" action={ "/console/licenses/" (id) "/reinstatement" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        button type="submit" { "Reinstate the licence" }
+                    }
+                }
+            }
+            @if status == "active" || status == "suspended" {
+                section aria-labelledby="revoke" {
+                    h2 id="revoke" { "Revoke" }
+                    p { "Revoking is final." }
+                    form method="post" action={ "/console/licenses/" (id) "/revocation" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        (reason_field("revoke-reason", problem_for("revocation"), &reason_for("revocation")))
+                        button type="submit" { "Revoke the licence" }
+                    }
+                }
+            }
         },
     )
 }

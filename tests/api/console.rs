@@ -279,3 +279,117 @@ async fn outside_development_mode_the_console_is_not_served_yet() {
         assert_eq!(r.status(), 404, "{path}");
     }
 }
+
+/// A licence for a German customer (nothing designated about it); its id.
+async fn issued(app: &TestApp) -> String {
+    app.register("beta", "DE", false).await;
+    app.admin_put(
+        "/v1/products/ACME-VPN",
+        json!({"name": "Acme VPN", "vendor": "acme", "category": "vpn"}),
+    )
+    .await;
+    let body = json!({"product": "ACME-VPN", "seats": 5, "term_days": 30,
+                      "customer": {"id": "de-1", "name": "Kunde GmbH", "country": "DE", "us_person": false}});
+    let r = app
+        .client
+        .post(format!("{}/v1/licenses", app.address))
+        .insert_header(("authorization", format!("Bearer {}", app.reseller("beta"))))
+        .insert_header(("idempotency-key", uuid::Uuid::new_v4().to_string()))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let r = Reply::read(r).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["license"]["id"].as_str().unwrap().to_string()
+}
+
+async fn licence_status(app: &TestApp, id: &str) -> serde_json::Value {
+    app.get(&format!("/v1/licenses/{id}"), &app.compliance())
+        .await
+        .body["status"]
+        .clone()
+}
+
+async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(app: TestApp) {
+    app.admin_put(
+        "/v1/organizations/acme",
+        json!({"name": "Acme Networks", "country": "DE"}),
+    )
+    .await;
+    let id = issued(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("Ada Reviewer", "compliance").await;
+    let list = browser.get("/console/licenses").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains(&id) && list.text.contains("Kunde GmbH"));
+    let page = format!("/console/licenses/{id}");
+    let shown = browser.get(&page).await;
+    assert!(shown.text.contains("Suspend the licence"), "{}", shown.text);
+    let token = csrf(&shown.text);
+    let origin = app.address.clone();
+    // Without a reason, or without the token: refused, nothing changes.
+    let bare = browser
+        .post(
+            &format!("{page}/suspension"),
+            &[("csrf", &token), ("reason", " ")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(bare.status, 422);
+    assert!(bare.text.contains("say why"), "{}", bare.text);
+    let forged = browser
+        .post(
+            &format!("{page}/suspension"),
+            &[("csrf", "forged"), ("reason", "x")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(licence_status(&app, &id).await, "active");
+
+    let suspended = browser
+        .post(
+            &format!("{page}/suspension"),
+            &[("csrf", &token), ("reason", "Customer under investigation")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(suspended.status, 303, "{}", suspended.text);
+    assert_eq!(licence_status(&app, &id).await, "suspended");
+    let shown = browser.get(&page).await;
+    assert!(shown.text.contains("Customer under investigation"));
+    assert!(shown.text.contains("console:Ada Reviewer"));
+    assert!(shown.text.contains("Reinstate the licence"));
+
+    let reinstated = browser
+        .post(
+            &format!("{page}/reinstatement"),
+            &[("csrf", &token)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(reinstated.status, 303, "{}", reinstated.text);
+    assert_eq!(licence_status(&app, &id).await, "active");
+    let actors: Vec<String> = app
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["actor"]["sub"] == "console:Ada Reviewer")
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    // The suspension, then the reinstatement (a decision, as a renewal is).
+    assert_eq!(actors, ["license.suspend", "decision.reinstate"]);
+}
+
+#[actix_web::test]
+async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console_sqlite() {
+    let app = console_app(Backend::Sqlite).await.unwrap();
+    a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(app).await;
+}
+
+#[actix_web::test]
+async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console_postgres() {
+    if let Some(app) = console_app(Backend::Postgres).await {
+        a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(app).await;
+    }
+}
