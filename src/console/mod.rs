@@ -17,8 +17,10 @@
 //!   and an `Origin` (or `Sec-Fetch-Site: same-origin`) of this service;
 //!   otherwise `403` and nothing done.
 //! - **Every answer:** a Content-Security-Policy allowing only this origin's
-//!   stylesheet (no script, no inline style), `no-store`, no framing, no
-//!   referrer; everything interpolated is escaped (maud).
+//!   stylesheet (no script, no inline style), `no-store`, no framing, the
+//!   referrer to this origin only (`no-referrer` would make browsers send
+//!   `Origin: null` with the forms, which the origin check then refuses);
+//!   everything interpolated is escaped (maud).
 //! - **Roles:** compliance and admin sign in; resellers and integrators are
 //!   refused. Resolving a review is compliance's, as in the API.
 
@@ -115,7 +117,7 @@ fn headers(response: &mut actix_web::HttpResponseBuilder) {
              frame-ancestors 'none'; base-uri 'none'",
         ))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
 }
 

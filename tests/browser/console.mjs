@@ -1,0 +1,121 @@
+// The console's flows in headless Chromium (playwright-core driving
+// Debian's chromium), with axe-core on every page and a 200% zoom check.
+//
+//   node tests/browser/console.mjs BASE REVIEW_ID LICENSE_ID SCREENSHOT_DIR
+//
+// Exits non-zero, saying which step failed, on the first failure.
+import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const [base, reviewId, licenseId, shots] = process.argv.slice(2);
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+const failures = [];
+
+function check(ok, what) {
+  if (!ok) {
+    failures.push(what);
+    console.error(`FAIL: ${what}`);
+  } else {
+    console.log(`ok: ${what}`);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+// axe is injected as a script: the console's CSP forbids every script, so
+// this context (and only it) bypasses the CSP; the pages themselves carry
+// no script at all.
+const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+const page = await context.newPage();
+const scriptsRun = [];
+page.on("request", (r) => { if (r.resourceType() === "script") scriptsRun.push(r.url()); });
+
+// Every page: a screenshot, no serious or critical axe violation, and at
+// 200% zoom (half the width) no horizontal scrolling.
+async function review(name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+  await page.addScriptTag({ path: axePath });
+  const result = await page.evaluate(async () => await window.axe.run(document));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  check(bad.length === 0, `${name}: no serious or critical axe violations ${JSON.stringify(bad.map((v) => [v.id, v.nodes.map((n) => n.target)]))}`);
+  await page.setViewportSize({ width: 640, height: 900 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `${name}: readable at 200% zoom without horizontal scrolling (${overflow}px over)`);
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+try {
+  // Signed out: the console sends us to its sign-in.
+  await page.goto(`${base}/console/`);
+  check(page.url().endsWith("/console/sign-in"), "signed out, the console opens its sign-in page");
+  await review("sign-in");
+
+  // Sign in with the keyboard alone: skip link, name, role, button.
+  await page.keyboard.press("Tab");
+  check(await page.evaluate(() => document.activeElement.className === "skip"), "the first Tab reaches the skip link");
+  await page.keyboard.press("Tab");
+  check(await page.evaluate(() => document.activeElement.id === "name"), "the next Tab reaches the name field");
+  await page.keyboard.type("Ada Reviewer");
+  await page.keyboard.press("Tab");
+  check(await page.evaluate(() => document.activeElement.id === "role"), "then the role");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await page.waitForURL(`${base}/console/reviews`);
+  check(await page.isVisible(`a[href="/console/reviews/${reviewId}"]`), "the review queue lists the open case");
+  await review("review-queue");
+
+  // The case and its evidence.
+  await page.click(`a[href="/console/reviews/${reviewId}"]`);
+  const evidence = await page.textContent("main");
+  for (const seen of ["ACME-FW-K", "KAV-ENGINE", "ao-kaspersky-lab", "us-icts-kaspersky-2024", "nexus_unknown", "Exemplo Ltda", "alpha"]) {
+    check(evidence.includes(seen), `the case shows ${seen}`);
+  }
+  check((await page.locator("ol.path li").count()) >= 3, "the lineage path is drawn as steps");
+  await review("review-evidence");
+
+  // Approve with attested facts and a note.
+  await page.check("#approve");
+  await page.selectOption("#us_person", "false");
+  await page.fill("#note", "Customer confirmed not a U.S. person (call of 2 Dec)");
+  await page.click("button:has-text('Resolve')");
+  await page.waitForURL(`${base}/console/reviews/${reviewId}`);
+  const resolved = await page.textContent("main");
+  check(resolved.includes("approved") && resolved.includes("console:Ada Reviewer"), "the case shows its approval, by the person signed in");
+  await review("review-approved");
+
+  // The licence it issued is in the licences; suspend one and reinstate it.
+  await page.click("nav a[href='/console/licenses']");
+  const rows = await page.locator("tbody tr").count();
+  check(rows === 2, `the licences list both licences, the approved one included (${rows})`);
+  check((await page.textContent("main")).includes("Exemplo Ltda"), "the licence the approval issued is listed");
+  await review("licences");
+  await page.click(`a[href="/console/licenses/${licenseId}"]`);
+  await page.fill("#suspend-reason", "Payment dispute under investigation");
+  await page.click("button:has-text('Suspend the licence')");
+  await page.waitForURL(`${base}/console/licenses/${licenseId}`);
+  const suspended = await page.textContent("main");
+  check(suspended.includes("suspended") && suspended.includes("Payment dispute"), "the licence is suspended, with its reason");
+  await review("licence-suspended");
+  await page.click("button:has-text('Reinstate the licence')");
+  await page.waitForURL(`${base}/console/licenses/${licenseId}`);
+  check((await page.textContent("main")).includes("active"), "the licence is active again");
+  await review("licence-reinstated");
+
+  // Sign out: the console is closed again.
+  await page.click("button:has-text('Sign out')");
+  await page.goto(`${base}/console/reviews`);
+  check(page.url().endsWith("/console/sign-in"), "signed out, the queue is out of reach");
+  check(scriptsRun.length === 0, `no page loaded a script (${scriptsRun})`);
+} catch (e) {
+  failures.push(String(e));
+  console.error(e);
+}
+await browser.close();
+if (failures.length > 0) {
+  console.error(`${failures.length} check(s) failed`);
+  process.exit(1);
+}
+console.log("all console flows passed");
