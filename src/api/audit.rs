@@ -18,7 +18,10 @@ use crate::store::Store;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
-fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), ApiError> {
+/// The filters and page size of `GET /v1/audit` (and the console's trail).
+pub(crate) fn parse_filter(
+    params: &HashMap<String, String>,
+) -> Result<(AuditFilter, i64), ApiError> {
     let mut errors = Vec::new();
     let mut filter = AuditFilter::default();
     let mut paging = Paging::<Seq>::new(DEFAULT_LIMIT, MAX_LIMIT);
@@ -77,7 +80,7 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<(AuditFilter, i64), 
 
 /// The export formats `GET /v1/audit` streams, by `Accept`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Export {
+pub(crate) enum Export {
     Ndjson,
     Csv,
 }
@@ -123,7 +126,7 @@ const CHUNK: usize = 64 * 1024;
 /// Streams every event matching `filter`: a blocking reader pages through
 /// the table and hands chunks to the response through a small bounded
 /// channel, so memory stays bounded whatever the size of the trail.
-fn stream(store: Store, filter: AuditFilter, format: Export) -> HttpResponse {
+pub(crate) fn stream(store: Store, filter: AuditFilter, format: Export) -> HttpResponse {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(CHUNK);

@@ -83,6 +83,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/reviews", web::get().to(queue))
             .route("/reviews/{id}", web::get().to(review))
             .route("/reviews/{id}", web::post().to(resolve))
+            .route("/audit", web::get().to(audit))
+            .route("/audit/export", web::get().to(export))
+            .route("/audit/verification", web::get().to(verification))
             .route("/licenses", web::get().to(licenses))
             .route("/licenses/{id}", web::get().to(license))
             .route("/licenses/{id}/{action}", web::post().to(change_license))
@@ -627,6 +630,146 @@ async fn change_license(
     };
     match stored_license(&state, id).await {
         Ok(l) => page(said.0, pages::license(&session, &l, None, Some(said.1))),
+        Err(e) => refused(&session, &e),
+    }
+}
+
+/// The trail's filters as asked: empty form fields dropped (a form sends
+/// every field), `format` kept apart.
+fn asked(
+    query: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    query
+        .iter()
+        .filter(|(k, v)| !v.trim().is_empty() && k.as_str() != "format")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The API's checks of the filters, as field problems.
+fn filter_of(
+    asked: &std::collections::BTreeMap<String, String>,
+) -> Result<(crate::store::audit::AuditFilter, i64), Vec<FieldProblem>> {
+    let params: std::collections::HashMap<String, String> =
+        asked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    crate::api::audit::parse_filter(&params).map_err(|e| match e {
+        ApiError::Validation(errors) => errors
+            .into_iter()
+            .map(|e| FieldProblem {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        other => vec![FieldProblem {
+            field: "filter".into(),
+            message: other.to_string(),
+        }],
+    })
+}
+
+/// The audit trail, a page at a time, with the API's filters.
+async fn audit(
+    state: State,
+    req: HttpRequest,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
+        Gatekeeping::Out(r) => return r,
+    };
+    let asked = asked(&query);
+    let st = Arc::clone(&state);
+    let latest = web::block(move || st.store.latest_checkpoint())
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.map_err(ApiError::from));
+    let checkpoint = match latest {
+        Ok(c) => c.and_then(|c| serde_json::to_value(c).ok()),
+        Err(e) => return refused(&session, &e),
+    };
+    let (filter, limit) = match filter_of(&asked) {
+        Ok(f) => f,
+        Err(problems) => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::audit(&session, &asked, &[], None, checkpoint.as_ref(), &problems),
+            )
+        }
+    };
+    let st = Arc::clone(&state);
+    let read = web::block(move || st.store.audit_events(&filter, limit))
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.map_err(ApiError::from));
+    match read {
+        Ok(found) => page(
+            StatusCode::OK,
+            pages::audit(
+                &session,
+                &asked,
+                &found.rows,
+                found.next.as_deref(),
+                checkpoint.as_ref(),
+                &[],
+            ),
+        ),
+        Err(e) => refused(&session, &e),
+    }
+}
+
+/// Every matching event, streamed as the API exports it (NDJSON in the
+/// chain's canonical form, which `gatekeeper audit verify --file` checks,
+/// or CSV), as a download.
+async fn export(
+    state: State,
+    req: HttpRequest,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
+        Gatekeeping::Out(r) => return r,
+    };
+    use crate::api::audit::Export;
+    let (format, name) = match query.get("format").map(String::as_str) {
+        Some("csv") => (Export::Csv, "audit.csv"),
+        _ => (Export::Ndjson, "audit.ndjson"),
+    };
+    let (filter, _) = match filter_of(&asked(&query)) {
+        Ok(f) => f,
+        Err(problems) => {
+            let message = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return refused(&session, &ApiError::field("filter", message));
+        }
+    };
+    let mut response = crate::api::audit::stream(state.store.clone(), filter, format);
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The whole chain verified now, as `GET /v1/audit/verify` does.
+async fn verification(state: State, req: HttpRequest) -> HttpResponse {
+    let session = match compliance(&state, &req) {
+        Gatekeeping::In(_, s) => s,
+        Gatekeeping::Out(r) => return r,
+    };
+    let st = Arc::clone(&state);
+    let report = web::block(move || st.store.verify_chain(&[], st.gate.keys()))
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.map_err(ApiError::from));
+    match report {
+        Ok(report) => page(
+            StatusCode::OK,
+            pages::verification(&session, &report.to_json()),
+        ),
         Err(e) => refused(&session, &e),
     }
 }

@@ -34,6 +34,7 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             ul {
                                 li { a href="/console/reviews" { "Review queue" } }
                                 li { a href="/console/licenses" { "Licences" } }
+                                li { a href="/console/audit" { "Audit trail" } }
                             }
                         }
                         form method="post" action="/console/sign-out" class="signout" {
@@ -435,4 +436,143 @@ pub fn license(
             }
         },
     )
+}
+
+/// A text filter of the trail, labelled, keeping what was asked.
+fn filter_field(name: &str, label: &str, value: &str, hint: &str) -> Markup {
+    html! {
+        div class="field" {
+            label for=(name) { (label) }
+            input id=(name) name=(name) type="text" value=(value) placeholder=(hint);
+        }
+    }
+}
+
+/// The audit trail: the API's filters, a page of events, the exports, the
+/// latest checkpoint, and the way to the verification.
+pub fn audit(
+    session: &Session,
+    asked: &std::collections::BTreeMap<String, String>,
+    events: &[Value],
+    next: Option<&str>,
+    checkpoint: Option<&Value>,
+    problems: &[FieldProblem],
+) -> Markup {
+    let value = |k: &str| asked.get(k).cloned().unwrap_or_default();
+    let query: String = asked
+        .iter()
+        .filter(|(k, _)| k.as_str() != "after")
+        .map(|(k, v)| format!("&{}={}", k, url_escape(v)))
+        .collect();
+    layout(
+        "Audit trail",
+        Some(session),
+        html! {
+            @if !problems.is_empty() {
+                div class="error" role="alert" {
+                    ul { @for p in problems { li { (p.field) ": " (p.message) } } }
+                }
+            }
+            section aria-labelledby="checkpoint" {
+                h2 id="checkpoint" { "Latest checkpoint" }
+                @if let Some(c) = checkpoint {
+                    dl {
+                        dt { "Up to event" } dd { (text(c, "seq")) }
+                        dt { "Signed at" } dd { (text(c, "at")) }
+                        dt { "Key" } dd { code { (text(c, "kid")) } }
+                        dt { "Chain hash" } dd { code { (text(c, "hash")) } }
+                    }
+                } @else {
+                    p { "No checkpoint has been signed yet." }
+                }
+                p { a href="/console/audit/verification" { "Verify the whole chain now" } }
+            }
+            form method="get" action="/console/audit" class="filters" {
+                (filter_field("action", "Action", &value("action"), "review.*"))
+                div class="field" {
+                    label for="outcome" { "Outcome" }
+                    select id="outcome" name="outcome" {
+                        option value="" { "any" }
+                        @for o in ["allow", "deny", "review"] {
+                            option value=(o) selected[value("outcome") == o] { (o) }
+                        }
+                    }
+                }
+                (filter_field("reseller", "Reseller", &value("reseller"), "acme-resale"))
+                (filter_field("from", "From (RFC 3339)", &value("from"), "2026-01-01T00:00:00Z"))
+                (filter_field("to", "To (RFC 3339)", &value("to"), "2026-12-31T23:59:59Z"))
+                button type="submit" { "Filter" }
+            }
+            p {
+                "Export every matching event: "
+                a href={ "/console/audit/export?format=ndjson" (query) } { "NDJSON" }
+                " · "
+                a href={ "/console/audit/export?format=csv" (query) } { "CSV" }
+            }
+            @if events.is_empty() {
+                p { "No events match." }
+            } @else {
+                table {
+                    caption { (events.len()) " events, in chain order" }
+                    thead {
+                        tr {
+                            th scope="col" { "Seq" }
+                            th scope="col" { "At" }
+                            th scope="col" { "Action" }
+                            th scope="col" { "Actor" }
+                            th scope="col" { "Reseller" }
+                            th scope="col" { "Outcome" }
+                        }
+                    }
+                    tbody {
+                        @for e in events {
+                            tr {
+                                td { (text(e, "seq")) }
+                                td { (text(e, "at")) }
+                                td { code { (text(e, "action")) } }
+                                td { (text(&e["actor"], "sub")) " (" (text(&e["actor"], "role")) ")" }
+                                td { (text(&e["actor"], "reseller")) }
+                                td { (text(&e["decision"], "outcome")) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = next {
+                    p { a href={ "/console/audit?after=" (next) (query) } { "Next page" } }
+                }
+            }
+        },
+    )
+}
+
+/// The chain's verification, as `GET /v1/audit/verify` reports it.
+pub fn verification(session: &Session, report: &Value) -> Markup {
+    let ok = report["ok"].as_bool() == Some(true);
+    layout(
+        "Verification of the audit chain",
+        Some(session),
+        html! {
+            @if ok {
+                p class="notice" role="status" { "The chain verifies: every event links to the one before it, and every signed checkpoint matches." }
+            } @else {
+                p class="error" role="alert" { "The chain does NOT verify. Keep this page and the exports; see the runbook." }
+            }
+            dl {
+                dt { "Events checked" } dd { (text(report, "events_checked")) }
+                dt { "Checkpoints checked" } dd { (text(report, "checkpoints_checked")) }
+                dt { "Head" } dd { (text(&report["head"], "seq")) " " code { (text(&report["head"], "hash")) } }
+                @if !ok {
+                    dt { "First invalid event" } dd { (text(report, "first_invalid_seq")) }
+                    dt { "Reason" } dd { (text(report, "reason")) }
+                    dt { "Row" } dd { (text(report, "row")) }
+                }
+            }
+            p { a href="/console/audit" { "Back to the audit trail" } }
+        },
+    )
+}
+
+/// A query value, percent-encoded for a link.
+fn url_escape(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }

@@ -84,6 +84,29 @@ impl Store {
         Ok(Page::of(checkpoints, limit, |c| c.seq.to_string()))
     }
 
+    /// The newest checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let mut conn = self.conn()?;
+        let row = audit_checkpoints::table
+            .order(audit_checkpoints::seq.desc())
+            .select((
+                audit_checkpoints::seq,
+                audit_checkpoints::hash,
+                audit_checkpoints::at,
+                audit_checkpoints::kid,
+                audit_checkpoints::signature,
+            ))
+            .first::<(i64, String, String, String, String)>(&mut *conn)
+            .optional()?;
+        Ok(row.map(|(seq, hash, at, kid, signature)| Checkpoint {
+            seq,
+            hash,
+            at,
+            kid,
+            signature,
+        }))
+    }
+
     /// Every checkpoint, in `seq` order.
     pub fn all_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         let mut all = Vec::new();

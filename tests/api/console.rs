@@ -231,6 +231,31 @@ async fn a_compliance_officer_resolves_a_review_in_the_console(app: TestApp) {
     assert_eq!(resolved["actor"]["sub"], "console:Ada Reviewer");
     assert_eq!(resolved["actor"]["role"], "compliance");
 
+    // The trail: filtered as the API filters, a bad filter shown, exported.
+    let trail = browser.get("/console/audit?action=review.*&outcome=").await;
+    assert_eq!(trail.status, 200, "{}", trail.text);
+    assert!(trail.text.contains("review.approve") && !trail.text.contains("catalog.reseller.put"));
+    let bad = browser.get("/console/audit?outcome=maybe").await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.text.contains("must be allow, deny or review"),
+        "{}",
+        bad.text
+    );
+    let export = browser.get("/console/audit/export?format=ndjson").await;
+    assert_eq!(export.status, 200);
+    assert!(export
+        .header("content-disposition")
+        .unwrap()
+        .contains("audit.ndjson"));
+    assert_eq!(export.text.lines().count(), app.all_events().await.len());
+    let verified = browser.get("/console/audit/verification").await;
+    assert!(
+        verified.text.contains("The chain verifies"),
+        "{}",
+        verified.text
+    );
+
     // A forged session (the role edited) is no session; an admin's may not
     // resolve reviews.
     let cookie = browser.cookie.clone().unwrap();

@@ -104,6 +104,24 @@ try {
   check((await page.textContent("main")).includes("active"), "the licence is active again");
   await review("licence-reinstated");
 
+  // The audit trail: filtered, verified, exported.
+  await page.click("nav a[href='/console/audit']");
+  await review("audit-trail");
+  await page.fill("#action", "review.*");
+  await page.click("button:has-text('Filter')");
+  const filtered = await page.locator("tbody tr").count();
+  check(filtered === 1, `the trail filtered on review.* shows the one approval (${filtered})`);
+  await page.click("a:has-text('Verify the whole chain now')");
+  check((await page.textContent("main")).includes("The chain verifies"), "the chain verifies");
+  await review("audit-verification");
+  await page.click("nav a[href='/console/audit']");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.click("a:has-text('NDJSON')"),
+  ]);
+  await download.saveAs(path.join(shots, "audit.ndjson"));
+  check(download.suggestedFilename() === "audit.ndjson", "the export downloads as audit.ndjson");
+
   // Sign out: the console is closed again.
   await page.click("button:has-text('Sign out')");
   await page.goto(`${base}/console/reviews`);

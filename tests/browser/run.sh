@@ -9,7 +9,9 @@
 # Chromium (Debian's `chromium`, through playwright-core) over the console:
 # sign in with the keyboard, open the review, read its evidence, approve it
 # with attested facts, see the licence it issued, suspend and reinstate a
-# licence, sign out. axe-core checks every page (no serious or critical
+# licence, read the audit trail filtered, verify the chain, download the
+# NDJSON export (then verified offline with `gatekeeper audit verify
+# --file`), sign out. axe-core checks every page (no serious or critical
 # violation), and every page is read at 200% zoom (a 640 px wide window)
 # without horizontal scrolling. Screenshots of each page go to
 # tests/browser/screenshots/.
@@ -74,6 +76,11 @@ cd "$ROOT"
 mkdir -p tests/browser/screenshots
 CHROMIUM="$CHROMIUM" node tests/browser/console.mjs "$BASE" "$REVIEW" "$LICENSE" tests/browser/screenshots \
   || { tail -n 20 "$WORK/serve.log" >&2; fail "the console flows"; }
+
+# The export the browser downloaded verifies offline, as an auditor would check it.
+"$BIN" audit verify --file tests/browser/screenshots/audit.ndjson >"$WORK/verify.out" \
+  || { cat "$WORK/verify.out" >&2; fail "the exported trail does not verify"; }
+grep -q '"ok": *true' "$WORK/verify.out" || { cat "$WORK/verify.out" >&2; fail "the exported trail does not verify"; }
 
 # What the browser did is in the audit trail, by the person who signed in.
 curl -fs "$BASE/v1/audit?limit=1000" -H "Authorization: Bearer $COMPLIANCE" | python3 -c '
