@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use crate::api::lifecycle::reason_problem;
 use crate::api::reviews::{resolution_problems, review_item};
-use crate::api::{ApiError, State};
+use crate::api::{ApiError, AppState, State};
 use crate::auth::Role;
 use crate::domain::{Actor, Customer, PlainText};
 use crate::gate::{
@@ -359,13 +359,12 @@ async fn queue(state: State, req: HttpRequest, query: web::Query<QueueQuery>) ->
     if let Some(Err(e)) = query.cursor.as_deref().map(PlainText::parse) {
         return refused(&session, &ApiError::field("cursor", e.to_string()));
     }
-    let st = Arc::clone(&state);
     let cursor = query.cursor.clone();
-    let read = web::block(move || st.store.reviews(filter.as_deref(), cursor.as_deref(), 100))
-        .await
-        .map_err(ApiError::from)
-        .and_then(|r| r.map_err(ApiError::from));
-    match read {
+    let answer = read(&state, move |st| {
+        st.store.reviews(filter.as_deref(), cursor.as_deref(), 100)
+    })
+    .await;
+    match answer {
         Ok(found) => {
             let items: Vec<Value> = found.rows.iter().map(review_item).collect();
             page(
@@ -377,12 +376,21 @@ async fn queue(state: State, req: HttpRequest, query: web::Query<QueueQuery>) ->
     }
 }
 
+/// Runs a store read off the request's thread: its answer, or the API's
+/// error for a failure.
+async fn read<T: Send + 'static>(
+    state: &State,
+    f: impl FnOnce(&AppState) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = Arc::clone(state);
+    Ok(web::block(move || f(&st)).await??)
+}
+
 /// A case in review, as listed, or `NotFound`.
 async fn case(state: &State, id: String) -> Result<Value, ApiError> {
     // As in the API's paths: an id no decision can have is not looked up.
     PlainText::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let st = Arc::clone(state);
-    let stored = web::block(move || st.store.decision(&id)).await??;
+    let stored = read(state, move |st| st.store.decision(&id)).await?;
     stored
         .filter(|d| d.review_status.is_some())
         .map(|d| review_item(&d))
@@ -505,13 +513,12 @@ async fn licenses(state: State, req: HttpRequest, query: web::Query<CursorQuery>
     if let Some(Err(e)) = query.cursor.as_deref().map(PlainText::parse) {
         return refused(&session, &ApiError::field("cursor", e.to_string()));
     }
-    let st = Arc::clone(&state);
     let cursor = query.cursor.clone();
-    let read = web::block(move || st.store.licenses(None, cursor.as_deref(), 100))
-        .await
-        .map_err(ApiError::from)
-        .and_then(|r| r.map_err(ApiError::from));
-    match read {
+    let answer = read(&state, move |st| {
+        st.store.licenses(None, cursor.as_deref(), 100)
+    })
+    .await;
+    match answer {
         Ok(found) => {
             let now = chrono::Utc::now();
             let shown: Vec<Value> = found
@@ -531,8 +538,7 @@ async fn licenses(state: State, req: HttpRequest, query: web::Query<CursorQuery>
 /// One licence as shown, or `NotFound`.
 async fn stored_license(state: &State, id: String) -> Result<Value, ApiError> {
     PlainText::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let st = Arc::clone(state);
-    let found = web::block(move || st.store.license(&id)).await??;
+    let found = read(state, move |st| st.store.license(&id)).await?;
     found
         .and_then(|l| serde_json::to_value(License::from_row(&l, chrono::Utc::now())).ok())
         .ok_or(ApiError::NotFound)
@@ -678,11 +684,7 @@ async fn audit(
         Gatekeeping::Out(r) => return r,
     };
     let asked = asked(&query);
-    let st = Arc::clone(&state);
-    let latest = web::block(move || st.store.latest_checkpoint())
-        .await
-        .map_err(ApiError::from)
-        .and_then(|r| r.map_err(ApiError::from));
+    let latest = read(&state, move |st| st.store.latest_checkpoint()).await;
     let checkpoint = match latest {
         Ok(c) => c.and_then(|c| serde_json::to_value(c).ok()),
         Err(e) => return refused(&session, &e),
@@ -696,12 +698,8 @@ async fn audit(
             )
         }
     };
-    let st = Arc::clone(&state);
-    let read = web::block(move || st.store.audit_events(&filter, limit))
-        .await
-        .map_err(ApiError::from)
-        .and_then(|r| r.map_err(ApiError::from));
-    match read {
+    let answer = read(&state, move |st| st.store.audit_events(&filter, limit)).await;
+    match answer {
         Ok(found) => page(
             StatusCode::OK,
             pages::audit(
@@ -760,11 +758,7 @@ async fn verification(state: State, req: HttpRequest) -> HttpResponse {
         Gatekeeping::In(_, s) => s,
         Gatekeeping::Out(r) => return r,
     };
-    let st = Arc::clone(&state);
-    let report = web::block(move || st.store.verify_chain(&[], st.gate.keys()))
-        .await
-        .map_err(ApiError::from)
-        .and_then(|r| r.map_err(ApiError::from));
+    let report = read(&state, move |st| st.store.verify_chain(&[], st.gate.keys())).await;
     match report {
         Ok(report) => page(
             StatusCode::OK,

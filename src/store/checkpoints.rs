@@ -8,6 +8,33 @@ use super::{DbConn, Manager, Page, Store, StoreError};
 use crate::audit::Checkpoint;
 use crate::config::DatabaseUrl;
 
+/// A checkpoint's columns, as every read selects them.
+const COLUMNS: (
+    audit_checkpoints::seq,
+    audit_checkpoints::hash,
+    audit_checkpoints::at,
+    audit_checkpoints::kid,
+    audit_checkpoints::signature,
+) = (
+    audit_checkpoints::seq,
+    audit_checkpoints::hash,
+    audit_checkpoints::at,
+    audit_checkpoints::kid,
+    audit_checkpoints::signature,
+);
+
+type Row = (i64, String, String, String, String);
+
+fn checkpoint((seq, hash, at, kid, signature): Row) -> Checkpoint {
+    Checkpoint {
+        seq,
+        hash,
+        at,
+        kid,
+        signature,
+    }
+}
+
 /// The PostgreSQL advisory lock held by the replica that signs checkpoints.
 const SIGNER_LOCK: i64 = 7_474_002;
 
@@ -53,24 +80,9 @@ impl Store {
             .filter(audit_checkpoints::seq.gt(after.unwrap_or(0)))
             .order(audit_checkpoints::seq.asc())
             .limit(limit)
-            .select((
-                audit_checkpoints::seq,
-                audit_checkpoints::hash,
-                audit_checkpoints::at,
-                audit_checkpoints::kid,
-                audit_checkpoints::signature,
-            ))
-            .load::<(i64, String, String, String, String)>(&mut *conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, hash, at, kid, signature)| Checkpoint {
-                seq,
-                hash,
-                at,
-                kid,
-                signature,
-            })
-            .collect())
+            .select(COLUMNS)
+            .load::<Row>(&mut *conn)?;
+        Ok(rows.into_iter().map(checkpoint).collect())
     }
 
     /// A page of checkpoints in `seq` order, after `after`; the next page
@@ -89,22 +101,10 @@ impl Store {
         let mut conn = self.conn()?;
         let row = audit_checkpoints::table
             .order(audit_checkpoints::seq.desc())
-            .select((
-                audit_checkpoints::seq,
-                audit_checkpoints::hash,
-                audit_checkpoints::at,
-                audit_checkpoints::kid,
-                audit_checkpoints::signature,
-            ))
-            .first::<(i64, String, String, String, String)>(&mut *conn)
+            .select(COLUMNS)
+            .first::<Row>(&mut *conn)
             .optional()?;
-        Ok(row.map(|(seq, hash, at, kid, signature)| Checkpoint {
-            seq,
-            hash,
-            at,
-            kid,
-            signature,
-        }))
+        Ok(row.map(checkpoint))
     }
 
     /// Every checkpoint, in `seq` order.
