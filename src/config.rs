@@ -84,6 +84,11 @@ pub struct Config {
     pub jwks_refresh: std::time::Duration,
     pub jwks_min_interval: std::time::Duration,
     pub jwks_max_stale: std::time::Duration,
+    /// The console's OpenID client (`GATEKEEPER_CONSOLE_CLIENT_ID`, a public
+    /// client using the authorization code with PKCE at `oidc_issuer`):
+    /// with it, `/console/` signs people in through the provider. Needs
+    /// `oidc_issuer`.
+    pub console_client_id: Option<String>,
     /// Where development keys live (and, by default, nothing else).
     pub data_dir: PathBuf,
     /// Connections in the database pool.
@@ -203,6 +208,7 @@ impl Config {
             jwks_refresh: identity.refresh,
             jwks_min_interval: identity.min_interval,
             jwks_max_stale: identity.max_stale,
+            console_client_id: identity.console_client_id,
             data_dir: PathBuf::from(vars.text("GATEKEEPER_DATA_DIR", DEFAULT_DATA_DIR)),
             db_pool_size: vars.whole("GATEKEEPER_DB_POOL_SIZE", "8", 1..=256, "")? as u32,
             license_key_file: vars.path("GATEKEEPER_LICENSE_KEY_FILE"),
@@ -318,6 +324,7 @@ struct Identity {
     refresh: std::time::Duration,
     min_interval: std::time::Duration,
     max_stale: std::time::Duration,
+    console_client_id: Option<String>,
 }
 
 impl Identity {
@@ -368,7 +375,15 @@ impl Identity {
                  would go stale between two refreshes"
             );
         }
+        let console_client_id = vars.get("GATEKEEPER_CONSOLE_CLIENT_ID");
+        if console_client_id.is_some() && oidc_issuer.is_none() {
+            bail!(
+                "GATEKEEPER_CONSOLE_CLIENT_ID needs GATEKEEPER_OIDC_ISSUER: the console signs \
+                 people in through that provider"
+            );
+        }
         Ok(Identity {
+            console_client_id,
             jwks_url,
             oidc_issuer,
             issuer,
@@ -562,6 +577,18 @@ mod tests {
         fail(
             &[("GATEKEEPER_JWT_JWKS_URL", "https://x/jwks")],
             "needs GATEKEEPER_JWT_ISSUER",
+        );
+        fail(
+            &[("GATEKEEPER_CONSOLE_CLIENT_ID", "console")],
+            "GATEKEEPER_CONSOLE_CLIENT_ID needs GATEKEEPER_OIDC_ISSUER",
+        );
+        let console = config(&[
+            ("GATEKEEPER_OIDC_ISSUER", oidc),
+            ("GATEKEEPER_CONSOLE_CLIENT_ID", "console"),
+        ]);
+        assert_eq!(
+            console.unwrap().console_client_id.as_deref(),
+            Some("console")
         );
         fail(
             &[

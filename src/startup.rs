@@ -259,6 +259,18 @@ impl Application {
             .map(Delivery::prepare)
             .transpose()
             .context("preparing the webhook delivery")?;
+        // The console: development mode's local sign-in, or the provider's
+        // (`GATEKEEPER_CONSOLE_CLIENT_ID`), or not served.
+        let console_client = match &config.console_client_id {
+            Some(id) => crate::console::oidc::ConsoleClient::new(id, &auth)
+                .context("preparing the console's sign-in")?,
+            None => None,
+        };
+        let console = crate::console::Console::new(
+            signer.derived_secret("gatekeeper console sessions v1"),
+            config.development(),
+            console_client,
+        );
         let state = Arc::new(AppState {
             gate,
             store,
@@ -274,14 +286,7 @@ impl Application {
             request_timeout: config.request_timeout,
             auth_failure_log: Default::default(),
             readiness: Default::default(),
-            // Development mode's local sign-in only, until the OpenID sign-in
-            // is in (issue 18).
-            console: config.development().then(|| {
-                crate::console::Console::new(
-                    signer.derived_secret("gatekeeper console sessions v1"),
-                    true,
-                )
-            }),
+            console,
         });
         let serving = Arc::clone(&state);
         let metrics = state.metrics.clone();

@@ -21,9 +21,22 @@ use crate::policy::{
 const WRITERS: &[Role] = &[Role::Admin];
 const READERS: &[Role] = &[Role::Admin, Role::Compliance];
 
+/// How a form (the console's) edits a top-level field of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A string; left empty, the field is left out (an optional one).
+    Text,
+    /// `true` or `false`.
+    Flag,
+    /// Any other JSON value (a list, an object), written as JSON.
+    Json,
+}
+
 /// A kind of catalogue entry that is PUT and GET by its identifier.
 pub trait Entry: Serialize + DeserializeOwned + Clone + Send + 'static {
     type Id: Clone + Ord + Display + Send + 'static;
+    /// Its body's fields, in the order a form shows them.
+    const FIELDS: &'static [(&'static str, FieldKind)];
     /// The entity name used in catalogue issues and audit actions.
     const KIND: &'static str;
     /// The key of the list in `GET /v1/<plural>`.
@@ -36,9 +49,10 @@ pub trait Entry: Serialize + DeserializeOwned + Clone + Send + 'static {
 }
 
 macro_rules! entry {
-    ($spec:ty, $id:ty, $kind:literal, $plural:literal, $id_field:literal, $variant:ident, $field:ident) => {
+    ($spec:ty, $id:ty, $kind:literal, $plural:literal, $id_field:literal, $variant:ident, $field:ident, $fields:expr) => {
         impl Entry for $spec {
             type Id = $id;
+            const FIELDS: &'static [(&'static str, FieldKind)] = $fields;
             const KIND: &'static str = $kind;
             const PLURAL: &'static str = $plural;
             const ID_FIELD: &'static str = $id_field;
@@ -62,7 +76,12 @@ entry!(
     "resellers",
     "id",
     PutReseller,
-    resellers
+    resellers,
+    &[
+        ("name", FieldKind::Text),
+        ("country", FieldKind::Text),
+        ("us_person", FieldKind::Flag)
+    ]
 );
 entry!(
     OrganizationSpec,
@@ -71,7 +90,12 @@ entry!(
     "organizations",
     "id",
     PutOrganization,
-    organizations
+    organizations,
+    &[
+        ("name", FieldKind::Text),
+        ("country", FieldKind::Text),
+        ("aliases", FieldKind::Json)
+    ]
 );
 entry!(
     ProductSpec,
@@ -80,7 +104,14 @@ entry!(
     "products",
     "sku",
     PutProduct,
-    products
+    products,
+    &[
+        ("name", FieldKind::Text),
+        ("vendor", FieldKind::Text),
+        ("category", FieldKind::Text),
+        ("components", FieldKind::Json),
+        ("white_label_of", FieldKind::Text)
+    ]
 );
 entry!(
     DesignationSpec,
@@ -89,10 +120,20 @@ entry!(
     "designations",
     "id",
     PutDesignation,
-    designations
+    designations,
+    &[
+        ("title", FieldKind::Text),
+        ("authority", FieldKind::Text),
+        ("citation", FieldKind::Text),
+        ("organizations", FieldKind::Json),
+        ("covers_affiliates", FieldKind::Flag),
+        ("jurisdiction", FieldKind::Text),
+        ("excluded_categories", FieldKind::Json),
+        ("rules", FieldKind::Json)
+    ]
 );
 
-fn render<E: Entry>(id: &E::Id, spec: &E) -> Value {
+pub(crate) fn render<E: Entry>(id: &E::Id, spec: &E) -> Value {
     let mut value = serde_json::to_value(spec).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.insert(E::ID_FIELD.to_string(), json!(id.to_string()));
@@ -132,18 +173,16 @@ fn issues_for(kind: &str, id: &str, issues: Vec<CatalogIssue>) -> ApiError {
     )
 }
 
-async fn commit(
+/// Makes one change as `actor`: whether it created the entry, or the
+/// catalogue's issues with it, by field.
+pub(crate) async fn commit(
     state: &State,
-    principal: &Principal,
+    actor: crate::domain::Actor,
     kind: &'static str,
     id: String,
     change: CatalogChange,
 ) -> Result<bool, ApiError> {
-    match state
-        .gate
-        .change_catalog(principal.actor(), vec![change])
-        .await
-    {
+    match state.gate.change_catalog(actor, vec![change]).await {
         Ok(created) => Ok(created.first().copied().unwrap_or(false)),
         Err(crate::store::StoreError::Invalid(issues)) => Err(issues_for(kind, &id, issues)),
         Err(e) => Err(e.into()),
@@ -172,7 +211,7 @@ pub async fn put<E: Entry>(
     let spec: E = body.json().await?;
     let created = commit(
         &state,
-        &principal,
+        principal.actor(),
         E::KIND,
         id.to_string(),
         E::change(id.clone(), spec.clone()),
@@ -239,7 +278,7 @@ pub async fn put_relationship(
     let change = CatalogChange::PutRelationship(source.clone(), target.clone(), spec.clone());
     let created = commit(
         &state,
-        &principal,
+        principal.actor(),
         "relationship",
         format!("{source}/{target}"),
         change,
@@ -281,7 +320,7 @@ pub async fn delete_relationship(
     let change = CatalogChange::DeleteRelationship(source.clone(), target.clone());
     commit(
         &state,
-        &principal,
+        principal.actor(),
         "relationship",
         format!("{source}/{target}"),
         change,

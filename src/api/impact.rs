@@ -11,7 +11,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::paging::{not_a_parameter, After};
-use super::{path_id, tenant, ApiError, FieldError, Paging, Params, PendingBody, State};
+use super::{path_id, tenant, ApiError, Body, FieldError, Paging, Params, PendingBody, State};
 use crate::auth::{Principal, Role};
 use crate::domain::{OrgId, PlainText};
 use crate::policy::CatalogChange;
@@ -96,7 +96,7 @@ pub async fn get(
 }
 
 /// An acted-on licence as the report shows it, with its decision.
-fn action_json(action: &ActionRow, decision: Option<&Value>) -> Value {
+pub(crate) fn action_json(action: &ActionRow, decision: Option<&Value>) -> Value {
     let mut entry = json!({
         "license_id": action.license_id,
         "reseller": action.reseller,
@@ -228,7 +228,18 @@ pub async fn preview(
     body: PendingBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(&[Role::Compliance, Role::Admin])?;
-    let body: PreviewBody = body.json().await?;
+    let changes = preview_changes(&body.read().await?)?;
+    let preview = state
+        .gate
+        .preview_impact(principal.actor(), changes)
+        .await?;
+    Ok(HttpResponse::Ok().json(preview_json(&preview)))
+}
+
+/// A preview's body (`{"changes": [...]}`) as catalogue changes, or what is
+/// wrong with it, by field (`changes[i].path`, ...).
+pub fn preview_changes(body: &Body) -> Result<Vec<CatalogChange>, ApiError> {
+    let body: PreviewBody = body.json()?;
     if body.changes.is_empty() || body.changes.len() > MAX_CHANGES {
         return Err(ApiError::field(
             "changes",
@@ -243,19 +254,22 @@ pub async fn preview(
             Err(e) => errors.push(e),
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(ApiError::Validation(errors))
     }
-    let preview = state
-        .gate
-        .preview_impact(principal.actor(), changes)
-        .await?;
+}
+
+/// A preview as `POST /v1/impact-previews` answers it: the report of a run,
+/// with the licences it would act on.
+pub fn preview_json(preview: &crate::gate::impact::Preview) -> Value {
     let licenses: Vec<Value> = preview
         .licenses
         .iter()
         .map(|(action, decision)| action_json(action, Some(&json!(decision))))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
+    json!({
         "trigger": {"kind": "preview", "policy_version": preview.policy_version.to_string()},
         "at": preview.at,
         "status": "complete",
@@ -263,5 +277,5 @@ pub async fn preview(
         "counts": preview.counts,
         "completed_at": preview.at,
         "licenses": licenses,
-    })))
+    })
 }

@@ -2,11 +2,11 @@
 //! map the result. Routes are registered in [`routes`] only.
 
 pub mod audit;
-mod catalog;
+pub(crate) mod catalog;
 mod decisions;
 pub mod error;
 mod events;
-mod impact;
+pub(crate) mod impact;
 mod licenses;
 pub(crate) mod lifecycle;
 pub mod limits;

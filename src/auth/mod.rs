@@ -408,7 +408,7 @@ impl Authenticator {
         if let Some(principal) = self.verified.get(&digest, now, keys.fingerprint()) {
             return Ok(principal);
         }
-        let (principal, exp) = self.verify_signed(token, &keys)?;
+        let (principal, exp, _) = self.verify_signed(token, &keys)?;
         let remembered = Remembered {
             principal: principal.clone(),
             exp,
@@ -418,8 +418,13 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// The full check: header, key, signature, claims.
-    fn verify_signed(&self, token: &str, keys: &KeySet) -> Result<(Principal, u64), Refusal> {
+    /// The full check: header, key, signature, claims. Returns the caller,
+    /// the token's `exp` and its claims.
+    fn verify_signed(
+        &self,
+        token: &str,
+        keys: &KeySet,
+    ) -> Result<(Principal, u64, Value), Refusal> {
         let (alg, kid) = check_header(token, &keys.algorithms())?;
         let key = keys.find(kid.as_deref(), alg).map_err(|miss| match miss {
             Miss::UnknownKid => Refusal::UnknownKid,
@@ -464,7 +469,37 @@ impl Authenticator {
                 reseller,
             },
             exp,
+            claims,
         ))
+    }
+
+    /// A verifier of the tokens the same issuer makes for `audience`, such
+    /// as the console's ID tokens (`aud` its client id): the same keys,
+    /// checks and claim mapping, and a cache of its own.
+    pub fn for_audience(&self, audience: &str) -> Authenticator {
+        let mut other = Self::with_keys(self.keys.clone(), &self.issuer, audience);
+        other.claims = self.claims.clone();
+        other
+    }
+
+    /// Verifies a token once (nothing remembered: an ID token is used once)
+    /// with one refresh for an unknown `kid`, as [`Authenticator::authenticate`]
+    /// does, and returns its caller and all its claims.
+    pub async fn verify_once(&self, token: &str) -> Result<(Principal, Value), TokenRejected> {
+        let attempt = || -> Result<(Principal, Value), Refusal> {
+            let keys = self.current_keys()?;
+            let (principal, _, claims) = self.verify_signed(token, &keys)?;
+            Ok((principal, claims))
+        };
+        match attempt() {
+            Err(Refusal::UnknownKid) => {
+                if let Keys::Provider(provider) = &self.keys {
+                    provider.refresh_for_unknown_kid().await;
+                }
+                attempt().map_err(Refusal::rejected)
+            }
+            other => other.map_err(Refusal::rejected),
+        }
     }
 }
 

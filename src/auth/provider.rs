@@ -70,6 +70,15 @@ struct Fetched {
     at: Instant,
 }
 
+/// Where a person signs in (the console's authorization-code flow), as the
+/// discovery document last fetched names it; each URL checked as the key
+/// set's is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+}
+
 /// The fetches, numbered as they start, and the refreshes asked for by
 /// tokens with an unknown `kid`: one lock, so that a request sees at once
 /// whether a fetch is asked for, under way, or done.
@@ -93,6 +102,9 @@ pub struct Provider {
     settings: Settings,
     started: Instant,
     fetched: RwLock<Option<Fetched>>,
+    /// From the last discovery document that named both (an issuer source
+    /// only).
+    endpoints: RwLock<Option<Endpoints>>,
     fetches: Mutex<Fetches>,
     wake: Arc<tokio::sync::Notify>,
     /// The number of the latest fetch completed: requests waiting for a
@@ -139,6 +151,7 @@ impl Provider {
             settings,
             started: Instant::now(),
             fetched: RwLock::new(None),
+            endpoints: RwLock::new(None),
             fetches: Mutex::new(Fetches::default()),
             wake: Arc::default(),
             done: tokio::sync::watch::channel(0).0,
@@ -186,6 +199,12 @@ impl Provider {
             ))),
             Some(f) => Ok(Arc::clone(&f.keys)),
         }
+    }
+
+    /// The sign-in endpoints of an issuer's discovery document, once one
+    /// named both.
+    pub fn endpoints(&self) -> Option<Endpoints> {
+        self.endpoints.read().ok().and_then(|e| e.clone())
     }
 
     /// Seconds since the last successful fetch (since start-up before the
@@ -256,7 +275,10 @@ impl Provider {
         let number = self.start_fetch();
         let outcome = fetch(client, &self.settings.source).await;
         let ok = match outcome {
-            Ok((keys, skipped)) => {
+            Ok(((keys, skipped), endpoints)) => {
+                if let (Some(e), Ok(mut held)) = (endpoints, self.endpoints.write()) {
+                    *held = Some(e);
+                }
                 for line in &skipped {
                     tracing::debug!(key = %line, "identity provider key skipped");
                 }
@@ -345,7 +367,7 @@ async fn run(
 /// The HTTP client of every fetch: rustls, no redirects (a provider's
 /// documents are at the addresses it names), the environment's proxy
 /// settings honoured (the operator names the provider), bounded in time.
-fn client() -> anyhow::Result<reqwest::Client> {
+pub fn client() -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a crypto provider of its own: rustls's ring
     // provider is the process's (see `gate::delivery`).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -355,6 +377,46 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .timeout(FETCH_TIMEOUT)
         .user_agent(concat!("license-gatekeeper/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// POSTs `form` to `url` (a provider's endpoint) with `client` (one of
+/// [`client`]'s, made on the runtime that calls) and reads the JSON answer,
+/// bounded as every fetch is. An error status is an error carrying the
+/// provider's `error` and `error_description`.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<serde_json::Value> {
+    check_url(url)?;
+    let response = client
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("posting to {url}"))?;
+    let status = response.status();
+    let body = read_body(response, url).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    if !status.is_success() {
+        let text = |k: &str| json.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        bail!(
+            "{url} answered {status}: {} {}",
+            text("error"),
+            text("error_description")
+        );
+    }
+    Ok(json)
 }
 
 /// `https`, or `http` to a loopback IP address (development and tests): a
@@ -375,8 +437,13 @@ pub fn check_url(url: &str) -> anyhow::Result<url::Url> {
     }
 }
 
-/// The key set: discovery first when the source is an issuer.
-async fn fetch(client: &reqwest::Client, source: &Source) -> anyhow::Result<(KeySet, Vec<String>)> {
+/// The key set (with the keys skipped), discovery first when the source is
+/// an issuer; then also the sign-in endpoints, if the document names both.
+async fn fetch(
+    client: &reqwest::Client,
+    source: &Source,
+) -> anyhow::Result<((KeySet, Vec<String>), Option<Endpoints>)> {
+    let mut endpoints = None;
     let jwks_uri = match source {
         Source::Jwks { url } => url.clone(),
         Source::Discovery { issuer } => {
@@ -397,16 +464,31 @@ async fn fetch(client: &reqwest::Client, source: &Source) -> anyhow::Result<(Key
                 .and_then(|u| u.as_str())
                 .with_context(|| format!("the discovery document at {url} has no jwks_uri"))?;
             check_url(jwks_uri)?;
+            let named = |k: &str| {
+                doc.get(k)
+                    .and_then(|u| u.as_str())
+                    .filter(|u| check_url(u).is_ok())
+                    .map(str::to_string)
+            };
+            if let (Some(authorization), Some(token)) =
+                (named("authorization_endpoint"), named("token_endpoint"))
+            {
+                endpoints = Some(Endpoints {
+                    authorization,
+                    token,
+                });
+            }
             jwks_uri.to_string()
         }
     };
     let body = get(client, &jwks_uri).await?;
-    KeySet::from_jwks(&body).with_context(|| format!("the key set at {jwks_uri}"))
+    let keys = KeySet::from_jwks(&body).with_context(|| format!("the key set at {jwks_uri}"))?;
+    Ok((keys, endpoints))
 }
 
 /// A `200` body, read up to [`MAX_BODY`].
 async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
-    let mut response = client
+    let response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
@@ -415,6 +497,11 @@ async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
     if response.status() != reqwest::StatusCode::OK {
         bail!("{url} answered {}", response.status());
     }
+    read_body(response, url).await
+}
+
+/// A response's body, read up to [`MAX_BODY`].
+async fn read_body(mut response: reqwest::Response, url: &str) -> anyhow::Result<Vec<u8>> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY as u64)

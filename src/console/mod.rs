@@ -3,12 +3,15 @@
 //! (`Gate`), so that every action is audited with the signed-in person as
 //! its actor.
 //!
-//! What it holds so far (issue 18 is under way): development mode's local
-//! sign-in, the review queue, each case with its evidence (request, parties,
-//! reasons with designation, rule, citation, instant and lineage path), and
-//! its resolution (approve with attested facts, or reject, with a note).
-//! Outside development mode the console is not served (`404`) until the
-//! OpenID sign-in (authorization code with PKCE) is in.
+//! Sign-in is through the identity provider (`oidc`: authorization code with
+//! PKCE, when `GATEKEEPER_CONSOLE_CLIENT_ID` is set), or, in development mode
+//! only, local (a name and a role). Without either the console is not served
+//! (`404`).
+//!
+//! What it holds so far (issue 18 is under way): the review queue, each case
+//! with its evidence (request, parties, reasons with designation, rule,
+//! citation, instant and lineage path), and its resolution (approve with
+//! attested facts, or reject, with a note); licences; the audit trail.
 //!
 //! Safe by default:
 //! - **Session:** a signed cookie (`session`), `HttpOnly`, `SameSite=Strict`,
@@ -37,16 +40,21 @@ use crate::api::lifecycle::reason_problem;
 use crate::api::reviews::{resolution_problems, review_item};
 use crate::api::{ApiError, AppState, State};
 use crate::auth::Role;
-use crate::domain::{Actor, Customer, PlainText};
+use crate::domain::{Actor, Customer, PlainText, ResellerId, Sku};
 use crate::gate::{
     License, LifecycleAction, LifecycleOutcome, LifecycleRequest, Resolution, ReviewResolution,
 };
+use crate::store::licenses::LicenseSearch;
 
+mod catalogue;
+mod impact;
+pub mod oidc;
 mod pages;
 pub mod session;
 
+use oidc::{ConsoleClient, Failure, CALLBACK_PATH, LOGIN_COOKIE};
 use pages::FieldProblem;
-use session::{csrf_matches, Session, Sessions, COOKIE};
+use session::{csrf_matches, tokens_match, Session, Sessions, COOKIE};
 
 /// The console's settings, in the serving state.
 #[derive(Clone, Debug)]
@@ -54,21 +62,34 @@ pub struct Console {
     sessions: Sessions,
     /// Development mode: the local sign-in, and `Secure` relaxed on loopback.
     development: bool,
+    /// The sign-in through the identity provider, when configured.
+    client: Option<ConsoleClient>,
 }
 
 impl Console {
     /// The console of a service in development mode (`development`) or not,
-    /// signing sessions with `key`.
-    pub fn new(key: [u8; 32], development: bool) -> Self {
-        Console {
+    /// signing sessions with `key`, signing people in through `client` when
+    /// given. `None` when neither sign-in is available.
+    pub fn new(key: [u8; 32], development: bool, client: Option<ConsoleClient>) -> Option<Self> {
+        (development || client.is_some()).then(|| Console {
             sessions: Sessions::new(key),
             development,
-        }
+            client,
+        })
     }
 }
 
 /// The stylesheet, the console's only asset.
 const STYLESHEET: &str = include_str!("console.css");
+
+/// Where a person starts: the review queue for compliance, the catalogue
+/// for admins.
+fn start_page(session: &Session) -> &'static str {
+    match session.role {
+        Role::Compliance => "/console/reviews",
+        _ => "/console/catalogue",
+    }
+}
 
 /// Every console route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -79,6 +100,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/static/console.css", web::get().to(stylesheet))
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
+            .route("/sign-in/provider", web::get().to(sign_in_at_provider))
+            .route("/callback", web::get().to(callback))
             .route("/sign-out", web::post().to(sign_out))
             .route("/reviews", web::get().to(queue))
             .route("/reviews/{id}", web::get().to(review))
@@ -89,6 +112,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/licenses", web::get().to(licenses))
             .route("/licenses/{id}", web::get().to(license))
             .route("/licenses/{id}/{action}", web::post().to(change_license))
+            .route("/impact", web::get().to(impact::runs))
+            .route("/impact/preview", web::get().to(impact::preview_form))
+            .route("/impact/preview", web::post().to(impact::preview))
+            .route("/impact/{id}", web::get().to(impact::run))
+            .configure(catalogue::routes)
             .default_service(web::to(|| async {
                 page(StatusCode::NOT_FOUND, not_found())
             })),
@@ -144,23 +172,55 @@ fn console(state: &State) -> Option<&Console> {
 
 /// The request's session, if its cookie holds one.
 fn session_of(console: &Console, req: &HttpRequest) -> Option<Session> {
-    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
-    cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE)
-        .find_map(|(_, value)| console.sessions.open_cookie(value, now()))
+    cookies(req, COOKIE).find_map(|value| console.sessions.open_cookie(value, now()))
 }
 
-/// The `Set-Cookie` value for `value` (empty and expired to sign out).
+/// The session's `Set-Cookie` value for `value` (empty and expired to sign
+/// out).
 fn cookie(console: &Console, req: &HttpRequest, value: &str, max_age: i64) -> String {
+    set_cookie(console, req, (COOKIE, "/console", "Strict"), value, max_age)
+}
+
+/// The login's `Set-Cookie` value (see `oidc`: `Lax`, the callback only).
+fn login_cookie(console: &Console, req: &HttpRequest, value: &str, max_age: i64) -> String {
+    set_cookie(
+        console,
+        req,
+        (LOGIN_COOKIE, CALLBACK_PATH, "Lax"),
+        value,
+        max_age,
+    )
+}
+
+/// A `Set-Cookie` value for the cookie `(name, path, same_site)`: always
+/// `HttpOnly`, and `Secure` unless in development mode from loopback.
+fn set_cookie(
+    console: &Console,
+    req: &HttpRequest,
+    (name, path, same_site): (&str, &str, &str),
+    value: &str,
+    max_age: i64,
+) -> String {
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     let secure = if console.development && loopback {
         ""
     } else {
         "; Secure"
     };
-    format!("{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
+    )
+}
+
+/// The value of the request's cookie `name`, each one in turn.
+fn cookies<'r>(req: &'r HttpRequest, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// Whether a state-changing request comes from this service's own pages:
@@ -200,6 +260,19 @@ fn signed_in(state: &State, req: &HttpRequest) -> Gatekeeping {
     }
 }
 
+/// The refusal of a form that did not come from this console's pages.
+fn not_this_console(session: &Session) -> HttpResponse {
+    page(
+        StatusCode::FORBIDDEN,
+        pages::problem(
+            Some(session),
+            403,
+            "This form did not come from this console (its security token or origin does not \
+             match); nothing was done. Reload the page and try again.",
+        ),
+    )
+}
+
 /// A state change's checks: signed in, same origin, the CSRF token.
 fn checked(state: &State, req: &HttpRequest, csrf: &str) -> Gatekeeping {
     match signed_in(state, req) {
@@ -207,25 +280,17 @@ fn checked(state: &State, req: &HttpRequest, csrf: &str) -> Gatekeeping {
             if same_origin(req) && csrf_matches(&session, csrf) {
                 Gatekeeping::In(console, session)
             } else {
-                Gatekeeping::Out(page(
-                    StatusCode::FORBIDDEN,
-                    pages::problem(
-                        Some(&session),
-                        403,
-                        "This form did not come from this console (its security token or \
-                         origin does not match); nothing was done. Reload the page and try again.",
-                    ),
-                ))
+                Gatekeeping::Out(not_this_console(&session))
             }
         }
         out => out,
     }
 }
 
-async fn home(state: State) -> HttpResponse {
-    match console(&state) {
-        Some(_) => see_other("/console/reviews", None),
-        None => page(StatusCode::NOT_FOUND, not_found()),
+async fn home(state: State, req: HttpRequest) -> HttpResponse {
+    match signed_in(&state, &req) {
+        Gatekeeping::In(_, session) => see_other(start_page(&session), None),
+        Gatekeeping::Out(response) => response,
     }
 }
 
@@ -237,12 +302,174 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
-async fn sign_in_page(state: State) -> HttpResponse {
-    match console(&state) {
-        Some(c) if c.development => page(StatusCode::OK, pages::sign_in(None)),
-        _ => page(StatusCode::NOT_FOUND, not_found()),
+/// The ways in this console offers.
+fn ways_in(console: &Console) -> pages::WaysIn {
+    pages::WaysIn {
+        provider: console.client.is_some(),
+        local: console.development,
     }
 }
+
+async fn sign_in_page(state: State) -> HttpResponse {
+    match console(&state) {
+        Some(c) => page(StatusCode::OK, pages::sign_in(ways_in(c), None)),
+        None => page(StatusCode::NOT_FOUND, not_found()),
+    }
+}
+
+/// The address the provider sends the browser back to: this service's
+/// origin as the browser reached it, and the callback's path.
+fn redirect_uri(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}{CALLBACK_PATH}", info.scheme(), info.host())
+}
+
+/// Starts a sign-in at the provider: the login sealed in its cookie, and
+/// the browser sent to the provider's authorization endpoint.
+async fn sign_in_at_provider(state: State, req: HttpRequest) -> HttpResponse {
+    let Some((console, client)) =
+        console(&state).and_then(|c| c.client.as_ref().map(|client| (c, client)))
+    else {
+        return page(StatusCode::NOT_FOUND, not_found());
+    };
+    let login = console.sessions.begin_login(redirect_uri(&req), now());
+    match client.authorization_url(&login) {
+        Ok(to) => {
+            let sealed = console.sessions.seal_login(&login);
+            see_other(
+                &to,
+                Some(login_cookie(
+                    console,
+                    &req,
+                    &sealed,
+                    session::LOGIN_LIFETIME,
+                )),
+            )
+        }
+        Err(failure) => sign_in_failed(console, &req, &failure),
+    }
+}
+
+/// A sign-in that did not end in a session, said on the sign-in page.
+fn sign_in_failed(console: &Console, req: &HttpRequest, failure: &Failure) -> HttpResponse {
+    let (status, message) = match failure {
+        Failure::NoEndpoints => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The identity provider cannot be reached now (its discovery document has not been \
+             read). Try again in a minute."
+                .to_string(),
+        ),
+        Failure::Exchange(why) => {
+            tracing::warn!(error = %why, "console sign-in: the code exchange failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                "The identity provider did not complete the sign-in. Try again; if it keeps \
+                 failing, tell your administrator (the service's log says why)."
+                    .to_string(),
+            )
+        }
+        Failure::IdToken(why) => (
+            StatusCode::UNAUTHORIZED,
+            format!("The identity provider's answer was not accepted: {why}."),
+        ),
+    };
+    refused_sign_in(console, req, status, &message)
+}
+
+/// The sign-in page with `message`, the login cookie cleared.
+fn refused_sign_in(
+    console: &Console,
+    req: &HttpRequest,
+    status: StatusCode,
+    message: &str,
+) -> HttpResponse {
+    let mut response = page(status, pages::sign_in(ways_in(console), Some(message)));
+    if let Ok(v) = HeaderValue::from_str(&login_cookie(console, req, "", 0)) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The provider's answer: the login checked, the code exchanged, the ID
+/// token verified, the role one the console serves; then the session.
+async fn callback(
+    state: State,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    let Some((console, client)) =
+        console(&state).and_then(|c| c.client.as_ref().map(|client| (c, client)))
+    else {
+        return page(StatusCode::NOT_FOUND, not_found());
+    };
+    let refuse = |status, message: &str| refused_sign_in(console, &req, status, message);
+    if let Some(error) = &query.error {
+        let why = query.error_description.as_deref().unwrap_or(error);
+        let why: String = why.chars().filter(|c| !c.is_control()).take(300).collect();
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("The identity provider did not sign you in: {why}"),
+        );
+    }
+    let Some(login) =
+        cookies(&req, LOGIN_COOKIE).find_map(|value| console.sessions.open_login(value, now()))
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "This sign-in did not start here, or took more than ten minutes. Sign in again.",
+        );
+    };
+    let (Some(code), Some(given)) = (query.code.as_deref(), query.state.as_deref()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The identity provider's answer lacks its code or state. Sign in again.",
+        );
+    };
+    if !tokens_match(&login.state, given) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The identity provider's answer is not for this sign-in (state). Sign in again.",
+        );
+    }
+    let (principal, name) = match client.finish(&login, code).await {
+        Ok(found) => found,
+        Err(failure) => return sign_in_failed(console, &req, &failure),
+    };
+    if !matches!(principal.role, Role::Compliance | Role::Admin) {
+        return refuse(StatusCode::FORBIDDEN, NOT_FOR_TENANTS);
+    }
+    let mut session = console.sessions.open(principal.sub, principal.role, now());
+    session.name = name;
+    let sealed = console.sessions.seal(&session);
+    // A page, not a redirect: the session cookie is `SameSite=Strict`, and
+    // a redirect would still be part of the provider's cross-site navigation.
+    let mut response = page(StatusCode::OK, pages::signed_in(&session));
+    for value in [
+        cookie(console, &req, &sealed, session::LIFETIME),
+        login_cookie(console, &req, "", 0),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// Why a reseller or integrator is not signed in.
+const NOT_FOR_TENANTS: &str =
+    "The console is for compliance officers and admins; resellers and integrators use the API.";
 
 #[derive(Deserialize)]
 struct SignIn {
@@ -258,7 +485,10 @@ async fn sign_in(state: State, req: HttpRequest, form: web::Form<SignIn>) -> Htt
     if !same_origin(&req) {
         return page(
             StatusCode::FORBIDDEN,
-            pages::sign_in(Some("This sign-in did not come from this console.")),
+            pages::sign_in(
+                ways_in(console),
+                Some("This sign-in did not come from this console."),
+            ),
         );
     }
     let name = form.name.trim();
@@ -267,7 +497,10 @@ async fn sign_in(state: State, req: HttpRequest, form: web::Form<SignIn>) -> Htt
     if !valid_name {
         return page(
             StatusCode::UNPROCESSABLE_ENTITY,
-            pages::sign_in(Some("Give your name (at most 100 characters).")),
+            pages::sign_in(
+                ways_in(console),
+                Some("Give your name (at most 100 characters)."),
+            ),
         );
     }
     let role = match Role::parse(&form.role) {
@@ -275,10 +508,7 @@ async fn sign_in(state: State, req: HttpRequest, form: web::Form<SignIn>) -> Htt
         _ => {
             return page(
                 StatusCode::FORBIDDEN,
-                pages::sign_in(Some(
-                    "The console is for compliance officers and admins; resellers and \
-                     integrators use the API.",
-                )),
+                pages::sign_in(ways_in(console), Some(NOT_FOR_TENANTS)),
             )
         }
     };
@@ -287,7 +517,7 @@ async fn sign_in(state: State, req: HttpRequest, form: web::Form<SignIn>) -> Htt
         .open(format!("console:{name}"), role, now());
     let value = console.sessions.seal(&session);
     see_other(
-        "/console/reviews",
+        start_page(&session),
         Some(cookie(console, &req, &value, session::LIFETIME)),
     )
 }
@@ -490,32 +720,45 @@ async fn resolve(
 
 /// The signed-in compliance officer of a page, or where to go instead.
 fn compliance(state: &State, req: &HttpRequest) -> Gatekeeping {
+    signed_in_as(state, req, &[Role::Compliance])
+}
+
+/// The signed-in person of a page that `roles` may read (as the API's role
+/// matrix says), or where to go instead.
+fn signed_in_as(state: &State, req: &HttpRequest, roles: &[Role]) -> Gatekeeping {
     match signed_in(state, req) {
-        Gatekeeping::In(_, s) if s.role != Role::Compliance => {
+        Gatekeeping::In(_, s) if !roles.contains(&s.role) => {
             Gatekeeping::Out(refused(&s, &ApiError::Forbidden))
         }
         other => other,
     }
 }
 
-#[derive(Deserialize)]
-struct CursorQuery {
-    #[serde(default)]
-    cursor: Option<String>,
-}
-
-/// Every tenant's licences, as `GET /v1/licenses` lists them for compliance.
-async fn licenses(state: State, req: HttpRequest, query: web::Query<CursorQuery>) -> HttpResponse {
+/// Every tenant's licences, as `GET /v1/licenses` lists them for
+/// compliance, narrowed by reseller, product and status; a licence id goes
+/// straight to its page.
+async fn licenses(
+    state: State,
+    req: HttpRequest,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
     let session = match compliance(&state, &req) {
         Gatekeeping::In(_, s) => s,
         Gatekeeping::Out(r) => return r,
     };
-    if let Some(Err(e)) = query.cursor.as_deref().map(PlainText::parse) {
-        return refused(&session, &ApiError::field("cursor", e.to_string()));
-    }
-    let cursor = query.cursor.clone();
+    let asked = asked(&query);
+    let (search, cursor) = match license_search(&asked) {
+        Ok(LicenseQuery::One(id)) => return see_other(&format!("/console/licenses/{id}"), None),
+        Ok(LicenseQuery::Search(search, cursor)) => (search, cursor),
+        Err(problems) => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::licenses(&session, &asked, &[], None, &problems),
+            )
+        }
+    };
     let answer = read(&state, move |st| {
-        st.store.licenses(None, cursor.as_deref(), 100)
+        st.store.search_licenses(&search, cursor.as_deref(), 100)
     })
     .await;
     match answer {
@@ -528,11 +771,72 @@ async fn licenses(state: State, req: HttpRequest, query: web::Query<CursorQuery>
                 .collect();
             page(
                 StatusCode::OK,
-                pages::licenses(&session, &shown, found.next.as_deref()),
+                pages::licenses(&session, &asked, &shown, found.next.as_deref(), &[]),
             )
         }
         Err(e) => refused(&session, &e),
     }
+}
+
+/// A licence search as asked: one licence by id, or a search and its
+/// cursor.
+enum LicenseQuery {
+    One(String),
+    Search(LicenseSearch, Option<String>),
+}
+
+/// The search form's fields checked as the API checks identifiers.
+fn license_search(
+    asked: &std::collections::BTreeMap<String, String>,
+) -> Result<LicenseQuery, Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let mut search = LicenseSearch::default();
+    let mut cursor = None;
+    let mut problem = |field: &str, message: String| {
+        problems.push(FieldProblem {
+            field: field.into(),
+            message,
+        })
+    };
+    for (name, value) in asked {
+        let value = value.trim();
+        match name.as_str() {
+            "id" => match PlainText::parse(value) {
+                Ok(_) => return Ok(LicenseQuery::One(url_path_escape(value))),
+                Err(e) => problem("id", e.to_string()),
+            },
+            "reseller" => match ResellerId::parse(value) {
+                Ok(id) => search.reseller = Some(id.to_string()),
+                Err(e) => problem("reseller", e),
+            },
+            "product" => match Sku::parse(value) {
+                Ok(sku) => search.product = Some(sku.to_string()),
+                Err(e) => problem("product", e),
+            },
+            "status" if pages::LICENSE_STATUSES.contains(&value) => {
+                search.status = Some(value.to_string())
+            }
+            "status" => problem(
+                "status",
+                format!("must be one of {}", pages::LICENSE_STATUSES.join(", ")),
+            ),
+            "cursor" => match PlainText::parse(value) {
+                Ok(_) => cursor = Some(value.to_string()),
+                Err(e) => problem("cursor", e.to_string()),
+            },
+            other => problem(other, "is not a field of this search".into()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(LicenseQuery::Search(search, cursor))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `text` as one path segment.
+fn url_path_escape(text: &str) -> String {
+    pages::url_escape(text).replace('+', "%20")
 }
 
 /// One licence as shown, or `NotFound`.
@@ -544,13 +848,44 @@ async fn stored_license(state: &State, id: String) -> Result<Value, ApiError> {
         .ok_or(ApiError::NotFound)
 }
 
+/// A licence's history: the audit events naming it, in chain order (its
+/// reseller's events, searched for its id).
+async fn history(state: &State, license: &Value) -> Result<Vec<Value>, ApiError> {
+    let filter = crate::store::audit::AuditFilter {
+        reseller: license["reseller"].as_str().map(str::to_string),
+        mentions: license["id"].as_str().map(str::to_string),
+        ..Default::default()
+    };
+    let limit = pages::HISTORY_LIMIT as i64;
+    Ok(read(state, move |st| st.store.audit_events(&filter, limit))
+        .await?
+        .rows)
+}
+
+/// A licence's page: the licence, with its history.
+async fn license_page(
+    state: &State,
+    session: &Session,
+    (status, shown): (StatusCode, Value),
+    failed: Option<(&str, &FieldProblem, &str)>,
+    outcome: Option<&str>,
+) -> HttpResponse {
+    match history(state, &shown).await {
+        Ok(events) => page(
+            status,
+            pages::license(session, &shown, &events, failed, outcome),
+        ),
+        Err(e) => refused(session, &e),
+    }
+}
+
 async fn license(state: State, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     let session = match compliance(&state, &req) {
         Gatekeeping::In(_, s) => s,
         Gatekeeping::Out(r) => return r,
     };
     match stored_license(&state, id.into_inner()).await {
-        Ok(l) => page(StatusCode::OK, pages::license(&session, &l, None, None)),
+        Ok(l) => license_page(&state, &session, (StatusCode::OK, l), None, None).await,
         Err(e) => refused(&session, &e),
     }
 }
@@ -587,15 +922,14 @@ async fn change_license(
                     field: p.field,
                     message: p.message,
                 };
-                return page(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    pages::license(
-                        &session,
-                        &shown,
-                        Some((verb.as_str(), &problem, &form.reason)),
-                        None,
-                    ),
-                );
+                return license_page(
+                    &state,
+                    &session,
+                    (StatusCode::UNPROCESSABLE_ENTITY, shown),
+                    Some((verb.as_str(), &problem, &form.reason)),
+                    None,
+                )
+                .await;
             }
             let reason = form.reason.clone();
             match verb.as_str() {
@@ -635,7 +969,7 @@ async fn change_license(
         ),
     };
     match stored_license(&state, id).await {
-        Ok(l) => page(said.0, pages::license(&session, &l, None, Some(said.1))),
+        Ok(l) => license_page(&state, &session, (said.0, l), None, Some(said.1)).await,
         Err(e) => refused(&session, &e),
     }
 }

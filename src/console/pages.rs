@@ -7,6 +7,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::session::Session;
+use crate::auth::Role;
 
 /// A field's problem, shown beside it.
 pub struct FieldProblem {
@@ -32,14 +33,20 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(s) = session {
                         nav aria-label="Console" {
                             ul {
-                                li { a href="/console/reviews" { "Review queue" } }
-                                li { a href="/console/licenses" { "Licences" } }
-                                li { a href="/console/audit" { "Audit trail" } }
+                                @if s.role == Role::Compliance {
+                                    li { a href="/console/reviews" { "Review queue" } }
+                                    li { a href="/console/licenses" { "Licences" } }
+                                }
+                                li { a href="/console/impact" { "Impact" } }
+                                @if s.role == Role::Compliance {
+                                    li { a href="/console/audit" { "Audit trail" } }
+                                }
+                                li { a href="/console/catalogue" { "Catalogue" } }
                             }
                         }
                         form method="post" action="/console/sign-out" class="signout" {
                             input type="hidden" name="csrf" value=(s.csrf);
-                            span { "Signed in as " strong { (s.sub) } " (" (s.role.as_str()) ")" }
+                            span { "Signed in as " strong { (s.shown_name()) } " (" (s.role.as_str()) ")" }
                             button type="submit" { "Sign out" }
                         }
                     }
@@ -53,39 +60,83 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-/// Development mode's sign-in: a name and a role, no password (the
-/// service runs with development keys; the page says so).
-pub fn sign_in(problem: Option<&str>) -> Markup {
+/// The ways in a console offers.
+#[derive(Clone, Copy, Debug)]
+pub struct WaysIn {
+    /// Through the identity provider (`GATEKEEPER_CONSOLE_CLIENT_ID`).
+    pub provider: bool,
+    /// Development mode's local sign-in: a name and a role, no password
+    /// (the service runs with development keys; the page says so).
+    pub local: bool,
+}
+
+/// The sign-in page, with a problem said at the top.
+pub fn sign_in(ways: WaysIn, problem: Option<&str>) -> Markup {
     layout(
         "Sign in",
         None,
         html! {
-            p class="warning" {
-                "Development mode: anyone who reaches this page can sign in. "
-                "In production the console signs in through your OpenID provider."
-            }
             @if let Some(p) = problem {
                 p class="error" role="alert" { (p) }
             }
-            form method="post" action="/console/sign-in" {
-                div class="field" {
-                    label for="name" { "Your name" }
-                    input id="name" name="name" type="text" required autocomplete="name" maxlength="100";
-                }
-                div class="field" {
-                    label for="role" { "Role" }
-                    select id="role" name="role" {
-                        option value="compliance" { "Compliance officer" }
-                        option value="admin" { "Admin" }
+            @if ways.provider {
+                p {
+                    a class="button" href="/console/sign-in/provider" {
+                        "Sign in with your identity provider"
                     }
                 }
-                button type="submit" { "Sign in" }
+            }
+            @if ways.local {
+                p class="warning" {
+                    "Development mode: anyone who reaches this page can sign in. "
+                    "In production the console signs in through your OpenID provider."
+                }
+                form method="post" action="/console/sign-in" {
+                    div class="field" {
+                        label for="name" { "Your name" }
+                        input id="name" name="name" type="text" required autocomplete="name" maxlength="100";
+                    }
+                    div class="field" {
+                        label for="role" { "Role" }
+                        select id="role" name="role" {
+                            option value="compliance" { "Compliance officer" }
+                            option value="admin" { "Admin" }
+                        }
+                    }
+                    button type="submit" { "Sign in" }
+                }
             }
         },
     )
 }
 
-fn text(v: &Value, key: &str) -> String {
+/// After the provider's sign-in: the queue, opened from this origin (so
+/// the `SameSite=Strict` session cookie goes with it).
+pub fn signed_in(session: &Session) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content={ "0;url=" (super::start_page(session)) };
+                title { "Signed in · license-gatekeeper console" }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body {
+                main id="main" {
+                    h1 { "Signed in" }
+                    p {
+                        "You are signed in as " strong { (session.shown_name()) }
+                        " (" (session.role.as_str()) "). "
+                        a href=(super::start_page(session)) { "Continue" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -304,13 +355,41 @@ pub fn problem(session: Option<&Session>, status: u16, message: &str) -> Markup 
 }
 
 /// The licences, newest last, a row each with a link to its page.
-pub fn licenses(session: &Session, licenses: &[Value], next: Option<&str>) -> Markup {
+pub fn licenses(
+    session: &Session,
+    asked: &std::collections::BTreeMap<String, String>,
+    licenses: &[Value],
+    next: Option<&str>,
+    problems: &[FieldProblem],
+) -> Markup {
+    let value = |k: &str| asked.get(k).cloned().unwrap_or_default();
+    let query: String = asked
+        .iter()
+        .filter(|(k, _)| k.as_str() != "cursor")
+        .map(|(k, v)| format!("&{}={}", k, url_escape(v)))
+        .collect();
     layout(
         "Licences",
         Some(session),
         html! {
+            (problem_list(problems))
+            form method="get" action="/console/licenses" class="filters" {
+                (filter_field("id", "Licence id", &value("id"), "lic_…"))
+                (filter_field("reseller", "Reseller", &value("reseller"), "acme-resale"))
+                (filter_field("product", "Product (SKU)", &value("product"), "KAV-2024"))
+                div class="field" {
+                    label for="status" { "Status" }
+                    select id="status" name="status" {
+                        option value="" { "any" }
+                        @for s in LICENSE_STATUSES {
+                            option value=(s) selected[value("status") == *s] { (s) }
+                        }
+                    }
+                }
+                button type="submit" { "Search" }
+            }
             @if licenses.is_empty() {
-                p { "No licences yet." }
+                p { "No licences match." }
             } @else {
                 table {
                     caption { (licenses.len()) " licences" }
@@ -341,11 +420,59 @@ pub fn licenses(session: &Session, licenses: &[Value], next: Option<&str>) -> Ma
                     }
                 }
                 @if let Some(next) = next {
-                    p { a href={ "/console/licenses?cursor=" (next) } { "Next page" } }
+                    p { a href={ "/console/licenses?cursor=" (url_escape(next)) (query) } { "Next page" } }
                 }
             }
         },
     )
+}
+
+/// The most events a licence's history shows.
+pub const HISTORY_LIMIT: usize = 100;
+
+/// The stored statuses a licence search takes.
+pub const LICENSE_STATUSES: &[&str] = &["active", "suspended", "revoked", "ended"];
+
+/// Problems with a form's fields, listed at the top.
+pub(super) fn problem_list(problems: &[FieldProblem]) -> Markup {
+    html! {
+        @if !problems.is_empty() {
+            div class="error" role="alert" {
+                ul { @for p in problems { li { (p.field) ": " (p.message) } } }
+            }
+        }
+    }
+}
+
+/// Audit events as a table, in chain order.
+fn events_table(events: &[Value], caption: &str) -> Markup {
+    html! {
+        table {
+            caption { (events.len()) " " (caption) }
+            thead {
+                tr {
+                    th scope="col" { "Seq" }
+                    th scope="col" { "At" }
+                    th scope="col" { "Action" }
+                    th scope="col" { "Actor" }
+                    th scope="col" { "Reseller" }
+                    th scope="col" { "Outcome" }
+                }
+            }
+            tbody {
+                @for e in events {
+                    tr {
+                        td { (text(e, "seq")) }
+                        td { (text(e, "at")) }
+                        td { code { (text(e, "action")) } }
+                        td { (text(&e["actor"], "sub")) " (" (text(&e["actor"], "role")) ")" }
+                        td { (text(&e["actor"], "reseller")) }
+                        td { (text(&e["decision"], "outcome")) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A reason field, with its problem if it has one.
@@ -368,6 +495,7 @@ fn reason_field(id: &str, problem: Option<&FieldProblem>, reason: &str) -> Marku
 pub fn license(
     session: &Session,
     l: &Value,
+    history: &[Value],
     failed: Option<(&str, &FieldProblem, &str)>,
     outcome: Option<&str>,
 ) -> Markup {
@@ -434,12 +562,24 @@ pub fn license(
                     }
                 }
             }
+            section aria-labelledby="history" {
+                h2 id="history" { "History" }
+                p { "Every audit event that names this licence: its decisions, issue and renewals, suspensions, reinstatements, revocation, and what impact runs did to it." }
+                @if history.is_empty() {
+                    p { "No events name this licence." }
+                } @else {
+                    (events_table(history, "events, in chain order"))
+                    @if history.len() >= HISTORY_LIMIT {
+                        p { "The first " (HISTORY_LIMIT) " are shown; the audit trail has the rest." }
+                    }
+                }
+            }
         },
     )
 }
 
 /// A text filter of the trail, labelled, keeping what was asked.
-fn filter_field(name: &str, label: &str, value: &str, hint: &str) -> Markup {
+pub(super) fn filter_field(name: &str, label: &str, value: &str, hint: &str) -> Markup {
     html! {
         div class="field" {
             label for=(name) { (label) }
@@ -468,11 +608,7 @@ pub fn audit(
         "Audit trail",
         Some(session),
         html! {
-            @if !problems.is_empty() {
-                div class="error" role="alert" {
-                    ul { @for p in problems { li { (p.field) ": " (p.message) } } }
-                }
-            }
+            (problem_list(problems))
             section aria-labelledby="checkpoint" {
                 h2 id="checkpoint" { "Latest checkpoint" }
                 @if let Some(c) = checkpoint {
@@ -512,31 +648,7 @@ pub fn audit(
             @if events.is_empty() {
                 p { "No events match." }
             } @else {
-                table {
-                    caption { (events.len()) " events, in chain order" }
-                    thead {
-                        tr {
-                            th scope="col" { "Seq" }
-                            th scope="col" { "At" }
-                            th scope="col" { "Action" }
-                            th scope="col" { "Actor" }
-                            th scope="col" { "Reseller" }
-                            th scope="col" { "Outcome" }
-                        }
-                    }
-                    tbody {
-                        @for e in events {
-                            tr {
-                                td { (text(e, "seq")) }
-                                td { (text(e, "at")) }
-                                td { code { (text(e, "action")) } }
-                                td { (text(&e["actor"], "sub")) " (" (text(&e["actor"], "role")) ")" }
-                                td { (text(&e["actor"], "reseller")) }
-                                td { (text(&e["decision"], "outcome")) }
-                            }
-                        }
-                    }
-                }
+                (events_table(events, "events, in chain order"))
                 @if let Some(next) = next {
                     p { a href={ "/console/audit?after=" (next) (query) } { "Next page" } }
                 }
@@ -573,6 +685,6 @@ pub fn verification(session: &Session, report: &Value) -> Markup {
 }
 
 /// A query value, percent-encoded for a link.
-fn url_escape(v: &str) -> String {
+pub(super) fn url_escape(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }

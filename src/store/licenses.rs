@@ -217,6 +217,15 @@ pub fn license_in(conn: &mut DbConn, id: &str) -> Result<Option<LicenseRow>, Sto
         .transpose()
 }
 
+/// What a licence search narrows by (`None`: any).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseSearch {
+    pub reseller: Option<String>,
+    pub product: Option<String>,
+    /// The stored status: `active`, `ended`, `suspended` or `revoked`.
+    pub status: Option<String>,
+}
+
 impl Store {
     pub fn license(&self, id: &str) -> Result<Option<LicenseRow>, StoreError> {
         let mut conn = self.conn()?;
@@ -232,14 +241,35 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Page<LicenseRow>, StoreError> {
+        let search = LicenseSearch {
+            reseller: reseller.map(str::to_string),
+            ..LicenseSearch::default()
+        };
+        self.search_licenses(&search, after, limit)
+    }
+
+    /// [`Store::licenses`] narrowed by `search` (each field given must
+    /// match; the reseller and product ones use their indexes).
+    pub fn search_licenses(
+        &self,
+        search: &LicenseSearch,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<LicenseRow>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = licenses::table
             .select(license_columns!())
             .order(licenses::id.asc())
             .limit(limit)
             .into_boxed();
-        if let Some(reseller) = reseller {
-            query = query.filter(licenses::reseller.eq(reseller.to_string()));
+        if let Some(reseller) = &search.reseller {
+            query = query.filter(licenses::reseller.eq(reseller.clone()));
+        }
+        if let Some(product) = &search.product {
+            query = query.filter(licenses::product.eq(product.clone()));
+        }
+        if let Some(status) = &search.status {
+            query = query.filter(licenses::status.eq(status.clone()));
         }
         if let Some(after) = after {
             query = query.filter(licenses::id.gt(after.to_string()));

@@ -18,6 +18,29 @@ async fn console_app(backend: Backend) -> Option<TestApp> {
     .await
 }
 
+/// A test on both databases, each with a [`console_app`] (the `both!`
+/// macro's shape).
+macro_rules! console_both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                let app = super::console_app(crate::helpers::Backend::Sqlite)
+                    .await
+                    .expect("SQLite is always available");
+                super::$name(app).await;
+            }
+
+            #[actix_web::test]
+            async fn postgres() {
+                if let Some(app) = super::console_app(crate::helpers::Backend::Postgres).await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    };
+}
+
 /// A browser of sorts: no redirects followed, one cookie kept.
 struct Browser<'a> {
     app: &'a TestApp,
@@ -278,21 +301,10 @@ async fn a_compliance_officer_resolves_a_review_in_the_console(app: TestApp) {
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
 }
 
-#[actix_web::test]
-async fn a_compliance_officer_resolves_a_review_in_the_console_sqlite() {
-    let app = console_app(Backend::Sqlite).await.unwrap();
-    a_compliance_officer_resolves_a_review_in_the_console(app).await;
-}
+console_both!(a_compliance_officer_resolves_a_review_in_the_console);
 
 #[actix_web::test]
-async fn a_compliance_officer_resolves_a_review_in_the_console_postgres() {
-    if let Some(app) = console_app(Backend::Postgres).await {
-        a_compliance_officer_resolves_a_review_in_the_console(app).await;
-    }
-}
-
-#[actix_web::test]
-async fn outside_development_mode_the_console_is_not_served_yet() {
+async fn without_a_way_to_sign_in_the_console_is_not_served() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
     let client = awc::Client::builder().disable_redirects().finish();
     for path in ["/console/", "/console/sign-in", "/console/reviews"] {
@@ -406,15 +418,368 @@ async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(a
     assert_eq!(actors, ["license.suspend", "decision.reinstate"]);
 }
 
-#[actix_web::test]
-async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console_sqlite() {
-    let app = console_app(Backend::Sqlite).await.unwrap();
-    a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(app).await;
+console_both!(a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console);
+
+console_both!(licences_are_searched_and_each_shows_its_history);
+async fn licences_are_searched_and_each_shows_its_history(app: TestApp) {
+    app.admin_put(
+        "/v1/organizations/acme",
+        json!({"name": "Acme Networks", "country": "DE"}),
+    )
+    .await;
+    let id = issued(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("Ada Reviewer", "compliance").await;
+
+    let found = |r: &Reply| r.text.contains(&format!("/console/licenses/{id}\""));
+    let by_reseller = browser
+        .get("/console/licenses?reseller=beta&product=&status=")
+        .await;
+    assert_eq!(by_reseller.status, 200, "{}", by_reseller.text);
+    assert!(found(&by_reseller), "{}", by_reseller.text);
+    for miss in [
+        "/console/licenses?reseller=alpha",
+        "/console/licenses?product=OTHER",
+        "/console/licenses?status=suspended",
+    ] {
+        let r = browser.get(miss).await;
+        assert_eq!(r.status, 200, "{miss}: {}", r.text);
+        assert!(!found(&r) && r.text.contains("No licences match"), "{miss}");
+    }
+    let both = browser
+        .get("/console/licenses?reseller=beta&product=ACME-VPN&status=active")
+        .await;
+    assert!(found(&both), "{}", both.text);
+    let bad = browser
+        .get("/console/licenses?reseller=Not%20an%20id&status=gone")
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.text.contains("reseller: ") && bad.text.contains("status: must be one of"));
+    let jump = browser.get(&format!("/console/licenses?id={id}")).await;
+    assert_eq!(jump.status, 303);
+    assert_eq!(
+        jump.header("location").unwrap(),
+        format!("/console/licenses/{id}")
+    );
+
+    // The history: every event of the trail that names the licence, and
+    // only those, in chain order; a suspension joins it.
+    let page = format!("/console/licenses/{id}");
+    let token = csrf(&browser.get(&page).await.text);
+    let suspended = browser
+        .post(
+            &format!("{page}/suspension"),
+            &[("csrf", &token), ("reason", "Checking the customer")],
+            Some(&app.address.clone()),
+        )
+        .await;
+    assert_eq!(suspended.status, 303, "{}", suspended.text);
+    let naming: Vec<serde_json::Value> = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.to_string().contains(&format!("\"{id}\"")))
+        .collect();
+    assert!(
+        naming.len() >= 2,
+        "the issue and the suspension: {naming:#?}"
+    );
+    let shown = browser.get(&page).await;
+    let history = &shown.text[shown.text.find("id=\"history\"").unwrap()..];
+    assert!(
+        history.contains(&format!("{} events, in chain order", naming.len())),
+        "{history}"
+    );
+    let mut at = 0;
+    for e in &naming {
+        let action = format!("<code>{}</code>", e["action"].as_str().unwrap());
+        let found = history[at..].find(&action).map(|i| at + i);
+        at = found.unwrap_or_else(|| panic!("{action} not in order: {history}"));
+    }
+    assert!(history.contains("license.suspend"), "{history}");
 }
 
+/// A licence of a U.S. customer for `product`, as reseller alpha; its id.
+async fn us_licence(app: &TestApp, product: &str) -> String {
+    let customer = json!({"id": "c-us", "name": "Initech", "country": "US"});
+    crate::impact::licensed(app, product, customer).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+console_both!(impact_runs_and_previews_are_read_and_run_in_the_console);
+async fn impact_runs_and_previews_are_read_and_run_in_the_console(app: TestApp) {
+    crate::impact::vendors(&app).await;
+    let reached = us_licence(&app, "SCY-AV").await;
+    let untouched = us_licence(&app, "OTHER-FW").await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("Ada Reviewer", "compliance").await;
+    let origin = app.address.clone();
+
+    let form = browser.get("/console/impact/preview").await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    assert!(form.text.contains("<label for=\"changes\">"));
+    let token = csrf(&form.text);
+    let change = r#"[{"op": "put",
+        "path": "/v1/organizations/secure-cy/relationships/ao-kaspersky-lab",
+        "body": {"kind": "subsidiary_of"}}]"#;
+
+    // Refused, recording nothing: no token, a path that is no entry's,
+    // text that is not JSON.
+    let before = app.all_events().await.len();
+    let forged = browser
+        .post(
+            "/console/impact/preview",
+            &[("csrf", "x"), ("changes", change)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let wrong_path = browser
+        .post(
+            "/console/impact/preview",
+            &[
+                ("csrf", &token),
+                (
+                    "changes",
+                    r#"[{"op": "put", "path": "/v1/widgets/x", "body": {}}]"#,
+                ),
+            ],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(wrong_path.status, 422);
+    assert!(wrong_path
+        .text
+        .contains("changes[0].path: must be a catalogue entry"));
+    let not_json = browser
+        .post(
+            "/console/impact/preview",
+            &[("csrf", &token), ("changes", "[{")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(not_json.status, 422, "{}", not_json.text);
+    assert!(not_json.text.contains("aria-invalid=\"true\""));
+    assert_eq!(app.all_events().await.len(), before);
+
+    // The preview: what the change would do, recorded as a preview only.
+    let preview = browser
+        .post(
+            "/console/impact/preview",
+            &[("csrf", &token), ("changes", change)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.text);
+    let result = &preview.text[preview.text.find("id=\"result\"").unwrap()..];
+    assert!(result.contains(&reached), "{result}");
+    assert!(!result.contains(&untouched), "{result}");
+    assert!(result.contains("us-icts-kaspersky-2024"), "{result}");
+    let events = app.all_events().await;
+    assert_eq!(events.len(), before + 1);
+    assert_eq!(events[before]["action"], "impact.preview");
+    assert_eq!(events[before]["actor"]["sub"], "console:Ada Reviewer");
+    assert!(browser
+        .get("/console/impact")
+        .await
+        .text
+        .contains("No impact runs yet"));
+
+    // The change made: its run, with the licence it acted on.
+    app.admin_put(
+        "/v1/organizations/secure-cy/relationships/ao-kaspersky-lab",
+        json!({"kind": "subsidiary_of"}),
+    )
+    .await;
+    let run = crate::impact::settled(&app, 1).await[0].clone();
+    let run_id = run["id"].as_str().unwrap();
+    let runs = browser.get("/console/impact").await;
+    assert!(
+        runs.text.contains(&format!("/console/impact/{run_id}\"")),
+        "{}",
+        runs.text
+    );
+    let shown = browser.get(&format!("/console/impact/{run_id}")).await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert!(shown
+        .text
+        .contains(&format!("/console/licenses/{reached}\"")));
+    assert!(!shown.text.contains(&untouched));
+    assert_eq!(browser.get("/console/impact/no-such-run").await.status, 404);
+}
+
+console_both!(the_catalogue_is_read_by_compliance_and_edited_by_admins);
+async fn the_catalogue_is_read_by_compliance_and_edited_by_admins(app: TestApp) {
+    crate::impact::vendors(&app).await;
+    app.admin_put(
+        "/v1/organizations/other/relationships/secure-cy",
+        json!({"kind": "subsidiary_of"}),
+    )
+    .await;
+    let origin = app.address.clone();
+
+    // Compliance reads, and may not write.
+    let mut reader = Browser::new(&app);
+    reader.sign_in("Ada Reviewer", "compliance").await;
+    let overview = reader.get("/console/catalogue").await;
+    assert_eq!(overview.status, 200, "{}", overview.text);
+    for listed in [
+        "SCY-AV",
+        "secure-cy",
+        "us-icts-kaspersky-2024",
+        "subsidiary of",
+    ] {
+        assert!(
+            overview.text.contains(listed),
+            "{listed}: {}",
+            overview.text
+        );
+    }
+    assert!(overview.text.contains("Read-only"));
+    let entry = reader
+        .get("/console/catalogue/organizations/secure-cy")
+        .await;
+    assert_eq!(entry.status, 200);
+    assert!(entry.text.contains("Secure Cyprus Ltd") && entry.text.contains("readonly"));
+    assert!(!entry
+        .text
+        .contains("<form method=\"post\" action=\"/console/catalogue"));
+    let token = csrf(&entry.text);
+    let denied = reader
+        .post(
+            "/console/catalogue/organizations",
+            &[("csrf", &token), ("id", "secure-cy"), ("name", "Renamed")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        reader
+            .get("/console/catalogue/organizations/new")
+            .await
+            .status,
+        403
+    );
+
+    // An admin starts at the catalogue, and edits it.
+    let mut admin = Browser::new(&app);
+    let signed = admin.sign_in("Root", "admin").await;
+    assert_eq!(signed.header("location").unwrap(), "/console/catalogue");
+    let form = admin
+        .get("/console/catalogue/organizations/secure-cy")
+        .await;
+    assert!(form.text.contains(">Save<"), "{}", form.text);
+    let token = csrf(&form.text);
+    let save = |fields: Vec<(&'static str, &'static str)>, token: String| {
+        let admin = &admin;
+        let origin = origin.clone();
+        async move {
+            let mut pairs = vec![("csrf", token.as_str())];
+            pairs.extend(fields);
+            admin
+                .post("/console/catalogue/organizations", &pairs, Some(&origin))
+                .await
+        }
+    };
+    // A bad value: shown on its field, nothing changed.
+    let bad = save(
+        vec![
+            ("existing", "true"),
+            ("id", "secure-cy"),
+            ("name", "Secure Cyprus Ltd"),
+            ("country", "Cyprus"),
+            ("aliases", "[]"),
+        ],
+        token.clone(),
+    )
+    .await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("id=\"country-error\""), "{}", bad.text);
+    assert!(bad.text.contains("aria-describedby=\"country-error\""));
+    let not_json = save(
+        vec![("id", "secure-cy"), ("name", "X"), ("aliases", "[")],
+        token.clone(),
+    )
+    .await;
+    assert_eq!(not_json.status, 422);
+    assert!(not_json.text.contains("is not JSON"), "{}", not_json.text);
+    let forged = save(vec![("id", "secure-cy"), ("name", "X")], "forged".into()).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(org(&app).await["name"], "Secure Cyprus Ltd");
+
+    let renamed = save(
+        vec![
+            ("existing", "true"),
+            ("id", "secure-cy"),
+            ("name", "Secure Cyprus Holdings"),
+            ("country", "CY"),
+            ("aliases", r#"["SecureCY"]"#),
+        ],
+        token.clone(),
+    )
+    .await;
+    assert_eq!(renamed.status, 303, "{}", renamed.text);
+    assert_eq!(
+        renamed.header("location").unwrap(),
+        "/console/catalogue/organizations/secure-cy"
+    );
+    let stored = org(&app).await;
+    assert_eq!(stored["name"], "Secure Cyprus Holdings");
+    assert_eq!(stored["aliases"], json!(["SecureCY"]));
+    let added = save(
+        vec![("id", "new-org"), ("name", "New Org"), ("country", "DE")],
+        token,
+    )
+    .await;
+    assert_eq!(added.status, 303, "{}", added.text);
+    let new = app.get("/v1/organizations/new-org", &app.admin()).await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.body["aliases"], json!([]));
+    let by_console: Vec<serde_json::Value> = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["actor"]["sub"] == "console:Root")
+        .collect();
+    assert_eq!(by_console.len(), 2, "{by_console:#?}");
+    assert!(by_console.iter().all(|e| e["actor"]["role"] == "admin"));
+}
+
+async fn org(app: &TestApp) -> serde_json::Value {
+    app.get("/v1/organizations/secure-cy", &app.admin())
+        .await
+        .body
+}
+
+/// Who reads which page: the API's role matrix, as the console applies it.
 #[actix_web::test]
-async fn a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console_postgres() {
-    if let Some(app) = console_app(Backend::Postgres).await {
-        a_compliance_officer_suspends_and_reinstates_a_licence_in_the_console(app).await;
+async fn each_page_is_served_to_the_roles_the_api_serves() {
+    let app = console_app(Backend::Sqlite).await.unwrap();
+    let pages = [
+        ("/console/reviews", true, false),
+        ("/console/licenses", true, false),
+        ("/console/audit", true, false),
+        ("/console/audit/verification", true, false),
+        ("/console/impact", true, true),
+        ("/console/impact/preview", true, true),
+        ("/console/catalogue", true, true),
+        ("/console/catalogue/products/new", false, true),
+    ];
+    let mut compliance = Browser::new(&app);
+    compliance.sign_in("Ada", "compliance").await;
+    let mut admin = Browser::new(&app);
+    admin.sign_in("Root", "admin").await;
+    let signed_out = Browser::new(&app);
+    for (path, for_compliance, for_admin) in pages {
+        for (who, browser, allowed) in [
+            ("compliance", &compliance, for_compliance),
+            ("admin", &admin, for_admin),
+        ] {
+            let status = browser.get(path).await.status;
+            assert_eq!(status, if allowed { 200 } else { 403 }, "{who} {path}");
+        }
+        assert_eq!(signed_out.get(path).await.status, 303, "signed out {path}");
     }
 }

@@ -250,6 +250,7 @@ pub async fn spawn_app_configured(
         jwks_refresh: std::time::Duration::from_secs(300),
         jwks_min_interval: std::time::Duration::from_secs(60),
         jwks_max_stale: std::time::Duration::from_secs(3600),
+        console_client_id: None,
         data_dir: keys_dir.path().join("data"),
         db_pool_size: 4,
         license_key_file: Some(license_keys.private_pem_path.clone()),
