@@ -328,3 +328,52 @@ pub async fn delete_relationship(
     .await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The fields of `example` (every optional one given) as stored.
+    fn fields_of<E: Entry>(example: Value) -> Vec<String> {
+        let spec: E = serde_json::from_value(example).unwrap();
+        let mut names: Vec<String> = serde_json::to_value(spec)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn listed<E: Entry>() -> Vec<String> {
+        let mut names: Vec<String> = E::FIELDS.iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_form_lists_every_field_of_its_kind() {
+        let seed: Value = serde_json::from_str(include_str!("../store/seed.json")).unwrap();
+        let designation = seed["designations"]["us-icts-kaspersky-2024"].clone();
+        assert_eq!(
+            fields_of::<DesignationSpec>(designation),
+            listed::<DesignationSpec>()
+        );
+        let reseller = json!({"name": "A", "country": "DE", "us_person": false});
+        assert_eq!(
+            fields_of::<ResellerSpec>(reseller),
+            listed::<ResellerSpec>()
+        );
+        let org = json!({"name": "A", "country": "DE", "aliases": ["B"]});
+        assert_eq!(
+            fields_of::<OrganizationSpec>(org),
+            listed::<OrganizationSpec>()
+        );
+        let product = json!({"name": "A", "vendor": "a", "category": "vpn",
+                             "components": ["B"], "white_label_of": "C"});
+        assert_eq!(fields_of::<ProductSpec>(product), listed::<ProductSpec>());
+    }
+}
