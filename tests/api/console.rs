@@ -783,3 +783,208 @@ async fn each_page_is_served_to_the_roles_the_api_serves() {
         assert_eq!(signed_out.get(path).await.status, 303, "signed out {path}");
     }
 }
+
+/// The value of cookie `name` in a reply's `Set-Cookie` headers, with the
+/// whole header.
+fn set_cookie(reply: &Reply, name: &str) -> Option<(String, String)> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(|c| {
+            let value = c.split(';').next().unwrap()[name.len() + 1..].to_string();
+            (value, c.to_string())
+        })
+}
+
+/// A sign-in begun at the provider: where the browser is sent, and the
+/// login cookie (its flags checked).
+async fn begin_sign_in(browser: &Browser<'_>) -> (String, String) {
+    let r = browser.get("/console/sign-in/provider").await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let (login, header) = set_cookie(&r, "gk_console_login").unwrap();
+    for flag in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/console/callback",
+        "Secure",
+    ] {
+        assert!(header.contains(flag), "{header}");
+    }
+    (r.header("location").unwrap(), login)
+}
+
+/// The path and query of a URL on the service.
+fn on_service(app: &TestApp, url: &str) -> String {
+    url.strip_prefix(&app.address)
+        .unwrap_or_else(|| panic!("{url} is not on {}", app.address))
+        .to_string()
+}
+
+#[actix_web::test]
+async fn people_sign_in_through_the_identity_provider() {
+    use crate::oidc_provider;
+    if !oidc_provider::available_or_skip("people_sign_in_through_the_identity_provider") {
+        return;
+    }
+    // The service's port first: the provider must know the redirect URI.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = oidc_provider::start_with_accounts(
+        json!([
+            oidc_provider::public_client("console", &format!("{base}/console/callback")),
+            {"client_id": "audit-team", "client_secret": "s-audit",
+             "claims": {"realm_access": {"roles": ["compliance"]}}}
+        ]),
+        json!({
+            "ada": {"name": "Ada Reviewer", "realm_access": {"roles": ["offline_access", "compliance"]}},
+            "rita": {"realm_access": {"roles": ["reseller"]}, "gatekeeper": {"reseller": "alpha"}}
+        }),
+        "ES256",
+        &[("OIDC_AUDIENCE", crate::helpers::AUDIENCE)],
+    )
+    .await;
+    let issuer = provider.issuer.clone();
+    let app = spawn_app_configured(Backend::Sqlite, move |c| {
+        c.listen = format!("127.0.0.1:{port}");
+        c.jwt_public_key_file = None;
+        c.oidc_issuer = Some(issuer.clone());
+        c.jwt_issuer = issuer;
+        c.jwt_role_claim = "/realm_access/roles".into();
+        c.jwt_tenant_claim = "/gatekeeper/reseller".into();
+        c.console_client_id = Some("console".into());
+    })
+    .await
+    .unwrap();
+    let mut browser = Browser::new(&app);
+
+    // Only the provider's way in: no local sign-in outside development mode.
+    let page = browser.get("/console/sign-in").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Sign in with your identity provider"));
+    assert!(!page.text.contains("name=\"role\""));
+    let local = browser
+        .post(
+            "/console/sign-in",
+            &[("name", "Eve"), ("role", "compliance")],
+            Some(&app.address.clone()),
+        )
+        .await;
+    assert_eq!(local.status, 404);
+
+    // A sign-in begins: its login cookie, and the provider's address with PKCE.
+    let (to, login) = begin_sign_in(&browser).await;
+    let asked = url::Url::parse(&to).unwrap();
+    assert!(to.starts_with(&provider.issuer), "{to}");
+    let param = |k: &str| {
+        asked
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(param("client_id").as_deref(), Some("console"));
+    assert!(param("state").is_some() && param("nonce").is_some());
+
+    // Ada signs in: a session, the login cookie cleared, her name shown.
+    let back = provider.sign_in(&to, "ada").await.unwrap();
+    let callback = on_service(&app, &back);
+    browser.cookie = Some(format!("gk_console_login={login}"));
+    let signed = browser.get(&callback).await;
+    assert_eq!(signed.status, 200, "{}", signed.text);
+    assert!(
+        signed.text.contains("url=/console/reviews"),
+        "{}",
+        signed.text
+    );
+    let (session, header) = set_cookie(&signed, "gk_console").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console", "Secure"] {
+        assert!(header.contains(flag), "{header}");
+    }
+    let (cleared, _) = set_cookie(&signed, "gk_console_login").unwrap();
+    assert!(cleared.is_empty());
+    // The same answer again: the code is spent, no session.
+    let replayed = browser.get(&callback).await;
+    assert_eq!(replayed.status, 502, "{}", replayed.text);
+    assert!(set_cookie(&replayed, "gk_console").is_none());
+
+    browser.cookie = Some(format!("gk_console={session}"));
+    let queue = browser.get("/console/reviews").await;
+    assert_eq!(queue.status, 200, "{}", queue.text);
+    assert!(queue.text.contains("Ada Reviewer"));
+    // What she does is hers in the trail: the provider's sub, her role.
+    let form = browser.get("/console/impact/preview").await;
+    let preview = browser
+        .post(
+            "/console/impact/preview",
+            &[
+                ("csrf", &csrf(&form.text)),
+                (
+                    "changes",
+                    r#"[{"op": "put", "path": "/v1/organizations/x-labs", "body": {"name": "X Labs"}}]"#,
+                ),
+            ],
+            Some(&app.address.clone()),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.text);
+    let trail = app
+        .get(
+            "/v1/audit?action=impact.preview",
+            &provider.token("audit-team", "s-audit").await,
+        )
+        .await;
+    let last = trail.body["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "impact.preview");
+    assert_eq!(last["actor"]["sub"], "ada");
+    assert_eq!(last["actor"]["role"], "compliance");
+
+    // Refused, no session: another state, no login cookie, the provider's
+    // error, a reseller.
+    browser.cookie = None;
+    let (to, login) = begin_sign_in(&browser).await;
+    let back = provider.sign_in(&to, "ada").await.unwrap();
+    let state = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let forged = on_service(&app, &back).replace(&format!("state={state}"), "state=forged");
+    browser.cookie = Some(format!("gk_console_login={login}"));
+    let wrong_state = browser.get(&forged).await;
+    assert_eq!(wrong_state.status, 400, "{}", wrong_state.text);
+    assert!(set_cookie(&wrong_state, "gk_console").is_none());
+    browser.cookie = None;
+    let no_login = browser.get(&on_service(&app, &back)).await;
+    assert_eq!(no_login.status, 400, "{}", no_login.text);
+    assert!(no_login.text.contains("did not start here"));
+    browser.cookie = Some(format!("gk_console_login={login}"));
+    let denied = browser
+        .get("/console/callback?error=access_denied&error_description=Not%20today")
+        .await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.text.contains("Not today"));
+
+    browser.cookie = None;
+    let (to, login) = begin_sign_in(&browser).await;
+    let back = provider.sign_in(&to, "rita").await.unwrap();
+    browser.cookie = Some(format!("gk_console_login={login}"));
+    let reseller = browser.get(&on_service(&app, &back)).await;
+    assert_eq!(reseller.status, 403, "{}", reseller.text);
+    assert!(reseller
+        .text
+        .contains("resellers and integrators use the API"));
+    assert!(set_cookie(&reseller, "gk_console").is_none());
+}

@@ -2,7 +2,10 @@
 //! (the npm package `oidc-provider`, pinned in `tests/oidc/package.json`) as
 //! a Node.js child process on a port of its own, issuing JWT access tokens
 //! by the client-credentials grant, with its keys in a file that survives a
-//! restart and rotated without one through its `/admin/keys` routes.
+//! restart and rotated without one through its `/admin/keys` routes. With
+//! accounts ([`start_with_accounts`]) people sign in too, by the
+//! authorization code with PKCE (a console, a [`public_client`]), through its
+//! sign-in form or, without a browser, [`OidcProvider::sign_in`].
 //!
 //! A test that needs it starts with
 //! `if !oidc_provider::available_or_skip("name") { return; }`: without `node`
@@ -31,6 +34,7 @@ const PROVIDER_VARS: &[&str] = &[
     "OIDC_TOKEN_TTL",
     "OIDC_ALG",
     "OIDC_KEYS_FILE",
+    "OIDC_ACCOUNTS",
 ];
 
 /// An OpenID provider child process at `issuer` (`http://127.0.0.1:{port}`).
@@ -163,6 +167,24 @@ pub async fn start(clients: Value, alg: &str) -> OidcProvider {
 /// [`start`], with further provider variables (`OIDC_AUDIENCE`,
 /// `OIDC_TOKEN_TTL`, `OIDC_RESOURCE`), kept for its restarts.
 pub async fn start_with(clients: Value, alg: &str, env: &[(&str, &str)]) -> OidcProvider {
+    start_with_accounts(clients, serde_json::json!({}), alg, env).await
+}
+
+/// [`start_with`], with people who sign in by the authorization code:
+/// `accounts` (`OIDC_ACCOUNTS`) maps each account id, its login name and its
+/// ID token's `sub`, to the claims its ID token carries at the top level as
+/// given, e.g. `{"ada": {"name": "Ada", "realm_access": {"roles":
+/// ["compliance"]}}}`. Their client is a [`public_client`] in `clients`.
+pub async fn start_with_accounts(
+    clients: Value,
+    accounts: Value,
+    alg: &str,
+    env: &[(&str, &str)],
+) -> OidcProvider {
+    assert!(
+        accounts.is_object(),
+        "OIDC_ACCOUNTS is an object: {accounts}"
+    );
     assert!(
         node_modules().is_some(),
         "no node/npm: call oidc_provider::available_or_skip first"
@@ -178,15 +200,27 @@ pub async fn start_with(clients: Value, alg: &str, env: &[(&str, &str)]) -> Oidc
         child: None,
         dir,
         clients_json: clients.to_string(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        env: std::iter::once(("OIDC_ACCOUNTS".to_string(), accounts.to_string()))
+            .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .collect(),
         token_endpoint: String::new(),
         jwks_uri: String::new(),
     };
     provider.spawn().await;
     provider
+}
+
+/// An `OIDC_CLIENTS` entry for a public client (no secret) signing people in
+/// by the authorization code, which the provider requires PKCE (S256) of:
+/// a browser console whose callback is `redirect_uri`.
+pub fn public_client(client_id: &str, redirect_uri: &str) -> Value {
+    serde_json::json!({
+        "client_id": client_id,
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "redirect_uris": [redirect_uri],
+    })
 }
 
 impl OidcProvider {
@@ -403,6 +437,113 @@ impl OidcProvider {
     /// Every key but the signing key is no longer published.
     pub async fn retire_keys(&self) -> Value {
         self.admin("POST", "/retire").await
+    }
+
+    /// Whether `url` is on the provider (its origin, any path).
+    fn on_provider(&self, url: &str) -> bool {
+        url.strip_prefix(self.issuer.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
+    }
+
+    /// Signs `account` in as a browser would, without one: GETs
+    /// `authorization_url` (where a service sent the browser), follows the
+    /// provider's redirects to its sign-in form, posts `login=account` there,
+    /// and follows the provider's redirects (cookies kept between requests,
+    /// each call a fresh browser) until a `Location` off the provider: that
+    /// URL, the service's callback with `code` and `state` (or with `error`
+    /// when the provider refused the request after checking its
+    /// `redirect_uri`). Any other stop (an error page, an unknown account's
+    /// form again, a failed request) is an `Err` with the provider's status
+    /// and answer.
+    pub async fn sign_in(&self, authorization_url: &str, account: &str) -> Result<String, String> {
+        /// Requests at the provider before it must have let go.
+        const STEPS: usize = 10;
+        let client = awc::Client::builder()
+            .disable_redirects()
+            .timeout(Duration::from_secs(10))
+            .finish();
+        let mut cookies: Vec<(String, String)> = Vec::new();
+        let mut url = authorization_url.to_string();
+        // The next request is a POST of these fields (the sign-in form), else a GET.
+        let mut form: Option<Vec<(&str, &str)>> = None;
+        let mut posted = false;
+        for _ in 0..STEPS {
+            if !self.on_provider(&url) {
+                return Ok(url);
+            }
+            let request = match form {
+                Some(_) => client.post(&url),
+                None => client.get(&url),
+            };
+            let request = if cookies.is_empty() {
+                request
+            } else {
+                let jar = cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                request.insert_header(("cookie", jar))
+            };
+            let method = if form.is_some() { "POST" } else { "GET" };
+            let mut response = match form.take() {
+                Some(fields) => request.send_form(&fields).await,
+                None => request.send().await,
+            }
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+            for set in response.headers().get_all("set-cookie") {
+                let Some((name, value)) = set
+                    .to_str()
+                    .ok()
+                    .and_then(|c| c.split(';').next())
+                    .and_then(|kv| kv.split_once('='))
+                else {
+                    continue;
+                };
+                let (name, value) = (name.trim(), value.trim());
+                cookies.retain(|(k, _)| k != name);
+                // A cleared cookie (oidc-provider's: empty, expired in 1970) is gone.
+                if !value.is_empty() {
+                    cookies.push((name.to_string(), value.to_string()));
+                }
+            }
+            let status = response.status().as_u16();
+            if (300..400).contains(&status) {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| {
+                        format!("{method} {url} answered {status} without a Location")
+                    })?;
+                url = url::Url::parse(&url)
+                    .and_then(|base| base.join(location))
+                    .map_err(|e| format!("{method} {url}: Location {location:?}: {e}"))?
+                    .to_string();
+                continue;
+            }
+            let body = response.body().limit(1 << 20).await.unwrap_or_default();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            // The sign-in form, the first time: its action, with the account.
+            if status == 200 && !posted && body.contains("id=\"login\"") {
+                let action = body
+                    .split_once("<form method=\"post\" action=\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(action, _)| action.replace("&amp;", "&"))
+                    .ok_or_else(|| format!("GET {url}: a sign-in page without its form: {body}"))?;
+                url = url::Url::parse(&url)
+                    .and_then(|base| base.join(&action))
+                    .map_err(|e| format!("GET {url}: the form's action {action:?}: {e}"))?
+                    .to_string();
+                form = Some(vec![("login", account)]);
+                posted = true;
+                continue;
+            }
+            return Err(format!("{method} {url} answered {status}: {body}"));
+        }
+        Err(format!(
+            "{STEPS} requests at the provider without leaving it, the last to {url}"
+        ))
     }
 }
 

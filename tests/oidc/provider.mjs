@@ -9,11 +9,40 @@
 //   OIDC_CLIENTS    JSON array of {"client_id", "client_secret", "claims": {...}}; each
 //                   may use the client_credentials grant (client_secret_basic unless the
 //                   entry names another `token_endpoint_auth_method`, e.g.
-//                   client_secret_post); `claims` go at the top level of its access tokens
+//                   client_secret_post); `claims` go at the top level of its access tokens.
+//                   An entry may instead name its `grant_types`, `response_types`,
+//                   `redirect_uris` (and `post_logout_redirect_uris`, `scope`): a public
+//                   authorization-code client, below
 //   OIDC_TOKEN_TTL  access token lifetime in seconds (default 300)
 //   OIDC_ALG        RS256 (default), ES256 or EdDSA: of the keys generated and of the tokens
 //   OIDC_KEYS_FILE  the private JWKS: loaded if it exists, else one key is generated and
 //                   written; rewritten after every key change
+//   OIDC_ACCOUNTS   JSON object: people who sign in through the authorization-code flow,
+//                   by account id (the login name and `sub`) with their claims, e.g.
+//                   {"ada": {"name": "Ada", "realm_access": {"roles": ["compliance"]}},
+//                    "shop": {"name": "Shop", "realm_access": {"roles": ["reseller"]},
+//                             "gatekeeper": {"reseller": "acme"}}};
+//                   every claim goes at the top level of the ID token as given (`name`
+//                   with the `profile` scope, the others with `openid`); default {}
+//
+// The authorization-code flow (a browser console): a client entry such as
+//   {"client_id": "console", "token_endpoint_auth_method": "none",
+//    "grant_types": ["authorization_code"], "response_types": ["code"],
+//    "redirect_uris": ["http://127.0.0.1:8080/console/callback"]}
+// is a public client (no secret); oidc-provider requires PKCE of it, S256 only. The
+// authorization request (/auth, `scope=openid profile`, `nonce`, `state`,
+// `code_challenge`) redirects to our sign-in page:
+//   GET  /interaction/:uid        "Test provider sign-in": one field, `login`, no password
+//   POST /interaction/:uid/login  a known account signs in (back to /auth/:uid, then the
+//                                 redirect_uri with `code`, `state` and `iss`); an unknown
+//                                 one gets the page again (200) with the problem
+// Consent is granted without asking (a first-party setup). The token endpoint exchanges
+// the code (`client_id`, `redirect_uri`, `code_verifier`) for an ID token signed with
+// OIDC_ALG (`aud` the client, `nonce`, the account's claims) and an opaque access token
+// (not the API's: no resource). A later sign-in in the same browser rides its session
+// (no form) unless `prompt=login`. RP-initiated logout: the discovery's
+// end_session_endpoint (/session/end) asks, then signs out (to a registered
+// `post_logout_redirect_uri`, or a page of ours). Errors are a small page of ours.
 //
 // Key rotation without a restart (loopback, no auth; each answers the key state
 // {"signing": kid, "published": [kid, ...]}):
@@ -23,7 +52,8 @@
 //   GET  /admin/keys          the current state
 // Each change builds a new Provider on the new key set and swaps the request handler,
 // so no request is refused; state (the adapter's store, cookie keys) is shared by all
-// instances, so sessions of a later authorization-code flow would survive a rotation.
+// instances, so a sign-in under way and the browser's session survive a rotation (not a
+// restart: both are in memory).
 //
 // How oidc-provider picks the signing key (lib/helpers/keystore.js, 9.13.3):
 // `selectForSign({alg, use: 'sig', kid})` filters the keystore (kty, crv, alg and use
@@ -83,6 +113,20 @@ for (const c of CLIENTS) {
 }
 const CLAIMS = new Map(CLIENTS.map((c) => [c.client_id, c.claims ?? {}]));
 
+let ACCOUNTS;
+try {
+  ACCOUNTS = JSON.parse(env('OIDC_ACCOUNTS', '{}'));
+} catch (err) {
+  fail(`OIDC_ACCOUNTS is not JSON: ${err.message}`);
+}
+if (ACCOUNTS === null || typeof ACCOUNTS !== 'object' || Array.isArray(ACCOUNTS)) fail('OIDC_ACCOUNTS must be a JSON object');
+for (const [id, claims] of Object.entries(ACCOUNTS)) {
+  if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) fail(`the claims of account ${id} must be a JSON object`);
+}
+// Every claim name an account uses: released with `openid` (`name` with `profile`).
+const ACCOUNT_CLAIMS = [...new Set(Object.values(ACCOUNTS).flatMap((c) => Object.keys(c)))].filter((n) => n !== 'sub');
+const OPENID_CLAIMS = ['sub', ...ACCOUNT_CLAIMS.filter((n) => n !== 'name')];
+
 // Keys.
 
 const KEY_PARAMS = {
@@ -136,6 +180,7 @@ function describe(s = state) {
 // One store for every instance (oidc-provider's default in-memory adapter makes a new
 // store per instance, which a swap would lose).
 const store = new Map();
+const GRANTABLE = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
 
 class SharedMemoryAdapter {
   constructor(model) {
@@ -167,11 +212,14 @@ class SharedMemoryAdapter {
     SharedMemoryAdapter.set(this.key(id), payload, expiresIn);
     if (this.model === 'Session' && payload.uid) SharedMemoryAdapter.set(`sessionUid:${payload.uid}`, id, expiresIn);
     if (payload.userCode) SharedMemoryAdapter.set(`userCode:${payload.userCode}`, id, expiresIn);
-    if (payload.grantId) {
+    // Only tokens and codes go with their grant (as in oidc-provider's memory adapter): an
+    // Interaction names the session's grantId too, and must outlive that grant's
+    // revocation at a logout (an account switch signs the old account out mid-interaction).
+    if (GRANTABLE.has(this.model) && payload.grantId) {
       const grantKey = `grant:${payload.grantId}`;
-      const members = SharedMemoryAdapter.get(grantKey) ?? [];
-      members.push(this.key(id));
-      SharedMemoryAdapter.set(grantKey, members, expiresIn);
+      const members = new Set(SharedMemoryAdapter.get(grantKey) ?? []).add(this.key(id));
+      // Kept as long as the process (a test's): an expired member is just not there.
+      SharedMemoryAdapter.set(grantKey, [...members]);
     }
   }
 
@@ -210,16 +258,61 @@ const COOKIE_KEYS = [crypto.randomBytes(32).toString('base64url')];
 function clientMetadata(c) {
   return {
     client_id: c.client_id,
-    client_secret: c.client_secret,
+    ...(c.client_secret ? { client_secret: c.client_secret } : {}),
     token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_basic',
-    // client_credentials only for now; an authorization-code + PKCE client (a browser
-    // console) would add its grant_types, response_types and redirect_uris here.
+    // client_credentials unless the entry says otherwise (a console's authorization code).
     grant_types: c.grant_types ?? ['client_credentials'],
     response_types: c.response_types ?? [],
     redirect_uris: c.redirect_uris ?? [],
     ...(c.post_logout_redirect_uris ? { post_logout_redirect_uris: c.post_logout_redirect_uris } : {}),
     ...(c.scope ? { scope: c.scope } : {}),
   };
+}
+
+// The grant of a sign-in (see `loadExistingGrant`): the session's grant for the client
+// when it is still there and the same account's, else a new one; either way with what
+// this request asks for.
+async function grantRequested(ctx) {
+  const { client, session, provider } = ctx.oidc;
+  const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+  let grant = grantId ? await provider.Grant.find(grantId) : undefined;
+  if (grant?.accountId !== session.accountId || grant?.clientId !== client.clientId) {
+    grant = new provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+  }
+  if (ctx.oidc.requestParamOIDCScopes.size) grant.addOIDCScope(ctx.oidc.requestParamOIDCScopes);
+  if (ctx.oidc.requestParamClaims.size) grant.addOIDCClaims(ctx.oidc.requestParamClaims);
+  await grant.save();
+  return grant;
+}
+
+// Pages oidc-provider renders (its defaults load remote fonts): small, accessible ones.
+
+function page(title, body) {
+  return `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title></head>
+<body><main><h1>${escapeHtml(title)}</h1>
+${body}
+</main></body></html>`;
+}
+
+// `form` is oidc-provider's `<form id="op.logoutForm" ...>` with its xsrf field.
+async function logoutSource(ctx, form) {
+  ctx.type = 'html';
+  ctx.body = page('Test provider sign-out', `<p>Sign out of the test provider?</p>
+${form}
+<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Sign out</button>
+<button type="submit" form="op.logoutForm">Stay signed in</button>`);
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.type = 'html';
+  ctx.body = page('Test provider sign-out', '<p role="status">You are signed out of the test provider.</p>');
+}
+
+// `out` is {error, error_description, ...}; the status is already set.
+async function renderError(ctx, out) {
+  ctx.type = 'html';
+  ctx.body = page('Test provider error', `<p role="alert"><code>${escapeHtml(out.error)}</code>: ${escapeHtml(out.error_description ?? '')}</p>`);
 }
 
 function configuration(s) {
@@ -245,16 +338,33 @@ function configuration(s) {
     },
     cookies: { keys: COOKIE_KEYS },
     jwks: { keys: s.keys },
+    claims: { openid: OPENID_CLAIMS, profile: ['name'] },
+    // Every claim the scopes release goes into the ID token, not only into userinfo.
+    conformIdTokenClaims: false,
+    findAccount: async (_ctx, sub) => {
+      if (!Object.hasOwn(ACCOUNTS, sub)) return undefined;
+      return { accountId: sub, claims: async () => ({ ...structuredClone(ACCOUNTS[sub]), sub }) };
+    },
+    interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // Consent without asking (a first-party setup): the session's grant for the client,
+    // or a new one, always given the OIDC scopes and claims this request asks for, so
+    // the consent prompt never stops a sign-in (also when the grant is gone, e.g.
+    // revoked after an authorization code was replayed).
+    loadExistingGrant: async (ctx) => grantRequested(ctx),
     features: {
       clientCredentials: { enabled: true },
-      // Not used (no authorization-code flow yet); a browser-console flow would turn
-      // this off for interactions of its own (interactions.url) and add findAccount.
+      // Our own sign-in page (see `interaction` below) instead.
       devInteractions: { enabled: false },
+      // RP-initiated logout (end_session_endpoint, on by default): small pages of ours,
+      // without the default's remote fonts.
+      rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
       introspection: { enabled: true },
       revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async (_ctx, _client, oneOf) => oneOf ?? RESOURCE,
+        // The API's resource for client-credentials tokens; none for a sign-in (its
+        // access token is not the API's).
+        defaultResource: async (_ctx, client, oneOf) => oneOf ?? (client.grantTypeAllowed('client_credentials') ? RESOURCE : undefined),
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, indicator) => {
           if (indicator !== RESOURCE) throw new errors.InvalidTarget();
@@ -262,12 +372,18 @@ function configuration(s) {
         },
       },
     },
+    renderError,
     // Merged at the top level of the JWT access token; oidc-provider's own claims
     // (iss, sub, aud, exp, iat, jti, client_id, scope) are set after these and win.
     extraTokenClaims: async (_ctx, token) => structuredClone(CLAIMS.get(token.clientId) ?? {}),
     ttl: {
       AccessToken: TOKEN_TTL,
       ClientCredentials: TOKEN_TTL,
+      AuthorizationCode: 60,
+      IdToken: TOKEN_TTL,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
     },
   };
 }
@@ -276,20 +392,95 @@ function build(s) {
   const provider = new Provider(ISSUER, configuration(s));
   provider.on('server_error', (_ctx, err) => console.error('server_error', err));
   for (const event of ['grant.error', 'discovery.error', 'jwks.error', 'introspection.error', 'revocation.error', 'authorization.error']) {
-    provider.on(event, (_ctx, err) => console.error(event, err?.message ?? err, err?.error_description ?? ''));
+    // The cause says why (e.g. `code_verifier does not match code_challenge` behind
+    // invalid_grant's `grant request is invalid`).
+    provider.on(event, (_ctx, err) => console.error(event, err?.message ?? err, err?.error_description ?? '', err?.cause?.message ? `(${err.cause.message})` : ''));
   }
-  return provider.callback();
+  return provider;
 }
 
 let handler;
+let current;
 
 // Builds the provider for `next` first (a bad key set leaves the current one serving),
 // then writes the file, then swaps.
 function apply(next) {
-  const nextHandler = build(next);
+  const nextProvider = build(next);
+  const nextHandler = nextProvider.callback();
   writeKeys(next);
   state = next;
+  current = nextProvider;
   handler = nextHandler;
+}
+
+// The sign-in page (the authorization-code flow's login prompt).
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+function loginPage(res, uid, status, problem) {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(page('Test provider sign-in', `${problem ? `<p role="alert">${escapeHtml(problem)}</p>\n` : ''}<form method="post" action="/interaction/${encodeURIComponent(uid)}/login">
+<label for="login">Account</label> <input id="login" name="login" autocomplete="username" autofocus>
+<button type="submit">Sign in</button>
+</form>`));
+}
+
+function errorPage(res, status, error, description) {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(page('Test provider error', `<p role="alert"><code>${escapeHtml(error)}</code>: ${escapeHtml(description ?? '')}</p>`));
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 64 * 1024) throw new Error('form too large');
+  }
+  return new URLSearchParams(body);
+}
+
+// GET /interaction/:uid (the sign-in page) and POST /interaction/:uid/login (its form),
+// on whichever instance serves now: the interaction and session are in the shared
+// store, signed with the shared cookie keys.
+async function interaction(req, res) {
+  const { pathname } = new URL(req.url, ISSUER);
+  const [, , uid, action, ...rest] = pathname.split('/');
+  const provider = current;
+  try {
+    if (rest.length || !(req.method === 'GET' && action === undefined) && !(req.method === 'POST' && action === 'login')) {
+      return errorPage(res, 404, 'not_found', `no ${req.method} ${pathname}`);
+    }
+    // Throws SessionNotFound without the interaction's cookie or once it expired.
+    const details = await provider.interactionDetails(req, res);
+    if (details.uid !== uid) return errorPage(res, 400, 'invalid_request', 'this sign-in is not the one under way in this browser; start again');
+    if (details.prompt.name === 'consent') {
+      // Not reached while `loadExistingGrant` grants what is asked; granted here too.
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+      const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = details.prompt.details;
+      if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+      if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+      const grantId = await grant.save();
+      req.resume();
+      return await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    }
+    if (details.prompt.name !== 'login') return errorPage(res, 400, 'invalid_request', `no page for the ${details.prompt.name} prompt`);
+    if (req.method === 'GET') return loginPage(res, uid, 200);
+    const login = (await readForm(req)).get('login')?.trim() ?? '';
+    if (!Object.hasOwn(ACCOUNTS, login)) {
+      return loginPage(res, uid, 200, login ? `There is no account ${login}.` : 'Enter an account.');
+    }
+    return await provider.interactionFinished(req, res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
+  } catch (err) {
+    console.error('interaction', err?.name ?? '', err?.message ?? err, err?.error_description ?? '');
+    req.resume();
+    // E.g. SessionNotFound: no interaction cookie (another browser), or it expired.
+    return errorPage(res, 400, err?.error ?? 'server_error', err?.error_description ?? String(err?.message ?? err));
+  }
 }
 
 // Admin routes.
@@ -343,6 +534,7 @@ try {
 
 const server = http.createServer((req, res) => {
   if (req.url === '/admin' || req.url.startsWith('/admin/')) return handleAdmin(req, res);
+  if (req.url.startsWith('/interaction/')) return interaction(req, res);
   return handler(req, res);
 });
 server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${PORT}: ${err.message}`));
