@@ -1,14 +1,17 @@
 // The console's flows in headless Chromium (playwright-core driving
 // Debian's chromium), with axe-core on every page and a 200% zoom check.
 //
-//   node tests/browser/console.mjs BASE REVIEW_ID LICENSE_ID SCREENSHOT_DIR
+//   node tests/browser/console.mjs BASE REVIEW_ID LICENSE_ID US_LICENSE_ID SCREENSHOT_DIR
+//
+// BASE's console signs people in at the test OpenID provider (run.sh starts
+// both): `rita` is a reseller, `ada` a compliance officer, `root` an admin.
 //
 // Exits non-zero, saying which step failed, on the first failure.
 import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
 import path from "node:path";
 
-const [base, reviewId, licenseId, shots] = process.argv.slice(2);
+const [base, reviewId, licenseId, usLicenseId, shots] = process.argv.slice(2);
 const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 const failures = [];
 
@@ -53,17 +56,36 @@ try {
   check(page.url().endsWith("/console/sign-in"), "signed out, the console opens its sign-in page");
   await review("sign-in");
 
-  // Sign in with the keyboard alone: skip link, name, role, button.
+  // At the provider: its sign-in page, then back.
+  async function atProvider(account) {
+    await page.waitForSelector("#login");
+    check(!page.url().startsWith(base), `${account}: the sign-in happens at the provider`);
+    await page.fill("#login", account);
+    await page.click("button[type=submit]");
+  }
+
+  // A reseller signs in at the provider and is refused by the console.
+  await page.click("a:has-text('Sign in with your identity provider')");
+  await atProvider("rita");
+  await page.waitForURL(`${base}/console/callback**`);
+  check((await page.textContent("main")).includes("resellers and integrators use the API"), "a reseller's sign-in is refused");
+  await review("sign-in-refused");
+  await context.clearCookies(); // the provider's session too
+
+  // A compliance officer, with the keyboard alone: skip link, the sign-in
+  // link, then the provider's form.
+  await page.goto(`${base}/console/sign-in`);
   await page.keyboard.press("Tab");
   check(await page.evaluate(() => document.activeElement.className === "skip"), "the first Tab reaches the skip link");
   await page.keyboard.press("Tab");
-  check(await page.evaluate(() => document.activeElement.id === "name"), "the next Tab reaches the name field");
-  await page.keyboard.type("Ada Reviewer");
-  await page.keyboard.press("Tab");
-  check(await page.evaluate(() => document.activeElement.id === "role"), "then the role");
-  await page.keyboard.press("Tab");
+  check(await page.evaluate(() => document.activeElement.textContent.includes("identity provider")), "the next Tab reaches the sign-in link");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#login");
+  await page.focus("#login");
+  await page.keyboard.type("ada");
   await page.keyboard.press("Enter");
   await page.waitForURL(`${base}/console/reviews`);
+  check((await page.textContent("header")).includes("Ada Reviewer"), "signed in as the provider's person");
   check(await page.isVisible(`a[href="/console/reviews/${reviewId}"]`), "the review queue lists the open case");
   await review("review-queue");
 
@@ -83,15 +105,32 @@ try {
   await page.click("button:has-text('Resolve')");
   await page.waitForURL(`${base}/console/reviews/${reviewId}`);
   const resolved = await page.textContent("main");
-  check(resolved.includes("approved") && resolved.includes("console:Ada Reviewer"), "the case shows its approval, by the person signed in");
+  check(resolved.includes("approved") && resolved.includes("ada"), "the case shows its approval, by the person signed in");
   await review("review-approved");
 
   // The licence it issued is in the licences; suspend one and reinstate it.
   await page.click("nav a[href='/console/licenses']");
   const rows = await page.locator("tbody tr").count();
-  check(rows === 2, `the licences list both licences, the approved one included (${rows})`);
+  check(rows === 3, `the licences list all three licences, the approved one included (${rows})`);
   check((await page.textContent("main")).includes("Exemplo Ltda"), "the licence the approval issued is listed");
   await review("licences");
+  await page.fill("#reseller", "alpha");
+  await page.selectOption("#status", "active");
+  await page.click("button:has-text('Search')");
+  check((await page.locator("tbody tr").count()) === 3, "the search by reseller and status finds them");
+
+  // An impact preview: acme made a subsidiary of Kaspersky would end the
+  // U.S. customer's licence, and only it.
+  await page.click("nav a[href='/console/impact']");
+  check((await page.textContent("main")).includes("No impact runs yet"), "no impact run yet");
+  await review("impact-runs");
+  await page.click("a:has-text('Preview a change')");
+  await page.fill("#changes", JSON.stringify([{ op: "put", path: "/v1/organizations/acme/relationships/ao-kaspersky-lab", body: { kind: "subsidiary_of" } }], null, 2));
+  await page.click("button:has-text('Preview')");
+  const foretold = await page.textContent("section[aria-labelledby=result]");
+  check(foretold.includes(usLicenseId) && !foretold.includes(licenseId), "the preview names the U.S. licence it would end, and not the others");
+  await review("impact-preview");
+  await page.click("nav a[href='/console/licenses']");
   await page.click(`a[href="/console/licenses/${licenseId}"]`);
   await page.fill("#suspend-reason", "Payment dispute under investigation");
   await page.click("button:has-text('Suspend the licence')");
@@ -101,7 +140,10 @@ try {
   await review("licence-suspended");
   await page.click("button:has-text('Reinstate the licence')");
   await page.waitForURL(`${base}/console/licenses/${licenseId}`);
-  check((await page.textContent("main")).includes("active"), "the licence is active again");
+  const reinstated = await page.textContent("main");
+  check(reinstated.includes("active"), "the licence is active again");
+  const history = await page.textContent("section[aria-labelledby=history]");
+  check(history.includes("license.suspend") && history.includes("decision.reinstate"), "its history shows the suspension and the reinstatement");
   await review("licence-reinstated");
 
   // The audit trail: filtered, verified, exported.
@@ -122,10 +164,33 @@ try {
   await download.saveAs(path.join(shots, "audit.ndjson"));
   check(download.suggestedFilename() === "audit.ndjson", "the export downloads as audit.ndjson");
 
+  // The catalogue, read-only for compliance.
+  await page.click("nav a[href='/console/catalogue']");
+  check((await page.textContent("main")).includes("Read-only"), "the catalogue is read-only for compliance");
+
   // Sign out: the console is closed again.
   await page.click("button:has-text('Sign out')");
   await page.goto(`${base}/console/reviews`);
   check(page.url().endsWith("/console/sign-in"), "signed out, the queue is out of reach");
+
+  // An admin edits the catalogue: a bad value is refused on its field.
+  await context.clearCookies();
+  await page.click("a:has-text('Sign in with your identity provider')");
+  await atProvider("root");
+  await page.waitForURL(`${base}/console/catalogue`);
+  await review("catalogue");
+  await page.click("a[href='/console/catalogue/organizations/acme']");
+  await page.fill("#name", "Acme Networks GmbH");
+  await page.fill("#country", "Germany");
+  await page.click("button:has-text('Save')");
+  check(await page.isVisible("#country-error"), "a bad country is refused on its field");
+  check((await page.getAttribute("#country", "aria-describedby")) === "country-error", "the field names its error");
+  await review("catalogue-refused");
+  await page.fill("#country", "DE");
+  await page.click("button:has-text('Save')");
+  await page.waitForURL(`${base}/console/catalogue/organizations/acme`);
+  check((await page.inputValue("#name")) === "Acme Networks GmbH", "the admin's change is saved");
+  await page.click("button:has-text('Sign out')");
   check(scriptsRun.length === 0, `no page loaded a script (${scriptsRun})`);
 } catch (e) {
   failures.push(String(e));

@@ -3,21 +3,29 @@
 #
 #   tests/browser/run.sh [path/to/gatekeeper]   (default: target/debug/gatekeeper)
 #
-# Starts a development server (SQLite, in a temporary folder), makes a case
-# for review (a licence asked for a Brazilian customer of unknown U.S.
-# status) and an issued licence through the API, then drives headless
-# Chromium (Debian's `chromium`, through playwright-core) over the console:
-# sign in with the keyboard, open the review, read its evidence, approve it
-# with attested facts, see the licence it issued, suspend and reinstate a
-# licence, read the audit trail filtered, verify the chain, download the
-# NDJSON export (then verified offline with `gatekeeper audit verify
-# --file`), sign out. axe-core checks every page (no serious or critical
+# Starts the test OpenID provider (tests/oidc/provider.mjs: oidc-provider,
+# with people to sign in as and the console as a public client) and a
+# server trusting it (SQLite, in a temporary folder), with the console's
+# sign-in through the provider (GATEKEEPER_CONSOLE_CLIENT_ID). Through the
+# API, with the provider's tokens, it makes a case for review (a licence
+# asked for a Brazilian customer of unknown U.S. status) and two issued
+# licences. Then it drives headless Chromium (Debian's `chromium`, through
+# playwright-core) over the console: a reseller's sign-in refused; a
+# compliance officer signs in at the provider with the keyboard, opens the
+# review, reads its evidence, approves it with attested facts, sees the
+# licence it issued, previews a catalogue change and the licence it would
+# end, suspends and reinstates a licence (its history growing), filters the
+# audit trail, verifies the chain, downloads the NDJSON export (then
+# verified offline with `gatekeeper audit verify --file`) and signs out; an
+# admin signs in, reads the catalogue, has a bad value refused on its field
+# and saves a good one. axe-core checks every page (no serious or critical
 # violation), and every page is read at 200% zoom (a 640 px wide window)
 # without horizontal scrolling. Screenshots of each page go to
 # tests/browser/screenshots/.
 #
-# Needs node and npm (installs tests/browser's pinned packages with npm ci)
-# and chromium. Uses only the loopback interface; every wait is bounded.
+# Needs node and npm (installs tests/browser's and tests/oidc's pinned
+# packages with npm ci), chromium and openssl. Uses only the loopback
+# interface; every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -25,33 +33,74 @@ BIN=$(realpath "${1:-target/debug/gatekeeper}")
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 [[ -n "$CHROMIUM" ]] || { echo "browser: chromium is not installed (apt-get install chromium)" >&2; exit 1; }
 [[ -d tests/browser/node_modules/playwright-core ]] || (cd tests/browser && npm ci --no-audit --no-fund)
+[[ -d tests/oidc/node_modules/oidc-provider ]] || (cd tests/oidc && npm ci --no-audit --no-fund)
 
 fail() { echo "browser: FAIL: $*" >&2; exit 1; }
 WORK=$(mktemp -d)
 pid=
+idp=
 cleanup() {
   [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+  [[ -n "$idp" ]] && kill "$idp" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
+IDP_PORT=$(free_port)
+ISSUER=http://127.0.0.1:$IDP_PORT
 
+# The provider: API clients (client credentials), the console (a public
+# client using the authorization code with PKCE), and people, with claims
+# shaped like Keycloak's.
+OIDC_PORT=$IDP_PORT OIDC_KEYS_FILE="$WORK/idp-keys.json" OIDC_AUDIENCE=gatekeeper \
+OIDC_CLIENTS='[
+  {"client_id": "ops-admin", "client_secret": "s-admin", "claims": {"realm_access": {"roles": ["admin"]}}},
+  {"client_id": "alpha-shop", "client_secret": "s-alpha",
+   "claims": {"realm_access": {"roles": ["reseller"]}, "gatekeeper": {"reseller": "alpha"}}},
+  {"client_id": "audit-team", "client_secret": "s-audit", "claims": {"realm_access": {"roles": ["compliance"]}}},
+  {"client_id": "console", "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
+   "response_types": ["code"], "redirect_uris": ["'"$BASE"'/console/callback"]}
+]' \
+OIDC_ACCOUNTS='{
+  "ada": {"name": "Ada Reviewer", "realm_access": {"roles": ["offline_access", "compliance"]}},
+  "root": {"name": "Root Admin", "realm_access": {"roles": ["admin"]}},
+  "rita": {"name": "Rita Reseller", "realm_access": {"roles": ["reseller"]}, "gatekeeper": {"reseller": "alpha"}}
+}' \
+  node tests/oidc/provider.mjs >"$WORK/idp.out" 2>"$WORK/idp.log" &
+idp=$!
+for _ in $(seq 1 300); do
+  grep -q '^ready' "$WORK/idp.out" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q '^ready' "$WORK/idp.out" || { cat "$WORK/idp.log" >&2; fail "the OpenID provider did not start"; }
+
+openssl genpkey -algorithm ed25519 -out "$WORK/licence-key.pem" 2>/dev/null || fail "openssl genpkey"
 cd "$WORK"
-env -u GATEKEEPER_JWT_PUBLIC_KEY_FILE -u GATEKEEPER_OIDC_ISSUER -u GATEKEEPER_JWT_JWKS_URL \
+env -u GATEKEEPER_JWT_PUBLIC_KEY_FILE -u GATEKEEPER_JWT_JWKS_URL -u GATEKEEPER_JWT_ISSUER \
+  GATEKEEPER_OIDC_ISSUER="$ISSUER" GATEKEEPER_CONSOLE_CLIENT_ID=console \
+  GATEKEEPER_JWT_ROLE_CLAIM=/realm_access/roles GATEKEEPER_JWT_TENANT_CLAIM=/gatekeeper/reseller \
+  GATEKEEPER_LICENSE_KEY_FILE="$WORK/licence-key.pem" \
   GATEKEEPER_DATABASE_URL="sqlite://$WORK/g.db" GATEKEEPER_LISTEN="127.0.0.1:$PORT" \
   GATEKEEPER_CHECKPOINT_INTERVAL=0 GATEKEEPER_RATE_LIMIT=0 \
   "$BIN" serve >"$WORK/serve.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 200); do
   curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
 curl -fs "$BASE/readyz" >/dev/null || { cat "$WORK/serve.log" >&2; fail "the server did not become ready"; }
 
-ADMIN=$("$BIN" token --role admin)
-RESELLER=$("$BIN" token --role reseller --reseller alpha)
+TOKEN_ENDPOINT=$(curl -fs "$ISSUER/.well-known/openid-configuration" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["token_endpoint"])') || fail "the provider's discovery"
+token() { # token CLIENT SECRET: an access token by the client-credentials grant
+  curl -fs -u "$1:$2" -d grant_type=client_credentials "$TOKEN_ENDPOINT" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' || fail "a token for $1"
+}
+ADMIN=$(token ops-admin s-admin)
+RESELLER=$(token alpha-shop s-alpha)
 put() {
   curl -fs -o /dev/null -X PUT "$BASE$1" -H "Authorization: Bearer $ADMIN" \
     -H 'Content-Type: application/json' -d "$2" || fail "PUT $1"
@@ -70,12 +119,14 @@ REVIEW=$(licence '{"product": "ACME-FW-K", "seats": 40, "term_days": 200, "custo
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["decision"]["id"])') || fail "no case for review"
 LICENSE=$(licence '{"product": "ACME-VPN", "seats": 5, "term_days": 30, "customer": {"id": "br-2", "name": "Cliente SA", "country": "BR", "us_person": false}}' \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["license"]["id"])') || fail "no licence"
+US_LICENSE=$(licence '{"product": "ACME-VPN", "seats": 9, "term_days": 30, "customer": {"id": "us-1", "name": "Initech", "country": "US", "us_person": true}}' \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["license"]["id"])') || fail "no U.S. licence"
 
-COMPLIANCE=$("$BIN" token --role compliance)
+COMPLIANCE=$(token audit-team s-audit)
 cd "$ROOT"
 mkdir -p tests/browser/screenshots
-CHROMIUM="$CHROMIUM" node tests/browser/console.mjs "$BASE" "$REVIEW" "$LICENSE" tests/browser/screenshots \
-  || { tail -n 20 "$WORK/serve.log" >&2; fail "the console flows"; }
+CHROMIUM="$CHROMIUM" node tests/browser/console.mjs "$BASE" "$REVIEW" "$LICENSE" "$US_LICENSE" tests/browser/screenshots \
+  || { tail -n 20 "$WORK/serve.log" >&2; tail -n 20 "$WORK/idp.log" >&2; fail "the console flows"; }
 
 # The export the browser downloaded verifies offline, as an auditor would check it.
 "$BIN" audit verify --file tests/browser/screenshots/audit.ndjson >"$WORK/verify.out" \
@@ -85,9 +136,15 @@ grep -q '"ok": *true' "$WORK/verify.out" || { cat "$WORK/verify.out" >&2; fail "
 # What the browser did is in the audit trail, by the person who signed in.
 curl -fs "$BASE/v1/audit?limit=1000" -H "Authorization: Bearer $COMPLIANCE" | python3 -c '
 import json, sys
-acts = [e["action"] for e in json.load(sys.stdin)["events"] if e["actor"]["sub"] == "console:Ada Reviewer"]
-want = ["review.approve", "license.suspend", "decision.reinstate"]
-missing = [a for a in want if not any(x.startswith(a) for x in acts)]
-sys.exit(f"not in the audit trail by the console user: {missing} (found {acts})" if missing else 0)
+events = json.load(sys.stdin)["events"]
+def by(sub, role):
+    return [e["action"] for e in events if e["actor"]["sub"] == sub and e["actor"]["role"] == role]
+wanted = {("ada", "compliance"): ["review.approve", "impact.preview", "license.suspend", "decision.reinstate"],
+          ("root", "admin"): ["catalog.organization.put"]}
+for (sub, role), want in wanted.items():
+    acts = by(sub, role)
+    missing = [a for a in want if not any(x.startswith(a) for x in acts)]
+    if missing:
+        sys.exit(f"not in the audit trail by {sub} ({role}): {missing} (found {acts})")
 ' || fail "the audit trail"
 echo "browser: ok (screenshots in tests/browser/screenshots/)"
