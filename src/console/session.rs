@@ -226,7 +226,7 @@ mod tests {
         };
         assert_eq!(
             rfc.challenge(),
-            "E9Melhoofx1OZPMxYFZOdS2wR4-uhEd7s2ey0fOBv1M"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 }
