@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 use serde_json::{Map, Value};
 
-use super::pages::{layout, problem_list, text, url_escape, FieldProblem};
+use super::pages::{field_problems, layout, problem_list, text, url_escape, FieldProblem};
 use super::session::{csrf_matches, Session};
 use super::{page, refused, same_origin, see_other, signed_in_as, Gatekeeping};
 use crate::api::catalog::{commit, render, Entry, FieldKind};
@@ -285,7 +285,7 @@ async fn put<E: Entry>(
     };
     let spec: E = match Body(web::Bytes::from(body.to_string())).json() {
         Ok(spec) => spec,
-        Err(e) => return again(field_problems(e)),
+        Err(e) => return again(field_problems(e, "body")),
     };
     let actor = Actor {
         sub: session.sub.clone(),
@@ -309,25 +309,10 @@ async fn put<E: Entry>(
             ),
             None,
         ),
-        Err(ApiError::Validation(errors)) => again(field_problems(ApiError::Validation(errors))),
+        Err(ApiError::Validation(errors)) => {
+            again(field_problems(ApiError::Validation(errors), "body"))
+        }
         Err(e) => refused(&session, &e),
-    }
-}
-
-/// The API's field errors as the form's problems.
-fn field_problems(e: ApiError) -> Vec<FieldProblem> {
-    match e {
-        ApiError::Validation(errors) => errors
-            .into_iter()
-            .map(|e| FieldProblem {
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
-        other => vec![FieldProblem {
-            field: "body".into(),
-            message: other.to_string(),
-        }],
     }
 }
 

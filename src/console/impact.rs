@@ -11,7 +11,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::pages::{layout, problem_list, text, url_escape, FieldProblem};
+use super::pages::{field_problems, layout, problem_list, text, url_escape, FieldProblem};
 use super::session::Session;
 use super::{checked, page, read, refused, signed_in_as, Gatekeeping};
 use crate::api::impact::{action_json, preview_changes, preview_json, run_json};
@@ -115,7 +115,8 @@ pub(super) async fn run(
 }
 
 /// What the preview form starts with: one change, as the admin API takes
-/// it, to edit.
+/// it, to edit. Its `path` is an instance of `PUT /v1/organizations/{id}`
+/// (openapi.yaml), not a route of its own.
 const EXAMPLE: &str = r#"[
   {
     "op": "put",
@@ -160,19 +161,7 @@ pub(super) async fn preview(
     let changes = match preview_changes(&body) {
         Ok(changes) => changes,
         Err(e) => {
-            let problems = match e {
-                ApiError::Validation(errors) => errors
-                    .into_iter()
-                    .map(|e| FieldProblem {
-                        field: e.field,
-                        message: e.message,
-                    })
-                    .collect(),
-                other => vec![FieldProblem {
-                    field: "changes".into(),
-                    message: other.to_string(),
-                }],
-            };
+            let problems = field_problems(e, "changes");
             return page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 preview_page(&session, &form.changes, &problems, None),

@@ -9,6 +9,24 @@ use serde_json::Value;
 use super::session::Session;
 use crate::auth::Role;
 
+/// An API error as a form's problems: its field errors, or one problem on
+/// `whole` (the field holding the whole body) saying what it is.
+pub fn field_problems(e: crate::api::ApiError, whole: &str) -> Vec<FieldProblem> {
+    match e {
+        crate::api::ApiError::Validation(errors) => errors
+            .into_iter()
+            .map(|e| FieldProblem {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        other => vec![FieldProblem {
+            field: whole.into(),
+            message: other.to_string(),
+        }],
+    }
+}
+
 /// A field's problem, shown beside it.
 pub struct FieldProblem {
     pub field: String,
