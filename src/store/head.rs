@@ -17,6 +17,16 @@
 //! idempotency key a moment earlier), the ledger runs the batch again in
 //! *eager* mode: each write in a savepoint of its own, its rows sent at its
 //! end, so that only the write at fault fails.
+//!
+//! On PostgreSQL the writer usually runs a batch on a *predicted* head
+//! ([`Head::predicted`]): the head the batches still committing will leave,
+//! held in memory, with no lock and no transaction. The head then sends
+//! nothing: [`Head::into_rows`] hands every row to the one statement that
+//! checks the head and writes them ([`super::commit`]); reads see what the
+//! batches still out changed (their licences are *carried*). A write that
+//! needs statements of its own ([`Head::immediate`]) cannot run there: it
+//! marks the batch ([`Head::needs_lock`]), which the writer runs again on
+//! the locked head as above.
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -52,6 +62,14 @@ pub struct Head {
     eager: bool,
     /// The next free status-list index, once this batch has read it.
     next_status_idx: Option<i64>,
+    /// Prepared against a predicted head, to be sent as one statement
+    /// ([`super::commit`]), rather than under the locked head.
+    predicted: bool,
+    /// A write of a predicted batch asked for [`Head::immediate`]: the batch
+    /// must run under the locked head instead.
+    needs_lock: bool,
+    /// Licences as batches still committing leave them.
+    carried: Vec<LicenseRow>,
 }
 
 #[derive(Debug, Insertable)]
@@ -98,60 +116,61 @@ pub(super) struct DecisionRow {
 
 #[derive(Debug, Insertable)]
 #[diesel(table_name = licenses)]
-struct LicenseInsert {
-    id: String,
-    reseller: String,
-    product: String,
-    customer: String,
-    seats: i64,
-    starts_at: String,
-    expires_at: String,
-    decision_id: String,
-    token: String,
-    created_at: String,
-    updated_at: String,
-    status: &'static str,
-    status_reason: Option<String>,
-    ended_by: Option<String>,
-    renewal_blocked: Option<String>,
-    impact_review: Option<String>,
-    status_idx: Option<i64>,
+pub(super) struct LicenseInsert {
+    pub id: String,
+    pub reseller: String,
+    pub product: String,
+    pub customer: String,
+    pub seats: i64,
+    pub starts_at: String,
+    pub expires_at: String,
+    pub decision_id: String,
+    pub token: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status: &'static str,
+    pub status_reason: Option<String>,
+    pub ended_by: Option<String>,
+    pub renewal_blocked: Option<String>,
+    pub impact_review: Option<String>,
+    pub status_idx: Option<i64>,
 }
 
 /// A licence changed by a write (renewed, capped, ended, suspended,
 /// reinstated, revoked): the row as the write leaves it.
 #[derive(Debug)]
-struct Renewed {
-    license: LicenseRow,
+pub(super) struct Renewed {
+    pub license: LicenseRow,
     /// The decision behind the licence when it was read.
-    read_decision: String,
-    at: String,
+    pub read_decision: String,
+    pub at: String,
 }
 
-fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
+pub(super) fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
 }
 
 #[derive(Debug, Insertable)]
 #[diesel(table_name = idempotency_keys)]
-struct IdempotencyRow {
-    reseller: String,
-    idem_key: String,
-    fingerprint: String,
-    status: i32,
-    body: String,
-    created_at: String,
-    expires_at: String,
+pub(super) struct IdempotencyRow {
+    pub reseller: String,
+    pub idem_key: String,
+    pub fingerprint: String,
+    pub status: i32,
+    pub body: String,
+    pub created_at: String,
+    pub expires_at: String,
 }
 
+/// The rows a batch has written and not yet sent.
 #[derive(Debug, Default)]
-struct Pending {
-    events: Vec<EventRow>,
-    outbox: Vec<OutboxRow>,
-    decisions: Vec<DecisionRow>,
-    licenses: Vec<LicenseInsert>,
-    renewals: Vec<Renewed>,
-    idempotency: Vec<IdempotencyRow>,
+pub(super) struct Pending {
+    pub events: Vec<EventRow>,
+    pub outbox: Vec<OutboxRow>,
+    pub decisions: Vec<DecisionRow>,
+    pub licenses: Vec<LicenseInsert>,
+    pub renewals: Vec<Renewed>,
+    pub idempotency: Vec<IdempotencyRow>,
 }
 
 /// How many rows of each kind were pending when a write began.
@@ -198,7 +217,24 @@ impl Pending {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Each changed licence once, as the batch leaves it, with the decision
+    /// behind it when the batch first read it (a licence renewed twice in a
+    /// batch is one row change from what was read).
+    pub(super) fn changed_licenses(&self) -> Vec<(&str, &Renewed)> {
+        let mut changed: Vec<(&str, &Renewed)> = Vec::with_capacity(self.renewals.len());
+        for r in &self.renewals {
+            match changed
+                .iter_mut()
+                .find(|(_, c)| c.license.id == r.license.id)
+            {
+                Some(entry) => entry.1 = r,
+                None => changed.push((&r.read_decision, r)),
+            }
+        }
+        changed
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.outbox.is_empty()
             && self.decisions.is_empty()
@@ -286,7 +322,39 @@ impl Head {
             job: Job::default(),
             eager: false,
             next_status_idx: None,
+            predicted: false,
+            needs_lock: false,
+            carried: Vec::new(),
         }
+    }
+
+    /// A head predicted (not locked): the one the batches before leave,
+    /// with the licences those still committing change and the next free
+    /// status-list index once one of them has read it.
+    pub(super) fn predicted(
+        seq: i64,
+        hash: String,
+        catalog_version: i64,
+        next_status_idx: Option<i64>,
+        carried: Vec<LicenseRow>,
+    ) -> Head {
+        Head {
+            next_status_idx,
+            predicted: true,
+            carried,
+            ..Head::new(seq, hash, catalog_version)
+        }
+    }
+
+    /// Whether a write of this predicted batch needs the locked head.
+    pub(super) fn needs_lock(&self) -> bool {
+        self.needs_lock
+    }
+
+    /// What a predicted batch leaves: its rows, and the next free
+    /// status-list index if it knows it.
+    pub(super) fn into_rows(self) -> (Pending, Option<i64>) {
+        (self.pending, self.next_status_idx)
     }
 
     pub fn catalog_version(&self) -> i64 {
@@ -346,6 +414,12 @@ impl Head {
     /// row (the earlier writes' before this write's savepoint, so that
     /// rolling this write back keeps them), so that what it reads is current.
     pub fn immediate(&mut self, conn: &mut DbConn) -> Result<(), StoreError> {
+        if self.predicted {
+            self.needs_lock = true;
+            return Err(StoreError::BatchFailed(
+                "this write runs under the locked head".into(),
+            ));
+        }
         if !self.job.savepoint {
             let earlier = self.pending.split_front(self.job.mark);
             if !earlier.is_empty() {
@@ -452,6 +526,9 @@ impl Head {
             .find(|r| r.license.id == id)
         {
             return Ok(Some(r.license.clone()));
+        }
+        if let Some(row) = self.carried.iter().rev().find(|l| l.id == id) {
+            return Ok(Some(row.clone()));
         }
         super::licenses::license_in(conn, id)
     }

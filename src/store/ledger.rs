@@ -2,7 +2,11 @@
 //!
 //! Requests hand their write to [`Ledger::submit`] as a closure. One writer
 //! thread takes whatever is queued (up to `max_batch`, never waiting for
-//! more), opens one transaction, locks the ledger head once, runs each
+//! more) as a batch. On PostgreSQL it runs the batch on the head it
+//! predicts and sends it as one statement while it prepares the next
+//! ([`pipeline`], which falls back to the locked path below when a batch
+//! fails or needs the lock). On SQLite, and in that fallback, it
+//! opens one transaction, locks the ledger head once, runs each
 //! write (which hands its rows to the [`Head`] rather than sending them),
 //! sends the batch's rows as one multi-row insert per table, commits, and
 //! only then answers each caller. A write that fails is undone alone.
@@ -65,20 +69,10 @@ fn attempt(
     }));
     match settled {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            use diesel::result::{DatabaseErrorKind as Kind, Error};
-            let lost = matches!(
-                e,
-                StoreError::Database(Error::DatabaseError(
-                    Kind::ClosedConnection | Kind::UnableToSendCommand,
-                    _
-                ))
-            );
-            Err(Failure {
-                why: e.to_string(),
-                unknown: committing && lost,
-            })
-        }
+        Ok(Err(e)) => Err(Failure {
+            why: e.to_string(),
+            unknown: committing && connection_lost(&e),
+        }),
         Err(_) => Err(Failure {
             why: "a write panicked".to_string(),
             unknown: false,
@@ -267,53 +261,101 @@ fn run(
     max_batch: usize,
     batch_sizes: &dyn Fn(usize),
 ) {
+    // BACKEND-SPECIFIC: PostgreSQL's batches go out as one statement each,
+    // overlapping; SQLite's (in-process, one writer) under the lock.
+    if store.is_postgres() {
+        pipeline::run(store, receiver, max_batch, batch_sizes);
+        return;
+    }
     let mut purged = std::time::Instant::now();
     // The writer's own connection, outside the pool (readers never keep it
     // waiting), opened again after a batch fails.
     let mut own: Option<DbConn> = None;
     while let Ok(first) = receiver.recv() {
         let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        drop_abandoned(&mut jobs);
+        gather(receiver, &mut jobs, max_batch);
         if jobs.is_empty() {
             continue;
         }
         batch_sizes(jobs.len());
-        let started = std::time::Instant::now();
-        let mut failure = attempt(store, &mut own, &mut jobs, false).err();
-        if let Some(first) = &failure {
-            // Not run again: a batch whose commit went unanswered (it may be
-            // in the database), and one that failed after as long as a lock
-            // may be waited for (a table locked elsewhere): running it again
-            // would wait as long again, past its callers' time.
-            let spent = store.lock_timeout().is_some_and(|t| started.elapsed() >= t);
-            if first.unknown || spent {
-                tracing::info!(error = %first.why, writes = jobs.len(), unknown = first.unknown, "a ledger batch failed; not running it again");
-            } else {
-                tracing::info!(error = %first.why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
-                own = None;
-                drop_abandoned(&mut jobs);
-                failure = attempt(store, &mut own, &mut jobs, true).err();
-            }
-        }
-        if let Some(failed) = &failure {
-            tracing::warn!(error = %failed.why, writes = jobs.len(), "a ledger batch failed");
-            own = None;
-        }
+        let failure = run_locked(store, &mut own, &mut jobs, std::time::Instant::now());
         for job in jobs {
             job.settle(failure.as_ref());
         }
-        if purged.elapsed() >= PURGE_EVERY {
-            purged = std::time::Instant::now();
-            match store.purge_idempotency() {
-                Ok(n) => tracing::debug!(purged = n, "forgot expired idempotency keys"),
-                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
-            }
+        purge_now_and_then(store, &mut purged);
+    }
+}
+
+/// Adds whatever is queued to `jobs` (up to `max_batch`, never waiting),
+/// then drops the writes nobody waits for.
+fn gather(receiver: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>, max_batch: usize) {
+    while jobs.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    drop_abandoned(jobs);
+}
+
+/// Runs a batch under the locked head; if it fails, runs it again write by
+/// write (see the module's documentation for when it does not). `started`
+/// is when the batch was first sent. `None` when it committed.
+fn run_locked(
+    store: &Store,
+    own: &mut Option<DbConn>,
+    jobs: &mut Vec<Job>,
+    started: std::time::Instant,
+) -> Option<Failure> {
+    let mut failure = attempt(store, own, jobs, false).err();
+    if let Some(first) = &failure {
+        // Not run again: a batch whose commit went unanswered (it may be
+        // in the database), and one that failed after as long as a lock
+        // may be waited for (a table locked elsewhere): running it again
+        // would wait as long again, past its callers' time.
+        if first.unknown || spent(store, started) {
+            tracing::info!(error = %first.why, writes = jobs.len(), unknown = first.unknown, "a ledger batch failed; not running it again");
+        } else {
+            tracing::info!(error = %first.why, writes = jobs.len(), "a ledger batch failed; running it again write by write");
+            *own = None;
+            drop_abandoned(jobs);
+            failure = attempt(store, own, jobs, true).err();
+        }
+    }
+    if let Some(failed) = &failure {
+        tracing::warn!(error = %failed.why, writes = jobs.len(), "a ledger batch failed");
+        *own = None;
+    }
+    failure
+}
+
+/// Whether a batch sent at `started` has already waited as long as a lock
+/// may be waited for.
+fn spent(store: &Store, started: std::time::Instant) -> bool {
+    store.lock_timeout().is_some_and(|t| started.elapsed() >= t)
+}
+
+fn purge_now_and_then(store: &Store, purged: &mut std::time::Instant) {
+    if purged.elapsed() >= PURGE_EVERY {
+        *purged = std::time::Instant::now();
+        match store.purge_idempotency() {
+            Ok(n) => tracing::debug!(purged = n, "forgot expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
         }
     }
 }
+
+/// Whether an error means the connection was lost (the statement may have
+/// reached the database and committed).
+fn connection_lost(e: &StoreError) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    matches!(
+        e,
+        StoreError::Database(Error::DatabaseError(
+            Kind::ClosedConnection | Kind::UnableToSendCommand,
+            _
+        ))
+    )
+}
+
+mod pipeline;

@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod checkpoints;
+mod commit;
 pub mod decisions;
 pub mod deliveries;
 pub mod events;
@@ -274,6 +275,11 @@ impl Store {
             pool_wait: None,
             lock_timeout,
         })
+    }
+
+    /// Whether the database is PostgreSQL (else SQLite).
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Postgres(_))
     }
 
     /// How long a statement waits for a lock before it fails (`None`: as
