@@ -1087,6 +1087,7 @@ mod tests {
             decision_id: "d".into(),
             token: String::new(),
             state: Default::default(),
+            version: None,
         }
     }
 

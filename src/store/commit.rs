@@ -19,7 +19,8 @@
 //!   then it writes nothing ([`Sent::HeadMoved`]). So a batch is never
 //!   committed on a wrong head, whichever replica moved it.
 //! - **A licence changed since it was read** (the `UPDATE` of a renewal
-//!   finds another decision behind it) makes the statement fail through
+//!   finds another decision behind it, or another `updated_at`: every
+//!   change sets it) makes the statement fail through
 //!   `ledger_refuse` (a function of the schema), so nothing of the batch is
 //!   written: the ledger runs it again under the lock, where the write at
 //!   fault fails alone. Any other refusal (a key stored by another replica
@@ -108,6 +109,7 @@ struct Columns<'a> {
     // licenses, changed
     lu_id: Texts<'a>,
     lu_read: Texts<'a>,
+    lu_version: Texts<'a>,
     lu_customer: Vec<String>,
     lu_expires: Vec<String>,
     lu_decision: Texts<'a>,
@@ -183,10 +185,11 @@ impl<'a> Columns<'a> {
             c.li_review.push(l.impact_review.as_deref());
             c.li_idx.push(l.status_idx);
         }
-        for (read, r) in rows.changed_licenses() {
+        for (first, r) in rows.changed_licenses() {
             let l = &r.license;
             c.lu_id.push(&l.id);
-            c.lu_read.push(read);
+            c.lu_read.push(&first.read_decision);
+            c.lu_version.push(&first.read_version);
             c.lu_customer.push(l.customer.to_string());
             c.lu_expires.push(super::format_instant(l.expires_at));
             c.lu_decision.push(&l.decision_id);
@@ -252,23 +255,24 @@ WITH h AS (
         status = r.status, status_reason = r.status_reason, ended_by = r.ended_by,
         renewal_blocked = r.renewal_blocked, impact_review = r.impact_review,
         status_idx = r.status_idx
-    FROM unnest($49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[],
-        $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::text[],
-        $61::bigint[])
-        AS r (id, read_decision, customer, expires_at, decision_id, token, updated_at, status,
+    FROM unnest($49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[],
+        $56::text[], $57::text[], $58::text[], $59::text[], $60::text[], $61::text[],
+        $62::bigint[])
+        AS r (id, read_decision, read_version, customer, expires_at, decision_id, token, updated_at, status,
               status_reason, ended_by, renewal_blocked, impact_review, status_idx)
-    WHERE l.id = r.id AND l.decision_id = r.read_decision AND EXISTS (SELECT 1 FROM h)
+    WHERE l.id = r.id AND l.decision_id = r.read_decision
+        AND l.updated_at = r.read_version AND EXISTS (SELECT 1 FROM h)
     RETURNING 1
 ), ik AS (
     INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at,
         expires_at)
-    SELECT * FROM unnest($62::text[], $63::text[], $64::text[], $65::integer[], $66::text[],
-        $67::text[], $68::text[])
+    SELECT * FROM unnest($63::text[], $64::text[], $65::text[], $66::integer[], $67::text[],
+        $68::text[], $69::text[])
     WHERE EXISTS (SELECT 1 FROM h)
 )
 SELECT CASE
     WHEN NOT EXISTS (SELECT 1 FROM h) THEN FALSE
-    WHEN (SELECT count(*) FROM lu) = $69 THEN TRUE
+    WHEN (SELECT count(*) FROM lu) = $70 THEN TRUE
     ELSE ledger_refuse('a licence changed since the batch read it')
 END";
 
@@ -361,6 +365,7 @@ impl QueryFragment<Pg> for Statement<'_> {
             (Array<Nullable<BigInt>>, &c.li_idx),
             (Array<Text>, &c.lu_id),
             (Array<Text>, &c.lu_read),
+            (Array<Text>, &c.lu_version),
             (Array<Text>, &c.lu_customer),
             (Array<Text>, &c.lu_expires),
             (Array<Text>, &c.lu_decision),
@@ -423,6 +428,6 @@ mod tests {
                 digits.parse().expect("a number after each $")
             })
             .collect();
-        assert_eq!(numbers, (1..=69).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=70).collect::<Vec<_>>());
     }
 }

@@ -143,6 +143,9 @@ pub(super) struct Renewed {
     pub license: LicenseRow,
     /// The decision behind the licence when it was read.
     pub read_decision: String,
+    /// Its `updated_at` when it was read (see [`LicenseRow::version`]).
+    pub read_version: String,
+    /// Its new `updated_at`.
     pub at: String,
 }
 
@@ -220,15 +223,15 @@ impl Pending {
     /// Each changed licence once, as the batch leaves it, with the decision
     /// behind it when the batch first read it (a licence renewed twice in a
     /// batch is one row change from what was read).
-    pub(super) fn changed_licenses(&self) -> Vec<(&str, &Renewed)> {
-        let mut changed: Vec<(&str, &Renewed)> = Vec::with_capacity(self.renewals.len());
+    pub(super) fn changed_licenses(&self) -> Vec<(&Renewed, &Renewed)> {
+        let mut changed: Vec<(&Renewed, &Renewed)> = Vec::with_capacity(self.renewals.len());
         for r in &self.renewals {
             match changed
                 .iter_mut()
                 .find(|(_, c)| c.license.id == r.license.id)
             {
                 Some(entry) => entry.1 = r,
-                None => changed.push((&r.read_decision, r)),
+                None => changed.push((r, r)),
             }
         }
         changed
@@ -264,7 +267,8 @@ impl Pending {
             let updated = diesel::update(
                 licenses::table
                     .filter(licenses::id.eq(&l.id))
-                    .filter(licenses::decision_id.eq(&r.read_decision)),
+                    .filter(licenses::decision_id.eq(&r.read_decision))
+                    .filter(licenses::updated_at.eq(&r.read_version)),
             )
             .set((
                 licenses::customer.eq(l.customer.to_string()),
@@ -481,17 +485,20 @@ impl Head {
 
     /// Writes a changed licence (renewed, capped, or its standing changed)
     /// with the batch, if it is still as it was read: the same decision
-    /// behind it (else [`StoreError::Conflict`]); refuses an expiry that
-    /// would not read back.
+    /// behind it and the same [`LicenseRow::version`] (else
+    /// [`StoreError::Conflict`], as for a row that was never read); refuses
+    /// an expiry that would not read back.
     pub fn update_license(
         &mut self,
         license: &LicenseRow,
         read_decision: &str,
     ) -> Result<(), StoreError> {
         format_storable(license.expires_at)?;
+        let read_version = license.version.clone().ok_or(StoreError::Conflict)?;
         self.pending.renewals.push(Renewed {
             license: license.clone(),
             read_decision: read_decision.to_string(),
+            read_version,
             at: format_instant(Utc::now()),
         });
         Ok(())
@@ -518,6 +525,32 @@ impl Head {
     /// A licence as this batch leaves it: changed earlier in the batch, or
     /// as stored.
     pub fn license(&self, conn: &mut DbConn, id: &str) -> Result<Option<LicenseRow>, StoreError> {
+        match self.unsent_license(id) {
+            Some(row) => Ok(Some(row)),
+            None => super::licenses::license_in(conn, id),
+        }
+    }
+
+    /// [`Head::license`] for a licence the request read before its write
+    /// was queued (`read`, with its version): on a predicted head, unless
+    /// a batch still unsent changed it, that row itself, not read again,
+    /// since the batch's statement writes it back only if its version is
+    /// still the stored one (else the batch runs again under the lock,
+    /// where this reads).
+    pub fn license_as_read(
+        &self,
+        conn: &mut DbConn,
+        read: &LicenseRow,
+    ) -> Result<Option<LicenseRow>, StoreError> {
+        match self.unsent_license(&read.id) {
+            Some(row) => Ok(Some(row)),
+            None if self.predicted && read.version.is_some() => Ok(Some(read.clone())),
+            None => super::licenses::license_in(conn, &read.id),
+        }
+    }
+
+    /// A licence as this batch, or a batch still committing, leaves it.
+    fn unsent_license(&self, id: &str) -> Option<LicenseRow> {
         if let Some(r) = self
             .pending
             .renewals
@@ -525,12 +558,12 @@ impl Head {
             .rev()
             .find(|r| r.license.id == id)
         {
-            return Ok(Some(r.license.clone()));
+            return Some(LicenseRow {
+                version: Some(r.at.clone()),
+                ..r.license.clone()
+            });
         }
-        if let Some(row) = self.carried.iter().rev().find(|l| l.id == id) {
-            return Ok(Some(row.clone()));
-        }
-        super::licenses::license_in(conn, id)
+        self.carried.iter().rev().find(|l| l.id == id).cloned()
     }
 
     /// The live record of an idempotency key. Outside eager mode only this

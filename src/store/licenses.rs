@@ -41,6 +41,10 @@ pub struct LicenseRow {
     pub token: String,
     /// Where it stands, why, and its status-list entry.
     pub state: LicenseState,
+    /// Its `updated_at` as stored when it was read (`None` for a row not
+    /// read from the database): every change sets it anew, so a write can
+    /// tell whether the licence is still as it was read.
+    pub version: Option<String>,
 }
 
 /// Where a licence stands (the lifecycle columns).
@@ -117,6 +121,7 @@ pub(super) type Row = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    String,
 );
 
 pub(super) fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
@@ -144,6 +149,7 @@ pub(super) fn from_row(row: Row) -> Result<LicenseRow, StoreError> {
         decision_id,
         token,
         state,
+        version: Some(row.15),
     })
 }
 
@@ -165,6 +171,7 @@ macro_rules! license_columns {
             licenses::renewal_blocked,
             licenses::impact_review,
             licenses::status_idx,
+            licenses::updated_at,
         )
     };
 }

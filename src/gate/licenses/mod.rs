@@ -303,6 +303,7 @@ impl Gate {
                     decision_id: decision.id.clone(),
                     token: String::new(),
                     state: Default::default(),
+                    version: None,
                 };
                 if asked.current.is_none() {
                     // From now, never past the decision's `not_after`, and
@@ -315,7 +316,8 @@ impl Gate {
             }
             _ => None,
         };
-        let renewal = asked.current.as_ref().map(|_| Renewal {
+        let renewal = asked.current.as_ref().map(|read| Renewal {
+            read: read.clone(),
             customer_given: matches!(
                 &request.action,
                 LicenseAction::Renew {

@@ -102,6 +102,8 @@ impl LicenseWrite {
 
 /// What a renewal needs to extend the licence inside its write.
 pub(super) struct Renewal {
+    /// The licence as the request read it (see [`Head::license_as_read`]).
+    pub(super) read: LicenseRow,
     /// The caller sent new customer facts (else the decision was taken on
     /// the stored ones, which must not have changed since).
     pub(super) customer_given: bool,
@@ -126,7 +128,9 @@ impl Renewal {
         row: &mut LicenseRow,
         now: DateTime<Utc>,
     ) -> Result<Result<String, Written>, StoreError> {
-        let fresh = head.license(conn, &row.id)?.ok_or(StoreError::Conflict)?;
+        let fresh = head
+            .license_as_read(conn, &self.read)?
+            .ok_or(StoreError::Conflict)?;
         if !self.customer_given && fresh.customer != row.customer {
             // Another renewal changed the facts this one was decided on.
             return Err(StoreError::Conflict);
@@ -141,6 +145,7 @@ impl Renewal {
         }
         row.starts_at = fresh.starts_at;
         row.seats = fresh.seats;
+        row.version = fresh.version.clone();
         // Renewed: the gate allows it now, so an impact run's block or
         // review no longer holds it.
         row.state = fresh.state.clone();

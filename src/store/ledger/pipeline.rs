@@ -314,7 +314,10 @@ pub(super) fn run(
                     let changed = rows
                         .changed_licenses()
                         .into_iter()
-                        .map(|(_, r)| r.license.clone())
+                        .map(|(_, r)| LicenseRow {
+                            version: Some(r.at.clone()),
+                            ..r.license.clone()
+                        })
                         .collect();
                     let outcome = if rows.is_empty() {
                         None
