@@ -35,6 +35,11 @@
 # outbox cannot be turned off in this build: comparing with the release
 # before it is how its cost is measured. With LOAD_EVENTS=only,
 # GATEKEEPER_BIN and LOAD_BASELINE_BIN name other builds to compare instead.
+#
+# LOAD_BEFORE_BIN=path/to/gatekeeper runs the three paths on each backend
+# against that build too, in each round right after this one's, and prints
+# this build's rates as ratios of its ("before": how a change to the write
+# path is measured side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -289,6 +294,13 @@ for r in $(seq 1 "$ROUNDS"); do
       CHAIN+="$backend round $r: $verdict"$'\n'
       stop_service
       PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
+      if [ -n "${LOAD_BEFORE_BIN:-}" ]; then
+        start_service "$backend" "$LOAD_BEFORE_BIN"
+        record "$backend preflight, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
+        record "$backend issuance, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
+        record "$backend renewal, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
+        stop_service
+      fi
     done
   fi
   if [ "$EVENTS_MODE" != 0 ]; then
@@ -318,7 +330,11 @@ printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..26})" "-----------" "---
 rows=()
 if [ "$EVENTS_MODE" != only ]; then
   rows+=("bare actix-web" "pgbench one-row insert")
-  for backend in $BACKENDS; do rows+=("$backend preflight" "$backend issuance" "$backend renewal"); done
+  for backend in $BACKENDS; do
+    rows+=("$backend preflight" "$backend issuance" "$backend renewal")
+    [ -n "${LOAD_BEFORE_BIN:-}" ] &&
+      rows+=("$backend preflight, before" "$backend issuance, before" "$backend renewal, before")
+  done
   for p in preflight issuance renewal; do [ -n "${RPS[postgres $p @half]:-}" ] && rows+=("postgres $p @half"); done
 fi
 if [ "$EVENTS_MODE" != 0 ]; then
@@ -346,6 +362,15 @@ fi
 for backend in $BACKENDS; do
   echo "peak RSS of the service ($backend): $(( PEAK[$backend] / 1024 )) MiB"
 done
+if [ -n "${LOAD_BEFORE_BIN:-}" ]; then
+  echo "this build against $LOAD_BEFORE_BIN (medians):"
+  for backend in $BACKENDS; do
+    for p in preflight issuance renewal; do
+      awk -v n="$(median "${RPS[$backend $p]}")" -v b="$(median "${RPS[$backend $p, before]}")" -v w="$backend $p" \
+        'BEGIN { printf "  %s: %.2f times (%s against %s req/s)\n", w, n / b, n, b }'
+    done
+  done
+fi
 echo "audit chain after each run:"
 printf '%s' "$CHAIN" | sed 's/^/  /'
 if [[ " $BACKENDS " == *" postgres "* ]]; then
