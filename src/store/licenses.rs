@@ -345,6 +345,28 @@ impl Store {
         idempotency_in(&mut conn, reseller, key, Utc::now())
     }
 
+    /// What a licence request reads before its write, on one connection:
+    /// the live record of its idempotency key (if it has one), and the
+    /// licence it renews (`Some` if it renews one, whether found or not).
+    #[allow(clippy::type_complexity)]
+    pub fn before_license_write(
+        &self,
+        reseller: &str,
+        key: Option<&str>,
+        renews: Option<&str>,
+    ) -> Result<(Option<IdempotencyRecord>, Option<Option<LicenseRow>>), StoreError> {
+        let mut conn = self.conn()?;
+        let found = match key {
+            Some(key) => idempotency_in(&mut conn, reseller, key, Utc::now())?,
+            None => None,
+        };
+        if found.is_some() {
+            return Ok((found, None));
+        }
+        let read = renews.map(|id| license_in(&mut conn, id)).transpose()?;
+        Ok((None, read))
+    }
+
     /// Forgets idempotency records past their 24 hours.
     pub fn purge_idempotency(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;

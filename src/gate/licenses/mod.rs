@@ -128,12 +128,24 @@ impl Gate {
     pub async fn license(&self, request: LicenseRequest) -> Result<Licensed, GateError> {
         let tenant = request.tenant.to_string();
         let mut _guard = None;
+        // The key's record and the licence to renew, read together (one
+        // connection, one hand-off to the blocking pool).
+        let renews = match &request.action {
+            LicenseAction::Renew { license_id, .. } => Some(license_id.clone()),
+            LicenseAction::Issue { .. } => None,
+        };
+        let (found, mut read) = {
+            let (store, t, k) = (
+                self.store.clone(),
+                tenant.clone(),
+                request.idempotency_key.clone(),
+            );
+            blocking(move || store.before_license_write(&t, k.as_deref(), renews.as_deref()))
+                .await?
+        };
         if let Some(key) = request.idempotency_key.clone() {
             // A retry is answered from its record without deciding again.
-            if let Some(found) = {
-                let (store, t, k) = (self.store.clone(), tenant.clone(), key.clone());
-                blocking(move || store.idempotency(&t, &k)).await?
-            } {
+            if let Some(found) = found {
                 return replay(&found, &request.fingerprint, &self.metrics);
             }
             _guard = Some(
@@ -144,7 +156,7 @@ impl Gate {
         }
         let mut catalog = self.serving_catalog()?;
         for _ in 0..RETRIES {
-            match self.license_once(&catalog, &request).await {
+            match self.license_once(&catalog, &request, read.take()).await {
                 Ok(Written::Fresh(outcome)) => {
                     return Ok(Licensed {
                         outcome: *outcome,
@@ -175,14 +187,17 @@ impl Gate {
     }
 
     /// One attempt on `catalog`: check, decide, plan, commit, report.
+    /// `read` is the licence to renew as already read, if it was (else it
+    /// is read here).
     async fn license_once(
         &self,
         catalog: &Catalog,
         request: &LicenseRequest,
+        read: Option<Option<LicenseRow>>,
     ) -> Result<Written, GateError> {
         let now = Utc::now().trunc_subsecs(6);
         // Check: what is asked, and (for a renewal) the licence as it stands.
-        let asked = self.asked(request).await?;
+        let asked = self.asked(request, read).await?;
         let action = match asked.question.transaction {
             Transaction::Issue => "decision.issue",
             Transaction::Renew => "decision.renew",
@@ -214,8 +229,13 @@ impl Gate {
         Ok(written)
     }
 
-    /// What a licence request asks, read against the licence it renews.
-    async fn asked(&self, request: &LicenseRequest) -> Result<Asked, GateError> {
+    /// What a licence request asks, read against the licence it renews
+    /// (`read`, or read now).
+    async fn asked(
+        &self,
+        request: &LicenseRequest,
+        read: Option<Option<LicenseRow>>,
+    ) -> Result<Asked, GateError> {
         Ok(match &request.action {
             LicenseAction::Issue {
                 product,
@@ -238,10 +258,15 @@ impl Gate {
                 term_days,
                 customer,
             } => {
-                let (store, id) = (self.store.clone(), license_id.clone());
                 let tenant = request.tenant.to_string();
-                let current = blocking(move || store.license(&id))
-                    .await?
+                let current = match read {
+                    Some(read) => read,
+                    None => {
+                        let (store, id) = (self.store.clone(), license_id.clone());
+                        blocking(move || store.license(&id)).await?
+                    }
+                };
+                let current = current
                     .filter(|l| l.reseller == tenant)
                     .ok_or(GateError::NotFound)?;
                 if current.state.standing != Standing::Active {
