@@ -107,8 +107,12 @@ impl ManageConnection for Manager {
         }
     }
 
+    /// A prepared `SELECT 1` (parsed and planned once per connection, not
+    /// at every check-out as a simple query would be).
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map(|_| ())
             .map_err(r2d2::Error::QueryError)
     }
 
