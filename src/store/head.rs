@@ -28,6 +28,9 @@
 //! marks the batch ([`Head::needs_lock`]), which the writer runs again on
 //! the locked head as above.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -70,6 +73,9 @@ pub struct Head {
     needs_lock: bool,
     /// Licences as batches still committing leave them.
     carried: Vec<LicenseRow>,
+    /// The versions this writer's committed batches left licences at
+    /// (licence id to `updated_at`), as far as the writer remembers.
+    written: Arc<HashMap<String, String>>,
 }
 
 #[derive(Debug, Insertable)]
@@ -329,11 +335,13 @@ impl Head {
             predicted: false,
             needs_lock: false,
             carried: Vec::new(),
+            written: Arc::default(),
         }
     }
 
     /// A head predicted (not locked): the one the batches before leave,
-    /// with the licences those still committing change and the next free
+    /// with the licences those still committing change, the versions the
+    /// writer's committed batches left licences at, and the next free
     /// status-list index once one of them has read it.
     pub(super) fn predicted(
         seq: i64,
@@ -341,11 +349,13 @@ impl Head {
         catalog_version: i64,
         next_status_idx: Option<i64>,
         carried: Vec<LicenseRow>,
+        written: Arc<HashMap<String, String>>,
     ) -> Head {
         Head {
             next_status_idx,
             predicted: true,
             carried,
+            written,
             ..Head::new(seq, hash, catalog_version)
         }
     }
@@ -532,20 +542,28 @@ impl Head {
     }
 
     /// [`Head::license`] for a licence the request read before its write
-    /// was queued (`read`, with its version): on a predicted head, unless
-    /// a batch still unsent changed it, that row itself, not read again,
-    /// since the batch's statement writes it back only if its version is
-    /// still the stored one (else the batch runs again under the lock,
-    /// where this reads).
+    /// was queued (`read`, with its version). On a predicted head, unless
+    /// a batch still unsent changed it or this writer committed it at
+    /// another version since, that row itself, not read again: the batch's
+    /// statement writes it back only if its version is still the stored
+    /// one (else the batch runs again under the lock, where this reads).
     pub fn license_as_read(
         &self,
         conn: &mut DbConn,
         read: &LicenseRow,
     ) -> Result<Option<LicenseRow>, StoreError> {
-        match self.unsent_license(&read.id) {
-            Some(row) => Ok(Some(row)),
-            None if self.predicted && read.version.is_some() => Ok(Some(read.clone())),
-            None => super::licenses::license_in(conn, &read.id),
+        if let Some(row) = self.unsent_license(&read.id) {
+            return Ok(Some(row));
+        }
+        let as_written = match (self.written.get(&read.id), &read.version) {
+            (Some(written), Some(version)) => written == version,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if self.predicted && as_written {
+            Ok(Some(read.clone()))
+        } else {
+            super::licenses::license_in(conn, &read.id)
         }
     }
 

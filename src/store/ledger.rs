@@ -3,9 +3,9 @@
 //! Requests hand their write to [`Ledger::submit`] as a closure. One writer
 //! thread takes whatever is queued (up to `max_batch`, never waiting for
 //! more) as a batch. On PostgreSQL it runs the batch on the head it
-//! predicts and sends it as one statement while it prepares the next
-//! ([`pipeline`], which falls back to the locked path below when a batch
-//! fails or needs the lock). On SQLite, and in that fallback, it
+//! predicts and sends it as one statement ([`pipeline`], which can prepare
+//! the next while one commits, and falls back to the locked path below
+//! when a batch fails or needs the lock). On SQLite, and in that fallback, it
 //! opens one transaction, locks the ledger head once, runs each
 //! write (which hands its rows to the [`Head`] rather than sending them),
 //! sends the batch's rows as one multi-row insert per table, commits, and
@@ -174,11 +174,23 @@ impl Ledger {
         batch_sizes: impl Fn(usize) + Send + 'static,
         answer_within: std::time::Duration,
     ) -> std::io::Result<Ledger> {
+        Ledger::start_with_depth(store, max_batch, SERVICE_DEPTH, batch_sizes, answer_within)
+    }
+
+    /// [`Ledger::start`] with up to `depth` PostgreSQL batches out at once
+    /// (see [`pipeline`]; SQLite's writer runs one batch at a time).
+    pub fn start_with_depth(
+        store: Store,
+        max_batch: usize,
+        depth: usize,
+        batch_sizes: impl Fn(usize) + Send + 'static,
+        answer_within: std::time::Duration,
+    ) -> std::io::Result<Ledger> {
         let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
         let max_batch = max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(&store, &receiver, max_batch, &batch_sizes))?;
+            .spawn(move || run(&store, &receiver, max_batch, depth, &batch_sizes))?;
         Ok(Ledger {
             sender: Some(sender),
             writer: Some(writer),
@@ -235,6 +247,14 @@ impl Ledger {
     }
 }
 
+/// PostgreSQL batches the service's writer has out at once. One: the next
+/// batch is prepared on the predicted head once the one before it has
+/// committed. Two (preparing the next while one commits) was slower on the
+/// development machine, whose two cores are busy under load, not idle:
+/// the batches halve and the commits double (`benches/load.sh 10 64 3`,
+/// README, Performance).
+pub const SERVICE_DEPTH: usize = 1;
+
 /// Writes waiting for the writer, at most: past that, requests are told to
 /// retry (`503`) rather than queue without bound.
 const QUEUE: usize = 8192;
@@ -259,12 +279,13 @@ fn run(
     store: &Store,
     receiver: &mpsc::Receiver<Job>,
     max_batch: usize,
+    depth: usize,
     batch_sizes: &dyn Fn(usize),
 ) {
     // BACKEND-SPECIFIC: PostgreSQL's batches go out as one statement each,
     // overlapping; SQLite's (in-process, one writer) under the lock.
     if store.is_postgres() {
-        pipeline::run(store, receiver, max_batch, batch_sizes);
+        pipeline::run(store, receiver, max_batch, depth, batch_sizes);
         return;
     }
     let mut purged = std::time::Instant::now();

@@ -7,10 +7,12 @@
 //! autocommit), hands the rows to one of two committers, each a thread with
 //! a connection of its own, which sends them with the head check as one
 //! statement ([`crate::store::commit`]), and goes on to the next batch while
-//! that one commits. At most two batches are out at once: the one
-//! committing and the one waiting on the head's row lock behind it. Callers
-//! are answered in the order their batches were sent, each once its batch
-//! has committed.
+//! that one commits. At most `depth` batches are out at once (with two:
+//! the one committing and the one waiting on the head's row lock behind
+//! it); with one, the next batch is prepared only once the one before has
+//! landed, which is what the service runs ([`super::SERVICE_DEPTH`] says
+//! why). Callers are answered in the order their batches were sent, each
+//! once its batch has committed.
 //!
 //! A batch that does not commit (the database refused it, another replica
 //! moved the head, the connection was lost) takes every batch sent after it
@@ -28,9 +30,10 @@
 //! before it: the head check cannot tell whether that one committed, so
 //! each is judged on its own outcome.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use diesel::prelude::*;
@@ -41,9 +44,6 @@ use crate::store::head::Pending;
 use crate::store::licenses::LicenseRow;
 use crate::store::schema::ledger_head;
 use crate::store::{DbConn, Head, Store, StoreError};
-
-/// Batches out at once: one committing, one waiting behind it.
-const DEPTH: usize = 2;
 
 /// The head as the batches sent so far leave it, if they commit.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ struct Committer {
 
 impl Committer {
     fn start(store: &Store, n: usize) -> std::io::Result<Committer> {
-        let (tasks, incoming) = mpsc::sync_channel::<Task>(DEPTH);
+        let (tasks, incoming) = mpsc::sync_channel::<Task>(1);
         let store = store.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ledger-commit-{n}"))
@@ -178,6 +178,11 @@ fn send(store: &Store, own: &mut Option<DbConn>, advance: &Advance, rows: &Pendi
     }
 }
 
+/// Licences whose committed versions the writer keeps, at most (then it
+/// forgets them all; a renewal read before is then read again only if its
+/// batch fails).
+const REMEMBERED: usize = 65_536;
+
 /// A batch run against the predicted head.
 enum Prepared {
     Rows {
@@ -212,6 +217,7 @@ fn prepare(
     jobs: &mut [Job],
     predicted: &mut Option<Predicted>,
     flights: &VecDeque<Flight>,
+    written: &Arc<HashMap<String, String>>,
 ) -> Prepared {
     let prepared = catch_unwind(AssertUnwindSafe(|| {
         let conn = match own.as_mut() {
@@ -230,6 +236,7 @@ fn prepare(
             from.catalog_version,
             from.next_status_idx,
             carried,
+            Arc::clone(written),
         );
         for job in jobs.iter_mut() {
             job.run(conn, &mut head)?;
@@ -266,16 +273,23 @@ fn prepare(
     }
 }
 
+/// The writer's loop with at most `depth` batches out at once, each sent
+/// by a committer of its own.
 pub(super) fn run(
     store: &Store,
     receiver: &mpsc::Receiver<Job>,
     max_batch: usize,
+    depth: usize,
     batch_sizes: &dyn Fn(usize),
 ) {
-    let committers = match (Committer::start(store, 0), Committer::start(store, 1)) {
-        (Ok(a), Ok(b)) => [a, b],
-        _ => {
-            tracing::error!("could not start the ledger's committers");
+    let depth = depth.max(1);
+    let committers = match (0..depth)
+        .map(|n| Committer::start(store, n))
+        .collect::<std::io::Result<Vec<_>>>()
+    {
+        Ok(committers) => committers,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the ledger's committers");
             return;
         }
     };
@@ -285,6 +299,10 @@ pub(super) fn run(
     let mut own: Option<DbConn> = None;
     let mut predicted: Option<Predicted> = None;
     let mut flights: VecDeque<Flight> = VecDeque::new();
+    // The versions committed batches left licences at, so that a renewal
+    // read before one of them committed reads the licence again rather
+    // than failing its batch (see `Head::license_as_read`).
+    let mut written: Arc<HashMap<String, String>> = Arc::default();
     loop {
         let mut jobs = Vec::new();
         if flights.is_empty() {
@@ -297,7 +315,14 @@ pub(super) fn run(
         let idle = jobs.is_empty();
         if !idle {
             batch_sizes(jobs.len());
-            match prepare(store, &mut own, &mut jobs, &mut predicted, &flights) {
+            match prepare(
+                store,
+                &mut own,
+                &mut jobs,
+                &mut predicted,
+                &flights,
+                &written,
+            ) {
                 Prepared::Rows {
                     advance,
                     rows,
@@ -335,7 +360,7 @@ pub(super) fn run(
                 }
                 Prepared::Locked => {
                     while !flights.is_empty() {
-                        land_oldest(store, &mut own, &mut flights, &mut predicted);
+                        land_oldest(store, &mut own, &mut flights, &mut predicted, &mut written);
                     }
                     predicted = None;
                     let failure = run_locked(store, &mut own, &mut jobs, Instant::now());
@@ -345,8 +370,8 @@ pub(super) fn run(
                 }
             }
         }
-        if flights.len() >= DEPTH || (idle && !flights.is_empty()) {
-            land_oldest(store, &mut own, &mut flights, &mut predicted);
+        if flights.len() >= depth || (idle && !flights.is_empty()) {
+            land_oldest(store, &mut own, &mut flights, &mut predicted, &mut written);
         }
         purge_now_and_then(store, &mut purged);
     }
@@ -360,19 +385,31 @@ fn land_oldest(
     own: &mut Option<DbConn>,
     flights: &mut VecDeque<Flight>,
     predicted: &mut Option<Predicted>,
+    written: &mut Arc<HashMap<String, String>>,
 ) {
     let Some(mut first) = flights.pop_front() else {
         return;
     };
     let landed = first.land();
     if matches!(landed, Landed::Committed | Landed::Nothing) {
+        let versions = Arc::make_mut(written);
+        if versions.len() > REMEMBERED {
+            versions.clear();
+        }
+        for row in &first.changed {
+            if let Some(version) = &row.version {
+                versions.insert(row.id.clone(), version.clone());
+            }
+        }
         for job in first.jobs {
             job.settle(None);
         }
         return;
     }
-    // Every batch out was prepared on this one's head.
+    // Every batch out was prepared on this one's head; what runs again
+    // under the lock writes versions the writer does not keep.
     *predicted = None;
+    *written = Arc::default();
     let mut out = vec![(first, landed)];
     while let Some(mut next) = flights.pop_front() {
         let landed = next.land();
