@@ -23,7 +23,11 @@
 //! needs the lock itself ([`Head::immediate`]: catalogue changes, reviews,
 //! impact runs, webhook endpoints), after the batches before it have
 //! landed. A batch whose statement went unanswered (the connection died)
-//! may be in the database and is not run again: its callers are told so,
+//! may be in the database. Once its backend is gone (terminated, say) the
+//! committer asks whether the chain holds the batch's last event: then it
+//! committed; if not, it never will, and it is run again like a refused
+//! one. While the backend lives on, or when the database cannot be asked,
+//! it is not run again and its callers are told the outcome is unknown,
 //! unless it moved the head on and a batch sent after it committed, which
 //! proves it did (the later batch's head check found the head it left).
 //! A batch that appends nothing to the chain proves nothing of the batch
@@ -37,7 +41,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
 
 use super::{connection_lost, gather, purge_now_and_then, run_locked, spent, Failure, Job};
 use crate::store::commit::{self, Advance, Sent};
@@ -108,7 +114,7 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name(format!("ledger-commit-{n}"))
             .spawn(move || {
-                let mut own: Option<DbConn> = None;
+                let mut own: Option<(DbConn, i32)> = None;
                 for (advance, rows, reply) in incoming {
                     let _ = reply.send(send(&store, &mut own, &advance, &rows));
                 }
@@ -140,11 +146,18 @@ impl Drop for Committer {
     }
 }
 
-/// Sends one batch's statement on the committer's connection.
-fn send(store: &Store, own: &mut Option<DbConn>, advance: &Advance, rows: &Pending) -> Landed {
+/// Sends one batch's statement on the committer's connection (with the
+/// process id of its PostgreSQL backend).
+fn send(
+    store: &Store,
+    own: &mut Option<(DbConn, i32)>,
+    advance: &Advance,
+    rows: &Pending,
+) -> Landed {
+    let mut backend = None;
     let sent = catch_unwind(AssertUnwindSafe(|| {
-        let conn = match own.as_mut() {
-            Some(conn) => conn,
+        let (conn, pid) = match own.as_mut() {
+            Some(own) => own,
             None => {
                 let mut conn = store.dedicated_connection()?;
                 // The statement is planned for its arrays each time: a plan
@@ -153,9 +166,12 @@ fn send(store: &Store, own: &mut Option<DbConn>, advance: &Advance, rows: &Pendi
                 // (renewals fell from about 1,900 to 1,100 a second after
                 // ten seconds of issuance).
                 conn.batch_execute("SET plan_cache_mode = force_custom_plan")?;
-                own.insert(conn)
+                let pid =
+                    diesel::select(sql::<Integer>("pg_backend_pid()")).get_result(&mut conn)?;
+                own.insert((conn, pid))
             }
         };
+        backend = Some(*pid);
         match conn {
             DbConn::Postgres(pg) => commit::send(pg, advance, rows),
             DbConn::Sqlite(_) => Err(StoreError::BatchFailed(
@@ -167,16 +183,29 @@ fn send(store: &Store, own: &mut Option<DbConn>, advance: &Advance, rows: &Pendi
         Ok(Ok(Sent::Committed)) => Landed::Committed,
         Ok(Ok(Sent::HeadMoved)) => Landed::HeadMoved,
         Ok(Err(e)) => {
-            // The statement is its own commit: a lost connection leaves it
-            // unknown whether it committed.
-            let unknown = connection_lost(&e);
-            if unknown {
-                *own = None;
+            // A new connection for the next batch: this one may be dead
+            // without saying so (its backend terminated while it was idle
+            // fails the next statement with an error of its own).
+            *own = None;
+            if !connection_lost(&e) {
+                return Landed::Failed(Failure {
+                    why: e.to_string(),
+                    unknown: false,
+                });
             }
-            Landed::Failed(Failure {
-                why: e.to_string(),
-                unknown,
-            })
+            // The statement is its own commit: the connection lost, it is
+            // unknown whether it committed, unless the backend is found gone.
+            match backend.map(|pid| settled_after_loss(store, pid, advance)) {
+                Some(Some(true)) => Landed::Committed,
+                Some(Some(false)) => Landed::Failed(Failure {
+                    why: format!("{e} (its backend ended without committing it)"),
+                    unknown: false,
+                }),
+                _ => Landed::Failed(Failure {
+                    why: e.to_string(),
+                    unknown: true,
+                }),
+            }
         }
         Err(_) => {
             *own = None;
@@ -186,6 +215,38 @@ fn send(store: &Store, own: &mut Option<DbConn>, advance: &Advance, rows: &Pendi
             })
         }
     }
+}
+
+/// Whether a batch whose connection was lost committed, when that can be
+/// known: once its backend `pid` has ended (it was terminated, say), its
+/// statement either committed or never will, and it committed if the chain
+/// holds the batch's last event (its hash is the head the batch predicted).
+/// `None` while the backend lives on (the statement may yet commit), for a
+/// batch that appends no event, and when the database cannot be asked.
+fn settled_after_loss(store: &Store, pid: i32, advance: &Advance) -> Option<bool> {
+    if advance.to_seq == advance.from_seq {
+        return None;
+    }
+    let mut conn = store.dedicated_connection().ok()?;
+    let alive: bool = diesel::select(
+        sql::<Bool>("EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ")
+            .bind::<Integer, _>(pid)
+            .sql(")"),
+    )
+    .get_result(&mut conn)
+    .ok()?;
+    if alive {
+        return None;
+    }
+    diesel::select(
+        sql::<Bool>("EXISTS (SELECT 1 FROM audit_events WHERE seq = ")
+            .bind::<BigInt, _>(advance.to_seq)
+            .sql(" AND hash = ")
+            .bind::<Text, _>(&advance.to_hash)
+            .sql(")"),
+    )
+    .get_result(&mut conn)
+    .ok()
 }
 
 /// Licences whose committed versions the writer keeps, at most (then it
