@@ -108,7 +108,9 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(store: &Store, n: usize) -> std::io::Result<Committer> {
+    /// `custom_plans`: its connection plans the statement for each batch's
+    /// arrays (see [`send`]).
+    fn start(store: &Store, n: usize, custom_plans: bool) -> std::io::Result<Committer> {
         let (tasks, incoming) = mpsc::sync_channel::<Task>(1);
         let store = store.clone();
         let thread = std::thread::Builder::new()
@@ -116,7 +118,7 @@ impl Committer {
             .spawn(move || {
                 let mut own: Option<(DbConn, i32)> = None;
                 for (advance, rows, reply) in incoming {
-                    let _ = reply.send(send(&store, &mut own, &advance, &rows));
+                    let _ = reply.send(send(&store, &mut own, custom_plans, &advance, &rows));
                 }
             })?;
         Ok(Committer {
@@ -151,6 +153,7 @@ impl Drop for Committer {
 fn send(
     store: &Store,
     own: &mut Option<(DbConn, i32)>,
+    custom_plans: bool,
     advance: &Advance,
     rows: &Pending,
 ) -> Landed {
@@ -160,12 +163,16 @@ fn send(
             Some(own) => own,
             None => {
                 let mut conn = store.dedicated_connection()?;
-                // The statement is planned for its arrays each time: a plan
-                // kept from a batch sent while `licenses` was small joins a
-                // renewal's rows by scanning the table once it is not
-                // (renewals fell from about 1,900 to 1,100 a second after
-                // ten seconds of issuance).
-                conn.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+                // Batches that change licences are planned for their arrays
+                // each time: a plan kept from a batch sent while `licenses`
+                // was small joins a renewal's rows by scanning the table
+                // once it is not (renewals fell from about 1,900 to 1,100 a
+                // second after ten seconds of issuance). The others keep
+                // the plan: planning the statement for every preflight
+                // batch cost about a tenth of their rate.
+                if custom_plans {
+                    conn.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+                }
                 let pid =
                     diesel::select(sql::<Integer>("pg_backend_pid()")).get_result(&mut conn)?;
                 own.insert((conn, pid))
@@ -354,8 +361,10 @@ pub(super) fn run(
     batch_sizes: &dyn Fn(usize),
 ) {
     let depth = depth.max(1);
-    let committers = match (0..depth)
-        .map(|n| Committer::start(store, n))
+    // Per batch out: one committer for batches that change no licence,
+    // one (planning each time) for those that do.
+    let committers = match (0..depth * 2)
+        .map(|n| Committer::start(store, n, n % 2 == 1))
         .collect::<std::io::Result<Vec<_>>>()
     {
         Ok(committers) => committers,
@@ -418,8 +427,9 @@ pub(super) fn run(
                     let outcome = if rows.is_empty() {
                         None
                     } else {
-                        turn = (turn + 1) % committers.len();
-                        Some(committers[turn].send(advance, *rows))
+                        turn = (turn + 1) % depth;
+                        let kind = usize::from(!rows.renewals.is_empty());
+                        Some(committers[turn * 2 + kind].send(advance, *rows))
                     };
                     flights.push_back(Flight {
                         jobs,
