@@ -83,7 +83,6 @@ struct Columns<'a> {
     de_reseller: Texts<'a>,
     de_kind: Texts<'a>,
     de_outcome: Texts<'a>,
-    de_body: Texts<'a>,
     de_audit_seq: Vec<i64>,
     de_created: Texts<'a>,
     de_request: MaybeTexts<'a>,
@@ -129,6 +128,7 @@ struct Columns<'a> {
     ik_body: Texts<'a>,
     ik_created: Texts<'a>,
     ik_expires: Texts<'a>,
+    ik_audit_seq: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -160,7 +160,6 @@ impl<'a> Columns<'a> {
             c.de_reseller.push(&d.reseller);
             c.de_kind.push(&d.transaction_kind);
             c.de_outcome.push(d.outcome);
-            c.de_body.push(&d.body);
             c.de_audit_seq.push(d.audit_seq);
             c.de_created.push(&d.created_at);
             c.de_request.push(d.request.as_deref());
@@ -213,6 +212,7 @@ impl<'a> Columns<'a> {
             c.ik_body.push(&k.body);
             c.ik_created.push(&k.created_at);
             c.ik_expires.push(&k.expires_at);
+            c.ik_audit_seq.push(k.audit_seq);
         }
         c
     }
@@ -236,18 +236,18 @@ WITH h AS (
         $21::bigint[], $22::text[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), de AS (
-    INSERT INTO decisions (id, reseller, transaction_kind, outcome, body, audit_seq, created_at,
+    INSERT INTO decisions (id, reseller, transaction_kind, outcome, audit_seq, created_at,
         request, review_status)
-    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::text[], $27::text[],
-        $28::bigint[], $29::text[], $30::text[], $31::text[])
+    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::text[],
+        $27::bigint[], $28::text[], $29::text[], $30::text[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), li AS (
     INSERT INTO licenses (id, reseller, product, customer, seats, starts_at, expires_at,
         decision_id, token, created_at, updated_at, status, status_reason, ended_by,
         renewal_blocked, impact_review, status_idx)
-    SELECT * FROM unnest($32::text[], $33::text[], $34::text[], $35::text[], $36::bigint[],
-        $37::text[], $38::text[], $39::text[], $40::text[], $41::text[], $42::text[],
-        $43::text[], $44::text[], $45::text[], $46::text[], $47::text[], $48::bigint[])
+    SELECT * FROM unnest($31::text[], $32::text[], $33::text[], $34::text[], $35::bigint[],
+        $36::text[], $37::text[], $38::text[], $39::text[], $40::text[], $41::text[],
+        $42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::bigint[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), lu AS (
     UPDATE licenses AS l SET customer = r.customer, expires_at = r.expires_at,
@@ -255,9 +255,9 @@ WITH h AS (
         status = r.status, status_reason = r.status_reason, ended_by = r.ended_by,
         renewal_blocked = r.renewal_blocked, impact_review = r.impact_review,
         status_idx = r.status_idx
-    FROM unnest($49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[],
-        $56::text[], $57::text[], $58::text[], $59::text[], $60::text[], $61::text[],
-        $62::bigint[])
+    FROM unnest($48::text[], $49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[],
+        $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::text[],
+        $61::bigint[])
         AS r (id, read_decision, read_version, customer, expires_at, decision_id, token, updated_at, status,
               status_reason, ended_by, renewal_blocked, impact_review, status_idx)
     WHERE l.id = r.id AND l.decision_id = r.read_decision
@@ -265,9 +265,9 @@ WITH h AS (
     RETURNING 1
 ), ik AS (
     INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at,
-        expires_at)
-    SELECT * FROM unnest($63::text[], $64::text[], $65::text[], $66::integer[], $67::text[],
-        $68::text[], $69::text[])
+        expires_at, audit_seq)
+    SELECT * FROM unnest($62::text[], $63::text[], $64::text[], $65::integer[], $66::text[],
+        $67::text[], $68::text[], $69::bigint[])
     WHERE EXISTS (SELECT 1 FROM h)
 )
 SELECT CASE
@@ -341,7 +341,6 @@ impl QueryFragment<Pg> for Statement<'_> {
             (Array<Text>, &c.de_reseller),
             (Array<Text>, &c.de_kind),
             (Array<Text>, &c.de_outcome),
-            (Array<Text>, &c.de_body),
             (Array<BigInt>, &c.de_audit_seq),
             (Array<Text>, &c.de_created),
             (Array<Nullable<Text>>, &c.de_request),
@@ -384,6 +383,7 @@ impl QueryFragment<Pg> for Statement<'_> {
             (Array<Text>, &c.ik_body),
             (Array<Text>, &c.ik_created),
             (Array<Text>, &c.ik_expires),
+            (Array<Nullable<BigInt>>, &c.ik_audit_seq),
             (BigInt, &self.changed),
         );
         debug_assert!(parts.next().is_none(), "a placeholder without a bind");

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::audit::{append_event, NewEvent};
-use super::schema::decisions;
+use super::schema::{audit_events, decisions};
 use super::{format_instant, parse_json, DbConn, Head, Page, Store, StoreError};
 use crate::policy::Decision;
 
@@ -49,28 +49,47 @@ pub(super) type DecisionRow = (
     Option<String>,
 );
 
+/// A decision row with the event that carries its body (the decision is
+/// stored once, in its audit event; the row keeps a reference, `audit_seq`).
 pub(super) const DECISION_COLUMNS: (
     decisions::id,
     decisions::reseller,
-    decisions::body,
+    audit_events::event,
     decisions::request,
     decisions::review_status,
     decisions::review,
 ) = (
     decisions::id,
     decisions::reseller,
-    decisions::body,
+    audit_events::event,
     decisions::request,
     decisions::review_status,
     decisions::review,
 );
 
+/// Decisions joined to the events that carry them.
+macro_rules! with_events {
+    () => {
+        decisions::table
+            .inner_join(audit_events::table.on(audit_events::seq.eq(decisions::audit_seq)))
+    };
+}
+
 pub(super) fn from_row(row: DecisionRow) -> Result<StoredDecision, StoreError> {
-    let (id, reseller, body, request, review_status, review) = row;
+    let (id, reseller, event, request, review_status, review) = row;
+    let mut event: Value = parse_json(&event)?;
+    let body = match event.get_mut("decision") {
+        Some(body) if body.get("id").and_then(Value::as_str) == Some(id.as_str()) => body.take(),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "decision {id}: its audit event does not carry it"
+            )))
+        }
+    };
     Ok(StoredDecision {
         id,
         reseller,
-        body: parse_json(&body)?,
+        body,
         request: request.as_deref().map(parse_json).transpose()?,
         review_status,
         review: review.as_deref().map(parse_json).transpose()?,
@@ -81,7 +100,7 @@ impl Store {
     /// Reads one decision.
     pub fn decision(&self, id: &str) -> Result<Option<StoredDecision>, StoreError> {
         let mut conn = self.conn()?;
-        decisions::table
+        with_events!()
             .filter(decisions::id.eq(id))
             .select(DECISION_COLUMNS)
             .first::<DecisionRow>(&mut *conn)
@@ -99,7 +118,7 @@ impl Store {
         limit: i64,
     ) -> Result<Page<StoredDecision>, StoreError> {
         let mut conn = self.conn()?;
-        let mut query = decisions::table
+        let mut query = with_events!()
             .filter(decisions::review_status.is_not_null())
             .order(decisions::id.asc())
             .limit(limit)
@@ -153,7 +172,7 @@ pub fn resolve_review(
 /// Records a decision and its audit event (a ledger write), if the
 /// catalogue it was taken on is still the newest committed one (else
 /// [`StoreError::Stale`]). Returns the decision with its `audit_seq`. The
-/// decision is encoded here, once, for the event and the row.
+/// decision is stored in its event only; the row refers to the event.
 pub fn record_decision(
     head: &mut Head,
     catalog_version: i64,
@@ -165,10 +184,8 @@ pub fn record_decision(
     let now = Utc::now();
     let mut decision = new.decision;
     decision.audit_seq = Some(head.seq + 1);
-    let body = decision.to_json();
-    let row_body = body.to_string();
     let mut event = new.event;
-    event.decision = Some(body);
+    event.decision = Some(decision.to_json());
     // What a review's approval will act on (seats, term) is vouched for by
     // the chain like the rest of the decision.
     if new.reviewable {
@@ -180,7 +197,6 @@ pub fn record_decision(
         reseller: new.reseller,
         transaction_kind: decision.transaction.as_str().to_string(),
         outcome: decision.outcome.as_str(),
-        body: row_body,
         audit_seq: head.seq,
         created_at: format_instant(now),
         request: Some(new.request.to_string()),

@@ -113,7 +113,6 @@ pub(super) struct DecisionRow {
     pub reseller: String,
     pub transaction_kind: String,
     pub outcome: &'static str,
-    pub body: String,
     pub audit_seq: i64,
     pub created_at: String,
     pub request: Option<String>,
@@ -169,6 +168,7 @@ pub(super) struct IdempotencyRow {
     pub body: String,
     pub created_at: String,
     pub expires_at: String,
+    pub audit_seq: Option<i64>,
 }
 
 /// The rows a batch has written and not yet sent.
@@ -601,10 +601,17 @@ impl Head {
             .iter()
             .find(|r| r.reseller == reseller && r.idem_key == key)
         {
+            // Its event is in the batch too.
+            let event = row.audit_seq.and_then(|seq| {
+                let found = self.pending.events.iter().find(|e| e.seq == seq);
+                found.map(|e| e.event.clone())
+            });
             return Ok(Some(IdempotencyRecord {
                 fingerprint: row.fingerprint.clone(),
                 status: u16::try_from(row.status).unwrap_or(500),
                 body: row.body.clone(),
+                audit_seq: row.audit_seq,
+                event,
             }));
         }
         if self.eager {
@@ -628,6 +635,7 @@ impl Head {
             fingerprint: record.fingerprint.clone(),
             status: i32::from(record.status),
             body: record.body.clone(),
+            audit_seq: record.audit_seq,
             created_at: format_instant(now),
             expires_at: format_instant(now + chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)),
         });

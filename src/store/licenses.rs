@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::schema::{idempotency_keys, licenses};
+use super::schema::{audit_events, idempotency_keys, licenses};
 use super::{format_instant, parse_instant, parse_json, DbConn, Page, Store, StoreError};
 use crate::domain::Standing;
 
@@ -95,13 +95,20 @@ impl LicenseState {
 
 /// What the first request with an idempotency key came to, for its retries:
 /// the request's fingerprint, the kind of outcome (`status`: a code the gate
-/// gives each kind) and what a replay reports (`body`, JSON). The store
-/// keeps it as it is given.
+/// gives each kind), the audit event that records the outcome
+/// (`audit_seq`) and what a replay needs beside that event (`body`). The
+/// store keeps it as it is given, and reads the event with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     pub fingerprint: String,
     pub status: u16,
     pub body: String,
+    /// `None` in records written before they referred to their event (the
+    /// body then holds the whole outcome).
+    pub audit_seq: Option<i64>,
+    /// The event `audit_seq` names, as read with the record (not stored
+    /// with it; `None` when saving, or when the event is not there).
+    pub event: Option<String>,
 }
 
 /// A licence row as stored, its instants, customer and state still text.
@@ -185,6 +192,9 @@ pub fn idempotency_in(
     now: DateTime<Utc>,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
     let row = idempotency_keys::table
+        .left_join(
+            audit_events::table.on(audit_events::seq.nullable().eq(idempotency_keys::audit_seq)),
+        )
         .filter(idempotency_keys::reseller.eq(reseller))
         .filter(idempotency_keys::idem_key.eq(key))
         .filter(idempotency_keys::expires_at.gt(format_instant(now)))
@@ -192,14 +202,20 @@ pub fn idempotency_in(
             idempotency_keys::fingerprint,
             idempotency_keys::status,
             idempotency_keys::body,
+            idempotency_keys::audit_seq,
+            audit_events::event.nullable(),
         ))
-        .first::<(String, i32, String)>(conn)
+        .first::<(String, i32, String, Option<i64>, Option<String>)>(conn)
         .optional()?;
-    Ok(row.map(|(fingerprint, status, body)| IdempotencyRecord {
-        fingerprint,
-        status: u16::try_from(status).unwrap_or(500),
-        body,
-    }))
+    Ok(row.map(
+        |(fingerprint, status, body, audit_seq, event)| IdempotencyRecord {
+            fingerprint,
+            status: u16::try_from(status).unwrap_or(500),
+            audit_seq,
+            event,
+            body,
+        },
+    ))
 }
 
 /// A page of licence rows as stored, in id order after `after` (for

@@ -57,7 +57,6 @@ diesel::table! {
         reseller -> Text,
         transaction_kind -> Text,
         outcome -> Text,
-        body -> Text,
         audit_seq -> BigInt,
         created_at -> Text,
         request -> Nullable<Text>,
@@ -112,6 +111,7 @@ diesel::table! {
         body -> Text,
         created_at -> Text,
         expires_at -> Text,
+        audit_seq -> Nullable<BigInt>,
     }
 }
 

@@ -504,6 +504,53 @@ async fn the_what_if_column_is_backfilled_from_the_stored_events(app: TestApp) {
     assert!(refused.is_err(), "the trigger is back");
 }
 
+both!(decisions_read_the_same_from_their_events_across_the_migration);
+/// The migration that stores a decision only in its event: reverted (the
+/// decisions get their bodies back from their events) and run again, every
+/// decision reads as before and the chain still verifies.
+async fn decisions_read_the_same_from_their_events_across_the_migration(app: TestApp) {
+    let (what_if, plain) = a_what_if_and_a_plain_allow(&app).await;
+    let read = |id: &serde_json::Value| {
+        let path = format!("/v1/decisions/{}", id.as_str().unwrap());
+        let app = &app;
+        async move { app.get(&path, &app.compliance()).await }
+    };
+    let before = (read(&what_if["id"]).await, read(&plain["id"]).await);
+    assert_eq!(before.0.status, 200, "{}", before.0.text);
+    assert_eq!(before.1.body["decision"], plain);
+    let (down, up) = match app.backend {
+        Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/2026-12-05-000001_rows_once/down.sql"),
+            include_str!("../../migrations/sqlite/2026-12-05-000001_rows_once/up.sql"),
+        ),
+        Backend::Postgres => (
+            include_str!("../../migrations/postgres/2026-12-05-000001_rows_once/down.sql"),
+            include_str!("../../migrations/postgres/2026-12-05-000001_rows_once/up.sql"),
+        ),
+    };
+    app.db.execute(down).unwrap();
+    // Reverted, each decision row holds its event's decision again.
+    let count = |sql: &str| app.db.count(sql);
+    assert_eq!(count("SELECT count(*) AS n FROM decisions"), 2);
+    let plain_body = plain.to_string().replace('\'', "''");
+    let found = count(&format!(
+        "SELECT count(*) AS n FROM decisions WHERE body = '{plain_body}'"
+    ));
+    assert_eq!(
+        found, 1,
+        "the body is the event's decision, as the event has it"
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM decisions WHERE body = ''"),
+        0
+    );
+    app.db.execute(up).unwrap();
+    let after = (read(&what_if["id"]).await, read(&plain["id"]).await);
+    assert_eq!((after.0.text, after.1.text), (before.0.text, before.1.text));
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
+
 /// Whether a spreadsheet could run `cell`: it starts with a formula
 /// character (or its full-width form), TAB, CR or LF, or with white space
 /// before one.

@@ -120,6 +120,34 @@ impl TestDb {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+impl TestDb {
+    /// The number a query behind the service's back counts
+    /// (`SELECT count(*) AS n ...`).
+    pub fn count(&self, sql: &str) -> i64 {
+        use diesel::RunQueryDsl;
+        let query = diesel::sql_query(sql);
+        let rows: Vec<Count> = match self {
+            TestDb::Sqlite(dir) => {
+                let path = dir.path().join("gatekeeper.db");
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
+                    .expect("open the SQLite file");
+                query.load(&mut conn).expect("count")
+            }
+            TestDb::Postgres { url, .. } => {
+                let mut conn = diesel::PgConnection::establish(url).expect("connect");
+                query.load(&mut conn).expect("count")
+            }
+        };
+        rows.first().map_or(0, |c| c.n)
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestDb::Postgres {

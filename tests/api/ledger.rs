@@ -14,6 +14,8 @@ fn record(body: &str) -> IdempotencyRecord {
         fingerprint: "f".into(),
         status: 201,
         body: body.into(),
+        audit_seq: None,
+        event: None,
     }
 }
 

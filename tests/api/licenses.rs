@@ -388,7 +388,7 @@ async fn a_record_that_kept_the_whole_response_replays_it(app: TestApp) {
         let kept = first.text.replace('\'', "''");
         app.db
             .execute(&format!(
-                "UPDATE idempotency_keys SET body = '{kept}' WHERE idem_key = '{k}'"
+                "UPDATE idempotency_keys SET body = '{kept}', audit_seq = NULL WHERE idem_key = '{k}'"
             ))
             .unwrap();
         let again = issue(&app, "alpha", Some(&k), &body).await;
@@ -488,6 +488,125 @@ async fn the_same_key_replays_the_first_response(app: TestApp) {
         .get(&format!("/v1/licenses/{id}"), &app.reseller("alpha"))
         .await;
     assert_eq!(now.body["expires_at"], r1.body["license"]["expires_at"]);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Kept {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    body: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    audit_seq: Option<i64>,
+}
+
+/// What the idempotency record of `key` keeps, read behind the service.
+fn kept(app: &TestApp, key: &str) -> Kept {
+    use diesel::{Connection, RunQueryDsl};
+    let query = diesel::sql_query(format!(
+        "SELECT body, audit_seq FROM idempotency_keys WHERE idem_key = '{key}'"
+    ));
+    let url = app.db.url();
+    let mut rows: Vec<Kept> = match url.strip_prefix("sqlite://") {
+        Some(path) => query
+            .load(&mut diesel::SqliteConnection::establish(path).unwrap())
+            .unwrap(),
+        None => query
+            .load(&mut diesel::PgConnection::establish(&url).unwrap())
+            .unwrap(),
+    };
+    assert_eq!(rows.len(), 1, "one record of {key}");
+    rows.remove(0)
+}
+
+both!(a_record_refers_to_its_event_and_replays_after_the_licence_changed);
+/// An idempotency record keeps the seq of the audit event that carries the
+/// outcome and, for a licence, its token (the event keeps only its digest),
+/// not the response: a retry after the licence was renewed still gets the
+/// first response byte for byte, and a record pointed at another tenant's
+/// event is refused rather than replayed.
+async fn a_record_refers_to_its_event_and_replays_after_the_licence_changed(app: TestApp) {
+    setup(&app).await;
+    let k = key();
+    let body = order("ACME-VPN", "DE", Some(false), 3, 30);
+    let first = issue(&app, "alpha", Some(&k), &body).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let record = kept(&app, &k);
+    assert_eq!(
+        record.body,
+        first.body["license"]["token"].as_str().unwrap()
+    );
+    assert_eq!(
+        record.audit_seq,
+        first.body["decision"]["audit_seq"].as_i64()
+    );
+
+    // The licence changes twice (renewals with keys of their own).
+    let id = first.body["license"]["id"].as_str().unwrap();
+    let path = format!("/v1/licenses/{id}/renewals");
+    let k_renew = key();
+    let renewed = post(
+        &app,
+        &path,
+        "alpha",
+        Some(&k_renew),
+        &json!({"term_days": 10}),
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    let later = post(&app, &path, "alpha", Some(&key()), &json!({"term_days": 5})).await;
+    assert_eq!(later.status, 200, "{}", later.text);
+    assert_ne!(
+        later.body["license"]["token"],
+        first.body["license"]["token"]
+    );
+    assert_ne!(
+        later.body["license"]["expires_at"],
+        renewed.body["license"]["expires_at"]
+    );
+
+    // Each retry is answered as it first was.
+    let again = issue(&app, "alpha", Some(&k), &body).await;
+    assert!(replayed(&again));
+    assert_eq!((again.status, &again.text), (first.status, &first.text));
+    let again = post(
+        &app,
+        &path,
+        "alpha",
+        Some(&k_renew),
+        &json!({"term_days": 10}),
+    )
+    .await;
+    assert!(replayed(&again));
+    assert_eq!((again.status, &again.text), (renewed.status, &renewed.text));
+
+    // A refusal keeps its event alone.
+    let k_refused = key();
+    let refused_order = order("ACME-FW-K", "US", None, 1, 30);
+    let refused = issue(&app, "alpha", Some(&k_refused), &refused_order).await;
+    refused.assert_problem(403, "prohibited_transaction");
+    let record = kept(&app, &k_refused);
+    assert_eq!(record.body, "");
+    assert_eq!(
+        record.audit_seq,
+        refused.body["decision"]["audit_seq"].as_i64()
+    );
+    let again = issue(&app, "alpha", Some(&k_refused), &refused_order).await;
+    assert!(replayed(&again));
+    assert_eq!((again.status, &again.text), (refused.status, &refused.text));
+
+    // Pointed at beta's issuance, alpha's record is not beta's answer.
+    let theirs = issue(&app, "beta", Some(&key()), &body).await;
+    assert_eq!(theirs.status, 201, "{}", theirs.text);
+    let seq = theirs.body["decision"]["audit_seq"].as_i64().unwrap();
+    app.db
+        .execute(&format!(
+            "UPDATE idempotency_keys SET audit_seq = {seq} WHERE idem_key = '{k}'"
+        ))
+        .unwrap();
+    let forged = issue(&app, "alpha", Some(&k), &body).await;
+    assert_eq!(forged.status, 500, "{}", forged.text);
+    assert!(!forged
+        .text
+        .contains(theirs.body["license"]["id"].as_str().unwrap()));
 }
 
 both!(fifty_concurrent_requests_with_one_key_make_one_licence);

@@ -396,7 +396,7 @@ async fn an_unreadable_review_does_not_take_the_queue_down(app: TestApp) {
     }
     app.db
         .execute(&format!(
-            "UPDATE decisions SET body = 'not json' WHERE id = '{}'",
+            "UPDATE decisions SET request = 'not json' WHERE id = '{}'",
             ids[1]
         ))
         .unwrap();

@@ -214,14 +214,14 @@ async fn edited_state_is_caught_and_named(app: TestApp) {
             format!("licenses/{license}"),
         ),
         (
-            format!(
-                "UPDATE decisions SET outcome = 'allow', \
-                 body = replace(body, '\"outcome\":\"deny\"', '\"outcome\":\"allow\"') WHERE id = '{refused}'"
-            ),
-            format!(
-                "UPDATE decisions SET outcome = 'deny', \
-                 body = replace(body, '\"outcome\":\"allow\"', '\"outcome\":\"deny\"') WHERE id = '{refused}'"
-            ),
+            format!("UPDATE decisions SET outcome = 'allow' WHERE id = '{refused}'"),
+            format!("UPDATE decisions SET outcome = 'deny' WHERE id = '{refused}'"),
+            format!("decisions/{refused}"),
+        ),
+        (
+            // The decision is read from the event its row points at.
+            format!("UPDATE decisions SET audit_seq = audit_seq - 1 WHERE id = '{refused}'"),
+            format!("UPDATE decisions SET audit_seq = audit_seq + 1 WHERE id = '{refused}'"),
             format!("decisions/{refused}"),
         ),
         (

@@ -146,7 +146,7 @@ impl Gate {
         if let Some(key) = request.idempotency_key.clone() {
             // A retry is answered from its record without deciding again.
             if let Some(found) = found {
-                return replay(&found, &request.fingerprint, &self.metrics);
+                return replay(&found, &tenant, &request.fingerprint, &self.metrics);
             }
             _guard = Some(
                 self.in_flight
@@ -164,7 +164,7 @@ impl Gate {
                     })
                 }
                 Ok(Written::Existing(found)) => {
-                    return replay(&found, &request.fingerprint, &self.metrics)
+                    return replay(&found, &tenant, &request.fingerprint, &self.metrics)
                 }
                 Ok(Written::TooLong { max_days }) => {
                     return Err(GateError::TermTooLong { max_days })

@@ -14,7 +14,7 @@ use super::GateError;
 use crate::domain::Standing;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
-use crate::store::licenses::{IdempotencyRecord, LicenseRow};
+use crate::store::licenses::{IdempotencyRecord, LicenseRow, LicenseState};
 use crate::store::StoreError;
 
 /// Where a licence stands at the instant it is shown.
@@ -103,8 +103,9 @@ pub enum LicenseOutcome {
     InReview { decision: Decision },
 }
 
-/// What the idempotency record keeps of an outcome, beside its kind.
-#[derive(Serialize, Deserialize)]
+/// What idempotency records written before they referred to their audit
+/// event kept of an outcome, beside its kind (read, no longer written).
+#[derive(Deserialize)]
 struct Kept {
     decision: Decision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,25 +145,37 @@ impl LicenseOutcome {
         }
     }
 
-    /// The idempotency record of this outcome for a request.
-    pub(super) fn record(&self, fingerprint: &str) -> Result<IdempotencyRecord, StoreError> {
-        let kept = Kept {
-            decision: self.decision().clone(),
-            license: self.license().cloned(),
-        };
-        Ok(IdempotencyRecord {
+    /// The idempotency record of this outcome for a request: the audit
+    /// event that carries the decision and the licence as written, and the
+    /// one thing the event does not carry, the licence's token (the event
+    /// keeps its digest).
+    pub(super) fn record(&self, fingerprint: &str) -> IdempotencyRecord {
+        IdempotencyRecord {
             fingerprint: fingerprint.to_string(),
             status: self.code(),
-            body: serde_json::to_string(&kept).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        })
+            body: self.license().map(|l| l.token.clone()).unwrap_or_default(),
+            audit_seq: self.decision().audit_seq,
+            event: None,
+        }
     }
 
-    /// The outcome an idempotency record keeps (fields it does not need,
-    /// such as an older record's problem fields, are ignored).
-    fn from_record(record: &IdempotencyRecord) -> Result<LicenseOutcome, StoreError> {
+    /// The outcome an idempotency record stands for, as first reported:
+    /// rebuilt from the event it names (which must be `tenant`'s and carry
+    /// the outcome's decision), or, for a record written before records
+    /// named their event, read from its body (fields it does not need, such
+    /// as an older record's problem fields, are ignored).
+    fn from_record(record: &IdempotencyRecord, tenant: &str) -> Result<LicenseOutcome, StoreError> {
         let corrupt = |e: String| StoreError::Corrupt(format!("idempotency record: {e}"));
-        let kept: Kept = serde_json::from_str(&record.body).map_err(|e| corrupt(e.to_string()))?;
-        let Kept { decision, license } = kept;
+        let (decision, license) = match (record.audit_seq, &record.event) {
+            (None, _) => {
+                let kept: Kept =
+                    serde_json::from_str(&record.body).map_err(|e| corrupt(e.to_string()))?;
+                (kept.decision, kept.license)
+            }
+            (Some(seq), None) => return Err(corrupt(format!("its audit event {seq} is missing"))),
+            (Some(seq), Some(event)) => from_event(event, &record.body, tenant)
+                .map_err(|e| corrupt(format!("event {seq}: {e}")))?,
+        };
         Ok(match (record.status, license) {
             (201, Some(license)) => LicenseOutcome::Issued { license, decision },
             (200, Some(license)) => LicenseOutcome::Renewed { license, decision },
@@ -171,6 +184,66 @@ impl LicenseOutcome {
             (status, _) => return Err(corrupt(format!("no outcome of kind {status}"))),
         })
     }
+}
+
+/// The decision an event carries, and the licence it records as written
+/// (with `token`), shown as at the event's instant, as it was first shown.
+fn from_event(
+    event: &str,
+    token: &str,
+    tenant: &str,
+) -> Result<(Decision, Option<License>), String> {
+    let mut event: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+    let text =
+        |event: &Value, at: &str| event.pointer(at).and_then(Value::as_str).map(str::to_owned);
+    if text(&event, "/subject/reseller/id").as_deref() != Some(tenant) {
+        return Err("not this tenant's".into());
+    }
+    let decision: Decision = serde_json::from_value(event["decision"].take())
+        .map_err(|e| format!("its decision: {e}"))?;
+    let Some(license) = event
+        .pointer("/subject/license")
+        .filter(|l| l.get("token_sha256").is_some())
+    else {
+        return Ok((decision, None));
+    };
+    let instant = |at: &str| -> Result<DateTime<Utc>, String> {
+        let t = text(&event, at).ok_or_else(|| format!("no {at}"))?;
+        DateTime::parse_from_rfc3339(&t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("{at}: {e}"))
+    };
+    let optional = |name: &str| license.get(name).filter(|v| !v.is_null()).cloned();
+    let standing = text(license, "/status")
+        .and_then(|s| Standing::parse(&s))
+        .ok_or("no standing")?;
+    let row = LicenseRow {
+        id: text(license, "/id").ok_or("no licence id")?,
+        reseller: tenant.to_owned(),
+        product: text(&event, "/subject/product").ok_or("no product")?,
+        customer: event
+            .pointer("/subject/customer")
+            .cloned()
+            .ok_or("no customer")?,
+        seats: license
+            .get("seats")
+            .and_then(Value::as_i64)
+            .ok_or("no seats")?,
+        starts_at: instant("/subject/license/starts_at")?,
+        expires_at: instant("/subject/license/expires_at")?,
+        decision_id: decision.id.clone(),
+        token: token.to_owned(),
+        state: LicenseState {
+            standing,
+            status_reason: optional("status_reason"),
+            ended_by: optional("ended_by"),
+            renewal_blocked: optional("renewal_blocked"),
+            impact_review: optional("impact_review"),
+            status_idx: license.get("status_idx").and_then(Value::as_i64),
+        },
+        version: None,
+    };
+    Ok((decision, Some(License::from_row(&row, instant("/at")?))))
 }
 
 /// A licence request's outcome, as reported.
@@ -218,13 +291,14 @@ impl Drop for InFlight<'_> {
 /// request is the same one.
 pub(super) fn replay(
     found: &IdempotencyRecord,
+    tenant: &str,
     fingerprint: &str,
     metrics: &Metrics,
 ) -> Result<Licensed, GateError> {
     if found.fingerprint != fingerprint {
         return Err(GateError::KeyReused);
     }
-    let outcome = LicenseOutcome::from_record(found)?;
+    let outcome = LicenseOutcome::from_record(found, tenant)?;
     metrics.idempotent_replays_total.inc();
     Ok(Licensed {
         outcome,

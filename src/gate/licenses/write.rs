@@ -94,7 +94,7 @@ impl LicenseWrite {
             settled.write(conn, head)?;
         }
         if let Some(key) = &self.key {
-            head.save_idempotency(&self.tenant, key, &outcome.record(&self.fingerprint)?, now);
+            head.save_idempotency(&self.tenant, key, &outcome.record(&self.fingerprint), now);
         }
         Ok(Written::Fresh(Box::new(outcome)))
     }

@@ -248,7 +248,6 @@ pub(super) fn decision_mismatch(
         String,
         String,
         String,
-        String,
         i64,
         Option<String>,
         Option<String>,
@@ -266,7 +265,6 @@ pub(super) fn decision_mismatch(
                 decisions::reseller,
                 decisions::transaction_kind,
                 decisions::outcome,
-                decisions::body,
                 decisions::audit_seq,
                 decisions::request,
                 decisions::review_status,
@@ -276,17 +274,17 @@ pub(super) fn decision_mismatch(
         let Some(last) = page.last().map(|r| r.0.clone()) else {
             break;
         };
-        let events = events_at(conn, page.iter().map(|r| r.5).collect())?;
+        let events = events_at(conn, page.iter().map(|r| r.4).collect())?;
         for row in &page {
-            let (id, reseller, transaction, outcome, body, seq, request, status, review) = row;
+            let (id, reseller, transaction, outcome, seq, request, status, review) = row;
             let mismatch = || Ok(Some((format!("decisions/{id}"), Some(*seq))));
             checked += 1;
             let Some(event) = events.get(seq) else {
                 return mismatch();
             };
-            let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-            let same = event.get("decision") == Some(&body)
-                && text(event, "/decision/id") == Some(id)
+            // The decision itself is stored in its event only: the row
+            // must point at the event that carries it, and agree with it.
+            let same = text(event, "/decision/id") == Some(id)
                 && text(event, "/outcome") == Some(outcome)
                 && text(event, "/subject/reseller/id") == Some(reseller)
                 && text(event, "/subject/transaction") == Some(transaction);
