@@ -213,20 +213,27 @@ struct Change {
     early_replay: (u16, Value, bool),
 }
 
+/// Three replicas on the database at `url`, sharing one data directory
+/// (returned first: it must outlive them). The first migrates, seeds and
+/// makes the development keys; the others start on the same database and
+/// keys.
+async fn three_replicas(url: &str) -> (tempfile::TempDir, Served, Served, Served) {
+    let keys = tempfile::tempdir().unwrap();
+    let keys_dir = keys.path().to_str().unwrap().to_string();
+    let env = [("GATEKEEPER_DATA_DIR", keys_dir.as_str())];
+    let a = serve(url, &env).await;
+    let b = serve(url, &env).await;
+    let c = serve(url, &env).await;
+    (keys, a, b, c)
+}
+
 #[actix_web::test]
 async fn three_replicas_on_one_database_agree_on_the_catalogue_keys_and_chain() {
     let Some((db, _)) = postgres_db() else {
         return;
     };
     let url = db.url();
-    let keys = tempfile::tempdir().unwrap();
-    let keys_dir = keys.path().to_str().unwrap().to_string();
-    let env = [("GATEKEEPER_DATA_DIR", keys_dir.as_str())];
-    // The first replica migrates, seeds and makes the development keys; the
-    // others start on the same database and keys.
-    let a = serve(&url, &env).await;
-    let b = serve(&url, &env).await;
-    let c = serve(&url, &env).await;
+    let (_keys, a, b, c) = three_replicas(&url).await;
     let replicas = [&a, &b, &c];
 
     let admin = a.token(&["--role", "admin"]);
@@ -591,12 +598,7 @@ async fn three_replicas_renewing_the_same_licences_lose_no_renewal() {
         return;
     };
     let url = db.url();
-    let keys = tempfile::tempdir().unwrap();
-    let keys_dir = keys.path().to_str().unwrap().to_string();
-    let env = [("GATEKEEPER_DATA_DIR", keys_dir.as_str())];
-    let a = serve(&url, &env).await;
-    let b = serve(&url, &env).await;
-    let c = serve(&url, &env).await;
+    let (_keys, a, b, c) = three_replicas(&url).await;
     let replicas = [&a, &b, &c];
     let admin = a.token(&["--role", "admin"]);
     let reseller = a.token(&["--role", "reseller", "--reseller", "alpha"]);

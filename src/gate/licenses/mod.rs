@@ -2,7 +2,8 @@
 //! decision, its audit event, the licence and the idempotency record commit
 //! together or not at all; the typed outcome is reported to `api/`, which
 //! renders it after the commit, and the idempotency record keeps what a
-//! replay needs to report the same outcome again.
+//! replay needs to report the same outcome again (the audit event that
+//! carries it, and the licence's token).
 //!
 //! A renewal's term and token are computed inside the write, from the
 //! licence as it then stands (under the ledger lock): concurrent renewals
