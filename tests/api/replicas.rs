@@ -90,6 +90,8 @@ struct Shot {
     status: u16,
     licence: Option<String>,
     decision: Value,
+    /// The problem's code and detail, for an answer that is one.
+    problem: Option<String>,
 }
 
 /// `CLIENTS` clients, each sending its requests round the replicas (client
@@ -127,6 +129,9 @@ async fn spread_load(
                 status,
                 licence: body["license"]["id"].as_str().map(String::from),
                 decision: body["decision"].clone(),
+                problem: body["code"]
+                    .as_str()
+                    .map(|code| format!("{code}: {}", body["detail"])),
             });
             i += 1;
         }
@@ -211,6 +216,12 @@ struct Change {
     /// A licence issued before the designation, and its replay after it.
     early: String,
     early_replay: (u16, Value, bool),
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Three replicas on the database at `url`, sharing one data directory
@@ -369,14 +380,18 @@ async fn three_replicas_on_one_database_agree_on_the_catalogue_keys_and_chain() 
     let log = log.into_inner();
 
     // The load's answers: allowed, or refused by the designation.
-    assert!(
-        log.iter().all(|s| s.status == 201 || s.status == 403),
-        "only 201 or 403: {:?}",
-        log.iter()
-            .filter(|s| s.status != 201 && s.status != 403)
-            .map(|s| (REPLICA_NAMES[s.replica], s.status))
-            .collect::<Vec<_>>()
-    );
+    if let Some(odd) = log.iter().find(|s| s.status != 201 && s.status != 403) {
+        panic!(
+            "only 201 or 403: {:?}; the first other was {:?}; replica {}'s log ends:\n{}",
+            log.iter()
+                .filter(|s| s.status != 201 && s.status != 403)
+                .map(|s| (REPLICA_NAMES[s.replica], s.status))
+                .collect::<Vec<_>>(),
+            odd.problem,
+            REPLICA_NAMES[odd.replica],
+            tail(&replicas[odd.replica].log(), 40)
+        );
+    }
     for s in &log {
         let late = s.sent > change.put_acked;
         match s.product {
