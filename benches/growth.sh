@@ -97,9 +97,9 @@ INSERT INTO audit_events (seq, id, at, action, outcome, reseller, event, prev_ha
     'decision.preflight', 'allow', 'filler-' || (s % 100), repeat('e', 900),
     md5(s::text) || md5(s::text), md5((s + 1)::text) || md5((s + 1)::text)
   FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(2, $events) s;
-INSERT INTO decisions (id, reseller, transaction_kind, outcome, body, audit_seq, created_at, request, review_status)
+INSERT INTO decisions (id, reseller, transaction_kind, outcome, audit_seq, created_at, request, review_status)
   SELECT '00000000-0000-7000-9000-' || lpad(s::text, 12, '0'), 'filler-' || (s % 100), 'issue', 'allow',
-    repeat('d', 500), h.seq + s, to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    h.seq + s, to_char(timestamp '2026-01-01' + s * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
     repeat('r', 200), NULL
   FROM (SELECT seq FROM ledger_head WHERE id = 1) h, generate_series(1, $events) s;
 -- A last event that is whole (its hash is SHA-256 over its canonical JSON)
@@ -231,9 +231,9 @@ echo "query plans of the hot path's reads (database of the last row):"
 for q in \
   "UPDATE ledger_head SET seq = seq WHERE id = 1 RETURNING seq, hash, catalog_version" \
   "SELECT catalog_version FROM ledger_head WHERE id = 1" \
-  "SELECT fingerprint, status, body FROM idempotency_keys WHERE reseller = 'load' AND idem_key = 'k' AND expires_at > '2026-11-28'" \
+  "SELECT k.body, e.event FROM idempotency_keys k LEFT JOIN audit_events e ON e.seq = k.audit_seq WHERE k.reseller = 'load' AND k.idem_key = 'k' AND k.expires_at > '2026-11-28'" \
   "SELECT * FROM licenses WHERE id = '0193'" \
-  "SELECT * FROM decisions WHERE id = '0193'" \
+  "SELECT d.*, e.event FROM decisions d JOIN audit_events e ON e.seq = d.audit_seq WHERE d.id = '0193'" \
   "SELECT event, hash FROM audit_events WHERE reseller = 'load' AND seq > 5 ORDER BY seq LIMIT 100" \
   "SELECT event, hash FROM audit_events WHERE seq > 5000000 ORDER BY seq LIMIT 1000"; do
   printf '  %-60.60s  %s\n' "$q" "$(fresh_plan "$q")"
