@@ -2,9 +2,10 @@
 //! the review queue (decisions whose outcome was `review`, and how each
 //! review was resolved). The decision itself is stored once, in its event:
 //! a row keeps its tenant, kind and outcome, the event's `seq`, what was
-//! asked and its review, and is read joined to the event. A stored review that does not read back is left
-//! out of the queue's page and logged, as a licence is (see
-//! [`super::licenses`]): one bad row never takes the queue down.
+//! asked and its review, and is read joined to the event. A stored review
+//! that does not read back is left out of the queue's page and logged, as a
+//! licence is (see [`super::licenses`]): one bad row never takes the queue
+//! down.
 
 use chrono::Utc;
 use diesel::prelude::*;

@@ -127,24 +127,32 @@ struct Count {
 }
 
 impl TestDb {
-    /// The number a query behind the service's back counts
-    /// (`SELECT count(*) AS n ...`).
-    pub fn count(&self, sql: &str) -> i64 {
+    /// The rows a query run behind the service's back returns.
+    pub fn load<T>(&self, sql: &str) -> Vec<T>
+    where
+        for<'a> diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'a, diesel::SqliteConnection, T>
+            + diesel::query_dsl::LoadQuery<'a, diesel::PgConnection, T>,
+    {
         use diesel::RunQueryDsl;
         let query = diesel::sql_query(sql);
-        let rows: Vec<Count> = match self {
+        match self {
             TestDb::Sqlite(dir) => {
                 let path = dir.path().join("gatekeeper.db");
                 let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
                     .expect("open the SQLite file");
-                query.load(&mut conn).expect("count")
+                query.load(&mut conn).expect(sql)
             }
             TestDb::Postgres { url, .. } => {
                 let mut conn = diesel::PgConnection::establish(url).expect("connect");
-                query.load(&mut conn).expect("count")
+                query.load(&mut conn).expect(sql)
             }
-        };
-        rows.first().map_or(0, |c| c.n)
+        }
+    }
+
+    /// The number a query behind the service's back counts
+    /// (`SELECT count(*) AS n ...`).
+    pub fn count(&self, sql: &str) -> i64 {
+        self.load::<Count>(sql).first().map_or(0, |c| c.n)
     }
 }
 

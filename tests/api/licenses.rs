@@ -500,19 +500,9 @@ struct Kept {
 
 /// What the idempotency record of `key` keeps, read behind the service.
 fn kept(app: &TestApp, key: &str) -> Kept {
-    use diesel::{Connection, RunQueryDsl};
-    let query = diesel::sql_query(format!(
+    let mut rows: Vec<Kept> = app.db.load(&format!(
         "SELECT body, audit_seq FROM idempotency_keys WHERE idem_key = '{key}'"
     ));
-    let url = app.db.url();
-    let mut rows: Vec<Kept> = match url.strip_prefix("sqlite://") {
-        Some(path) => query
-            .load(&mut diesel::SqliteConnection::establish(path).unwrap())
-            .unwrap(),
-        None => query
-            .load(&mut diesel::PgConnection::establish(&url).unwrap())
-            .unwrap(),
-    };
     assert_eq!(rows.len(), 1, "one record of {key}");
     rows.remove(0)
 }

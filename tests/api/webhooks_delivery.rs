@@ -593,20 +593,10 @@ struct Delivery {
 
 /// Every row of `webhook_deliveries`, in `seq` order.
 fn deliveries(db: &TestDb) -> Vec<Delivery> {
-    use diesel::{Connection, RunQueryDsl};
-    let query = diesel::sql_query(
+    db.load(
         "SELECT endpoint_id, event_seq, event_id, outcome FROM webhook_deliveries \
          ORDER BY endpoint_id, event_seq",
-    );
-    let url = db.url();
-    match url.strip_prefix("sqlite://") {
-        Some(path) => query
-            .load(&mut diesel::SqliteConnection::establish(path).unwrap())
-            .unwrap(),
-        None => query
-            .load(&mut diesel::PgConnection::establish(&url).unwrap())
-            .unwrap(),
-    }
+    )
 }
 
 /// Killed (`kill -9`) with deliveries pending, one of them under way, and

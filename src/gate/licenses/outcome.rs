@@ -15,7 +15,7 @@ use crate::domain::Standing;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::store::licenses::{IdempotencyRecord, LicenseRow, LicenseState};
-use crate::store::StoreError;
+use crate::store::{parse_instant, StoreError};
 
 /// Where a licence stands at the instant it is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,9 +209,7 @@ fn from_event(
     };
     let instant = |at: &str| -> Result<DateTime<Utc>, String> {
         let t = text(&event, at).ok_or_else(|| format!("no {at}"))?;
-        DateTime::parse_from_rfc3339(&t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| format!("{at}: {e}"))
+        parse_instant(&t).map_err(|e| format!("{at}: {e}"))
     };
     let optional = |name: &str| license.get(name).filter(|v| !v.is_null()).cloned();
     let standing = text(license, "/status")
