@@ -236,7 +236,14 @@ impl OidcProvider {
                 .unwrap();
             let dir = oidc_dir();
             let mut command = Command::new("node");
-            command.arg(dir.join("provider.mjs")).current_dir(&dir);
+            command
+                .arg("--report-on-signal")
+                .arg(format!(
+                    "--report-directory={}",
+                    self.report_dir().display()
+                ))
+                .arg(dir.join("provider.mjs"))
+                .current_dir(&dir);
             for var in PROVIDER_VARS {
                 command.env_remove(var);
             }
@@ -279,11 +286,13 @@ impl OidcProvider {
                 }
                 if Instant::now() > deadline {
                     // Seen twice in CI on two loaded cores, with nothing on
-                    // its stderr: started again once before giving up.
+                    // its stderr: diagnosed, then started again once before
+                    // giving up.
                     if attempt == 0 {
                         eprintln!(
-                            "the OpenID provider on port {} was not ready within {READY_TIMEOUT:?}; starting it again",
-                            self.port
+                            "the OpenID provider on port {} was not ready within {READY_TIMEOUT:?}; starting it again\n{}",
+                            self.port,
+                            self.diagnose().await
                         );
                         self.stop();
                         continue 'attempt;
@@ -307,6 +316,76 @@ impl OidcProvider {
             self.port,
             self.log()
         );
+    }
+
+    /// What a start that is not ready says about itself: its state from `ps`
+    /// (CPU time, wait channel) and Node's diagnostic report, asked for with
+    /// SIGUSR2 (where its JavaScript stands; none comes within 3 s from a
+    /// process stuck in synchronous code, as the report waits for the event
+    /// loop).
+    async fn diagnose(&self) -> String {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return "(not running)".into();
+        };
+        let run = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("{program}: {e}\n"))
+        };
+        let pid = pid.to_string();
+        let mut out = run(
+            "ps",
+            &["-o", "pid,stat,etime,time,wchan:32,args", "-p", &pid],
+        );
+        let _ = std::fs::create_dir_all(self.report_dir());
+        run("kill", &["-USR2", &pid]);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let report = loop {
+            let found = std::fs::read_dir(self.report_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "json"));
+            if let Some(entry) = found {
+                // Written in pieces: read once it parses.
+                if let Ok(report) = serde_json::from_slice::<Value>(
+                    &std::fs::read(entry.path()).unwrap_or_default(),
+                ) {
+                    break Some(report);
+                }
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        };
+        match report {
+            None => out.push_str("no Node.js report within 3 s of SIGUSR2 (stuck in synchronous code, or not scheduled)\n"),
+            Some(r) => {
+                let usage = &r["resourceUsage"];
+                out.push_str(&format!(
+                    "Node.js report: cpu user {} s, kernel {} s; javascript: {}\n",
+                    usage["userCpuSeconds"], usage["kernelCpuSeconds"], r["javascriptStack"]["message"]
+                ));
+                for frame in r["javascriptStack"]["stack"].as_array().into_iter().flatten().take(25) {
+                    out.push_str(&format!("    {}\n", frame.as_str().unwrap_or_default()));
+                }
+                let handles: Vec<&str> = r["libuv"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h["type"].as_str())
+                    .collect();
+                out.push_str(&format!("  libuv handles: {}\n", handles.join(", ")));
+            }
+        }
+        out
+    }
+
+    fn report_dir(&self) -> PathBuf {
+        self.dir.path().join("report")
     }
 
     fn log_path(&self) -> PathBuf {
