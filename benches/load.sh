@@ -11,8 +11,9 @@
 #     (POST /v1/licenses/{id}/renewals) against the release build on
 #     PostgreSQL and on SQLite, each answered only once durably audited
 # then each PostgreSQL path again at half its saturating rate (p99 there), the
-# service's peak RSS, whether the audit chain verifies afterwards, and the
-# issue's targets as ratios.
+# service's peak RSS, the WAL PostgreSQL wrote per answered request on each
+# path (beside pgbench's per row), whether the audit chain verifies
+# afterwards, and the issue's targets as ratios.
 #
 # Needs PostgreSQL at $LOAD_PG (default postgres://postgres@127.0.0.1:5432,
 # trust auth) and pgbench; installs wrk from Debian's packages if missing.
@@ -157,6 +158,7 @@ pgbench_run() {
     -c "CREATE DATABASE $PGBENCH_DB" >/dev/null
   psql "$PG/$PGBENCH_DB" -qX -c "CREATE TABLE one_row (id bigserial PRIMARY KEY, k bigint NOT NULL, payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())" >/dev/null
   local out
+  wal_lsn >"$WORK/pgbench.lsn"   # after the CREATE DATABASE, which writes WAL of its own
   out=$(pgbench -n -M prepared -c "$PGBENCH_CLIENTS" -j 2 -T "$DURATION" -f "$WORK/pgbench.sql" "$PG/$PGBENCH_DB" 2>&1)
   awk '/latency average/ { lat = $4 } /^tps/ { tps = $3 } END { printf "%.0f %.2f - 0\n", tps, lat }' <<<"$out"
 }
@@ -266,6 +268,27 @@ events_runs() {
 # --- the run -----------------------------------------------------------------
 
 declare -A RPS P50 P99 BAD
+# The WAL PostgreSQL wrote per answered request: how much each path makes
+# the database write, against pgbench's one row. Taken around each run on
+# the server's WAL position (the whole server's: nothing else should write
+# meanwhile), divided by rate x duration; the median of the rounds is shown.
+declare -A WAL
+wal_lsn() { psql "$PG/postgres" -AtXc "SELECT pg_current_wal_lsn()"; }
+wal_record() { # NAME FROM_LSN "rps p50 p99 bad"
+  local bytes rps=${3%% *}
+  bytes=$(psql "$PG/postgres" -AtXc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$2')")
+  WAL[$1]+="$(awk -v b="$bytes" -v r="$rps" -v d="$DURATION" 'BEGIN { printf "%.0f", (r > 0 ? b / (r * d) : 0) }') "
+}
+# run_path NAME SCRIPT: a wrk run against the service, recorded, with its
+# WAL per request on PostgreSQL.
+run_path() {
+  local name=$1 from out
+  from=$(wal_lsn)
+  out=$(wrk_run "http://127.0.0.1:$PORT" "$2")
+  record "$name" "$out"
+  case $name in postgres*) wal_record "$name" "$from" "$out" ;; esac
+}
+
 record() { # name "rps p50 p99 bad"
   local name=$1 rps p50 p99 bad
   read -r rps p50 p99 bad <<<"$2"
@@ -286,21 +309,23 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "round $r" >&2
   if [ "$EVENTS_MODE" != only ]; then
     record "bare actix-web" "$(bare_run)"
-    record "pgbench one-row insert" "$(pgbench_run)"
+    out=$(pgbench_run)
+    record "pgbench one-row insert" "$out"
+    wal_record "pgbench one-row insert" "$(cat "$WORK/pgbench.lsn")" "$out"
     for backend in $BACKENDS; do
       start_service "$backend"
-      record "$backend preflight" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
-      record "$backend issuance" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
-      record "$backend renewal" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
+      run_path "$backend preflight" "$WORK/decide.lua"
+      run_path "$backend issuance" "$WORK/issue.lua"
+      run_path "$backend renewal" "$WORK/renew.lua"
       verdict=$(verify_chain)
       CHAIN+="$backend round $r: $verdict"$'\n'
       stop_service
       PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
       if [ -n "${LOAD_BEFORE_BIN:-}" ]; then
         start_service "$backend" "$LOAD_BEFORE_BIN"
-        record "$backend preflight, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/decide.lua")"
-        record "$backend issuance, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/issue.lua")"
-        record "$backend renewal, before" "$(wrk_run "http://127.0.0.1:$PORT" "$WORK/renew.lua")"
+        run_path "$backend preflight, before" "$WORK/decide.lua"
+        run_path "$backend issuance, before" "$WORK/issue.lua"
+        run_path "$backend renewal, before" "$WORK/renew.lua"
         stop_service
       fi
     done
@@ -364,6 +389,13 @@ fi
 for backend in $BACKENDS; do
   echo "peak RSS of the service ($backend): $(( PEAK[$backend] / 1024 )) MiB"
 done
+if [ -n "${WAL[pgbench one-row insert]:-}" ]; then
+  echo "WAL written per answered request (PostgreSQL, median of the rounds):"
+  for name in "pgbench one-row insert" "postgres preflight" "postgres issuance" "postgres renewal" \
+    "postgres preflight, before" "postgres issuance, before" "postgres renewal, before"; do
+    [ -n "${WAL[$name]:-}" ] && printf '  %-28s %6s B\n' "$name" "$(median "${WAL[$name]}")"
+  done
+fi
 if [ -n "${LOAD_BEFORE_BIN:-}" ]; then
   echo "this build against $LOAD_BEFORE_BIN (medians):"
   for backend in $BACKENDS; do
