@@ -22,10 +22,17 @@ impl Store {
     /// has its migrations applied.
     pub fn ready(&self, timeout: Duration) -> bool {
         let writable = self
-            .pool
-            .get_timeout(timeout)
+            .conn_within(Some(timeout))
             .ok()
-            .is_some_and(|mut conn| writable(&mut conn, timeout));
+            .is_some_and(|mut conn| {
+                let writable = writable(&mut conn, timeout);
+                if !writable {
+                    // Perhaps dead (the pool does not test at check-out):
+                    // replaced rather than asked again.
+                    super::discard(&mut conn);
+                }
+                writable
+            });
         writable && self.migrations_applied().unwrap_or(false)
     }
 

@@ -474,6 +474,59 @@ async fn terminated_database_connections_never_yield_a_2xx_without_its_rows() {
     assert_eq!(code, 200);
 }
 
+/// The pool does not test a connection at every check-out (a round trip
+/// per request), only once it has gone untested for 100 ms: pooled
+/// connections killed a moment ago are found dead and replaced, and no
+/// read after that moment is refused.
+#[actix_web::test]
+async fn pooled_connections_killed_are_replaced_before_they_are_handed_out() {
+    let Some((db, _)) = postgres_db() else {
+        return;
+    };
+    let url = db.url();
+    let served = serve(&url, &[("GATEKEEPER_DB_POOL_SIZE", "4")]).await;
+    let (_, reseller) = served.setup().await;
+    let (status, id, _) = served.issue_one(&reseller).await;
+    assert_eq!(status, 201);
+    let path = format!("/v1/licenses/{}", id.unwrap());
+    // Reads from several clients at once: every pooled connection in use.
+    let reads = |rounds: usize| {
+        let (served, path, reseller) = (&served, &path, &reseller);
+        futures_util::future::join_all((0..8).map(move |_| async move {
+            let mut statuses = Vec::new();
+            for _ in 0..rounds {
+                statuses.push(served.call("GET", path, reseller, None, &[]).await.0);
+            }
+            statuses
+        }))
+    };
+    let before: Vec<u16> = reads(10).await.into_iter().flatten().collect();
+    assert!(before.iter().all(|s| *s == 200), "{before:?}");
+    let pooled = |db: &crate::helpers::TestDb| {
+        db.count(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+    };
+    let live_before = pooled(&db);
+    assert!(
+        live_before >= 4,
+        "the pool and the writer's connections: {live_before}"
+    );
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<u16> = reads(10).await.into_iter().flatten().collect();
+    assert!(
+        after.iter().all(|s| *s == 200),
+        "a killed connection was handed out: {after:?}"
+    );
+    assert!(pooled(&db) >= 1, "new connections were opened");
+}
+
 #[actix_web::test]
 async fn slow_clients_are_cut_off_and_do_not_hold_the_service() {
     use std::io::{Read, Write};
