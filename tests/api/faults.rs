@@ -294,9 +294,14 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
             *outage.lock().unwrap() = Some((stopped, restarting));
         }
     };
+    // It goes on after the load has ended until it has seen readiness after
+    // the restart turn green, for 20 s at most: the load's ten licences can
+    // come within one poll's time (one begun while the database was still
+    // starting waits up to 2 s for a connection).
     let poller = async {
         let client = awc::Client::default();
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut ended_at = None;
+        loop {
             let status = client
                 .get(format!("{}/readyz", served.base))
                 .send()
@@ -304,6 +309,18 @@ async fn the_database_stopped_for_30_s_issues_nothing_and_the_service_recovers_b
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
             ready_log.lock().unwrap().push((Utc::now(), status));
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                let ended = *ended_at.get_or_insert_with(Instant::now);
+                let restarted = outage.lock().unwrap().map(|(_, r)| r);
+                let green = ready_log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(at, s)| restarted.is_some_and(|r| *at > r) && *s == 200);
+                if green || ended.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
             actix_web::rt::time::sleep(Duration::from_millis(250)).await;
         }
     };
