@@ -318,70 +318,29 @@ impl OidcProvider {
         );
     }
 
-    /// What a start that is not ready says about itself: its state from `ps`
-    /// (CPU time, wait channel) and Node's diagnostic report, asked for with
-    /// SIGUSR2 (where its JavaScript stands; none comes within 3 s from a
-    /// process stuck in synchronous code, as the report waits for the event
-    /// loop).
+    /// What a start that is not ready says about itself
+    /// (`tests/oidc/diagnose.mjs`: its state from `ps` and a Node.js
+    /// diagnostic report, waited for up to 3 s).
     async fn diagnose(&self) -> String {
         let Some(pid) = self.child.as_ref().map(Child::id) else {
             return "(not running)".into();
         };
-        let run = |program: &str, args: &[&str]| {
-            Command::new(program)
-                .args(args)
+        let report_dir = self.report_dir();
+        // Up to 3 s: off the test runtime's thread.
+        let out = actix_web::rt::task::spawn_blocking(move || {
+            Command::new("node")
+                .arg(oidc_dir().join("diagnose.mjs"))
+                .arg(pid.to_string())
+                .arg(report_dir)
+                .stdin(Stdio::null())
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_else(|e| format!("{program}: {e}\n"))
-        };
-        let pid = pid.to_string();
-        let mut out = run(
-            "ps",
-            &["-o", "pid,stat,etime,time,wchan:32,args", "-p", &pid],
-        );
-        let _ = std::fs::create_dir_all(self.report_dir());
-        run("kill", &["-USR2", &pid]);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let report = loop {
-            let found = std::fs::read_dir(self.report_dir())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .find(|e| e.path().extension().is_some_and(|x| x == "json"));
-            if let Some(entry) = found {
-                // Written in pieces: read once it parses.
-                if let Ok(report) = serde_json::from_slice::<Value>(
-                    &std::fs::read(entry.path()).unwrap_or_default(),
-                ) {
-                    break Some(report);
-                }
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        };
-        match report {
-            None => out.push_str("no Node.js report within 3 s of SIGUSR2 (stuck in synchronous code, or not scheduled)\n"),
-            Some(r) => {
-                let usage = &r["resourceUsage"];
-                out.push_str(&format!(
-                    "Node.js report: cpu user {} s, kernel {} s; javascript: {}\n",
-                    usage["userCpuSeconds"], usage["kernelCpuSeconds"], r["javascriptStack"]["message"]
-                ));
-                for frame in r["javascriptStack"]["stack"].as_array().into_iter().flatten().take(25) {
-                    out.push_str(&format!("    {}\n", frame.as_str().unwrap_or_default()));
-                }
-                let handles: Vec<&str> = r["libuv"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|h| h["type"].as_str())
-                    .collect();
-                out.push_str(&format!("  libuv handles: {}\n", handles.join(", ")));
-            }
+        })
+        .await
+        .expect("the diagnosis thread");
+        match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("node tests/oidc/diagnose.mjs: {e}"),
         }
-        out
     }
 
     fn report_dir(&self) -> PathBuf {

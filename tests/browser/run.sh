@@ -75,10 +75,9 @@ OIDC_ACCOUNTS='{
 idp=$!
 }
 # Seen once in CI: not ready within 30 s, with nothing on its stderr past
-# oidc-provider's runtime notice. Such a start is asked for a diagnostic
-# report (SIGUSR2: where its JavaScript stands, the CPU it has used; none
-# comes from a process stuck in synchronous code) and its state from `ps`,
-# which are printed, and started again once before the run fails.
+# oidc-provider's runtime notice. Such a start is diagnosed
+# (tests/oidc/diagnose.mjs: its state from `ps` and a Node.js report) and
+# started again once before the run fails.
 idp_ready() {
   for _ in $(seq 1 300); do
     grep -q '^ready' "$WORK/idp.out" 2>/dev/null && return 0
@@ -91,10 +90,7 @@ start_idp
 if ! idp_ready; then
   echo "browser: the OpenID provider was not ready within 30 s; its stderr:" >&2
   cat "$WORK/idp.log" >&2
-  ps -o pid,stat,etime,time,wchan:32,args -p "$idp" >&2 || true
-  mkdir -p "$WORK/idp-report"
-  kill -USR2 "$idp" 2>/dev/null && sleep 3
-  python3 tests/oidc/report_summary.py "$WORK"/idp-report/*.json >&2 || true
+  node tests/oidc/diagnose.mjs "$idp" "$WORK/idp-report" >&2 || true
   kill -9 "$idp" 2>/dev/null || true
   wait "$idp" 2>/dev/null || true
   echo "browser: starting the OpenID provider again" >&2
