@@ -82,7 +82,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// Marks a pooled connection broken, so that the pool drops it when it is
 /// returned (`has_broken`) instead of handing it out again.
-pub(crate) fn discard(conn: &mut PooledConn) {
+fn discard(conn: &mut PooledConn) {
     use diesel::connection::TransactionManager;
     <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn).set_in_error();
 }

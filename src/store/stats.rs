@@ -24,15 +24,7 @@ impl Store {
         let writable = self
             .conn_within(Some(timeout))
             .ok()
-            .is_some_and(|mut conn| {
-                let writable = writable(&mut conn, timeout);
-                if !writable {
-                    // Perhaps dead (the pool does not test at check-out):
-                    // replaced rather than asked again.
-                    super::discard(&mut conn);
-                }
-                writable
-            });
+            .is_some_and(|mut conn| writable(&mut conn, timeout));
         writable && self.migrations_applied().unwrap_or(false)
     }
 
