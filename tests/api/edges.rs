@@ -349,33 +349,42 @@ async fn readiness_turns_red_while_the_database_refuses_writes_and_back(app: Tes
             // Every new session of the service's database is read-only
             // (as when an operator or a provider protects a full disk);
             // its sessions are cut so that the pool reconnects into it.
+            // The setting is committed before the cut (one query of both
+            // statements would be one transaction: a session reconnecting
+            // before it committed would read the old setting).
             let cut = format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = '{name}' AND pid <> pg_backend_pid()"
             );
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {name} SET default_transaction_read_only = on; {cut}"
-                ))
-                .unwrap();
-            assert_eq!(until(503, 30).await, 503, "read-only is not ready");
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {name} RESET default_transaction_read_only"
-                ))
-                .unwrap();
-            // A session still starting while the sessions were cut may have
-            // read the read-only setting and escaped the cut (it is then
-            // rightly not writable): cut again until only new sessions are left.
-            let mut status = 0;
-            for _ in 0..6 {
-                admin.batch_execute(&cut).unwrap();
-                status = until(200, 5).await;
-                if status == 200 {
-                    break;
+            // A session still starting during a cut may have read the
+            // setting before it changed and escaped the cut (it is then
+            // rightly as it was): cut until only new sessions are left.
+            let phases = [
+                (
+                    "SET default_transaction_read_only = on",
+                    503,
+                    "read-only is not ready",
+                ),
+                (
+                    "RESET default_transaction_read_only",
+                    200,
+                    "writable again is ready again",
+                ),
+            ];
+            for (setting, want, why) in phases {
+                admin
+                    .batch_execute(&format!("ALTER DATABASE {name} {setting}"))
+                    .unwrap();
+                let mut status = 0;
+                for _ in 0..6 {
+                    admin.batch_execute(&cut).unwrap();
+                    status = until(want, 5).await;
+                    if status == want {
+                        break;
+                    }
                 }
+                assert_eq!(status, want, "{why}");
             }
-            assert_eq!(status, 200, "writable again is ready again");
         }
         (Backend::Sqlite, TestDb::Sqlite(dir)) => {
             use diesel::connection::SimpleConnection;
