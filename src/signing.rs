@@ -8,7 +8,7 @@
 use anyhow::Context;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -139,7 +139,9 @@ pub struct LicenseClaims<'a> {
 /// trail's checkpoints.
 pub struct LicenseSigner {
     kid: String,
-    key: EncodingKey,
+    /// The key, expanded once (signing through `jsonwebtoken::encode`
+    /// would parse its PKCS#8 form and derive the public key again for
+    /// every token, which doubles a signature's curve arithmetic).
     raw: ed25519_dalek::SigningKey,
     jwk: Value,
     /// The service's public base URL, which status-list URIs start with.
@@ -178,10 +180,8 @@ impl LicenseSigner {
             .context("the licence key is not a PKCS#8 Ed25519 private key")?;
         let jwk = public_jwk(&signing.verifying_key());
         let kid = jwk["kid"].as_str().unwrap_or_default().to_string();
-        let key = EncodingKey::from_ed_pem(pem).context("loading the licence key")?;
         Ok(LicenseSigner {
             kid,
-            key,
             raw: signing,
             jwk,
             public_url: "http://127.0.0.1:8080".into(),
@@ -209,10 +209,7 @@ impl LicenseSigner {
 
     /// Signs a status list token (`typ: statuslist+jwt`) with these claims.
     pub fn sign_status_list(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("statuslist+jwt".into());
-        jsonwebtoken::encode(&header, claims, &self.key)
+        self.jws("statuslist+jwt", claims)
     }
 
     pub fn kid(&self) -> &str {
@@ -233,10 +230,29 @@ impl LicenseSigner {
 
     /// Signs a licence token with these claims.
     pub fn sign(&self, claims: &LicenseClaims<'_>) -> Result<String, jsonwebtoken::errors::Error> {
+        self.jws("JWT", claims)
+    }
+
+    /// A compact JWS (`alg: EdDSA`, this key's `kid`, `typ`) of `claims`:
+    /// what `jsonwebtoken::encode` makes, byte for byte (Ed25519 is
+    /// deterministic), signed with the expanded key.
+    fn jws(
+        &self,
+        typ: &str,
+        claims: &impl Serialize,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        use ed25519_dalek::Signer;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &self.key)
+        header.typ = Some(typ.into());
+        let mut token = b64.encode(serde_json::to_vec(&header)?);
+        token.push('.');
+        b64.encode_string(serde_json::to_vec(claims)?, &mut token);
+        let signature = self.raw.sign(token.as_bytes());
+        token.push('.');
+        b64.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 }
 
@@ -246,6 +262,41 @@ mod tests {
     use super::*;
 
     const RFC8037_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn tokens_are_what_jsonwebtoken_would_sign_byte_for_byte() {
+        use jsonwebtoken::{encode, EncodingKey};
+        let signer = LicenseSigner::from_pkcs8_pem(RFC8037_PEM.as_bytes()).unwrap();
+        let key = EncodingKey::from_ed_pem(RFC8037_PEM.as_bytes()).unwrap();
+        let header = |typ: &str| {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(signer.kid().to_string());
+            header.typ = Some(typ.into());
+            header
+        };
+        let claims = LicenseClaims {
+            iss: LICENSE_ISSUER,
+            sub: "0190-licence",
+            aud: "ACME-FW",
+            product: "ACME-FW",
+            reseller: "acme",
+            customer: "cust \"1\" ü",
+            seats: 5,
+            iat: 1_700_000_000,
+            nbf: 1_700_000_000,
+            exp: 1_731_536_000,
+            status: Some(signer.status_claim(70_000)),
+        };
+        assert_eq!(
+            signer.sign(&claims).unwrap(),
+            encode(&header("JWT"), &claims, &key).unwrap()
+        );
+        let list = json!({"sub": "http://127.0.0.1:8080/v1/status-lists/0", "iat": 1});
+        assert_eq!(
+            signer.sign_status_list(&list).unwrap(),
+            encode(&header("statuslist+jwt"), &list, &key).unwrap()
+        );
+    }
 
     #[test]
     fn a_key_set_reads_back_as_published_and_refuses_anything_else() {
