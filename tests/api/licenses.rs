@@ -928,6 +928,24 @@ async fn concurrent_renewals_are_both_applied(app: TestApp) {
         expiry + chrono::Duration::days(30),
         "six renewals of five days each, none lost"
     );
+    // Each was signed for the term it got, though all read the licence
+    // before any of them was written (a token signed ahead on the licence
+    // as read is used only if nothing changed it since).
+    for license in replies
+        .iter()
+        .map(|r| &r.body["license"])
+        .chain([&now.body])
+    {
+        let token = license["token"].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        let expires_at = at(license["expires_at"].as_str().unwrap());
+        assert_eq!(claims["exp"], json!(expires_at.timestamp()), "{license}");
+    }
 }
 
 both!(one_key_on_two_replicas_makes_one_licence);
