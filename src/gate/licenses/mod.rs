@@ -356,12 +356,6 @@ impl Gate {
             requested_at: now,
             customer_id: customer_id.clone(),
         });
-        // Signed here, on a worker, rather than by the ledger's one writer
-        // (which signs again only if the licence changed meanwhile).
-        let presigned = match (&renewal, &license) {
-            (Some(renewal), Some(row)) => renewal.presign(row, &self.signer, &customer_id, now),
-            _ => None,
-        };
         let settled = request.closes.as_ref().map(|c| {
             let written = license.as_ref().map(|l| l.id.as_str());
             c.settle(&decision.id, decision.outcome, written)
@@ -378,7 +372,6 @@ impl Gate {
             settled,
             signer: Arc::clone(&self.signer),
             customer_id,
-            presigned,
         })
     }
 }

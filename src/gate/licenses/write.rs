@@ -37,32 +37,6 @@ pub(super) struct LicenseWrite {
     /// is known.
     pub(super) signer: Arc<LicenseSigner>,
     pub(super) customer_id: String,
-    /// A renewal's token signed before the write, on the licence as the
-    /// request read it: the write takes it if it would sign the same
-    /// claims, so that the ledger's writer signs only when the licence
-    /// (or the second) changed meanwhile.
-    pub(super) presigned: Option<Presigned>,
-}
-
-/// A token signed ahead, with the claims that vary between its signing and
-/// the write (the rest are the write's own: id, product, reseller,
-/// customer).
-pub(super) struct Presigned {
-    claims: Varying,
-    token: String,
-}
-
-/// `(seats, iat, nbf, exp, status-list index)` of a licence's token.
-type Varying = (i64, i64, i64, i64, Option<i64>);
-
-fn varying(row: &LicenseRow, now: DateTime<Utc>) -> Varying {
-    (
-        row.seats,
-        now.timestamp(),
-        row.starts_at.timestamp(),
-        row.expires_at.timestamp(),
-        row.state.status_idx,
-    )
 }
 
 impl LicenseWrite {
@@ -86,13 +60,9 @@ impl LicenseWrite {
             if row.state.status_idx.is_none() {
                 row.state.status_idx = Some(head.allocate_status_idx(conn)?);
             }
-            let ahead = self.presigned.as_ref();
-            row.token = match ahead.filter(|p| p.claims == varying(row, now)) {
-                Some(presigned) => presigned.token.clone(),
-                None => match sign(&self.signer, row, &self.customer_id, now) {
-                    Ok(token) => token,
-                    Err(cause) => return Ok(Written::Unsigned(cause)),
-                },
+            row.token = match sign(&self.signer, row, &self.customer_id, now) {
+                Ok(token) => token,
+                Err(cause) => return Ok(Written::Unsigned(cause)),
             };
         }
         record.event.subject["license"] = match &license {
@@ -173,42 +143,6 @@ impl Renewal {
         if fresh.state.standing != Standing::Active {
             return Ok(Err(Written::NotActive(fresh.state.standing)));
         }
-        match self.extend(&fresh, row, now) {
-            Ok(()) => Ok(Ok(fresh.decision_id)),
-            Err(refused) => Ok(Err(refused)),
-        }
-    }
-
-    /// The token the write will sign if the licence still stands as the
-    /// request read it (`planned`: the licence to write, before the
-    /// renewal's term), signed now; `None` if the write would not sign one.
-    pub(super) fn presign(
-        &self,
-        planned: &LicenseRow,
-        signer: &LicenseSigner,
-        customer_id: &str,
-        now: DateTime<Utc>,
-    ) -> Option<Presigned> {
-        if self.read.state.standing != Standing::Active || self.read.state.status_idx.is_none() {
-            return None;
-        }
-        let mut row = planned.clone();
-        self.extend(&self.read, &mut row, now).ok()?;
-        let token = sign(signer, &row, customer_id, now).ok()?;
-        Some(Presigned {
-            claims: varying(&row, now),
-            token,
-        })
-    }
-
-    /// Sets `row` to licence `fresh` extended by this renewal at `now`, or
-    /// (`Err`) the refusal when the term would run past the cap.
-    fn extend(
-        &self,
-        fresh: &LicenseRow,
-        row: &mut LicenseRow,
-        now: DateTime<Utc>,
-    ) -> Result<(), Written> {
         row.starts_at = fresh.starts_at;
         row.seats = fresh.seats;
         row.version = fresh.version.clone();
@@ -221,14 +155,16 @@ impl Renewal {
         // renewals may have moved since the decision), never past the
         // decision's `not_after` (which may cut a licence that already ran
         // past a service end decided since), and never past the cap.
-        row.expires_at = capped_term_end(
+        row.expires_at = match capped_term_end(
             fresh.expires_at.max(now.trunc_subsecs(6)),
             self.term_days,
             self.not_after,
             self.requested_at,
-        )
-        .map_err(|max_days| Written::TooLong { max_days })?;
-        Ok(())
+        ) {
+            Ok(end) => end,
+            Err(max_days) => return Ok(Err(Written::TooLong { max_days })),
+        };
+        Ok(Ok(fresh.decision_id))
     }
 }
 
