@@ -1,11 +1,11 @@
 //! A licence token's signature, side by side: `cargo bench --bench signing`.
 //!
-//! `signer` is what the service does (`LicenseSigner::sign`, the key
-//! expanded once); `jsonwebtoken` is `jsonwebtoken::encode` with the same
-//! key and claims, which parses the PKCS#8 key and derives its public half
-//! for every token. Both make the same bytes (a unit test in
-//! `src/signing.rs` holds them to it), so the ratio of the two is what
-//! expanding the key once saves per licence.
+//! `signer` is what the service does (`LicenseSigner::sign`, the key parsed
+//! and its public half derived once, at start-up); `jsonwebtoken` is
+//! `jsonwebtoken::encode` with the same key and claims, which parses the
+//! PKCS#8 key and derives its public half for every token. Both make the
+//! same bytes (a unit test in `src/signing.rs` holds them to it), so the
+//! ratio of the two is what loading the key once saves per licence.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;

@@ -139,9 +139,10 @@ pub struct LicenseClaims<'a> {
 /// trail's checkpoints.
 pub struct LicenseSigner {
     kid: String,
-    /// The key, expanded once (signing through `jsonwebtoken::encode`
-    /// would parse its PKCS#8 form and derive the public key again for
-    /// every token, which doubles a signature's curve arithmetic).
+    /// The key, parsed once and with its public half derived once
+    /// (signing through `jsonwebtoken::encode` would parse its PKCS#8 form
+    /// and derive the public key again for every token, which doubles a
+    /// signature's curve arithmetic).
     raw: ed25519_dalek::SigningKey,
     jwk: Value,
     /// The service's public base URL, which status-list URIs start with.
@@ -235,7 +236,7 @@ impl LicenseSigner {
 
     /// A compact JWS (`alg: EdDSA`, this key's `kid`, `typ`) of `claims`:
     /// what `jsonwebtoken::encode` makes, byte for byte (Ed25519 is
-    /// deterministic), signed with the expanded key.
+    /// deterministic), signed with the key as loaded.
     fn jws(
         &self,
         typ: &str,

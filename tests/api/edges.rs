@@ -324,14 +324,23 @@ async fn readiness_turns_red_while_the_database_refuses_writes_and_back(app: Tes
     app.add_oem_firewall().await;
     assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
     let app = &app;
+    // `want` once it has held for 1.5 s of polls: longer than an answer
+    // is reused (`Readiness::FRESH`) and than a dead pooled connection goes
+    // unprobed, so a 503 from a session just cut (which any cut gives) is
+    // not taken for the database refusing writes. Else (at the deadline)
+    // the last status, or 0 if it was `want` but had not held.
     let until = |want: u16, secs: u64| async move {
+        const HOLD: Duration = Duration::from_millis(1500);
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut since: Option<Instant> = None;
         loop {
             let r = app.send("GET", "/readyz", None, None).await;
             let status = r.status.as_u16();
-            if status == want || Instant::now() > deadline {
-                eprintln!("readyz: {status} {}", r.text);
-                return status;
+            since = (status == want).then(|| since.unwrap_or_else(Instant::now));
+            let held = since.is_some_and(|at| at.elapsed() >= HOLD);
+            if held || Instant::now() > deadline {
+                eprintln!("readyz: {status} (held: {held}) {}", r.text);
+                return if status == want && !held { 0 } else { status };
             }
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }

@@ -929,8 +929,7 @@ async fn concurrent_renewals_are_both_applied(app: TestApp) {
         "six renewals of five days each, none lost"
     );
     // Each was signed for the term it got, though all read the licence
-    // before any of them was written (a token signed ahead on the licence
-    // as read is used only if nothing changed it since).
+    // before any of them was written.
     for license in replies
         .iter()
         .map(|r| &r.body["license"])
