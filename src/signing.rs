@@ -144,6 +144,9 @@ pub struct LicenseSigner {
     /// and derive the public key again for every token, which doubles a
     /// signature's curve arithmetic).
     raw: ed25519_dalek::SigningKey,
+    /// A licence token's header (`typ: JWT`), encoded once: it is the same
+    /// for every licence this key signs.
+    licence_header: String,
     jwk: Value,
     /// The service's public base URL, which status-list URIs start with.
     public_url: String,
@@ -182,6 +185,7 @@ impl LicenseSigner {
         let jwk = public_jwk(&signing.verifying_key());
         let kid = jwk["kid"].as_str().unwrap_or_default().to_string();
         Ok(LicenseSigner {
+            licence_header: encoded_header(&kid, "JWT")?,
             kid,
             raw: signing,
             jwk,
@@ -210,7 +214,7 @@ impl LicenseSigner {
 
     /// Signs a status list token (`typ: statuslist+jwt`) with these claims.
     pub fn sign_status_list(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
-        self.jws("statuslist+jwt", claims)
+        self.jws(encoded_header(&self.kid, "statuslist+jwt")?, claims)
     }
 
     pub fn kid(&self) -> &str {
@@ -231,23 +235,20 @@ impl LicenseSigner {
 
     /// Signs a licence token with these claims.
     pub fn sign(&self, claims: &LicenseClaims<'_>) -> Result<String, jsonwebtoken::errors::Error> {
-        self.jws("JWT", claims)
+        self.jws(self.licence_header.clone(), claims)
     }
 
-    /// A compact JWS (`alg: EdDSA`, this key's `kid`, `typ`) of `claims`:
+    /// The compact JWS of `claims` under `header` (from [`encoded_header`]):
     /// what `jsonwebtoken::encode` makes, byte for byte (Ed25519 is
     /// deterministic), signed with the key as loaded.
     fn jws(
         &self,
-        typ: &str,
+        header: String,
         claims: &impl Serialize,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         use ed25519_dalek::Signer;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some(typ.into());
-        let mut token = b64.encode(serde_json::to_vec(&header)?);
+        let mut token = header;
         token.push('.');
         b64.encode_string(serde_json::to_vec(claims)?, &mut token);
         let signature = self.raw.sign(token.as_bytes());
@@ -255,6 +256,15 @@ impl LicenseSigner {
         b64.encode_string(signature.to_bytes(), &mut token);
         Ok(token)
     }
+}
+
+/// A JWS header (`alg: EdDSA`, `kid`, `typ`), base64url-encoded as
+/// `jsonwebtoken::encode` encodes it.
+fn encoded_header(kid: &str, typ: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_string());
+    header.typ = Some(typ.into());
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?))
 }
 
 #[cfg(test)]
