@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::helpers::{Reply, TestApp};
+use crate::helpers::{jwt_claims, Reply, TestApp};
 use crate::licenses::issue;
 
 /// A licence issued to `customer` for `product`, as reseller `alpha`.
@@ -70,24 +70,14 @@ pub(crate) async fn acted(app: &TestApp, id: &str, token: &str) -> Vec<Value> {
     }
 }
 
-/// A JWT's claims (unverified: the status-list tests verify signatures).
-fn claims(jwt: &str) -> Value {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 /// A licence's entry in its status list, as published now.
 async fn status_bits(app: &TestApp, licence: &Value) -> u8 {
-    let reference = claims(licence["token"].as_str().unwrap())["status"]["status_list"].clone();
+    let reference = jwt_claims(licence["token"].as_str().unwrap())["status"]["status_list"].clone();
     let uri = reference["uri"].as_str().unwrap();
     let path = uri.strip_prefix("http://gatekeeper.test").unwrap();
     let list = app.send("GET", path, None, None).await;
     assert_eq!(list.status, 200, "{}", list.text);
-    let lst = claims(&list.text)["status_list"]["lst"].clone();
+    let lst = jwt_claims(&list.text)["status_list"]["lst"].clone();
     let list = gatekeeper::status_list::StatusList::decode(2, lst.as_str().unwrap()).unwrap();
     list.get(reference["idx"].as_u64().unwrap() as usize)
 }
@@ -344,7 +334,7 @@ async fn a_service_end_a_moment_ahead_caps_now_and_ends_at_the_instant(app: Test
     assert_eq!(ended["status"], "ended");
     assert_eq!(ended["ended_by"]["rule"], "cutoff");
     assert_eq!(
-        claims(ended["token"].as_str().unwrap())["exp"],
+        jwt_claims(ended["token"].as_str().unwrap())["exp"],
         cutoff.timestamp(),
         "its token runs to the cut-off"
     );

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::helpers::{Backend, Reply, TestApp};
+use crate::helpers::{jwt_claims, Backend, Reply, TestApp};
 
 pub(crate) async fn issue(app: &TestApp, reseller: &str, key: Option<&str>, body: &Value) -> Reply {
     post(app, "/v1/licenses", reseller, key, body).await
@@ -935,13 +935,7 @@ async fn concurrent_renewals_are_both_applied(app: TestApp) {
         .map(|r| &r.body["license"])
         .chain([&now.body])
     {
-        let token = license["token"].as_str().unwrap();
-        let payload = token.split('.').nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-                .unwrap(),
-        )
-        .unwrap();
+        let claims = jwt_claims(license["token"].as_str().unwrap());
         let expires_at = at(license["expires_at"].as_str().unwrap());
         assert_eq!(claims["exp"], json!(expires_at.timestamp()), "{license}");
     }
