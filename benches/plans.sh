@@ -72,7 +72,8 @@ plan "the audit trail by instant" \
   "SELECT seq FROM audit_events WHERE at >= '$now' ORDER BY seq LIMIT 100"
 plan "an event by its id" \
   "SELECT seq FROM audit_events WHERE id = 'x'"
-plan "a reseller's feed (GET /v1/events)" \
-  "SELECT seq FROM events WHERE reseller = '$reseller' AND seq > 0 ORDER BY seq LIMIT 100"
+plan "a reseller's feed (GET /v1/events), each event's data read from its audit event" \
+  "SELECT e.seq, a.event FROM events e LEFT JOIN audit_events a ON a.seq = e.audit_seq
+   WHERE e.reseller = '$reseller' AND e.seq > 0 ORDER BY e.seq LIMIT 100"
 plan "events past their retention (the purge)" \
   "SELECT count(*) FROM events WHERE created_at < '2000-01-01T00:00:00.000000Z'"

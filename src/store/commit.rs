@@ -77,7 +77,6 @@ struct Columns<'a> {
     ob_reseller: MaybeTexts<'a>,
     ob_created: Texts<'a>,
     ob_audit_seq: Vec<i64>,
-    ob_data: Texts<'a>,
     // decisions
     de_id: Texts<'a>,
     de_reseller: Texts<'a>,
@@ -153,7 +152,6 @@ impl<'a> Columns<'a> {
             c.ob_reseller.push(o.reseller.as_deref());
             c.ob_created.push(&o.created_at);
             c.ob_audit_seq.push(o.audit_seq);
-            c.ob_data.push(&o.data);
         }
         for d in &rows.decisions {
             c.de_id.push(&d.id);
@@ -231,23 +229,23 @@ WITH h AS (
         $11::text[], $12::text[], $13::text[], $14::text[], $15::boolean[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), ob AS (
-    INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data)
+    INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq)
     SELECT * FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[],
-        $21::bigint[], $22::text[])
+        $21::bigint[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), de AS (
     INSERT INTO decisions (id, reseller, transaction_kind, outcome, audit_seq, created_at,
         request, review_status)
-    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::text[],
-        $27::bigint[], $28::text[], $29::text[], $30::text[])
+    SELECT * FROM unnest($22::text[], $23::text[], $24::text[], $25::text[],
+        $26::bigint[], $27::text[], $28::text[], $29::text[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), li AS (
     INSERT INTO licenses (id, reseller, product, customer, seats, starts_at, expires_at,
         decision_id, token, created_at, updated_at, status, status_reason, ended_by,
         renewal_blocked, impact_review, status_idx)
-    SELECT * FROM unnest($31::text[], $32::text[], $33::text[], $34::text[], $35::bigint[],
-        $36::text[], $37::text[], $38::text[], $39::text[], $40::text[], $41::text[],
-        $42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::bigint[])
+    SELECT * FROM unnest($30::text[], $31::text[], $32::text[], $33::text[], $34::bigint[],
+        $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[],
+        $41::text[], $42::text[], $43::text[], $44::text[], $45::text[], $46::bigint[])
     WHERE EXISTS (SELECT 1 FROM h)
 ), lu AS (
     UPDATE licenses AS l SET customer = r.customer, expires_at = r.expires_at,
@@ -255,9 +253,9 @@ WITH h AS (
         status = r.status, status_reason = r.status_reason, ended_by = r.ended_by,
         renewal_blocked = r.renewal_blocked, impact_review = r.impact_review,
         status_idx = r.status_idx
-    FROM unnest($48::text[], $49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[],
-        $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::text[],
-        $61::bigint[])
+    FROM unnest($47::text[], $48::text[], $49::text[], $50::text[], $51::text[], $52::text[], $53::text[],
+        $54::text[], $55::text[], $56::text[], $57::text[], $58::text[], $59::text[],
+        $60::bigint[])
         AS r (id, read_decision, read_version, customer, expires_at, decision_id, token, updated_at, status,
               status_reason, ended_by, renewal_blocked, impact_review, status_idx)
     WHERE l.id = r.id AND l.decision_id = r.read_decision
@@ -266,13 +264,13 @@ WITH h AS (
 ), ik AS (
     INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at,
         expires_at, audit_seq)
-    SELECT * FROM unnest($62::text[], $63::text[], $64::text[], $65::integer[], $66::text[],
-        $67::text[], $68::text[], $69::bigint[])
+    SELECT * FROM unnest($61::text[], $62::text[], $63::text[], $64::integer[], $65::text[],
+        $66::text[], $67::text[], $68::bigint[])
     WHERE EXISTS (SELECT 1 FROM h)
 )
 SELECT CASE
     WHEN NOT EXISTS (SELECT 1 FROM h) THEN FALSE
-    WHEN (SELECT count(*) FROM lu) = $70 THEN TRUE
+    WHEN (SELECT count(*) FROM lu) = $69 THEN TRUE
     ELSE ledger_refuse('a licence changed since the batch read it')
 END";
 
@@ -336,7 +334,6 @@ impl QueryFragment<Pg> for Statement<'_> {
             (Array<Nullable<Text>>, &c.ob_reseller),
             (Array<Text>, &c.ob_created),
             (Array<BigInt>, &c.ob_audit_seq),
-            (Array<Text>, &c.ob_data),
             (Array<Text>, &c.de_id),
             (Array<Text>, &c.de_reseller),
             (Array<Text>, &c.de_kind),
@@ -428,6 +425,6 @@ mod tests {
                 digits.parse().expect("a number after each $")
             })
             .collect();
-        assert_eq!(numbers, (1..=70).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=69).collect::<Vec<_>>());
     }
 }

@@ -2,6 +2,9 @@
 //! written by `audit::append_event` in the transaction of the audit event
 //! that reports the change (see `audit::outbox` for what each is), read
 //! back here a page at a time, and purged once older than the retention.
+//! A row keeps the event's place in the order, its id, type, tenant and
+//! instant; its data is derived from its audit event when read (the audit
+//! event carries it, and is never purged), not stored twice.
 //!
 //! An event's `seq` is `16 × its audit event's seq + its place among that
 //! audit event's events`: audit events are numbered under the ledger head's
@@ -13,8 +16,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::schema::{events, webhook_deliveries};
+use super::schema::{audit_events, events, webhook_deliveries};
 use super::{format_instant, parse_json, DbConn, Page, Store, StoreError};
+use crate::audit::outbox::derive;
 
 /// Events one audit event may make (at most four are ever made).
 const PER_AUDIT_EVENT: i64 = 16;
@@ -25,7 +29,7 @@ pub fn outbox_seq(audit_seq: i64, n: usize) -> i64 {
     audit_seq * PER_AUDIT_EVENT + n.min(PER_AUDIT_EVENT - 1)
 }
 
-/// An event as stored.
+/// An event as read: its row, and the data its audit event derives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRow {
     pub seq: i64,
@@ -37,7 +41,8 @@ pub struct EventRow {
     pub data: Value,
 }
 
-pub type Stored = (i64, String, String, Option<String>, String, i64, String);
+/// An event's row as stored (no data: see [`read`]).
+pub type Stored = (i64, String, String, Option<String>, String, i64);
 
 macro_rules! event_columns {
     () => {
@@ -48,22 +53,50 @@ macro_rules! event_columns {
             events::reseller,
             events::created_at,
             events::audit_seq,
-            events::data,
         )
     };
 }
 
-fn read(row: Stored) -> Result<EventRow, StoreError> {
-    let (seq, id, event_type, reseller, created_at, audit_seq, data) = row;
-    Ok(EventRow {
-        seq,
-        id,
-        event_type,
-        reseller,
-        created_at,
-        audit_seq,
-        data: parse_json(&data)?,
-    })
+/// An event's row with its audit event's stored text and `reseller`
+/// column (none when no audit event has its `audit_seq`).
+type WithAudit = (Stored, Option<String>, Option<String>);
+
+/// An event with its data: what `audit::outbox::derive` makes of its audit
+/// event, at the event's place among that audit event's events. The data is
+/// not stored (it was the larger part of every event row, and the audit
+/// event already carries it); a row that is not what its audit event makes
+/// does not read (verification names it).
+fn read((row, audit_event, tenant): WithAudit) -> Result<EventRow, StoreError> {
+    let (seq, id, event_type, reseller, created_at, audit_seq) = row;
+    let Some(audit_event) = audit_event else {
+        return Err(StoreError::Corrupt(format!(
+            "event {seq} has no audit event {audit_seq}"
+        )));
+    };
+    let event = parse_json(&audit_event)?;
+    let place = usize::try_from(seq - audit_seq * PER_AUDIT_EVENT).ok();
+    let derived = place.and_then(|n| derive(&event, tenant.as_deref()).into_iter().nth(n));
+    match derived {
+        Some(d)
+            if d.id == id
+                && d.event_type == event_type
+                && d.reseller == reseller
+                && d.created_at == created_at =>
+        {
+            Ok(EventRow {
+                seq,
+                id,
+                event_type,
+                reseller,
+                created_at,
+                audit_seq,
+                data: d.data,
+            })
+        }
+        _ => Err(StoreError::Corrupt(format!(
+            "event {seq} is not one its audit event {audit_seq} makes"
+        ))),
+    }
 }
 
 /// Which events a listing (or a delivery) reads.
@@ -84,7 +117,12 @@ pub fn events_in(
     limit: i64,
 ) -> Result<Page<EventRow>, StoreError> {
     let mut query = events::table
-        .select(event_columns!())
+        .left_join(audit_events::table.on(audit_events::seq.eq(events::audit_seq)))
+        .select((
+            event_columns!(),
+            audit_events::event.nullable(),
+            audit_events::reseller.nullable(),
+        ))
         .filter(events::seq.gt(filter.after))
         .order(events::seq.asc())
         .limit(limit)
@@ -95,12 +133,12 @@ pub fn events_in(
     if let Some(types) = &filter.types {
         query = query.filter(events::event_type.eq_any(types.clone()));
     }
-    let stored = query.load::<Stored>(conn)?;
+    let stored = query.load::<WithAudit>(conn)?;
     Ok(Page::read(
         "events",
         stored,
         limit,
-        |r| r.0.to_string(),
+        |r| r.0 .0.to_string(),
         read,
     ))
 }

@@ -103,7 +103,6 @@ pub(super) struct OutboxRow {
     pub reseller: Option<String>,
     pub created_at: String,
     pub audit_seq: i64,
-    pub data: String,
 }
 
 #[derive(Debug, Insertable)]

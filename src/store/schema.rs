@@ -180,7 +180,6 @@ diesel::table! {
         reseller -> Nullable<Text>,
         created_at -> Text,
         audit_seq -> BigInt,
-        data -> Text,
     }
 }
 

@@ -336,17 +336,18 @@ async fn every_change_a_reseller_should_hear_of_is_an_event(app: TestApp) {
             .await;
         one.body["next"].as_str().unwrap().parse().unwrap()
     };
-    let original = revoked["data"].to_string().replace('\'', "''");
+    // The data is read from the audit event, so an edit of it is an edit
+    // of the chain; of the row, the instant and the tenant are held to it.
     app.db
         .execute(&format!(
-            "UPDATE events SET data = '{}' WHERE seq = {stored}",
-            original.replace("customer left", "nothing happened")
+            "UPDATE events SET created_at = '2020-01-01T00:00:00.000000Z' WHERE seq = {stored}"
         ))
         .unwrap();
     caught(format!("events/{stored}")).await;
     app.db
         .execute(&format!(
-            "UPDATE events SET data = '{original}' WHERE seq = {stored}"
+            "UPDATE events SET created_at = '{}' WHERE seq = {stored}",
+            revoked["created_at"].as_str().unwrap()
         ))
         .unwrap();
     let verify = app.get("/v1/audit/verify", &app.compliance()).await;
@@ -357,14 +358,21 @@ async fn every_change_a_reseller_should_hear_of_is_an_event(app: TestApp) {
         ))
         .unwrap();
     caught(format!("events/{stored}")).await;
+    // Nor does the row read as the other tenant's event: it is not what its
+    // audit event makes, so neither feed lists it.
+    let beta = app.reseller("beta");
+    let listed = all_events(&app, &beta, "").await;
+    assert!(listed.iter().all(|e| e["id"] != id), "{listed:?}");
+    let listed = all_events(&app, &app.reseller("alpha"), "").await;
+    assert!(listed.iter().all(|e| e["id"] != id), "{listed:?}");
     app.db
         .execute(&format!("DELETE FROM events WHERE seq = {stored}"))
         .unwrap();
     caught(format!("events/{stored}")).await;
     app.db
         .execute(&format!(
-            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
-             VALUES ({stored}, 'evt_forged', 'license.revoked', 'alpha', '{}', {}, '{{}}')",
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq) \
+             VALUES ({stored}, 'evt_forged', 'license.revoked', 'alpha', '{}', {})",
             revoked["created_at"].as_str().unwrap(),
             stored / 16
         ))
@@ -372,18 +380,24 @@ async fn every_change_a_reseller_should_hear_of_is_an_event(app: TestApp) {
     caught(format!("events/{stored}")).await;
     app.db
         .execute(&format!(
-            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
-             VALUES (999999999, 'evt_slipped', 'license.revoked', 'alpha', '{}', 62499999, '{{}}')",
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq) \
+             VALUES (999999999, 'evt_slipped', 'license.revoked', 'alpha', '{}', 62499999)",
             revoked["created_at"].as_str().unwrap(),
         ))
         .unwrap();
+    // An event with no audit event has no data to read: no feed lists it.
+    let listed = all_events(&app, &app.compliance(), "").await;
+    assert!(
+        listed.iter().all(|e| e["id"] != "evt_slipped"),
+        "{listed:?}"
+    );
     app.db
         .execute(&format!("DELETE FROM events WHERE seq = {stored}"))
         .unwrap();
     app.db
         .execute(&format!(
-            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq, data) \
-             VALUES ({stored}, '{id}', 'license.revoked', 'alpha', '{}', {}, '{original}')",
+            "INSERT INTO events (seq, id, event_type, reseller, created_at, audit_seq) \
+             VALUES ({stored}, '{id}', 'license.revoked', 'alpha', '{}', {})",
             revoked["created_at"].as_str().unwrap(),
             stored / 16
         ))
@@ -443,4 +457,66 @@ async fn events_are_read_by_their_tenant_and_filters_are_checked(app: TestApp) {
     assert_ne!(new.body["next"].as_str().unwrap(), next);
     let none = app.get("/v1/events", &app.reseller("beta")).await;
     assert_eq!(none.body, json!({"events": [], "next": null}));
+}
+
+both!(events_read_their_data_from_their_audit_events_and_the_migration_keeps_them);
+/// An event row keeps no data: the feed reads it from the audit event, as
+/// `audit::outbox::derive` makes it. The migration that dropped the column
+/// reverts on a database with no events, and refuses, changing nothing,
+/// once there are some (the release before could not read them).
+async fn events_read_their_data_from_their_audit_events_and_the_migration_keeps_them(app: TestApp) {
+    let (down, up) = match app.backend {
+        crate::helpers::Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/2026-12-07-000001_events_derived/down.sql"),
+            include_str!("../../migrations/sqlite/2026-12-07-000001_events_derived/up.sql"),
+        ),
+        crate::helpers::Backend::Postgres => (
+            include_str!("../../migrations/postgres/2026-12-07-000001_events_derived/down.sql"),
+            include_str!("../../migrations/postgres/2026-12-07-000001_events_derived/up.sql"),
+        ),
+    };
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM events"), 0);
+    app.db.execute(down).expect("reverts with no event stored");
+    app.db.execute(up).expect("and runs again");
+
+    vendors(&app).await;
+    let body = json!({"product": "SCY-AV", "customer": us(), "seats": 1, "term_days": 30});
+    let issued = issue(&app, "alpha", Some("k-1"), &body).await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    let feed = all_events(&app, &app.reseller("alpha"), "").await;
+    assert_eq!(feed.len(), 1, "{feed:#?}");
+    let licence = &issued.body["license"];
+    let data = &feed[0]["data"];
+    assert_eq!(data["license"]["id"], licence["id"]);
+    assert_eq!(data["license"]["expires_at"], licence["expires_at"]);
+    assert_eq!(data["decision"], issued.body["decision"]);
+    // What the feed shows is what derivation makes of the stored audit
+    // event, and nothing else.
+    let seq = feed[0]["id"].as_str().unwrap().to_string();
+    let audit_seq = app.db.count(&format!(
+        "SELECT audit_seq AS n FROM events WHERE id = '{seq}'"
+    ));
+    let exported = app
+        .get(
+            &format!("/v1/audit?after={}&limit=1", audit_seq - 1),
+            &app.compliance(),
+        )
+        .await;
+    assert_eq!(exported.status, 200, "{}", exported.text);
+    let made = gatekeeper::audit::outbox::derive(&exported.body["events"][0], Some("alpha"));
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].data, *data);
+    assert_eq!(made[0].id, seq);
+
+    let refused = app
+        .db
+        .execute(down)
+        .expect_err("refused with events stored");
+    assert!(
+        refused.to_string().contains("restore a backup"),
+        "{refused}"
+    );
+    assert_eq!(all_events(&app, &app.reseller("alpha"), "").await, feed);
+    let v = app.get("/v1/audit/verify", &app.compliance()).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
 }

@@ -258,7 +258,8 @@ pub fn append_event(
     map.insert("prev_hash".into(), Value::from(head.hash.clone()));
     let event_value = Value::Object(map);
     let what_if = crate::audit::state::is_what_if(&event_value);
-    // What resellers hear of it, in the same transaction.
+    // What resellers hear of it, in the same transaction (the events'
+    // data is derived from this event again when they are read).
     for (n, derived) in crate::audit::outbox::derive(&event_value, event.reseller.as_deref())
         .into_iter()
         .enumerate()
@@ -270,7 +271,6 @@ pub fn append_event(
             reseller: derived.reseller,
             created_at: derived.created_at,
             audit_seq: seq,
-            data: derived.data.to_string(),
         });
     }
     let (text, hash) = crate::audit::canonical_and_hash(&event_value);
