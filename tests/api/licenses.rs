@@ -941,6 +941,69 @@ async fn concurrent_renewals_are_both_applied(app: TestApp) {
     }
 }
 
+both!(a_suspension_landing_among_renewals_is_never_undone);
+/// Renewals read their licence before their batch is written; a suspension
+/// that lands in between changes the licence but not its decision, so a
+/// renewal written from what it read would set the licence active again.
+/// In one process the writer reads the licence again when it last left it
+/// at another version than the one read (on SQLite it reads it under the
+/// lock): an acknowledged suspension is never undone, and each renewal is
+/// applied before it (200) or refused after it (409). Across replicas it is
+/// the batch's statement that finds the change
+/// (`replicas::a_suspension_through_one_replica_is_never_undone_by_renewals_through_another`).
+async fn a_suspension_landing_among_renewals_is_never_undone(app: TestApp) {
+    setup(&app).await;
+    let first = issue(
+        &app,
+        "alpha",
+        Some(&key()),
+        &order("ACME-VPN", "DE", Some(false), 2, 10),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let id = first.body["license"]["id"].as_str().unwrap().to_string();
+    let renewals = format!("/v1/licenses/{id}/renewals");
+    let suspension = format!("/v1/licenses/{id}/suspension");
+    let compliance = app.compliance();
+    let one = json!({"term_days": 1});
+    let mut refused = 0;
+    for round in 0..12 {
+        let keys: Vec<String> = (0..4).map(|_| key()).collect();
+        let renew = futures_util::future::join_all(
+            keys.iter()
+                .map(|k| post(&app, &renewals, "alpha", Some(k), &one)),
+        );
+        let suspend = app.post(
+            &suspension,
+            &compliance,
+            json!({"reason": format!("round {round}")}),
+        );
+        let (renewed, suspended) = futures_util::future::join(renew, suspend).await;
+        assert_eq!(suspended.status, 200, "{}", suspended.text);
+        let statuses: Vec<u16> = renewed.iter().map(|r| r.status.as_u16()).collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 409),
+            "round {round}: {:?}",
+            renewed.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        refused += statuses.iter().filter(|s| **s == 409).count();
+        let now = app.get(&format!("/v1/licenses/{id}"), &compliance).await;
+        assert_eq!(
+            now.body["status"], "suspended",
+            "round {round}: renewals {statuses:?} left {}",
+            now.text
+        );
+        let back = app
+            .send("DELETE", &suspension, Some(&compliance), None)
+            .await;
+        assert_eq!(back.status, 200, "{}", back.text);
+    }
+    // Some renewals came after a suspension (or the race was never run).
+    assert!(refused > 0, "no renewal was refused in 12 rounds");
+    let v = app.get("/v1/audit/verify", &compliance).await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
+
 both!(one_key_on_two_replicas_makes_one_licence);
 async fn one_key_on_two_replicas_makes_one_licence(app: TestApp) {
     setup(&app).await;

@@ -727,3 +727,89 @@ fn expiry(license: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::parse_from_rfc3339(license["expires_at"].as_str().unwrap())
         .unwrap_or_else(|e| panic!("{license}: {e}"))
 }
+
+/// Rounds of the race below.
+const SUSPENSION_ROUNDS: usize = 12;
+/// Renewals sent through replica A at once with each suspension.
+const RENEWALS_PER_ROUND: usize = 8;
+
+/// A suspension through replica B landing among renewals through replica A.
+/// A's renewals read the licence before their batch is written, and A's
+/// writer takes a licence it last wrote itself as read (its memory of the
+/// versions it wrote knows nothing of B's suspension, which changes the
+/// licence's `updated_at` but not its decision). A renewal written from what
+/// it read would set the licence active again; the batch's statement writes
+/// a licence back only at the version it read, else the batch runs again
+/// under the lock, where the licence reads as suspended. So an acknowledged
+/// suspension is never undone, and every renewal is applied before it (200)
+/// or refused after it (409).
+#[actix_web::test]
+async fn a_suspension_through_one_replica_is_never_undone_by_renewals_through_another() {
+    let Some((db, _)) = postgres_db() else {
+        return;
+    };
+    let url = db.url();
+    let (_keys, a, b, c) = three_replicas(&url).await;
+    let admin = a.token(&["--role", "admin"]);
+    let reseller = a.token(&["--role", "reseller", "--reseller", "alpha"]);
+    let compliance = a.token(&["--role", "compliance"]);
+    seed(&[&a, &b, &c], &admin).await;
+    let (status, body, _) = issue(&a, &reseller, "suspended", order(UNTOUCHED, "suspended")).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["license"]["id"].as_str().unwrap().to_string();
+    let renewals = format!("/v1/licenses/{id}/renewals");
+    let suspension = format!("/v1/licenses/{id}/suspension");
+    let mut refused = 0;
+    for round in 0..SUSPENSION_ROUNDS {
+        let keys: Vec<String> = (0..RENEWALS_PER_ROUND)
+            .map(|n| format!("race-{round}-{n}"))
+            .collect();
+        let headers: Vec<[(&str, &str); 1]> = keys
+            .iter()
+            .map(|key| [("idempotency-key", key.as_str())])
+            .collect();
+        let renew = futures_util::future::join_all(headers.iter().map(|headers| {
+            a.call(
+                "POST",
+                &renewals,
+                &reseller,
+                Some(json!({"term_days": 1})),
+                headers,
+            )
+        }));
+        let suspend = b.call(
+            "POST",
+            &suspension,
+            &compliance,
+            Some(json!({"reason": format!("round {round}")})),
+            &[],
+        );
+        let (renewed, (status, body, _)) = futures_util::future::join(renew, suspend).await;
+        assert_eq!(status, 200, "the suspension: {body}");
+        let statuses: Vec<u16> = renewed.iter().map(|(s, _, _)| *s).collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 409),
+            "round {round}: {:?}",
+            renewed.iter().map(|(_, b, _)| b).collect::<Vec<_>>()
+        );
+        refused += statuses.iter().filter(|s| **s == 409).count();
+        for replica in [&a, &b, &c] {
+            let (status, now, _) = replica
+                .call("GET", &format!("/v1/licenses/{id}"), &compliance, None, &[])
+                .await;
+            assert_eq!(status, 200, "{now}");
+            assert_eq!(
+                now["status"], "suspended",
+                "round {round}: renewals {statuses:?} left {now}"
+            );
+        }
+        let (status, body, _) = b.call("DELETE", &suspension, &compliance, None, &[]).await;
+        assert_eq!(status, 200, "the reinstatement: {body}");
+    }
+    assert!(refused > 0, "no renewal came after a suspension");
+    let (status, verdict, _) = c
+        .call("GET", "/v1/audit/verify", &compliance, None, &[])
+        .await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+}
