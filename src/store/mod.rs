@@ -35,6 +35,7 @@ pub mod schema;
 pub mod stats;
 pub mod webhooks;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -77,7 +78,8 @@ impl Manager {
 /// How long a pooled connection that answered its probe (`SELECT 1`) is
 /// handed out without another: a connection that died meanwhile (a
 /// database restart, `pg_terminate_backend`) fails the requests that get
-/// it, as `503`, for at most this long before it is replaced.
+/// it, as `503`, for at most this long before it is replaced, or until any
+/// other connection fails its probe (see `Store::probe_epoch`).
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// Marks a pooled connection broken, so that the pool drops it when it is
@@ -87,9 +89,12 @@ fn discard(conn: &mut PooledConn) {
     <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn).set_in_error();
 }
 
-/// When a pooled connection last answered its probe (in its r2d2
-/// extensions, kept across check-outs).
-struct Probed(std::time::Instant);
+/// When a pooled connection last answered its probe, and the pool's probe
+/// epoch then (in its r2d2 extensions, kept across check-outs).
+struct Probed {
+    at: std::time::Instant,
+    epoch: u64,
+}
 
 impl ManageConnection for Manager {
     type Connection = DbConn;
@@ -250,6 +255,14 @@ pub struct Store {
     pool_wait: Option<Timing>,
     /// PostgreSQL's `lock_timeout` on every connection the store opens.
     lock_timeout: Option<Duration>,
+    /// Moved on whenever a pooled connection fails its probe: a connection
+    /// probed in an earlier epoch is probed again before it is handed out,
+    /// however recently. What killed one connection (a database restart, a
+    /// failover, `pg_terminate_backend` of every session) has likely killed
+    /// the others, so once one probe fails none of them is handed out
+    /// unprobed, rather than each failing requests until its own
+    /// [`PROBE_EVERY`] has passed.
+    probe_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -301,6 +314,7 @@ impl Store {
             url: url.clone(),
             pool_wait: None,
             lock_timeout,
+            probe_epoch: std::sync::Arc::default(),
         })
     }
 
@@ -322,9 +336,10 @@ impl Store {
     }
 
     /// A pooled connection that answered a `SELECT 1` within the last
-    /// [`PROBE_EVERY`]. One that does not answer is marked broken, so the
-    /// pool drops it, and the next is taken, up to the pool's size and once
-    /// more. (The pool's own test at every check-out was a round trip per
+    /// [`PROBE_EVERY`], since the last probe of any connection failed (the
+    /// probe epoch). One that does not answer is marked broken, so the
+    /// pool drops it, the epoch moves on, and the next is taken, up to the
+    /// pool's size and once more. (The pool's own test at every check-out was a round trip per
     /// request: without it issuance ran 1.13 and renewal 1.15 times as fast.)
     fn conn(&self) -> Result<PooledConn, StoreError> {
         // A request waits for a connection no longer than for a lock.
@@ -348,18 +363,21 @@ impl Store {
                 Ok(conn) => conn,
                 Err(e) => break Err(e.into()),
             };
+            let epoch = self.probe_epoch.load(Ordering::Acquire);
             let probed = PooledConn::extensions(&conn)
                 .get::<Probed>()
-                .is_some_and(|at| at.0.elapsed() < PROBE_EVERY);
+                .is_some_and(|p| p.epoch == epoch && p.at.elapsed() < PROBE_EVERY);
             if probed {
                 break Ok(conn);
             }
             match Manager::probe(&mut conn) {
                 Ok(()) => {
-                    PooledConn::extensions_mut(&mut conn).insert(Probed(std::time::Instant::now()));
+                    let at = std::time::Instant::now();
+                    PooledConn::extensions_mut(&mut conn).insert(Probed { at, epoch });
                     break Ok(conn);
                 }
                 Err(e) => {
+                    self.probe_epoch.fetch_add(1, Ordering::AcqRel);
                     discard(&mut conn);
                     attempts -= 1;
                     if attempts == 0 {
@@ -526,6 +544,78 @@ mod tests {
             assert!(matches!(format_storable(at), Err(StoreError::Corrupt(_))));
         }
         assert!(parse_instant("+10001-01-01T00:00:00Z").is_err());
+    }
+
+    /// Once one pooled connection fails its probe, the others are probed
+    /// before they are handed out, however recently they answered theirs: at
+    /// a database restart every session ends at once, and a connection
+    /// probed a moment before would otherwise fail the requests that get it
+    /// until its own `PROBE_EVERY` has passed. PostgreSQL only (with
+    /// `TEST_DATABASE_URL`): the three connections' sessions are ended by
+    /// `pg_terminate_backend`, as a restart would.
+    #[test]
+    fn once_a_probe_fails_no_connection_is_handed_out_unprobed() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let store = Store::connect(&DatabaseUrl::parse(&url).unwrap(), 3).unwrap();
+        let pid = |conn: &mut PooledConn| -> i32 {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_backend_pid()",
+            ))
+            .get_result(&mut **conn)
+            .unwrap()
+        };
+        // Three connections, each just probed; the one returned last (the
+        // pool hands its idle connections out last in, first out) as if
+        // probed long ago.
+        let mut held: Vec<PooledConn> = (0..3).map(|_| store.conn().unwrap()).collect();
+        let pids: Vec<i32> = held.iter_mut().map(pid).collect();
+        let long_ago = std::time::Instant::now()
+            .checked_sub(PROBE_EVERY * 10)
+            .expect("the clock has run for a second");
+        PooledConn::extensions_mut(&mut held[2]).insert(Probed {
+            at: long_ago,
+            epoch: 0,
+        });
+        for conn in held.drain(..) {
+            drop(conn);
+        }
+        let mut admin = diesel::PgConnection::establish(&url).unwrap();
+        let list = pids
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({list})"
+        ))
+        .execute(&mut admin)
+        .unwrap();
+        let mut gone = || {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+                "(SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list}))"
+            )))
+            .get_result::<i64>(&mut admin)
+            .unwrap()
+                == 0
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gone() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sessions did not end"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The stale one fails its probe; the two probed a moment ago are
+        // then probed too rather than handed out, and fail theirs: every
+        // connection handed out answers.
+        for n in 0..3 {
+            let mut conn = store.conn().unwrap();
+            assert!(Manager::probe(&mut conn).is_ok(), "connection {n}");
+            held.push(conn);
+        }
     }
 
     proptest! {
