@@ -38,7 +38,8 @@
 # GATEKEEPER_BIN and LOAD_BASELINE_BIN name other builds to compare instead.
 #
 # LOAD_BEFORE_BIN=path/to/gatekeeper runs the three paths on each backend
-# against that build too, in each round right after this one's, and prints
+# against that build too, in each round right after this one's (before it
+# in even rounds), and prints
 # this build's rates as ratios of its ("before": how a change to the write
 # path is measured side by side).
 set -euo pipefail
@@ -302,6 +303,15 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {p
 
 echo "load harness: ${DURATION}s per run, $CONNECTIONS connections (pgbench $PGBENCH_CLIENTS clients), $ROUNDS rounds" >&2
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(psql "$PG/postgres" -AtXc 'SHOW server_version')" >&2
+# before_runs BACKEND: the three paths against LOAD_BEFORE_BIN.
+before_runs() {
+  start_service "$1" "$LOAD_BEFORE_BIN"
+  run_path "$1 preflight, before" "$WORK/decide.lua"
+  run_path "$1 issuance, before" "$WORK/issue.lua"
+  run_path "$1 renewal, before" "$WORK/renew.lua"
+  stop_service
+}
+
 declare -A PEAK
 CHAIN=""
 DELIVERY=""
@@ -313,6 +323,16 @@ for r in $(seq 1 "$ROUNDS"); do
     record "pgbench one-row insert" "$out"
     wal_record "pgbench one-row insert" "$(cat "$WORK/pgbench.lsn")" "$out"
     for backend in $BACKENDS; do
+      # With a build to compare, the two take turns to go first: the one
+      # that goes first runs right after pgbench, while PostgreSQL may still
+      # be writing out what pgbench wrote, and the other on a machine the
+      # first has warmed; taking turns favours neither.
+      if [ -n "${LOAD_BEFORE_BIN:-}" ] && [ $((r % 2)) = 0 ]; then
+        this_build_after=1
+        before_runs "$backend"
+      else
+        this_build_after=0
+      fi
       start_service "$backend"
       run_path "$backend preflight" "$WORK/decide.lua"
       run_path "$backend issuance" "$WORK/issue.lua"
@@ -321,12 +341,8 @@ for r in $(seq 1 "$ROUNDS"); do
       CHAIN+="$backend round $r: $verdict"$'\n'
       stop_service
       PEAK[$backend]=$(( ${PEAK[$backend]:-0} > PEAK_RSS_KIB ? ${PEAK[$backend]:-0} : PEAK_RSS_KIB ))
-      if [ -n "${LOAD_BEFORE_BIN:-}" ]; then
-        start_service "$backend" "$LOAD_BEFORE_BIN"
-        run_path "$backend preflight, before" "$WORK/decide.lua"
-        run_path "$backend issuance, before" "$WORK/issue.lua"
-        run_path "$backend renewal, before" "$WORK/renew.lua"
-        stop_service
+      if [ -n "${LOAD_BEFORE_BIN:-}" ] && [ "$this_build_after" = 0 ]; then
+        before_runs "$backend"
       fi
     done
   fi
