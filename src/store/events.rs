@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::schema::{audit_events, events, webhook_deliveries};
 use super::{format_instant, parse_json, DbConn, Page, Store, StoreError};
-use crate::audit::outbox::derive;
+use crate::audit::outbox::{derive, Derived};
 
 /// Events one audit event may make (at most four are ever made).
 const PER_AUDIT_EVENT: i64 = 16;
@@ -77,12 +77,7 @@ fn read((row, audit_event, tenant): WithAudit) -> Result<EventRow, StoreError> {
     let place = usize::try_from(seq - audit_seq * PER_AUDIT_EVENT).ok();
     let derived = place.and_then(|n| derive(&event, tenant.as_deref()).into_iter().nth(n));
     match derived {
-        Some(d)
-            if d.id == id
-                && d.event_type == event_type
-                && d.reseller == reseller
-                && d.created_at == created_at =>
-        {
+        Some(d) if made_as(&d, &id, &event_type, reseller.as_deref(), &created_at) => {
             Ok(EventRow {
                 seq,
                 id,
@@ -97,6 +92,22 @@ fn read((row, audit_event, tenant): WithAudit) -> Result<EventRow, StoreError> {
             "event {seq} is not one its audit event {audit_seq} makes"
         ))),
     }
+}
+
+/// Whether a stored row (id, type, tenant, instant) is the event `made`
+/// that its audit event derives: what a row must be to read, and what
+/// verification holds it to (with its `seq`).
+pub(crate) fn made_as(
+    made: &Derived,
+    id: &str,
+    event_type: &str,
+    reseller: Option<&str>,
+    created_at: &str,
+) -> bool {
+    made.id == id
+        && made.event_type == event_type
+        && made.reseller.as_deref() == reseller
+        && made.created_at == created_at
 }
 
 /// Which events a listing (or a delivery) reads.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::audit::outbox::derive;
-use crate::store::events::{events_of_audit, outbox_seq};
+use crate::store::events::{events_of_audit, made_as, outbox_seq};
 use crate::store::schema::{events, outbox_start};
 use crate::store::{format_instant, DbConn, StoreError};
 
@@ -69,10 +69,7 @@ impl OutboxCheck {
                     // event, as derived here.
                     Some((got_seq, id, event_type, reseller, created_at, _)) => {
                         let same = got_seq == want_seq
-                            && id == want.id
-                            && event_type == want.event_type
-                            && reseller == want.reseller
-                            && created_at == want.created_at;
+                            && made_as(want, &id, &event_type, reseller.as_deref(), &created_at);
                         if !same {
                             return Ok(Some((format!("events/{got_seq}"), Some(*seq))));
                         }
