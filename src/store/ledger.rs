@@ -3,9 +3,9 @@
 //! Requests hand their write to [`Ledger::submit`] as a closure. One writer
 //! thread takes whatever is queued (up to `max_batch`, never waiting for
 //! more) as a batch. On PostgreSQL it runs the batch on the head it
-//! predicts and sends it as one statement ([`pipeline`], which can prepare
-//! the next while one commits, and falls back to the locked path below
-//! when a batch fails or needs the lock). On SQLite, and in that fallback, it
+//! predicts and sends it as one statement ([`pipeline`], which runs the
+//! writes arriving meanwhile into the next batch, and falls back to the
+//! locked path below when a batch fails or needs the lock). On SQLite, and in that fallback, it
 //! opens one transaction, locks the ledger head once, runs each
 //! write (which hands its rows to the [`Head`] rather than sending them),
 //! sends the batch's rows as one multi-row insert per table, commits, and
@@ -26,7 +26,8 @@
 //! has stopped waiting before its batch starts is dropped, never run.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+
+use crossbeam_channel as channel;
 
 use super::{locked, DbConn, Head, Store, StoreError};
 use diesel::Connection;
@@ -135,7 +136,7 @@ type Job = Box<dyn Write>;
 
 /// The handle requests submit writes to.
 pub struct Ledger {
-    sender: Option<mpsc::SyncSender<Job>>,
+    sender: Option<channel::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     max_batch: usize,
     /// How long a caller waits for its write's answer.
@@ -186,7 +187,7 @@ impl Ledger {
         batch_sizes: impl Fn(usize) + Send + 'static,
         answer_within: std::time::Duration,
     ) -> std::io::Result<Ledger> {
-        let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
+        let (sender, receiver) = channel::bounded::<Job>(QUEUE);
         let max_batch = max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -228,10 +229,10 @@ impl Ledger {
             .ok_or_else(|| StoreError::BatchFailed("the ledger writer has stopped".into()))?
             .try_send(job)
             .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => {
+                channel::TrySendError::Full(_) => {
                     StoreError::BatchFailed("the ledger writer's queue is full".into())
                 }
-                mpsc::TrySendError::Disconnected(_) => {
+                channel::TrySendError::Disconnected(_) => {
                     StoreError::BatchFailed("the ledger writer has stopped".into())
                 }
             })?;
@@ -248,11 +249,11 @@ impl Ledger {
 }
 
 /// PostgreSQL batches the service's writer has out at once. One: the next
-/// batch is prepared on the predicted head once the one before it has
-/// committed. Two (preparing the next while one commits) was slower on the
-/// development machine, whose two cores are busy under load, not idle:
-/// the batches halve and the commits double (`benches/load.sh 10 64 3`,
-/// README, Performance).
+/// batch is prepared on the predicted head while the one out commits, and
+/// sent once it has. Two (the next sent at once, to wait on the head's row
+/// lock behind the one committing) was slower on the development machine,
+/// whose two cores are busy under load, not idle: the batches halve and
+/// the commits double (`benches/load.sh 10 64 3`, README, Performance).
 pub const SERVICE_DEPTH: usize = 1;
 
 /// Writes waiting for the writer, at most: past that, requests are told to
@@ -277,7 +278,7 @@ fn drop_abandoned(jobs: &mut Vec<Job>) {
 
 fn run(
     store: &Store,
-    receiver: &mpsc::Receiver<Job>,
+    receiver: &channel::Receiver<Job>,
     max_batch: usize,
     depth: usize,
     batch_sizes: &dyn Fn(usize),
@@ -309,7 +310,7 @@ fn run(
 
 /// Adds whatever is queued to `jobs` (up to `max_batch`, never waiting),
 /// then drops the writes nobody waits for.
-fn gather(receiver: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>, max_batch: usize) {
+fn gather(receiver: &channel::Receiver<Job>, jobs: &mut Vec<Job>, max_batch: usize) {
     while jobs.len() < max_batch {
         match receiver.try_recv() {
             Ok(job) => jobs.push(job),

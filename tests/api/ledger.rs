@@ -200,3 +200,133 @@ async fn a_batch_that_waited_out_a_lock_is_not_run_again() {
     );
     drop(ledger);
 }
+
+/// On PostgreSQL, writes that arrive while a batch is out are run into the
+/// next batch at once, on the head the batch out will leave. When that
+/// batch does not commit (here another replica's uncommitted insert of the
+/// same idempotency key holds it, then commits: a unique violation), the
+/// next batch is run again on the head as it stands, never sent on the
+/// predicted one: every write is answered as if the batches had run one
+/// after the other, and the chain holds exactly the events that committed,
+/// in order, and verifies.
+#[actix_web::test]
+async fn writes_arriving_while_a_batch_commits_are_prepared_then_prepared_again_if_it_fails() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use gatekeeper::domain::Actor;
+    use gatekeeper::store::audit::{append_event, NewEvent};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let Some((db, url)) = crate::helpers::postgres_db() else {
+        return;
+    };
+    let store = Store::connect(&url, 4).unwrap();
+    store.migrate().unwrap();
+    // The service's ledger: one batch out at a time.
+    let ledger =
+        Arc::new(Ledger::start(store.clone(), 64, |_| {}, Duration::from_secs(30)).unwrap());
+    let gatekeeper::config::DatabaseUrl::Postgres(pg) = &url else {
+        unreachable!()
+    };
+    let mut replica = diesel::pg::PgConnection::establish(pg).unwrap();
+    replica
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO idempotency_keys (reseller, idem_key, fingerprint, status, body, created_at, expires_at) \
+             VALUES ('alpha', 'k0', 'f', 201, 'the other replica''s answer', '{}', '9999-01-01T00:00:00.000000Z')",
+            gatekeeper::store::format_instant(Utc::now())
+        ))
+        .unwrap();
+    let start = db.count("SELECT seq AS n FROM ledger_head WHERE id = 1");
+    // Each write stores its key and appends an event, unless the key is
+    // stored already; `seen` keeps the seq each run of each write appended.
+    let seen: Arc<Mutex<Vec<Vec<i64>>>> = Arc::new(Mutex::new(vec![Vec::new(); 9]));
+    let write = |n: usize| {
+        let seen = Arc::clone(&seen);
+        let ledger = Arc::clone(&ledger);
+        async move {
+            ledger
+                .submit(move |conn, head| {
+                    let key = format!("k{n}");
+                    let now = Utc::now();
+                    if let Some(found) = head.idempotency(conn, "alpha", &key, now)? {
+                        return Ok(format!("replayed: {}", found.body));
+                    }
+                    let event = NewEvent {
+                        action: "test.write".into(),
+                        actor: Actor::system(),
+                        outcome: None,
+                        decision: None,
+                        subject: serde_json::json!({ "kind": "test", "n": n }),
+                        reseller: None,
+                    };
+                    let seq = append_event(head, event, "1", now)?;
+                    seen.lock().unwrap()[n].push(seq);
+                    head.save_idempotency("alpha", &key, &record(&format!("answer {n}")), now);
+                    Ok::<_, StoreError>(format!("stored {n}"))
+                })
+                .await
+        }
+    };
+    // The first write's batch goes out and waits on the replica's key.
+    let first = actix_web::rt::spawn(write(0));
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE 'WITH h AS%'";
+    let mut out = false;
+    for _ in 0..200 {
+        if db.count(waiting) > 0 {
+            out = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(out, "the first batch never went out");
+    // Eight more while it waits: each runs on the head it will leave.
+    let rest: Vec<_> = (1..9).map(|n| actix_web::rt::spawn(write(n))).collect();
+    let mut prepared = false;
+    for _ in 0..200 {
+        if seen.lock().unwrap()[1..].iter().all(|runs| runs.len() == 1) {
+            prepared = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        prepared,
+        "the writes were not run while the batch was out: {:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(seen.lock().unwrap()[0], vec![start + 1]);
+    for n in 1..9 {
+        assert_eq!(seen.lock().unwrap()[n], vec![start + 1 + n as i64]);
+    }
+    // The replica commits: the first batch is refused, runs again under the
+    // lock (where its write reads the key), and the next batch runs again.
+    replica.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        "replayed: the other replica's answer"
+    );
+    for (n, answer) in (1..9).zip(join_all(rest).await) {
+        assert_eq!(answer.unwrap().unwrap(), format!("stored {n}"));
+    }
+    let seen = seen.lock().unwrap().clone();
+    for (n, runs) in seen.iter().enumerate().skip(1) {
+        // Last run (the one that counts) on the head as it stood.
+        assert_eq!(
+            runs.last(),
+            Some(&(start + n as i64)),
+            "write {n}: {runs:?}"
+        );
+    }
+    drop(ledger);
+    let report = store.verify_chain(&[], &[]).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.head.map(|(seq, _)| seq), Some(start + 8));
+    for n in 1..9 {
+        let found = store
+            .idempotency("alpha", &format!("k{n}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.body, format!("answer {n}"));
+    }
+}

@@ -2,37 +2,41 @@
 //! head and sent as one statement each, the next prepared while the one
 //! before it commits.
 //!
-//! The writer keeps the head its batches leave in memory. It runs a
-//! batch's writes against that head (reads on its own connection, in
-//! autocommit), hands the rows to one of two committers, each a thread with
-//! a connection of its own, which sends them with the head check as one
-//! statement ([`crate::store::commit`]), and goes on to the next batch while
-//! that one commits. At most `depth` batches are out at once (with two:
-//! the one committing and the one waiting on the head's row lock behind
-//! it); with one, the next batch is prepared only once the one before has
-//! landed, which is what the service runs ([`super::SERVICE_DEPTH`] says
-//! why). Callers are answered in the order their batches were sent, each
-//! once its batch has committed.
+//! The writer keeps the head its batches leave in memory. It hands a
+//! batch's rows to one of its committers, each a thread with a connection
+//! of its own, which sends them with the head check as one statement
+//! ([`crate::store::commit`]). At most `depth` batches are out at once; the
+//! service runs one ([`super::SERVICE_DEPTH`] says why). While they commit,
+//! every write that arrives is run at once into the *next* batch, against
+//! the head the batches out will leave (reads on the writer's own
+//! connection, in autocommit), up to `max_batch` writes; when there is room
+//! out, the next batch is sent with whatever else is queued by then. So the
+//! writer's work (the events, their hashes, a licence's signature) is done
+//! while the database works, not between its batches. Callers are
+//! answered in the order their batches were sent, each once its batch has
+//! committed (and after the next batch has gone).
 //!
 //! A batch that does not commit (the database refused it, another replica
 //! moved the head, the connection was lost) takes every batch sent after it
 //! with it: they were prepared on its head, so their head check fails and
 //! they write nothing. The writer then waits for each of them and runs
 //! them again, in order, under the locked head as [`super::run_locked`]
-//! does, which reads the head afresh; so does a batch with a write that
-//! needs the lock itself ([`Head::immediate`]: catalogue changes, reviews,
-//! impact runs, webhook endpoints), after the batches before it have
-//! landed. A batch whose statement went unanswered (the connection died)
-//! may be in the database. Once its backend is gone (terminated, say) the
-//! committer asks whether the chain holds the batch's last event: then it
-//! committed; if not, it never will, and it is run again like a refused
-//! one. While the backend lives on, or when the database cannot be asked,
-//! it is not run again and its callers are told the outcome is unknown,
-//! unless it moved the head on and a batch sent after it committed, which
-//! proves it did (the later batch's head check found the head it left).
-//! A batch that appends nothing to the chain proves nothing of the batch
-//! before it: the head check cannot tell whether that one committed, so
-//! each is judged on its own outcome.
+//! does, which reads the head afresh; and it runs the next batch's writes
+//! again on the head as it then stands, so that batch is never sent on the
+//! one predicted. So does a batch with a write that needs the lock itself
+//! ([`Head::immediate`]: catalogue changes, reviews, impact runs, webhook
+//! endpoints), after the batches before it have landed. A batch whose
+//! statement went unanswered (the connection died) may be in the database.
+//! Once its backend is gone (terminated, say) the committer asks whether
+//! the chain holds the batch's last event: then it committed; if not, it
+//! never will, and it is run again like a refused one. While the backend
+//! lives on, or when the database cannot be asked, it is not run again and
+//! its callers are told the outcome is unknown, unless it moved the head on
+//! and a batch sent after it committed, which proves it did (the later
+//! batch's head check found the head it left). A batch that appends
+//! nothing to the chain proves nothing of the batch before it: the head
+//! check cannot tell whether that one committed, so each is judged on its
+//! own outcome.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,12 +44,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_channel as channel;
 use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Integer, Text};
 
-use super::{connection_lost, gather, purge_now_and_then, run_locked, spent, Failure, Job};
+use super::{connection_lost, purge_now_and_then, run_locked, spent, Failure, Job};
 use crate::store::commit::{self, Advance, Sent};
 use crate::store::head::Pending;
 use crate::store::licenses::LicenseRow;
@@ -76,7 +81,7 @@ enum Landed {
 struct Flight {
     jobs: Vec<Job>,
     sent_at: Instant,
-    outcome: Option<mpsc::Receiver<Landed>>,
+    outcome: Option<channel::Receiver<Landed>>,
     /// The licences it changes, as it leaves them (what the batches after
     /// it read until it has landed).
     changed: Vec<LicenseRow>,
@@ -89,17 +94,12 @@ impl Flight {
     fn land(&mut self) -> Landed {
         match self.outcome.take() {
             None => Landed::Nothing,
-            Some(outcome) => outcome.recv().unwrap_or_else(|_| {
-                Landed::Failed(Failure {
-                    why: "the ledger's committer stopped".into(),
-                    unknown: true,
-                })
-            }),
+            Some(outcome) => outcome.recv().unwrap_or_else(|_| stopped()),
         }
     }
 }
 
-type Task = (Advance, Pending, mpsc::SyncSender<Landed>);
+type Task = (Advance, Pending, channel::Sender<Landed>);
 
 /// A thread with a connection of its own that sends batches' statements.
 struct Committer {
@@ -127,8 +127,8 @@ impl Committer {
         })
     }
 
-    fn send(&self, advance: Advance, rows: Pending) -> mpsc::Receiver<Landed> {
-        let (reply, outcome) = mpsc::sync_channel(1);
+    fn send(&self, advance: Advance, rows: Pending) -> channel::Receiver<Landed> {
+        let (reply, outcome) = channel::bounded(1);
         if let Some(tasks) = &self.tasks {
             // If the thread is gone, `reply` is dropped with the task and the
             // flight lands as failed, outcome unknown.
@@ -261,17 +261,6 @@ fn settled_after_loss(store: &Store, pid: i32, advance: &Advance) -> Option<bool
 /// batch fails).
 const REMEMBERED: usize = 65_536;
 
-/// A batch run against the predicted head.
-enum Prepared {
-    Rows {
-        advance: Advance,
-        rows: Box<Pending>,
-        next_status_idx: Option<i64>,
-    },
-    /// A write needs the locked head (or the head could not be read).
-    Locked,
-}
-
 fn read_head(conn: &mut DbConn) -> Result<Predicted, StoreError> {
     let (seq, hash, catalog_version) = ledger_head::table
         .filter(ledger_head::id.eq(1))
@@ -289,39 +278,174 @@ fn read_head(conn: &mut DbConn) -> Result<Predicted, StoreError> {
     })
 }
 
-fn prepare(
-    store: &Store,
-    own: &mut Option<DbConn>,
-    jobs: &mut [Job],
-    predicted: &mut Option<Predicted>,
-    flights: &VecDeque<Flight>,
-    written: &Arc<HashMap<String, String>>,
-) -> Prepared {
-    let prepared = catch_unwind(AssertUnwindSafe(|| {
-        let conn = match own.as_mut() {
-            Some(conn) => conn,
-            None => own.insert(store.dedicated_connection()?),
-        };
-        // Only with nothing out: the head as committed.
-        let from = match predicted {
-            Some(p) => p.clone(),
-            None => read_head(conn)?,
-        };
-        let carried = flights.iter().flat_map(|f| f.changed.clone()).collect();
-        let mut head = Head::predicted(
-            from.seq,
-            from.hash.clone(),
-            from.catalog_version,
-            from.next_status_idx,
-            carried,
-            Arc::clone(written),
-        );
-        for job in jobs.iter_mut() {
-            job.run(conn, &mut head)?;
-            if head.needs_lock() {
-                return Ok(None);
+/// The versions this writer's committed batches left licences at (licence
+/// id to `updated_at`), which the batch being prepared shares (see
+/// [`Head::license_as_read`]). Versions that land while that batch holds
+/// the map wait in `later` until it has been sent, so the map is never
+/// copied: that batch reads those licences as carried anyway.
+#[derive(Default)]
+struct Written {
+    map: Arc<HashMap<String, String>>,
+    later: Vec<(String, String)>,
+}
+
+impl Written {
+    /// The map for the next batch, with every version noted so far.
+    fn share(&mut self) -> Arc<HashMap<String, String>> {
+        if let Some(map) = Arc::get_mut(&mut self.map) {
+            for (id, version) in self.later.drain(..) {
+                if map.len() >= REMEMBERED {
+                    map.clear();
+                }
+                map.insert(id, version);
             }
         }
+        Arc::clone(&self.map)
+    }
+
+    fn note(&mut self, row: &LicenseRow) {
+        if let Some(version) = &row.version {
+            if self.later.len() >= REMEMBERED {
+                self.later.clear();
+            }
+            self.later.push((row.id.clone(), version.clone()));
+        }
+    }
+
+    /// After a batch that did not commit: what runs again under the lock
+    /// writes versions the writer does not keep.
+    fn forget(&mut self) {
+        self.map = Arc::default();
+        self.later.clear();
+    }
+}
+
+/// The writer's state between batches.
+struct Writer<'a> {
+    store: &'a Store,
+    /// Told how many writes each batch holds.
+    batch_sizes: &'a dyn Fn(usize),
+    /// Per batch out: one committer for batches that change no licence,
+    /// one (planning each time) for those that do.
+    committers: Vec<Committer>,
+    depth: usize,
+    turn: usize,
+    /// The writer's connection: reads while preparing, batches under the
+    /// lock.
+    own: Option<DbConn>,
+    /// The head the batches out leave if they commit; `None` when it must
+    /// be read (nothing is out).
+    predicted: Option<Predicted>,
+    flights: VecDeque<Flight>,
+    written: Written,
+    /// The next batch's writes, each run on `head` as it arrived.
+    next: Vec<Job>,
+    /// The head the next batch runs on, and the one it started from.
+    head: Option<(Head, Predicted)>,
+    /// Writes of batches that committed, answered once the next batch is
+    /// on its way.
+    answer: Vec<Job>,
+    /// Writes dropped since the last batch went, their callers gone.
+    dropped: usize,
+}
+
+impl Writer<'_> {
+    /// Runs `job` into the next batch, on the head the batches out leave.
+    /// If it cannot run there (it needs the locked head, or a read failed),
+    /// the batches out land and the next batch runs under the lock.
+    fn add(&mut self, job: Job) {
+        if job.abandoned() {
+            self.dropped += 1;
+            return;
+        }
+        self.next.push(job);
+        let Writer {
+            store,
+            own,
+            predicted,
+            flights,
+            written,
+            next,
+            head,
+            ..
+        } = self;
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            let conn = match own.as_mut() {
+                Some(conn) => conn,
+                None => own.insert(store.dedicated_connection()?),
+            };
+            let (head, _) = match head {
+                Some(open) => open,
+                None => {
+                    // Only with nothing out: the head as committed.
+                    let from = match predicted {
+                        Some(p) => p.clone(),
+                        None => read_head(conn)?,
+                    };
+                    let carried = flights.iter().flat_map(|f| f.changed.clone()).collect();
+                    let opened = Head::predicted(
+                        from.seq,
+                        from.hash.clone(),
+                        from.catalog_version,
+                        from.next_status_idx,
+                        carried,
+                        written.share(),
+                    );
+                    head.insert((opened, from))
+                }
+            };
+            if let Some(job) = next.last_mut() {
+                job.run(conn, head)?;
+            }
+            Ok::<_, StoreError>(!head.needs_lock())
+        }));
+        match ran {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => self.run_next_locked(),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "could not prepare a ledger batch; running it under the lock");
+                self.own = None;
+                self.run_next_locked();
+            }
+            Err(_) => {
+                self.own = None;
+                self.run_next_locked();
+            }
+        }
+    }
+
+    /// Runs the next batch under the locked head, once every batch out has
+    /// landed.
+    fn run_next_locked(&mut self) {
+        while !self.flights.is_empty() {
+            land_oldest(
+                self.store,
+                &mut self.own,
+                &mut self.flights,
+                &mut self.written,
+                &mut self.answer,
+                None,
+            );
+        }
+        self.answer_landed();
+        self.predicted = None;
+        self.head = None;
+        let mut jobs = std::mem::take(&mut self.next);
+        self.count(jobs.len());
+        let failure = run_locked(self.store, &mut self.own, &mut jobs, Instant::now());
+        for job in jobs {
+            job.settle(failure.as_ref());
+        }
+    }
+
+    /// Sends the next batch (or, with nothing to write, keeps it in line
+    /// as landed).
+    fn launch(&mut self) {
+        let jobs = std::mem::take(&mut self.next);
+        let Some((head, from)) = self.head.take() else {
+            return;
+        };
+        self.count(jobs.len());
         let advance = Advance {
             from_seq: from.seq,
             from_hash: from.hash,
@@ -330,39 +454,92 @@ fn prepare(
             catalog_version: head.catalog_version,
         };
         let (rows, next_status_idx) = head.into_rows();
-        Ok::<_, StoreError>(Some((advance, Box::new(rows), next_status_idx)))
-    }));
-    match prepared {
-        Ok(Ok(Some((advance, rows, next_status_idx)))) => Prepared::Rows {
-            advance,
-            rows,
+        self.predicted = Some(Predicted {
+            seq: advance.to_seq,
+            hash: advance.to_hash.clone(),
+            catalog_version: advance.catalog_version,
             next_status_idx,
-        },
-        Ok(Ok(None)) => Prepared::Locked,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "could not prepare a ledger batch; running it under the lock");
-            *own = None;
-            Prepared::Locked
+        });
+        let advances = advance.to_seq != advance.from_seq || advance.to_hash != advance.from_hash;
+        let changed = rows
+            .changed_licenses()
+            .into_iter()
+            .map(|(_, r)| LicenseRow {
+                version: Some(r.at.clone()),
+                ..r.license.clone()
+            })
+            .collect();
+        let outcome = if rows.is_empty() {
+            None
+        } else {
+            self.turn = (self.turn + 1) % self.depth;
+            let kind = usize::from(!rows.renewals.is_empty());
+            self.committers
+                .get(self.turn * 2 + kind)
+                .map(|c| c.send(advance, rows))
+        };
+        self.flights.push_back(Flight {
+            jobs,
+            sent_at: Instant::now(),
+            outcome,
+            changed,
+            advances,
+        });
+    }
+
+    /// Lands the oldest batch out (`landed`: how, if already heard). If it
+    /// did not commit, every batch out has landed with it and the next
+    /// batch, prepared on its head, is prepared again.
+    fn land_oldest(&mut self, landed: Option<Landed>) {
+        let stood = land_oldest(
+            self.store,
+            &mut self.own,
+            &mut self.flights,
+            &mut self.written,
+            &mut self.answer,
+            landed,
+        );
+        if !stood {
+            self.answer_landed();
+            self.predicted = None;
+            self.head = None;
+            for job in std::mem::take(&mut self.next) {
+                self.add(job);
+            }
         }
-        Err(_) => {
-            *own = None;
-            Prepared::Locked
+    }
+
+    /// Counts a batch of `n` writes (and logs the writes dropped before it).
+    fn count(&mut self, n: usize) {
+        (self.batch_sizes)(n);
+        if self.dropped > 0 {
+            tracing::warn!(
+                dropped = self.dropped,
+                "dropped writes whose callers stopped waiting"
+            );
+            self.dropped = 0;
+        }
+    }
+
+    fn answer_landed(&mut self) {
+        for job in self.answer.drain(..) {
+            job.settle(None);
         }
     }
 }
 
-/// The writer's loop with at most `depth` batches out at once, each sent
-/// by a committer of its own.
+/// The writer's loop. Up to `depth` batches are out at once, each sent by
+/// a committer of its own; while they commit, the writes that arrive are
+/// run into the next batch, which is sent as soon as there is room, with
+/// whatever else is queued by then (up to `max_batch` writes).
 pub(super) fn run(
     store: &Store,
-    receiver: &mpsc::Receiver<Job>,
+    receiver: &channel::Receiver<Job>,
     max_batch: usize,
     depth: usize,
     batch_sizes: &dyn Fn(usize),
 ) {
     let depth = depth.max(1);
-    // Per batch out: one committer for batches that change no licence,
-    // one (planning each time) for those that do.
     let committers = match (0..depth * 2)
         .map(|n| Committer::start(store, n, n % 2 == 1))
         .collect::<std::io::Result<Vec<_>>>()
@@ -373,124 +550,112 @@ pub(super) fn run(
             return;
         }
     };
-    let mut turn = 0;
+    let mut w = Writer {
+        store,
+        batch_sizes,
+        committers,
+        depth,
+        turn: 0,
+        own: None,
+        predicted: None,
+        flights: VecDeque::new(),
+        written: Written::default(),
+        next: Vec::new(),
+        head: None,
+        answer: Vec::new(),
+        dropped: 0,
+    };
     let mut purged = Instant::now();
-    // The writer's connection: reads while preparing, batches under the lock.
-    let mut own: Option<DbConn> = None;
-    let mut predicted: Option<Predicted> = None;
-    let mut flights: VecDeque<Flight> = VecDeque::new();
-    // The versions committed batches left licences at, so that a renewal
-    // read before one of them committed reads the licence again rather
-    // than failing its batch (see `Head::license_as_read`).
-    let mut written: Arc<HashMap<String, String>> = Arc::default();
+    // No more writes will come (the ledger was dropped): what is out and
+    // prepared still lands.
+    let mut closed = false;
     loop {
-        let mut jobs = Vec::new();
-        if flights.is_empty() {
-            match receiver.recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        gather(receiver, &mut jobs, max_batch);
-        let idle = jobs.is_empty();
-        if !idle {
-            batch_sizes(jobs.len());
-            match prepare(
-                store,
-                &mut own,
-                &mut jobs,
-                &mut predicted,
-                &flights,
-                &written,
-            ) {
-                Prepared::Rows {
-                    advance,
-                    rows,
-                    next_status_idx,
-                } => {
-                    predicted = Some(Predicted {
-                        seq: advance.to_seq,
-                        hash: advance.to_hash.clone(),
-                        catalog_version: advance.catalog_version,
-                        next_status_idx,
-                    });
-                    let advances =
-                        advance.to_seq != advance.from_seq || advance.to_hash != advance.from_hash;
-                    let changed = rows
-                        .changed_licenses()
-                        .into_iter()
-                        .map(|(_, r)| LicenseRow {
-                            version: Some(r.at.clone()),
-                            ..r.license.clone()
-                        })
-                        .collect();
-                    let outcome = if rows.is_empty() {
-                        None
-                    } else {
-                        turn = (turn + 1) % depth;
-                        let kind = usize::from(!rows.renewals.is_empty());
-                        Some(committers[turn * 2 + kind].send(advance, *rows))
-                    };
-                    flights.push_back(Flight {
-                        jobs,
-                        sent_at: Instant::now(),
-                        outcome,
-                        changed,
-                        advances,
-                    });
-                }
-                Prepared::Locked => {
-                    while !flights.is_empty() {
-                        land_oldest(store, &mut own, &mut flights, &mut predicted, &mut written);
-                    }
-                    predicted = None;
-                    let failure = run_locked(store, &mut own, &mut jobs, Instant::now());
-                    for job in jobs {
-                        job.settle(failure.as_ref());
-                    }
+        if w.flights.len() < depth {
+            // Room out: the next batch goes, with what is queued by now.
+            if w.next.is_empty() && w.flights.is_empty() {
+                w.answer_landed();
+                match receiver.recv() {
+                    Ok(job) => w.add(job),
+                    Err(_) => break,
                 }
             }
+            while w.next.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => w.add(job),
+                    Err(_) => break,
+                }
+            }
+            let launching = !w.next.is_empty();
+            if launching {
+                w.launch();
+            }
+            w.answer_landed();
+            purge_now_and_then(store, &mut purged);
+            if launching || w.flights.is_empty() {
+                continue;
+            }
         }
-        if flights.len() >= depth || (idle && !flights.is_empty()) {
-            land_oldest(store, &mut own, &mut flights, &mut predicted, &mut written);
+        // No room out, or nothing to send: until the oldest batch lands,
+        // prepare the next one from the writes that arrive.
+        let Some(outcome) = w.flights.front().map(|f| f.outcome.clone()) else {
+            continue;
+        };
+        match outcome {
+            // A landing first, if both are there (`select!` picks at random).
+            Some(outcome) if !outcome.is_empty() => {
+                w.land_oldest(Some(outcome.recv().unwrap_or_else(|_| stopped())));
+            }
+            Some(outcome) if !closed && w.next.len() < max_batch => {
+                channel::select! {
+                    recv(receiver) -> job => match job {
+                        Ok(job) => w.add(job),
+                        Err(_) => closed = true,
+                    },
+                    recv(outcome) -> landed => w.land_oldest(Some(landed.unwrap_or_else(|_| stopped()))),
+                }
+            }
+            _ => w.land_oldest(None),
         }
-        purge_now_and_then(store, &mut purged);
     }
 }
 
-/// Waits for the oldest batch out and answers its callers; if it did not
-/// commit, lands every batch after it too, and runs again under the lock
-/// each that did not commit (see the module's documentation).
+/// How a batch lands whose committer stopped before answering.
+fn stopped() -> Landed {
+    Landed::Failed(Failure {
+        why: "the ledger's committer stopped".into(),
+        unknown: true,
+    })
+}
+
+/// Lands the oldest batch out (`landed`: its outcome, if already heard)
+/// and keeps its writes in `answer` if it stands. If it did not commit,
+/// lands every batch after it too, answers their writes, and runs again
+/// under the lock each that did not commit (see the module's
+/// documentation); then returns false.
 fn land_oldest(
     store: &Store,
     own: &mut Option<DbConn>,
     flights: &mut VecDeque<Flight>,
-    predicted: &mut Option<Predicted>,
-    written: &mut Arc<HashMap<String, String>>,
-) {
+    written: &mut Written,
+    answer: &mut Vec<Job>,
+    landed: Option<Landed>,
+) -> bool {
     let Some(mut first) = flights.pop_front() else {
-        return;
+        return true;
     };
-    let landed = first.land();
+    let landed = landed.unwrap_or_else(|| first.land());
     if matches!(landed, Landed::Committed | Landed::Nothing) {
-        let versions = Arc::make_mut(written);
-        if versions.len() > REMEMBERED {
-            versions.clear();
-        }
         for row in &first.changed {
-            if let Some(version) = &row.version {
-                versions.insert(row.id.clone(), version.clone());
-            }
+            written.note(row);
         }
-        for job in first.jobs {
-            job.settle(None);
-        }
-        return;
+        answer.append(&mut first.jobs);
+        return true;
     }
-    // Every batch out was prepared on this one's head; what runs again
-    // under the lock writes versions the writer does not keep.
-    *predicted = None;
-    *written = Arc::default();
+    // Every batch out was prepared on this one's head.
+    written.forget();
+    for job in answer.drain(..) {
+        job.settle(None);
+    }
     let mut out = vec![(first, landed)];
     while let Some(mut next) = flights.pop_front() {
         let landed = next.land();
@@ -529,4 +694,5 @@ fn land_oldest(
             job.settle(failure.as_ref());
         }
     }
+    false
 }
