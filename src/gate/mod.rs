@@ -116,6 +116,8 @@ impl GateError {
 pub struct Gate {
     store: Store,
     ledger: Ledger,
+    /// The reads before a licence write, batched across requests.
+    lookups: crate::store::lookups::Lookups,
     catalog: ArcSwap<Catalog>,
     metrics: Metrics,
     signer: Arc<LicenseSigner>,
@@ -180,9 +182,13 @@ impl Gate {
             Err(e) => return Err(e),
         };
         metrics.catalog_installed(catalog.version());
+        let lookups = crate::store::lookups::Lookups::start(store.clone()).map_err(|e| {
+            StoreError::BatchFailed(format!("could not start the licence reads: {e}"))
+        })?;
         Ok(Gate {
             store,
             ledger,
+            lookups,
             catalog: ArcSwap::from_pointee(catalog),
             metrics,
             signer,

@@ -23,6 +23,20 @@ use super::schema::{audit_events, idempotency_keys, licenses};
 use super::{format_instant, parse_instant, parse_json, DbConn, Page, Store, StoreError};
 use crate::domain::Standing;
 
+/// What a licence request reads before its write: its idempotency key's
+/// record, and the licence it renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub reseller: String,
+    pub key: Option<String>,
+    pub renews: Option<String>,
+}
+
+/// What [`Store::before_license_write`] finds: the key's live record (then
+/// nothing else is read), else the licence to renew as stored, if one was
+/// asked for (`Some(None)`: there is none).
+pub type Before = (Option<IdempotencyRecord>, Option<Option<LicenseRow>>);
+
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 
@@ -364,13 +378,12 @@ impl Store {
     /// What a licence request reads before its write, on one connection:
     /// the live record of its idempotency key (if it has one), and the
     /// licence it renews (`Some` if it renews one, whether found or not).
-    #[allow(clippy::type_complexity)]
     pub fn before_license_write(
         &self,
         reseller: &str,
         key: Option<&str>,
         renews: Option<&str>,
-    ) -> Result<(Option<IdempotencyRecord>, Option<Option<LicenseRow>>), StoreError> {
+    ) -> Result<Before, StoreError> {
         let mut conn = self.conn()?;
         let found = match key {
             Some(key) => idempotency_in(&mut conn, reseller, key, Utc::now())?,
@@ -381,6 +394,102 @@ impl Store {
         }
         let read = renews.map(|id| license_in(&mut conn, id)).transpose()?;
         Ok((None, read))
+    }
+
+    /// [`Store::before_license_write`] for many requests at once, in two
+    /// queries on `conn` (their keys' records, then the licences those
+    /// without a record renew); the answers in the order asked. On
+    /// PostgreSQL, `conn` should plan each query for its arrays (a plan
+    /// kept for any array scans the whole table: [`super::lookups`]). A
+    /// key is another tenant's as well only by chance: a record answers
+    /// the request of its own tenant alone. A licence that does not read
+    /// back fails the whole call (each request then reads on its own, see
+    /// [`super::lookups`]).
+    pub fn before_license_writes(
+        conn: &mut DbConn,
+        asks: &[&Ask],
+    ) -> Result<Vec<Before>, StoreError> {
+        use std::collections::HashMap;
+        let keys: Vec<&str> = asks.iter().filter_map(|a| a.key.as_deref()).collect();
+        let mut records: HashMap<(String, String), IdempotencyRecord> = HashMap::new();
+        if !keys.is_empty() {
+            let mut resellers: Vec<&str> = asks
+                .iter()
+                .filter(|a| a.key.is_some())
+                .map(|a| a.reseller.as_str())
+                .collect();
+            resellers.sort_unstable();
+            resellers.dedup();
+            let rows = idempotency_keys::table
+                .left_join(
+                    audit_events::table
+                        .on(audit_events::seq.nullable().eq(idempotency_keys::audit_seq)),
+                )
+                .filter(idempotency_keys::reseller.eq_any(&resellers))
+                .filter(idempotency_keys::idem_key.eq_any(&keys))
+                .filter(idempotency_keys::expires_at.gt(format_instant(Utc::now())))
+                .select((
+                    idempotency_keys::reseller,
+                    idempotency_keys::idem_key,
+                    idempotency_keys::fingerprint,
+                    idempotency_keys::status,
+                    idempotency_keys::body,
+                    idempotency_keys::audit_seq,
+                    audit_events::event.nullable(),
+                ))
+                .load::<(
+                    String,
+                    String,
+                    String,
+                    i32,
+                    String,
+                    Option<i64>,
+                    Option<String>,
+                )>(conn)?;
+            for (reseller, key, fingerprint, status, body, audit_seq, event) in rows {
+                let record = IdempotencyRecord {
+                    fingerprint,
+                    status: u16::try_from(status).unwrap_or(500),
+                    audit_seq,
+                    event,
+                    body,
+                };
+                records.insert((reseller, key), record);
+            }
+        }
+        let found: Vec<Option<IdempotencyRecord>> = asks
+            .iter()
+            .map(|a| {
+                a.key
+                    .as_ref()
+                    .and_then(|k| records.remove(&(a.reseller.clone(), k.clone())))
+            })
+            .collect();
+        let ids: Vec<&str> = asks
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .filter_map(|(a, _)| a.renews.as_deref())
+            .collect();
+        let mut read: HashMap<String, LicenseRow> = HashMap::new();
+        if !ids.is_empty() {
+            for row in licenses::table
+                .filter(licenses::id.eq_any(&ids))
+                .select(license_columns!())
+                .load::<Row>(conn)?
+            {
+                let row = from_row(row)?;
+                read.insert(row.id.clone(), row);
+            }
+        }
+        Ok(asks
+            .iter()
+            .zip(found)
+            .map(|(a, found)| match found {
+                Some(found) => (Some(found), None),
+                None => (None, a.renews.as_ref().map(|id| read.get(id).cloned())),
+            })
+            .collect())
     }
 
     /// Forgets idempotency records past their 24 hours.

@@ -30,6 +30,7 @@ mod head;
 pub mod impact;
 pub mod ledger;
 pub mod licenses;
+pub mod lookups;
 mod migrations;
 pub mod schema;
 pub mod stats;

@@ -1509,3 +1509,99 @@ async fn an_unreadable_licence_row_does_not_take_the_listings_down(app: TestApp)
     assert_eq!(verdict.body["reason"], "state_mismatch", "{}", verdict.text);
     assert_eq!(verdict.body["row"], format!("licenses/{bad}"));
 }
+
+both!(requests_read_together_are_each_answered_for_their_own_tenant);
+/// The reads before a licence write are batched across requests
+/// (`store::lookups`). Sent at once: a retry, another tenant's first use
+/// of the same key, fresh issues, a renewal, a renewal of a licence that
+/// does not exist and one of another tenant's licence. Each is answered as
+/// if it had been alone; then one batch of those reads, made directly,
+/// finds exactly each request's own record and licence.
+async fn requests_read_together_are_each_answered_for_their_own_tenant(app: TestApp) {
+    use futures_util::future::join_all;
+    use gatekeeper::store::licenses::Ask;
+    use gatekeeper::store::Store;
+    setup(&app).await;
+    let body = order("ACME-VPN", "DE", Some(false), 3, 30);
+    let k = key();
+    let first = issue(&app, "alpha", Some(&k), &body).await;
+    assert_eq!(first.status, 201);
+    let id = first.body["license"]["id"].as_str().unwrap().to_string();
+    let renewals = format!("/v1/licenses/{id}/renewals");
+    let term = json!({"term_days": 1});
+
+    let fresh: Vec<String> = (0..10).map(|_| key()).collect();
+    let (renew_key, missing_key, foreign_key) = (key(), key(), key());
+    let retry = issue(&app, "alpha", Some(&k), &body);
+    let beta = issue(&app, "beta", Some(&k), &body);
+    let issues = join_all(fresh.iter().map(|f| issue(&app, "alpha", Some(f), &body)));
+    let renewal = post(&app, &renewals, "alpha", Some(&renew_key), &term);
+    let missing = post(
+        &app,
+        "/v1/licenses/no-such-licence/renewals",
+        "alpha",
+        Some(&missing_key),
+        &term,
+    );
+    let foreign = post(&app, &renewals, "beta", Some(&foreign_key), &term);
+    let (retry, beta, issues, renewal, missing, foreign) =
+        tokio::join!(retry, beta, issues, renewal, missing, foreign);
+
+    assert_eq!(retry.status, 201);
+    assert!(replayed(&retry));
+    assert_eq!(retry.text, first.text);
+    assert_eq!(beta.status, 201);
+    assert!(!replayed(&beta), "beta's key is its own");
+    assert_ne!(beta.body["license"]["id"], first.body["license"]["id"]);
+    for issued in &issues {
+        assert_eq!(issued.status, 201);
+        assert!(!replayed(issued));
+    }
+    assert_eq!(renewal.status, 200);
+    assert_eq!(renewal.body["license"]["id"].as_str(), Some(id.as_str()));
+    missing.assert_problem(404, "not_found");
+    foreign.assert_problem(404, "not_found");
+
+    // The same reads as one batch, straight from the store.
+    let store = Store::connect(&app.config.database_url, 1).unwrap();
+    let mut conn = store.dedicated_connection().unwrap();
+    let ask = |reseller: &str, key: &str, renews: Option<&str>| Ask {
+        reseller: reseller.into(),
+        key: Some(key.into()),
+        renews: renews.map(String::from),
+    };
+    let beta_key = k.clone();
+    let asks = [
+        ask("alpha", &k, None),
+        ask("beta", &beta_key, None),
+        ask("alpha", &fresh[3], None),
+        ask("gamma", &k, None),
+        ask("alpha", "never-used", Some(&id)),
+        ask("alpha", "never-used-either", Some("no-such-licence")),
+        Ask {
+            reseller: "beta".into(),
+            key: None,
+            renews: None,
+        },
+    ];
+    let asks: Vec<&Ask> = asks.iter().collect();
+    let found = Store::before_license_writes(&mut conn, &asks).unwrap();
+    assert_eq!(found.len(), asks.len());
+    let body_of = |n: usize| found[n].0.as_ref().map(|r| r.body.clone());
+    let own = |reseller: &str, key: &str| store.idempotency(reseller, key).unwrap().map(|r| r.body);
+    assert_eq!(body_of(0), own("alpha", &k));
+    assert_eq!(body_of(1), own("beta", &k));
+    assert_ne!(body_of(0), body_of(1), "each tenant's own record");
+    assert_eq!(body_of(2), own("alpha", &fresh[3]));
+    assert!(body_of(2).is_some());
+    assert_eq!(
+        found[3],
+        (None, None),
+        "gamma has no record under alpha's key"
+    );
+    assert!(found[4].0.is_none());
+    let read = found[4].1.clone().flatten().expect("the licence to renew");
+    assert_eq!(read.id, id);
+    assert_eq!(found[5], (None, Some(None)));
+    assert_eq!(found[6], (None, None));
+}

@@ -29,7 +29,7 @@ use crate::domain::Actor;
 use crate::domain::{Customer, Outcome, ResellerId, Sku, Standing, Transaction};
 use crate::policy::Catalog;
 use crate::store::decisions::NewDecision;
-use crate::store::licenses::{IdempotencyRecord, LicenseRow};
+use crate::store::licenses::{Ask, IdempotencyRecord, LicenseRow};
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -129,21 +129,20 @@ impl Gate {
     pub async fn license(&self, request: LicenseRequest) -> Result<Licensed, GateError> {
         let tenant = request.tenant.to_string();
         let mut _guard = None;
-        // The key's record and the licence to renew, read together (one
-        // connection, one hand-off to the blocking pool).
+        // The key's record and the licence to renew, read together, in a
+        // batch with other requests' (`store::lookups`).
         let renews = match &request.action {
             LicenseAction::Renew { license_id, .. } => Some(license_id.clone()),
             LicenseAction::Issue { .. } => None,
         };
-        let (found, mut read) = {
-            let (store, t, k) = (
-                self.store.clone(),
-                tenant.clone(),
-                request.idempotency_key.clone(),
-            );
-            blocking(move || store.before_license_write(&t, k.as_deref(), renews.as_deref()))
-                .await?
-        };
+        let (found, mut read) = self
+            .lookups
+            .before_license_write(Ask {
+                reseller: tenant.clone(),
+                key: request.idempotency_key.clone(),
+                renews,
+            })
+            .await?;
         if let Some(key) = request.idempotency_key.clone() {
             // A retry is answered from its record without deciding again.
             if let Some(found) = found {
