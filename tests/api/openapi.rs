@@ -119,3 +119,62 @@ async fn every_documented_operation_reaches_a_handler() {
         404
     );
 }
+
+/// Whether `path` (a concrete path, or one with `{…}` segments) is an
+/// instance of the documented `template`.
+fn instance_of(path: &str, template: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), template.split('/').collect());
+    p.len() == t.len()
+        && p.iter()
+            .zip(&t)
+            .all(|(p, t)| p == t || t.starts_with('{') || p.contains('{'))
+}
+
+/// Every `/v1/…` path the source writes out (the console's links and
+/// forms, the impact preview's example change `/v1/organizations/example-labs`,
+/// messages) is a documented path or an instance of one: nothing in `src/`
+/// names a route that `openapi.yaml` does not have.
+#[test]
+fn every_path_the_source_names_is_a_documented_path_or_an_instance_of_one() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let templates: BTreeSet<String> = documented().into_iter().map(|(p, _)| p).collect();
+    let mut files = Vec::new();
+    sources(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut files,
+    );
+    let mut named = BTreeSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for piece in text.split("\"/v1/").skip(1) {
+            let end = piece
+                .find(|c: char| c == '"' || c == '?' || c == '#' || c.is_whitespace())
+                .unwrap_or(piece.len());
+            let path = format!("/v1/{}", piece[..end].trim_end_matches('/'));
+            named.insert((path, file.display().to_string()));
+        }
+    }
+    assert!(
+        named
+            .iter()
+            .any(|(p, _)| p == "/v1/organizations/example-labs"),
+        "the scan found too little: {named:?}"
+    );
+    let unknown: Vec<_> = named
+        .iter()
+        .filter(|(p, _)| !templates.iter().any(|t| instance_of(p, t)))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "named in src/ but not a documented path: {unknown:?}"
+    );
+}
