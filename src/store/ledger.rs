@@ -5,11 +5,12 @@
 //! more) as a batch. On PostgreSQL it runs the batch on the head it
 //! predicts and sends it as one statement ([`pipeline`], which runs the
 //! writes arriving meanwhile into the next batch, and falls back to the
-//! locked path below when a batch fails or needs the lock). On SQLite, and in that fallback, it
-//! opens one transaction, locks the ledger head once, runs each
-//! write (which hands its rows to the [`Head`] rather than sending them),
-//! sends the batch's rows as one multi-row insert per table, commits, and
-//! only then answers each caller. A write that fails is undone alone.
+//! locked path below when a batch fails or needs the lock). On SQLite, and
+//! in that fallback, it opens one transaction, locks the ledger head once,
+//! runs each write (which hands its rows to the [`Head`] rather than
+//! sending them), sends the batch's rows as one multi-row insert per table,
+//! commits, and only then answers each caller. A write that fails is undone
+//! alone.
 //!
 //! If the batch fails before its commit, it is run once more in eager mode
 //! (each write in a savepoint of its own, its rows sent at its end, on a new

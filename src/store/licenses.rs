@@ -221,15 +221,26 @@ pub fn idempotency_in(
         ))
         .first::<(String, i32, String, Option<i64>, Option<String>)>(conn)
         .optional()?;
-    Ok(row.map(
-        |(fingerprint, status, body, audit_seq, event)| IdempotencyRecord {
-            fingerprint,
-            status: u16::try_from(status).unwrap_or(500),
-            audit_seq,
-            event,
-            body,
-        },
-    ))
+    Ok(row.map(|(fingerprint, status, body, audit_seq, event)| {
+        stored_record(fingerprint, status, body, audit_seq, event)
+    }))
+}
+
+/// An idempotency record as read (with its event's text, if it has one).
+fn stored_record(
+    fingerprint: String,
+    status: i32,
+    body: String,
+    audit_seq: Option<i64>,
+    event: Option<String>,
+) -> IdempotencyRecord {
+    IdempotencyRecord {
+        fingerprint,
+        status: u16::try_from(status).unwrap_or(500),
+        audit_seq,
+        event,
+        body,
+    }
 }
 
 /// A page of licence rows as stored, in id order after `after` (for
@@ -447,13 +458,7 @@ impl Store {
                     Option<String>,
                 )>(conn)?;
             for (reseller, key, fingerprint, status, body, audit_seq, event) in rows {
-                let record = IdempotencyRecord {
-                    fingerprint,
-                    status: u16::try_from(status).unwrap_or(500),
-                    audit_seq,
-                    event,
-                    body,
-                };
+                let record = stored_record(fingerprint, status, body, audit_seq, event);
                 records.insert((reseller, key), record);
             }
         }
@@ -462,7 +467,7 @@ impl Store {
             .map(|a| {
                 a.key
                     .as_ref()
-                    .and_then(|k| records.remove(&(a.reseller.clone(), k.clone())))
+                    .and_then(|k| records.get(&(a.reseller.clone(), k.clone())).cloned())
             })
             .collect();
         let ids: Vec<&str> = asks
